@@ -1,0 +1,1 @@
+//! Member crate for the workspace's benches; the code lives in `benches/`.

@@ -1,0 +1,1 @@
+//! Member crate for the workspace's examples; the code lives in `examples/`.

@@ -1,0 +1,267 @@
+//! The rollout policy: steps, thresholds, interval and evidence requirements.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::Share;
+
+/// A policy that cannot be used, naming the field that is wrong.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ConfigError {
+    /// The TOML text could not be parsed (syntax, types, unknown fields).
+    #[error("invalid TOML rollout policy: {0}")]
+    Toml(String),
+    /// The JSON text could not be parsed (syntax, types, unknown fields).
+    #[error("invalid JSON rollout policy: {0}")]
+    Json(String),
+    /// `steps` is empty.
+    #[error("steps: at least one step is required, and the last must be 100%")]
+    NoSteps,
+    /// A step of 0% would not send any traffic to the candidate.
+    #[error("steps[{index}]: a step must send some traffic to the candidate, got 0%")]
+    ZeroStep {
+        /// Position of the step.
+        index: usize,
+    },
+    /// Steps must strictly increase.
+    #[error("steps[{index}]: {share} does not increase on the previous step {previous}")]
+    StepsNotIncreasing {
+        /// Position of the offending step.
+        index: usize,
+        /// The step before it.
+        previous: Share,
+        /// The offending step.
+        share: Share,
+    },
+    /// The last step must be 100%.
+    #[error("steps: the last step must be 100%, got {last}")]
+    LastStepNotFull {
+        /// The last step.
+        last: Share,
+    },
+    /// The interval between looks must be positive.
+    #[error("interval: must be greater than zero")]
+    ZeroInterval,
+    /// The no-data deadline must allow at least one look.
+    #[error("no_data_deadline: {deadline:?} is shorter than the interval {interval:?}")]
+    DeadlineShorterThanInterval {
+        /// The deadline.
+        deadline: Duration,
+        /// The interval.
+        interval: Duration,
+    },
+    /// Nothing can be judged on zero samples.
+    #[error("min_samples: must be at least 1")]
+    ZeroMinSamples,
+    /// A threshold outside its allowed range.
+    #[error("{field}: {value} is outside {range}")]
+    ThresholdOutOfRange {
+        /// The field's path, e.g. `thresholds.max_failure_probability`.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+        /// The allowed range, in words.
+        range: &'static str,
+    },
+}
+
+/// The limits a prediction is held against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// Roll back when the predicted failure probability is above this, in `[0, 1)`.
+    pub max_failure_probability: f64,
+    /// Roll back when the predicted performance degradation is above this (relative,
+    /// `0.2` = 20% worse). Must be positive and finite.
+    pub max_degradation: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            max_failure_probability: 0.5,
+            max_degradation: 0.2,
+        }
+    }
+}
+
+/// How a rollout proceeds, loaded from TOML or JSON and validated on load.
+///
+/// In files, shares are percentages and durations are written as in `"10s"` or `"5m"`.
+///
+/// ```
+/// use std::time::Duration;
+/// use shadowlib::RolloutPolicy;
+///
+/// let policy = RolloutPolicy::from_toml(r#"
+///     interval = "10s"
+///     steps = [0.5, 5, 25, 50, 100]
+///     min_samples = 500
+///     no_data_deadline = "10m"
+///
+///     [thresholds]
+///     max_failure_probability = 0.2
+///     max_degradation = 0.1
+/// "#)?;
+/// assert_eq!(policy.interval, Duration::from_secs(10));
+/// assert_eq!(policy.steps[0].ppm(), 5_000);
+///
+/// let bad = RolloutPolicy::from_toml("steps = [50, 25, 100]");
+/// assert!(bad.unwrap_err().to_string().starts_with("steps[1]"));
+/// # Ok::<(), shadowlib::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutPolicy {
+    /// Time between two looks at the evidence.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Shares of live traffic for the candidate, one per canary step, strictly
+    /// increasing and ending at 100%.
+    pub steps: Vec<Share>,
+    /// Requests needed on each build before anything is decided.
+    pub min_samples: u64,
+    /// Candidate requests needed at a canary step before stepping up from it.
+    pub min_samples_per_step: u64,
+    /// How long the controller waits for `min_samples` before it pauses with "no data".
+    #[serde(with = "humantime_serde")]
+    pub no_data_deadline: Duration,
+    /// The limits the predictions are held against.
+    pub thresholds: Thresholds,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        let percent = |p: f64| Share::from_percent(p).unwrap_or(Share::FULL);
+        Self {
+            interval: Duration::from_secs(10),
+            steps: [1.0, 5.0, 25.0, 50.0, 100.0].map(percent).to_vec(),
+            min_samples: 200,
+            min_samples_per_step: 100,
+            no_data_deadline: Duration::from_secs(600),
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+impl RolloutPolicy {
+    /// Parses and validates a policy written in TOML.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let policy: Self = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Parses and validates a policy written in JSON.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let policy: Self = serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Checks every field; the first violation found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.interval.is_zero() {
+            return Err(ConfigError::ZeroInterval);
+        }
+        if self.no_data_deadline < self.interval {
+            return Err(ConfigError::DeadlineShorterThanInterval {
+                deadline: self.no_data_deadline,
+                interval: self.interval,
+            });
+        }
+        if self.min_samples == 0 {
+            return Err(ConfigError::ZeroMinSamples);
+        }
+        let last = self.steps.last().ok_or(ConfigError::NoSteps)?;
+        for (index, share) in self.steps.iter().enumerate() {
+            if share.is_zero() {
+                return Err(ConfigError::ZeroStep { index });
+            }
+            if index > 0 && *share <= self.steps[index - 1] {
+                return Err(ConfigError::StepsNotIncreasing {
+                    index,
+                    previous: self.steps[index - 1],
+                    share: *share,
+                });
+            }
+        }
+        if *last != Share::FULL {
+            return Err(ConfigError::LastStepNotFull { last: *last });
+        }
+        let p = self.thresholds.max_failure_probability;
+        if !(0.0..1.0).contains(&p) {
+            return Err(ConfigError::ThresholdOutOfRange {
+                field: "thresholds.max_failure_probability",
+                value: p,
+                range: "[0, 1)",
+            });
+        }
+        let d = self.thresholds.max_degradation;
+        if !d.is_finite() || d <= 0.0 {
+            return Err(ConfigError::ThresholdOutOfRange {
+                field: "thresholds.max_degradation",
+                value: d,
+                range: "(0, infinity)",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml_err(text: &str) -> ConfigError {
+        RolloutPolicy::from_toml(text).expect_err("policy should be rejected")
+    }
+
+    #[test]
+    fn default_policy_is_valid_and_round_trips() {
+        let policy = RolloutPolicy::default();
+        policy.validate().expect("default is valid");
+        let toml = toml::to_string(&policy).expect("serializes");
+        assert_eq!(RolloutPolicy::from_toml(&toml).expect("parses"), policy);
+        let json = serde_json::to_string(&policy).expect("serializes");
+        assert_eq!(RolloutPolicy::from_json(&json).expect("parses"), policy);
+    }
+
+    #[test]
+    fn each_bad_field_has_its_own_error() {
+        assert_eq!(toml_err("steps = []"), ConfigError::NoSteps);
+        assert_eq!(toml_err("steps = [0, 100]"), ConfigError::ZeroStep { index: 0 });
+        assert!(matches!(
+            toml_err("steps = [5, 5, 100]"),
+            ConfigError::StepsNotIncreasing { index: 1, .. }
+        ));
+        assert!(matches!(toml_err("steps = [5, 50]"), ConfigError::LastStepNotFull { .. }));
+        assert_eq!(toml_err(r#"interval = "0s""#), ConfigError::ZeroInterval);
+        assert!(matches!(
+            toml_err(r#"interval = "10s"
+no_data_deadline = "5s""#),
+            ConfigError::DeadlineShorterThanInterval { .. }
+        ));
+        assert_eq!(toml_err("min_samples = 0"), ConfigError::ZeroMinSamples);
+        assert!(matches!(
+            toml_err("[thresholds]\nmax_failure_probability = 1.5"),
+            ConfigError::ThresholdOutOfRange { field: "thresholds.max_failure_probability", .. }
+        ));
+        assert!(matches!(
+            toml_err("[thresholds]\nmax_degradation = -0.1"),
+            ConfigError::ThresholdOutOfRange { field: "thresholds.max_degradation", .. }
+        ));
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let e = toml_err("steps = [5, 150]").to_string();
+        assert!(e.contains("steps") && e.contains("150"), "{e}");
+        let e = toml_err("intervall = \"1s\"").to_string();
+        assert!(e.contains("intervall"), "{e}");
+        let e = RolloutPolicy::from_json(r#"{"min_samples": -1}"#).expect_err("rejected").to_string();
+        assert!(e.contains("JSON"), "{e}");
+    }
+}

@@ -1,0 +1,325 @@
+//! The phases of a rollout and the legal moves between them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::{Action, Share};
+
+/// A phase the rollout can be paused in, and resumed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum LivePhase {
+    /// The candidate sees only copies of reads.
+    Shadowing,
+    /// The candidate serves the share of step `step` (0-based) of the schedule.
+    Canary {
+        /// Index into the policy's steps.
+        step: usize,
+    },
+}
+
+/// Where a rollout is.
+///
+/// `Idle -> Shadowing -> Canary(0) -> ... -> Canary(last) -> Promoted`, with `Paused` and
+/// `RolledBack` reachable from every live phase. `Promoted` and `RolledBack` are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum Phase {
+    /// Not started.
+    Idle,
+    /// The candidate sees only copies of reads; all live traffic goes to stable.
+    Shadowing,
+    /// The candidate serves the share of step `step` of the schedule.
+    Canary {
+        /// Index into the policy's steps.
+        step: usize,
+    },
+    /// Not advancing; keeps the share of the phase it was paused in.
+    Paused {
+        /// The phase to resume to.
+        from: LivePhase,
+    },
+    /// The candidate serves all traffic. Terminal.
+    Promoted,
+    /// All traffic is back on stable. Terminal.
+    RolledBack,
+}
+
+impl Phase {
+    /// Whether the rollout is under way (shadowing, canary or paused).
+    pub fn is_live(self) -> bool {
+        matches!(self, Phase::Shadowing | Phase::Canary { .. } | Phase::Paused { .. })
+    }
+
+    /// Whether the rollout has ended (promoted or rolled back).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Promoted | Phase::RolledBack)
+    }
+}
+
+impl From<LivePhase> for Phase {
+    fn from(live: LivePhase) -> Self {
+        match live {
+            LivePhase::Shadowing => Phase::Shadowing,
+            LivePhase::Canary { step } => Phase::Canary { step },
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::Idle => f.write_str("idle"),
+            Phase::Shadowing => f.write_str("shadowing"),
+            Phase::Canary { step } => write!(f, "canary step {}", step + 1),
+            Phase::Paused { from } => write!(f, "paused ({})", Phase::from(*from)),
+            Phase::Promoted => f.write_str("promoted"),
+            Phase::RolledBack => f.write_str("rolled back"),
+        }
+    }
+}
+
+/// A move the state machine refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("cannot {action} while {phase}")]
+pub struct TransitionError {
+    /// What was asked.
+    pub action: Action,
+    /// The phase it was asked in.
+    pub phase: Phase,
+}
+
+/// A change of phase and of share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Phase before.
+    pub from: Phase,
+    /// Phase after.
+    pub to: Phase,
+    /// Candidate share before.
+    pub share_before: Share,
+    /// Candidate share after.
+    pub share_after: Share,
+}
+
+/// The rollout state machine on its own: phases, steps and shares, no I/O and no clock.
+///
+/// The controller drives it from the evidence and the handle drives it from operators; both
+/// go through [`RolloutMachine::apply`], which refuses illegal moves.
+///
+/// ```
+/// use shadowlib::{Action, Phase, RolloutMachine, Share};
+///
+/// let steps = vec![Share::from_percent(10.0)?, Share::FULL];
+/// let mut machine = RolloutMachine::new(steps);
+/// machine.apply(Action::StepUp).unwrap_err(); // not started
+/// machine.start().unwrap();
+/// machine.apply(Action::StepUp).unwrap();
+/// assert_eq!(machine.phase(), Phase::Canary { step: 0 });
+/// assert_eq!(machine.share().percent(), 10.0);
+/// machine.apply(Action::RollBack).unwrap();
+/// assert_eq!(machine.share(), Share::ZERO);
+/// # Ok::<(), shadowlib::ShareError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutMachine {
+    phase: Phase,
+    steps: Vec<Share>,
+}
+
+impl RolloutMachine {
+    /// A machine in `Idle` over these canary steps (validated by
+    /// [`RolloutPolicy::validate`](crate::RolloutPolicy::validate); an empty list is read as
+    /// one step of 100%).
+    pub fn new(steps: Vec<Share>) -> Self {
+        let steps = if steps.is_empty() { vec![Share::FULL] } else { steps };
+        Self {
+            phase: Phase::Idle,
+            steps,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The canary steps.
+    pub fn steps(&self) -> &[Share] {
+        &self.steps
+    }
+
+    /// The candidate's share of live traffic in the current phase.
+    pub fn share(&self) -> Share {
+        self.share_of(self.phase)
+    }
+
+    fn share_of(&self, phase: Phase) -> Share {
+        match phase {
+            Phase::Idle | Phase::Shadowing | Phase::RolledBack => Share::ZERO,
+            Phase::Canary { step } => self.steps.get(step).copied().unwrap_or(Share::FULL),
+            Phase::Paused { from } => self.share_of(from.into()),
+            Phase::Promoted => Share::FULL,
+        }
+    }
+
+    /// Starts the rollout: `Idle -> Shadowing`.
+    pub fn start(&mut self) -> Result<Transition, TransitionError> {
+        match self.phase {
+            Phase::Idle => Ok(self.move_to(Phase::Shadowing)),
+            phase => Err(TransitionError {
+                action: Action::StepUp,
+                phase,
+            }),
+        }
+    }
+
+    /// Applies an action. `Ok(None)` means the action is legal but changes nothing (hold).
+    pub fn apply(&mut self, action: Action) -> Result<Option<Transition>, TransitionError> {
+        let refuse = || TransitionError {
+            action,
+            phase: self.phase,
+        };
+        let next = match (action, self.phase) {
+            (Action::Hold, _) => return Ok(None),
+            (Action::StepUp, Phase::Shadowing) => Phase::Canary { step: 0 },
+            (Action::StepUp, Phase::Canary { step }) if step + 1 < self.steps.len() => {
+                Phase::Canary { step: step + 1 }
+            }
+            (Action::StepUp, Phase::Canary { .. }) => Phase::Promoted,
+            (Action::Pause, Phase::Shadowing) => Phase::Paused {
+                from: LivePhase::Shadowing,
+            },
+            (Action::Pause, Phase::Canary { step }) => Phase::Paused {
+                from: LivePhase::Canary { step },
+            },
+            (Action::Resume, Phase::Paused { from }) => from.into(),
+            (Action::RollBack, phase) if phase.is_live() => Phase::RolledBack,
+            (Action::Promote, phase) if phase.is_live() => Phase::Promoted,
+            _ => return Err(refuse()),
+        };
+        Ok(Some(self.move_to(next)))
+    }
+
+    fn move_to(&mut self, to: Phase) -> Transition {
+        let transition = Transition {
+            from: self.phase,
+            to,
+            share_before: self.share(),
+            share_after: self.share_of(to),
+        };
+        self.phase = to;
+        transition
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> RolloutMachine {
+        let steps = [1.0, 10.0, 100.0].map(|p| Share::from_percent(p).expect("valid"));
+        RolloutMachine::new(steps.to_vec())
+    }
+
+    fn started() -> RolloutMachine {
+        let mut m = machine();
+        m.start().expect("starts from idle");
+        m
+    }
+
+    #[test]
+    fn full_path_to_promoted() {
+        let mut m = started();
+        assert_eq!(m.phase(), Phase::Shadowing);
+        assert_eq!(m.share(), Share::ZERO);
+        let mut shares = Vec::new();
+        while !m.phase().is_terminal() {
+            m.apply(Action::StepUp).expect("legal step");
+            shares.push(m.share().percent());
+        }
+        assert_eq!(shares, vec![1.0, 10.0, 100.0, 100.0]);
+        assert_eq!(m.phase(), Phase::Promoted);
+    }
+
+    #[test]
+    fn rollback_from_every_live_phase_sets_share_zero() {
+        let live = [
+            Phase::Shadowing,
+            Phase::Canary { step: 0 },
+            Phase::Canary { step: 2 },
+            Phase::Paused { from: LivePhase::Shadowing },
+            Phase::Paused { from: LivePhase::Canary { step: 1 } },
+        ];
+        for phase in live {
+            let mut m = machine();
+            m.phase = phase;
+            let t = m
+                .apply(Action::RollBack)
+                .expect("rollback is legal from live phases")
+                .expect("a change of phase");
+            assert_eq!(t.to, Phase::RolledBack);
+            assert_eq!(t.share_after, Share::ZERO);
+            assert_eq!(m.share(), Share::ZERO);
+        }
+    }
+
+    #[test]
+    fn rolled_back_refuses_everything_that_would_send_traffic() {
+        let mut m = started();
+        m.apply(Action::RollBack).expect("legal");
+        for action in [Action::StepUp, Action::Promote, Action::Resume, Action::Pause, Action::RollBack] {
+            assert_eq!(
+                m.apply(action),
+                Err(TransitionError { action, phase: Phase::RolledBack })
+            );
+            assert_eq!(m.share(), Share::ZERO);
+        }
+        assert!(m.start().is_err());
+    }
+
+    #[test]
+    fn promoted_is_terminal() {
+        let mut m = started();
+        m.apply(Action::Promote).expect("legal");
+        for action in [Action::StepUp, Action::RollBack, Action::Pause, Action::Resume, Action::Promote] {
+            assert!(m.apply(action).is_err(), "{action} after promotion");
+        }
+        assert_eq!(m.phase(), Phase::Promoted);
+        assert_eq!(m.share(), Share::FULL);
+    }
+
+    #[test]
+    fn paused_keeps_share_and_resumes_to_the_phase_it_left() {
+        let mut m = started();
+        m.apply(Action::StepUp).expect("legal");
+        m.apply(Action::StepUp).expect("legal");
+        let before = m.share();
+        m.apply(Action::Pause).expect("legal");
+        assert_eq!(m.phase(), Phase::Paused { from: LivePhase::Canary { step: 1 } });
+        assert_eq!(m.share(), before);
+        assert!(m.apply(Action::StepUp).is_err(), "paused rollouts do not advance");
+        assert!(m.apply(Action::Pause).is_err(), "already paused");
+        m.apply(Action::Resume).expect("legal");
+        assert_eq!(m.phase(), Phase::Canary { step: 1 });
+    }
+
+    #[test]
+    fn idle_accepts_only_start() {
+        let mut m = machine();
+        for action in [Action::StepUp, Action::RollBack, Action::Pause, Action::Resume, Action::Promote] {
+            assert!(m.apply(action).is_err());
+        }
+        assert_eq!(m.apply(Action::Hold), Ok(None));
+        assert!(m.start().is_ok());
+        assert!(m.start().is_err(), "starts once");
+    }
+
+    #[test]
+    fn resume_without_pause_is_refused() {
+        let mut m = started();
+        assert!(m.apply(Action::Resume).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Member crate for the workspace's tests; the code lives in `tests/`.
