@@ -64,6 +64,7 @@ mod error;
 mod evidence;
 mod version;
 
+pub mod analysis;
 pub mod delta;
 pub mod metrics;
 pub mod mirror;

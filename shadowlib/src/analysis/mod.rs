@@ -1,0 +1,1 @@
+//! Judging the evidence: sequential tests, anomaly detection and response comparison.
