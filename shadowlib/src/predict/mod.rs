@@ -6,12 +6,21 @@
 //! reasons. The controller compares the prediction with the thresholds of the
 //! [`RolloutPolicy`](crate::RolloutPolicy) to step up, hold or roll back.
 
+mod capacity;
+mod ensemble;
+mod learned;
 mod threshold;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use capacity::{CapacityConfig, CapacityConfigError, CapacityPredictor};
+pub use ensemble::{Combine, Ensemble};
+pub use learned::{
+    FEATURE_NAMES, HistoryRecord, LearnedError, LearnedModel, LearnedPredictor, features,
+    read_history,
+};
 pub use threshold::{ThresholdPredictor, ThresholdPredictorConfig};
 
 use crate::{Evidence, SampleCount};
