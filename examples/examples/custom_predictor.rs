@@ -129,7 +129,7 @@ async fn rollout(bug_every: u64) -> Phase {
                     0,
                     0,
                 );
-                checkouts.record(bug_every > 0 && request % bug_every == 0);
+                checkouts.record(bug_every > 0 && request.is_multiple_of(bug_every));
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
