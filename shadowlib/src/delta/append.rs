@@ -17,10 +17,10 @@ use super::StateDelta;
 /// use shadowlib::StateDelta;
 /// use shadowlib::delta::AppendLog;
 ///
-/// let mut log = AppendLog::new();
-/// let first = log.append_delta("created");
+/// let mut log = AppendLog::<String>::new();
+/// let first = log.append_delta("created".into());
 /// log.apply(&first).unwrap();
-/// log.apply(&log.append_delta("paid")).unwrap();
+/// log.apply(&log.append_delta("paid".into())).unwrap();
 /// assert_eq!(log.items(), ["created", "paid"]);
 /// assert!(log.apply(&first).is_err(), "index 0 is taken");
 /// ```

@@ -20,9 +20,9 @@ use super::{Coalesce, StateDelta};
 /// use shadowlib::StateDelta;
 /// use shadowlib::delta::{KeyValueMap, KvDelta};
 ///
-/// let mut map = KeyValueMap::new();
-/// map.apply(&KvDelta::put("user:1", 3)).unwrap();
-/// map.apply(&KvDelta::put("user:2", 4)).unwrap();
+/// let mut map = KeyValueMap::<String, u32>::new();
+/// map.apply(&KvDelta::put("user:1", 3u32)).unwrap();
+/// map.apply(&KvDelta::put("user:2", 4u32)).unwrap();
 /// map.apply(&KvDelta::remove("user:1")).unwrap();
 /// assert_eq!(map.get("user:2"), Some(&4));
 /// assert_eq!(map.len(), 1);
