@@ -14,8 +14,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use shadowlib::delta::{
     AppendLog, BusError, Coalescing, DeltaBus, Epoch, Frame, Freshness, InProcess,
-    InProcessSubscription, KeyValueMap, KvDelta, LiveState, Position, ShadowState,
-    SnapshotSource, StalenessBound, Transport, TransportError,
+    InProcessSubscription, KeyValueMap, KvDelta, LiveState, Position, ShadowState, SnapshotSource,
+    StalenessBound, Transport, TransportError,
 };
 use shadowlib::{Arm, ArmEvidence, MetricSource, StateDelta, Version};
 
@@ -105,7 +105,10 @@ async fn let_follower_run() {
 /// that was in sync (a loss before it would be covered by the first snapshot).
 async fn initial_sync(shadow: &ShadowState<Map>) {
     let_follower_run().await;
-    assert!(shadow.position().is_some(), "the first snapshot is taken at once");
+    assert!(
+        shadow.position().is_some(),
+        "the first snapshot is taken at once"
+    );
 }
 
 fn start_live<T: Transport>(bus: &DeltaBus<Map, T>, state: Map, epoch: u64) -> LiveState<Map, T> {
@@ -290,14 +293,18 @@ fn a_stalled_subscriber_never_blocks_the_live_side_and_resyncs_once() {
         // The follower does not run during these 10,000 commits: its buffer of 8 overflows
         // at once, and every commit still returns.
         for i in 0..10_000u32 {
-            live.commit(KvDelta::put((i % 256) as u8, i as u16)).expect("commits");
+            live.commit(KvDelta::put((i % 256) as u8, i as u16))
+                .expect("commits");
         }
         assert_eq!(live.position().sequence, 10_000);
         assert_converged(&live, &shadow).await;
         let stats = shadow.stats();
         assert_eq!(stats.resyncs.lagged, 1);
         assert_eq!(stats.resyncs.recoveries(), 1);
-        assert!(stats.frames_applied < 10, "the snapshot replaced the lost frames");
+        assert!(
+            stats.frames_applied < 10,
+            "the snapshot replaced the lost frames"
+        );
     });
 }
 
@@ -309,15 +316,23 @@ fn coalescing_merges_changes_to_a_key_within_the_window() {
         let window = Duration::from_millis(10);
         let live = bus
             .live(Map::new())
-            .coalesce(Coalescing { window, max_batch: 1000 })
+            .coalesce(Coalescing {
+                window,
+                max_batch: 1000,
+            })
             .start()
             .expect("valid settings");
         let_follower_run().await;
         for i in 0..100u16 {
-            live.commit(KvDelta::put((i % 10) as u8, i)).expect("commits");
+            live.commit(KvDelta::put((i % 10) as u8, i))
+                .expect("commits");
         }
         assert_eq!(live.stats().frames_published, 0, "held for the window");
-        assert_eq!(live.position().sequence, 1, "the pending batch is the next frame");
+        assert_eq!(
+            live.position().sequence,
+            1,
+            "the pending batch is the next frame"
+        );
         assert!(!shadow.reach(live.position(), window / 2).await);
         assert!(shadow.reach(live.position(), window).await);
 
@@ -339,7 +354,10 @@ fn a_full_batch_is_published_before_its_window_ends() {
         let bus = DeltaBus::<Map>::in_process(64).expect("valid buffer");
         let live = bus
             .live(Map::new())
-            .coalesce(Coalescing { window: Duration::from_secs(5), max_batch: 4 })
+            .coalesce(Coalescing {
+                window: Duration::from_secs(5),
+                max_batch: 4,
+            })
             .start()
             .expect("valid settings");
         for key in 0..10u8 {
@@ -358,7 +376,10 @@ fn a_dropped_publisher_publishes_its_pending_batch() {
         let shadow = bus.follow(Map::new()).expect("within a runtime");
         let live = bus
             .live(Map::new())
-            .coalesce(Coalescing { window: Duration::from_secs(5), max_batch: 100 })
+            .coalesce(Coalescing {
+                window: Duration::from_secs(5),
+                max_batch: 100,
+            })
             .start()
             .expect("valid settings");
         let_follower_run().await;
@@ -375,19 +396,30 @@ fn an_append_log_follows_with_deltas_the_live_log_produces() {
     paused_runtime().block_on(async {
         let bus = DeltaBus::<AppendLog<String>>::in_process(64).expect("valid buffer");
         let shadow = bus.follow(AppendLog::new()).expect("within a runtime");
-        let live = bus.live(AppendLog::new()).start().expect("within a runtime");
+        let live = bus
+            .live(AppendLog::new())
+            .start()
+            .expect("within a runtime");
         for event in ["created", "paid", "shipped"] {
             live.commit_with(|log| log.append_delta(event.to_owned()))
                 .expect("commits");
         }
         assert!(shadow.reach(live.position(), SETTLE).await);
-        assert_eq!(shadow.read(|log| log.items().to_vec()), ["created", "paid", "shipped"]);
+        assert_eq!(
+            shadow.read(|log| log.items().to_vec()),
+            ["created", "paid", "shipped"]
+        );
 
         let stale = live.read(|log| log.append_delta("refunded".to_owned()));
-        live.commit_with(|log| log.append_delta("delivered".to_owned())).expect("commits");
+        live.commit_with(|log| log.append_delta("delivered".to_owned()))
+            .expect("commits");
         let refused = live.commit(stale).expect_err("index 3 is taken");
         assert!(refused.to_string().contains("index 3"), "{refused}");
-        assert_eq!(live.read(AppendLog::len), 4, "a refused delta changes nothing");
+        assert_eq!(
+            live.read(AppendLog::len),
+            4,
+            "a refused delta changes nothing"
+        );
         assert_eq!(live.stats().deltas_committed, 4);
     });
 }
@@ -416,19 +448,32 @@ fn read_spans_measure_how_far_the_shadow_was_from_live() {
 
         // The follower has not run since the commit: one frame behind.
         let live_at = live.position();
-        assert_eq!(shadow.freshness(live_at), Freshness::Unrelated, "not synced yet");
+        assert_eq!(
+            shadow.freshness(live_at),
+            Freshness::Unrelated,
+            "not synced yet"
+        );
         let_follower_run().await;
         live.commit(KvDelta::put(1u8, 2u16)).expect("commits");
         assert_eq!(
             shadow.freshness(live.position()),
-            Freshness::Distance { behind: 1, ahead: 0 }
+            Freshness::Distance {
+                behind: 1,
+                ahead: 0
+            }
         );
 
         // Exact: the span waits for the shadow, which serves from live's state.
         let bound = StalenessBound::default();
         let live_at = live.position();
         let span = shadow.catch_up(live_at, bound).await;
-        assert_eq!(span.start(), Freshness::Distance { behind: 0, ahead: 0 });
+        assert_eq!(
+            span.start(),
+            Freshness::Distance {
+                behind: 0,
+                ahead: 0
+            }
+        );
         let (freshness, comparable) = span.finish();
         assert!(freshness.is_exact() && comparable);
 
@@ -436,17 +481,38 @@ fn read_spans_measure_how_far_the_shadow_was_from_live() {
         let span = shadow.catch_up(live_at, bound).await;
         live.commit(KvDelta::put(1u8, 3u16)).expect("commits");
         let_follower_run().await;
-        assert_eq!(span.finish(), (Freshness::Distance { behind: 0, ahead: 1 }, false));
+        assert_eq!(
+            span.finish(),
+            (
+                Freshness::Distance {
+                    behind: 0,
+                    ahead: 1
+                },
+                false
+            )
+        );
 
         let reads = shadow.stats().reads;
-        assert_eq!((reads.observed, reads.exact, reads.outside_bound), (2, 1, 1));
+        assert_eq!(
+            (reads.observed, reads.exact, reads.outside_bound),
+            (2, 1, 1)
+        );
 
         let mut evidence = ArmEvidence::new(Version::new("kv", "2"));
-        shadow.collect(Arm::Candidate, &mut evidence).await.expect("in-memory source");
+        shadow
+            .collect(Arm::Candidate, &mut evidence)
+            .await
+            .expect("in-memory source");
         assert_eq!(evidence.custom["delta_read_outside_bound"].mean(), 0.5);
-        assert_eq!(evidence.custom["delta_lag_us"].count(), shadow.stats().frames_applied);
+        assert_eq!(
+            evidence.custom["delta_lag_us"].count(),
+            shadow.stats().frames_applied
+        );
         let mut stable = ArmEvidence::new(Version::new("kv", "1"));
-        shadow.collect(Arm::Stable, &mut stable).await.expect("in-memory source");
+        shadow
+            .collect(Arm::Stable, &mut stable)
+            .await
+            .expect("in-memory source");
         assert!(stable.custom.is_empty(), "lag is the candidate's KPI");
     });
 }
@@ -476,27 +542,44 @@ fn live_and_shadow_count_the_same_bytes() {
 fn setup_errors_are_typed() {
     assert!(matches!(
         DeltaBus::<Map>::in_process(0),
-        Err(BusError::InvalidSetting { setting: "subscriber_buffer", .. })
+        Err(BusError::InvalidSetting {
+            setting: "subscriber_buffer",
+            ..
+        })
     ));
     let bus = DeltaBus::<Map>::in_process(8).expect("valid buffer");
     assert_eq!(
         bus.live(Map::new()).start().map(|_| ()),
-        Err(BusError::NoRuntime { what: "a live publisher" })
+        Err(BusError::NoRuntime {
+            what: "a live publisher"
+        })
     );
-    assert!(matches!(bus.follow(Map::new()), Err(BusError::NoRuntime { .. })));
+    assert!(matches!(
+        bus.follow(Map::new()),
+        Err(BusError::NoRuntime { .. })
+    ));
     paused_runtime().block_on(async {
         let zero_heartbeat = bus.live(Map::new()).heartbeat(Duration::ZERO).start();
         assert!(matches!(
             zero_heartbeat,
-            Err(BusError::InvalidSetting { setting: "heartbeat", .. })
+            Err(BusError::InvalidSetting {
+                setting: "heartbeat",
+                ..
+            })
         ));
         let empty_batch = bus
             .live(Map::new())
-            .coalesce(Coalescing { max_batch: 0, ..Coalescing::default() })
+            .coalesce(Coalescing {
+                max_batch: 0,
+                ..Coalescing::default()
+            })
             .start();
         assert!(matches!(
             empty_batch,
-            Err(BusError::InvalidSetting { setting: "coalescing.max_batch", .. })
+            Err(BusError::InvalidSetting {
+                setting: "coalescing.max_batch",
+                ..
+            })
         ));
     });
 }
@@ -506,7 +589,9 @@ fn snapshots_keep_keys_the_map_had_before_following() {
     // Guards the resync path against restoring into a map that starts non-empty.
     paused_runtime().block_on(async {
         let bus = DeltaBus::<Map>::in_process(64).expect("valid buffer");
-        let shadow = bus.follow([(9, 9)].into_iter().collect()).expect("within a runtime");
+        let shadow = bus
+            .follow([(9, 9)].into_iter().collect())
+            .expect("within a runtime");
         let live = start_live(&bus, HashMap::from([(1, 1)]).into(), 1);
         assert_converged(&live, &shadow).await;
         assert_eq!(shadow.read(|map| map.get(&9).copied()), None);
