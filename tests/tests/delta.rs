@@ -26,12 +26,13 @@ const HEARTBEAT: Duration = Duration::from_millis(100);
 /// found a shadow that never converges.
 const SETTLE: Duration = Duration::from_secs(60);
 
-/// The in-process transport, except that it loses the delta frames it is told to lose (a
-/// lossy broker). Heartbeats always get through.
+/// The in-process transport, except that it loses or truncates the delta frames it is
+/// told to (a lossy broker). Heartbeats always get through.
 struct Lossy {
     inner: InProcess,
     to_lose: AtomicU64,
     lost: AtomicU64,
+    to_truncate: AtomicU64,
 }
 
 impl Lossy {
@@ -40,7 +41,12 @@ impl Lossy {
             inner: InProcess::new(subscriber_buffer).expect("valid buffer"),
             to_lose: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            to_truncate: AtomicU64::new(0),
         }
+    }
+
+    fn truncate_next_frame(&self) {
+        self.to_truncate.fetch_add(1, Ordering::SeqCst);
     }
 
     fn lose_next_frame(&self) {
@@ -60,17 +66,20 @@ fn carries_deltas(frame: &Frame) -> bool {
 impl Transport for Lossy {
     type Subscription = InProcessSubscription;
 
-    fn publish(&self, frame: Frame) {
-        let lose = carries_deltas(&frame)
-            && self
-                .to_lose
+    fn publish(&self, mut frame: Frame) {
+        let take = |counter: &AtomicU64| {
+            counter
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-        if lose {
+                .is_ok()
+        };
+        if carries_deltas(&frame) && take(&self.to_lose) {
             self.lost.fetch_add(1, Ordering::SeqCst);
-        } else {
-            self.inner.publish(frame);
+            return;
         }
+        if carries_deltas(&frame) && take(&self.to_truncate) {
+            frame.bytes.truncate(frame.bytes.len() - 1);
+        }
+        self.inner.publish(frame);
     }
 
     fn subscribe(&self) -> InProcessSubscription {
@@ -595,5 +604,101 @@ fn snapshots_keep_keys_the_map_had_before_following() {
         let live = start_live(&bus, HashMap::from([(1, 1)]).into(), 1);
         assert_converged(&live, &shadow).await;
         assert_eq!(shadow.read(|map| map.get(&9).copied()), None);
+    });
+}
+
+/// A state whose shadow copy refuses or panics on one value, as a buggy shadow build might.
+#[derive(Debug, Default)]
+struct Fragile {
+    values: Vec<u32>,
+    refuse: Option<u32>,
+    panic_on: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused {0}")]
+struct Refused(u32);
+
+impl StateDelta for Fragile {
+    type Delta = u32;
+    type Snapshot = Vec<u32>;
+    type Error = Refused;
+
+    fn apply(&mut self, value: &u32) -> Result<(), Refused> {
+        if self.panic_on == Some(*value) {
+            panic!("the shadow's apply crashed on {value}");
+        }
+        if self.refuse.take_if(|refused| refused == value).is_some() {
+            return Err(Refused(*value));
+        }
+        self.values.push(*value);
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Vec<u32> {
+        self.values.clone()
+    }
+
+    fn restore(&mut self, values: Vec<u32>) {
+        self.values = values;
+    }
+}
+
+#[test]
+fn a_refused_delta_or_a_corrupt_frame_triggers_a_resync() {
+    paused_runtime().block_on(async {
+        let bus = DeltaBus::<Fragile, _>::new(Lossy::new(64));
+        let shadow_state = Fragile {
+            refuse: Some(2),
+            ..Fragile::default()
+        };
+        let shadow = bus.follow(shadow_state).expect("within a runtime");
+        let live = bus
+            .live(Fragile::default())
+            .start()
+            .expect("within a runtime");
+        let_follower_run().await;
+        for value in 1..=3 {
+            live.commit(value).expect("live accepts every value");
+        }
+        assert!(shadow.reach(live.position(), SETTLE).await);
+        bus.transport().truncate_next_frame();
+        live.commit(4).expect("commits");
+        live.commit(5).expect("commits");
+        assert!(shadow.reach(live.position(), SETTLE).await);
+
+        assert_eq!(shadow.read(|state| state.values.clone()), [1, 2, 3, 4, 5]);
+        let resyncs = shadow.stats().resyncs;
+        assert_eq!((resyncs.apply_failed, resyncs.undecodable), (1, 1));
+        assert_eq!(resyncs.recoveries(), 2);
+    });
+}
+
+#[test]
+fn a_shadow_whose_apply_panicked_is_never_comparable() {
+    paused_runtime().block_on(async {
+        let bus = DeltaBus::<Fragile>::in_process(64).expect("valid buffer");
+        let shadow_state = Fragile {
+            panic_on: Some(13),
+            ..Fragile::default()
+        };
+        let shadow = bus.follow(shadow_state).expect("within a runtime");
+        let live = bus
+            .live(Fragile::default())
+            .start()
+            .expect("within a runtime");
+        live.commit(1).expect("commits");
+        assert!(shadow.reach(live.position(), SETTLE).await);
+
+        live.commit(13).expect("the live side is unaffected");
+        let_follower_run().await;
+        assert_eq!(
+            shadow.position(),
+            None,
+            "the half-applied state is at no position"
+        );
+        let live_at = live.commit(14).expect("the live side is unaffected");
+        let span = shadow.catch_up(live_at, StalenessBound::default()).await;
+        assert_eq!(span.finish(), (Freshness::Unrelated, false));
     });
 }

@@ -233,17 +233,39 @@ impl<S: StateDelta, T: Transport> LiveInner<S, T> {
     }
 }
 
+/// How often a snapshot tries the shared lock before it takes the exclusive one.
+const SHARED_SNAPSHOT_TRIES: usize = 3;
+
 impl<S: StateDelta, T: Transport> SnapshotSource for LiveInner<S, T> {
     fn snapshot(&self) -> Result<Bytes, CodecError> {
-        let (position, snapshot) = {
-            let mut core = self.write();
-            // Pending changes are in the state, so they must be published before the
-            // snapshot is numbered, or a follower would apply them twice.
-            self.publisher.flush(&mut core, Instant::now());
-            (
-                self.publisher.position(core.published),
-                core.state.snapshot(),
-            )
+        // The snapshot is taken under the shared lock, so live reads go on while the state
+        // is copied (writes wait). Pending changes are in the state, so they must be
+        // published before the snapshot is numbered, or a follower would apply them twice:
+        // flush under the exclusive lock, then copy if no change slipped in meanwhile, and
+        // after a few tries copy under the exclusive lock so a stream of writes cannot
+        // starve the snapshot.
+        let mut taken = None;
+        for _ in 0..SHARED_SNAPSHOT_TRIES {
+            self.publisher.flush(&mut self.write(), Instant::now());
+            let core = self.read();
+            if core.batch.as_ref().is_none_or(|batch| batch.is_empty()) {
+                taken = Some((
+                    self.publisher.position(core.published),
+                    core.state.snapshot(),
+                ));
+                break;
+            }
+        }
+        let (position, snapshot) = match taken {
+            Some(taken) => taken,
+            None => {
+                let mut core = self.write();
+                self.publisher.flush(&mut core, Instant::now());
+                (
+                    self.publisher.position(core.published),
+                    core.state.snapshot(),
+                )
+            }
         };
         let bytes = encode_snapshot(position, &snapshot)?;
         bump(&self.publisher.counters.snapshots_served, 1);

@@ -171,21 +171,26 @@ struct ShadowShared<S> {
 
 impl<S> ShadowShared<S> {
     fn write(&self) -> RwLockWriteGuard<'_, Synced<S>> {
-        // Only the follower writes. If a state's `apply` panicked, the task is gone and the
-        // position stays where it was, so freshness checks keep telling the truth.
         self.synced
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Synced<S>> {
-        self.synced
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The state and its position. Only the follower writes, so a poisoned lock means a
+    /// state's `apply` or `restore` panicked half-way and the follower is gone: the state
+    /// is then at no position, and no read of it counts as comparable.
+    fn read(&self) -> (RwLockReadGuard<'_, Synced<S>>, Option<Position>) {
+        match self.synced.read() {
+            Ok(synced) => {
+                let position = synced.position;
+                (synced, position)
+            }
+            Err(poisoned) => (poisoned.into_inner(), None),
+        }
     }
 
     fn position(&self) -> Option<Position> {
-        self.read().position
+        self.read().1
     }
 }
 
@@ -274,13 +279,13 @@ impl<S> ShadowState<S> {
 
     /// Runs `read` on the shadow's state.
     pub fn read<R>(&self, read: impl FnOnce(&S) -> R) -> R {
-        read(&self.shared().read().state)
+        read(&self.shared().read().0.state)
     }
 
     /// Runs `read` on the shadow's state and says which position that state was at.
     pub fn read_with_position<R>(&self, read: impl FnOnce(&S) -> R) -> (R, Option<Position>) {
-        let synced = self.shared().read();
-        (read(&synced.state), synced.position)
+        let (synced, position) = self.shared().read();
+        (read(&synced.state), position)
     }
 
     /// Where the shadow's state is; `None` before the first snapshot.
@@ -328,9 +333,9 @@ impl<S> ShadowState<S> {
     /// The follower's counters and the lag KPIs.
     pub fn stats(&self) -> FollowerStats {
         let mut stats = {
-            let synced = self.shared().read();
+            let (synced, position) = self.shared().read();
             FollowerStats {
-                position: synced.position,
+                position,
                 ..synced.stats.clone()
             }
         };
