@@ -130,8 +130,12 @@ fn staleness_figure(runtime: &Runtime) {
     assert!(runtime.block_on(shadow.reach(live.position(), SETTLE)));
     let stats = shadow.stats();
     let lag = &stats.lag_us;
+    // The tail is the follower thread waiting for a core, so the machine's load is part of
+    // the figure.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_1min = load.split_whitespace().next().unwrap_or("unknown");
     println!(
-        "delta/staleness: {} writes at {:.0}/s: lag p50 {} us, p99 {} us, p99.9 {} us, max {} us (goal p99 <= 1000 us); resyncs after the first: {}",
+        "delta/staleness: {} writes at {:.0}/s: lag p50 {} us, p99 {} us, p99.9 {} us, max {} us (goal p99 <= 1000 us); resyncs after the first: {}; load average {load_1min} on {} cores",
         lag.count(),
         f64::from(WRITES) / elapsed.as_secs_f64(),
         lag.quantile(0.50),
@@ -139,6 +143,7 @@ fn staleness_figure(runtime: &Runtime) {
         lag.quantile(0.999),
         lag.max(),
         stats.resyncs.recoveries(),
+        std::thread::available_parallelism().map_or(0, |cores| cores.get()),
     );
 }
 

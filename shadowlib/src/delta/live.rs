@@ -341,11 +341,20 @@ impl<S: StateDelta, T: Transport> LiveState<S, T> {
         read(&self.inner.read().state)
     }
 
+    /// Runs `read` on the live state and says which position that state was at (exactly:
+    /// the position is read under the same lock). Use it for reads that are mirrored.
+    pub fn read_with_position<R>(&self, read: impl FnOnce(&S) -> R) -> (R, Position) {
+        let core = self.inner.read();
+        let sequence = self.inner.publisher.watermark.load(Ordering::Acquire);
+        (read(&core.state), self.inner.publisher.position(sequence))
+    }
+
     /// The watermark of committed changes, without taking the lock.
     ///
-    /// Take it when live serves a read that is mirrored, and hand it to the shadow side:
-    /// [`ShadowState::catch_up`](super::ShadowState::catch_up) waits for the shadow to
-    /// reach it and then measures how fresh the shadow was.
+    /// A change committed concurrently may be included, so for a mirrored read prefer
+    /// [`read_with_position`](Self::read_with_position), which gives the exact position of
+    /// the state read; hand it to
+    /// [`ShadowState::catch_up`](super::ShadowState::catch_up).
     pub fn position(&self) -> Position {
         self.inner
             .publisher

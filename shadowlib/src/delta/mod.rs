@@ -45,9 +45,9 @@
 //!
 //! # Using it from HTTP handlers
 //!
-//! The live handler writes with `live.commit(...)` and reads with `live.read(...)`. When
-//! a read is mirrored, the adapter takes `live.position()` (an atomic load) alongside the
-//! copy. On the shadow side it calls [`ShadowState::catch_up`] with that position and a
+//! The live handler writes with `live.commit(...)` and reads with `live.read(...)`; a
+//! read that is mirrored uses [`LiveState::read_with_position`] instead, and the adapter
+//! sends the position along with the copy. On the shadow side it calls [`ShadowState::catch_up`] with that position and a
 //! [`StalenessBound`] — this waits, off the live path, up to `max_wait` for the shadow to
 //! apply every change live had — then lets the candidate serve the copy from
 //! `shadow.read(...)`, then calls [`ReadSpan::finish`]. Positions only move forward, so
@@ -69,8 +69,7 @@
 //! live.commit(KvDelta::put("apples", 12u32))?;
 //!
 //! // GET /stock/apples, served by live and mirrored
-//! let live_answer = live.read(|stock| stock.get("apples").copied());
-//! let live_at = live.position();
+//! let (live_answer, live_at) = live.read_with_position(|stock| stock.get("apples").copied());
 //!
 //! // ... on the shadow's executor
 //! let span = shadow.catch_up(live_at, StalenessBound::default()).await;
@@ -88,6 +87,16 @@
 //! of live the shadow served each measured read (its lag in sequence numbers) and how many
 //! reads fell outside their bound. [`ShadowState`] is a [`MetricSource`](crate::MetricSource)
 //! that adds these to the candidate's evidence.
+//!
+//! # Costs and limits
+//!
+//! A commit costs an encode, an apply and a non-blocking send, under the live state's
+//! lock. Serving a snapshot copies the state ([`StateDelta::snapshot`]) under the shared
+//! lock: live reads go on, live writes wait for the copy. Resyncs are rare, but for a
+//! very large state prefer a snapshot type that clones cheaply (shared or persistent
+//! structures). A bus carries one publisher at a time: a newer one replaces the older as
+//! the source of snapshots, and followers move to its epoch and ignore frames still
+//! coming from the epoch they left.
 //!
 //! # Other transports
 //!
