@@ -474,7 +474,8 @@ fn read_spans_measure_how_far_the_shadow_was_from_live() {
 
         // Exact: the span waits for the shadow, which serves from live's state.
         let bound = StalenessBound::default();
-        let live_at = live.position();
+        let (live_value, live_at) = live.read_with_position(|map| map.get(&1).copied());
+        assert_eq!(live_at, live.position());
         let span = shadow.catch_up(live_at, bound).await;
         assert_eq!(
             span.start(),
@@ -483,6 +484,7 @@ fn read_spans_measure_how_far_the_shadow_was_from_live() {
                 ahead: 0
             }
         );
+        assert_eq!(shadow.read(|map| map.get(&1).copied()), live_value);
         let (freshness, comparable) = span.finish();
         assert!(freshness.is_exact() && comparable);
 
