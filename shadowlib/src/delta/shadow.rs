@@ -129,8 +129,8 @@ pub struct FollowerStats {
     pub snapshot_bytes: u64,
     /// Snapshot resynchronizations by reason.
     pub resyncs: ResyncCounts,
-    /// For each applied frame, microseconds from its publication to the end of its apply:
-    /// the shadow's lag in time.
+    /// For each applied frame, microseconds from its publication until it was applied and
+    /// visible to the shadow's reads: the shadow's lag in time.
     pub lag_us: Distribution,
     /// How far from live's state the shadow served mirrored reads: its lag in frames.
     pub reads: ReadFreshness,
@@ -261,6 +261,7 @@ impl<S: StateDelta + 'static> ShadowState<S> {
             shared: Arc::clone(&shared),
             transport,
             subscription,
+            published: Vec::with_capacity(BURST),
         };
         let task = runtime.spawn(follower.run());
         Self {
@@ -452,6 +453,8 @@ struct Follower<S, T: Transport> {
     shared: Arc<ShadowShared<S>>,
     transport: Arc<T>,
     subscription: T::Subscription,
+    /// When each frame of the current burst was published; reused across bursts.
+    published: Vec<Instant>,
 }
 
 impl<S: StateDelta + 'static, T: Transport> Follower<S, T> {
@@ -491,11 +494,11 @@ impl<S: StateDelta + 'static, T: Transport> Follower<S, T> {
                 break Flow::Continue;
             };
             match received {
-                Received::Frame(frame) => {
-                    if let Err(reason) = apply_frame(cursor, &mut synced, frame) {
-                        break Flow::Resync(reason);
-                    }
-                }
+                Received::Frame(frame) => match apply_frame(cursor, &mut synced, &frame) {
+                    Ok(true) => self.published.push(frame.published_at),
+                    Ok(false) => {}
+                    Err(reason) => break Flow::Resync(reason),
+                },
                 Received::Lagged { missed } => {
                     tracing::debug!(missed, "shadow fell behind its buffer");
                     break Flow::Resync(ResyncReason::Lagged);
@@ -507,6 +510,16 @@ impl<S: StateDelta + 'static, T: Transport> Follower<S, T> {
                 next = self.subscription.try_recv();
             }
         };
+        // The burst becomes visible to readers when the lock is released: that is when
+        // its frames have been applied, as far as the shadow's reads can tell.
+        let applied_at = Instant::now();
+        for published_at in self.published.drain(..) {
+            let lag = applied_at.saturating_duration_since(published_at);
+            synced
+                .stats
+                .lag_us
+                .record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
+        }
         drop(synced);
         self.shared.advanced.notify_waiters();
         flow
@@ -540,12 +553,13 @@ impl<S: StateDelta + 'static, T: Transport> Follower<S, T> {
     }
 }
 
-/// Applies one frame if it is the next in sequence; says why not otherwise.
+/// Applies one frame if it is the next in sequence (`true`), skips it if the state already
+/// contains it (`false`), and says why not otherwise.
 fn apply_frame<S: StateDelta>(
     cursor: &mut Cursor,
     synced: &mut Synced<S>,
-    frame: Frame,
-) -> Result<(), ResyncReason> {
+    frame: &Frame,
+) -> Result<bool, ResyncReason> {
     synced.stats.bytes_received += frame.bytes.len() as u64;
     let (header, mut body) = decode_header(&frame.bytes).map_err(|error| {
         tracing::warn!(%error, "frame undecodable");
@@ -555,7 +569,7 @@ fn apply_frame<S: StateDelta>(
     if header.position.epoch != cursor.position.epoch {
         if Some(header.position.epoch) == cursor.retired {
             synced.stats.frames_skipped += 1;
-            return Ok(());
+            return Ok(false);
         }
         return Err(ResyncReason::EpochChanged);
     }
@@ -563,12 +577,12 @@ fn apply_frame<S: StateDelta>(
         synced.stats.heartbeats += 1;
         return match sequence > cursor.position.sequence {
             true => Err(ResyncReason::Gap),
-            false => Ok(()),
+            false => Ok(false),
         };
     }
     if sequence <= cursor.position.sequence {
         synced.stats.frames_skipped += 1;
-        return Ok(());
+        return Ok(false);
     }
     if sequence != cursor.position.sequence + 1 {
         return Err(ResyncReason::Gap);
@@ -598,9 +612,5 @@ fn apply_frame<S: StateDelta>(
     let stats = &mut synced.stats;
     stats.frames_applied += 1;
     stats.deltas_applied += header.count;
-    let lag = frame.published_at.elapsed();
-    stats
-        .lag_us
-        .record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
-    Ok(())
+    Ok(true)
 }
