@@ -82,6 +82,7 @@ pub use evidence::{
 };
 pub use metrics::{KpiRecorder, MetricError, MetricSource};
 pub use mirror::{Mirror, ReadClass};
+pub use predict::SequentialPredictor;
 pub use predict::{
     Bottleneck, Certainty, Degradation, Kpi, KpiDegradation, Prediction, Predictor, Resource,
     ThresholdPredictor, ThresholdPredictorConfig,

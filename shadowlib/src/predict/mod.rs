@@ -6,12 +6,14 @@
 //! reasons. The controller compares the prediction with the thresholds of the
 //! [`RolloutPolicy`](crate::RolloutPolicy) to step up, hold or roll back.
 
+mod sequential;
 mod threshold;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use sequential::SequentialPredictor;
 pub use threshold::{ThresholdPredictor, ThresholdPredictorConfig};
 
 use crate::{Evidence, SampleCount};
