@@ -70,6 +70,8 @@ pub mod metrics;
 pub mod mirror;
 pub mod predict;
 pub mod rollout;
+#[cfg(feature = "simulate")]
+pub mod simulate;
 pub mod steer;
 
 pub use config::{ConfigError, RolloutPolicy, Thresholds};
