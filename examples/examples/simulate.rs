@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use shadowlib::analysis::{SequentialConfig, Tolerances};
 use shadowlib::simulate::{
-    BuildModel, KayentaMannWhitney, LatencyModel, ReportTable, Scenario, ScenarioReport, Simulation,
-    SimulationConfig, Traffic,
+    BuildModel, KayentaMannWhitney, LatencyModel, ReportTable, Scenario, ScenarioReport,
+    Simulation, SimulationConfig, Traffic,
 };
 use shadowlib::{Phase, RolloutPolicy, SequentialPredictor, Share};
 
@@ -39,7 +39,11 @@ fn parse_args() -> Result<Args, String> {
             "--rollouts" => args.rollouts = number(&value)? as usize,
             "--seed" => args.seed = number(&value)?,
             "--threads" => args.threads = number(&value)? as usize,
-            _ => return Err(format!("unknown argument {flag}; expected --rollouts, --seed or --threads")),
+            _ => {
+                return Err(format!(
+                    "unknown argument {flag}; expected --rollouts, --seed or --threads"
+                ));
+            }
         }
     }
     Ok(args)
@@ -54,7 +58,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let percent = |p: f64| Share::from_percent(p);
     let policy = RolloutPolicy {
         interval: Duration::from_secs(1),
-        steps: vec![percent(1.0)?, percent(5.0)?, percent(25.0)?, percent(50.0)?, Share::FULL],
+        steps: vec![
+            percent(1.0)?,
+            percent(5.0)?,
+            percent(25.0)?,
+            percent(50.0)?,
+            Share::FULL,
+        ],
         min_samples: 200,
         min_samples_per_step: 4_000,
         no_data_deadline: Duration::from_secs(600),
@@ -80,49 +90,112 @@ fn main() -> Result<(), Box<dyn Error>> {
         ..SequentialConfig::default()
     };
     analysis.validate()?;
-    let sequential = || SequentialPredictor::new(analysis.clone()).expect("the configuration was validated above");
+    let sequential = || {
+        SequentialPredictor::new(analysis.clone()).expect("the configuration was validated above")
+    };
 
     let base = BuildModel {
         latency: LatencyModel::lognormal(100.0, 0.5),
         error_rate: 0.005,
     };
-    let steady = Traffic::Steady { per_interval: 200.0 };
+    let steady = Traffic::Steady {
+        per_interval: 200.0,
+    };
     let with_latency = |latency: LatencyModel| BuildModel { latency, ..base };
     let scenarios = [
         Scenario::new("A/A (identical builds)", base, base, steady),
-        Scenario::new("+10% median latency, sigma 0.5", base, with_latency(LatencyModel::lognormal(110.0, 0.5)), steady),
-        Scenario::new("error rate 0.5% -> 1.5%", base, BuildModel { error_rate: 0.015, ..base }, steady),
-        Scenario::new("tail only: 5% of requests 10x slower", base, with_latency(base.latency.with_tail(0.05, 10.0)), steady),
-        Scenario::new("variance doubled, same median", base, with_latency(base.latency.with_variance_scaled(2.0)), steady),
-        Scenario::new("healthy: 2% faster", base, with_latency(LatencyModel::lognormal(98.0, 0.5)), steady),
+        Scenario::new(
+            "+10% median latency, sigma 0.5",
+            base,
+            with_latency(LatencyModel::lognormal(110.0, 0.5)),
+            steady,
+        ),
+        Scenario::new(
+            "error rate 0.5% -> 1.5%",
+            base,
+            BuildModel {
+                error_rate: 0.015,
+                ..base
+            },
+            steady,
+        ),
+        Scenario::new(
+            "tail only: 5% of requests 10x slower",
+            base,
+            with_latency(base.latency.with_tail(0.05, 10.0)),
+            steady,
+        ),
+        Scenario::new(
+            "variance doubled, same median",
+            base,
+            with_latency(base.latency.with_variance_scaled(2.0)),
+            steady,
+        ),
+        Scenario::new(
+            "healthy: 2% faster",
+            base,
+            with_latency(LatencyModel::lognormal(98.0, 0.5)),
+            steady,
+        ),
         Scenario::new(
             "A/A, sparse: a burst every 10 s",
             base,
             base,
-            Traffic::Bursty { per_burst: 2_000.0, every: 10 },
+            Traffic::Bursty {
+                per_burst: 2_000.0,
+                every: 10,
+            },
         ),
     ];
 
-    let mut reports: Vec<ScenarioReport> = Vec::new();
-    for scenario in &scenarios {
+    println!(
+        "{} rollouts per scenario; a look every simulated second, ~200 requests/s; steps 1/5/25/50/100% of {} candidate requests each",
+        args.rollouts,
+        simulation.config().policy.min_samples_per_step
+    );
+    println!(
+        "sequential predictor: alpha {}, tolerances latency +{:.0}%, tail +{:.0} pp above stable's p{:.0}, errors +{} pp\n",
+        analysis.alpha,
+        analysis.tolerances.latency * 100.0,
+        analysis.tolerances.latency_tail * 100.0,
+        analysis.tail_quantile * 100.0,
+        analysis.tolerances.error_rate * 100.0,
+    );
+    let run = |scenario: &Scenario| -> Result<ScenarioReport, Box<dyn Error>> {
         let t = Instant::now();
-        reports.push(simulation.run(scenario, sequential)?);
+        let report = simulation.run(scenario, sequential)?;
         eprintln!("{:<44} {:>6.1} s", scenario.name, t.elapsed().as_secs_f64());
-    }
-    let t = Instant::now();
-    let kayenta = simulation.run(&scenarios[0], KayentaMannWhitney::default)?;
-    eprintln!("{:<44} {:>6.1} s", "A/A with Kayenta-style Mann-Whitney", t.elapsed().as_secs_f64());
-    reports.push(kayenta);
-
-    println!("{}", ReportTable(&reports));
-    let pct = |x: f64| format!("{:.1}%", x * 100.0);
-    let samples = |s: Option<u64>| s.map_or_else(|| "—".into(), |s| s.to_string());
-    let [aa, slower, errors, tail, variance, faster, ..] = &reports[..] else {
-        unreachable!("seven scenarios were simulated");
+        Ok(report)
     };
-    let kayenta = &reports[reports.len() - 1];
+    let [aa, slower, errors, tail, variance, faster, sparse] = &scenarios;
+    let reports = [
+        run(aa)?,
+        run(slower)?,
+        run(errors)?,
+        run(tail)?,
+        run(variance)?,
+        run(faster)?,
+        run(sparse)?,
+    ];
+    let t = Instant::now();
+    let kayenta = simulation.run(aa, KayentaMannWhitney::default)?;
+    eprintln!(
+        "{:<44} {:>6.1} s",
+        "A/A, Kayenta-style Mann-Whitney",
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut table = reports.to_vec();
+    table.push(kayenta.clone());
+    println!("{}", ReportTable(&table));
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
+    let samples = |s: Option<u64>| s.map_or_else(|| "-".into(), |s| s.to_string());
+    let [aa, slower, errors, tail, variance, faster, _sparse] = &reports;
     println!("figures (target in brackets):");
-    println!("  A/A rolled back:                          {} [<= 1%]", pct(aa.fraction_in(Phase::RolledBack)));
+    println!(
+        "  A/A rolled back:                          {} [<= 1%]",
+        pct(aa.fraction_in(Phase::RolledBack))
+    );
     println!(
         "  +10% latency caught:                      {} [>= 95%], median samples/arm at rollback {} [<= 2,000]",
         pct(slower.fraction_in(Phase::RolledBack)),
@@ -132,16 +205,28 @@ fn main() -> Result<(), Box<dyn Error>> {
         "  error 0.5% -> 1.5% caught within 10,000:  {} [>= 95%]",
         pct(errors.fraction_in_within(Phase::RolledBack, 10_000))
     );
-    println!("  tail only caught:                         {} [>= 90%]", pct(tail.fraction_in(Phase::RolledBack)));
-    println!("  variance doubled caught:                  {} [>= 90%]", pct(variance.fraction_in(Phase::RolledBack)));
-    println!("  2% faster promoted:                       {} [>= 99%]", pct(faster.fraction_in(Phase::Promoted)));
-    let worst_coverage = reports[..reports.len() - 1]
+    println!(
+        "  tail only caught:                         {} [>= 90%]",
+        pct(tail.fraction_in(Phase::RolledBack))
+    );
+    println!(
+        "  variance doubled caught:                  {} [>= 90%]",
+        pct(variance.fraction_in(Phase::RolledBack))
+    );
+    println!(
+        "  2% faster promoted:                       {} [>= 99%]",
+        pct(faster.fraction_in(Phase::Promoted))
+    );
+    let worst_coverage = reports
         .iter()
         .filter_map(ScenarioReport::coverage)
         .fold(1.0, f64::min);
-    println!("  degradation interval coverage, worst:     {} [>= 95%]", pct(worst_coverage));
     println!(
-        "  Kayenta-style Mann-Whitney (98%) at every look, A/A rolled back: {} (median {} looks)",
+        "  degradation interval coverage, worst:     {} [>= 95%]",
+        pct(worst_coverage)
+    );
+    println!(
+        "  Kayenta-style Mann-Whitney (98%) re-run at every look, A/A rolled back: {} (median {} looks)",
         pct(kayenta.fraction_in(Phase::RolledBack)),
         samples(kayenta.median_looks())
     );

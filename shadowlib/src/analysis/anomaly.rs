@@ -200,15 +200,18 @@ impl CandidateMonitor {
     /// The charts above their threshold now.
     pub fn alarms(&self) -> Vec<Alarm> {
         let threshold = self.config.threshold;
-        [(Chart::Latency, self.latency), (Chart::ErrorRate, self.errors)]
-            .into_iter()
-            .filter(|(_, statistic)| *statistic > threshold)
-            .map(|(chart, statistic)| Alarm {
-                chart,
-                statistic,
-                threshold,
-            })
-            .collect()
+        [
+            (Chart::Latency, self.latency),
+            (Chart::ErrorRate, self.errors),
+        ]
+        .into_iter()
+        .filter(|(_, statistic)| *statistic > threshold)
+        .map(|(chart, statistic)| Alarm {
+            chart,
+            statistic,
+            threshold,
+        })
+        .collect()
     }
 
     /// Takes the cumulative totals at a look, updates the charts with what is new since the
@@ -235,7 +238,9 @@ impl CandidateMonitor {
         if previous.requests >= self.config.warmup {
             let error_step = self.error_evidence(&previous, &totals);
             self.errors = (self.errors + error_step).max(0.0);
-            if let Some(latency_step) = self.latency_evidence(&previous.log_latency, &totals.log_latency) {
+            if let Some(latency_step) =
+                self.latency_evidence(&previous.log_latency, &totals.log_latency)
+            {
                 self.latency = (self.latency + latency_step).max(0.0);
             }
         }
@@ -258,7 +263,10 @@ impl CandidateMonitor {
     /// Log likelihood ratio of the interval's mean log latency under a shift of
     /// `ln(1 + latency_shift)`, against the history's mean (normal, history's variance).
     fn latency_evidence(&self, previous: &Moments, totals: &Moments) -> Option<f64> {
-        let n = totals.count().checked_sub(previous.count()).filter(|n| *n > 0)? as f64;
+        let n = totals
+            .count()
+            .checked_sub(previous.count())
+            .filter(|n| *n > 0)? as f64;
         if previous.count() < 2 {
             return None;
         }
@@ -295,7 +303,11 @@ impl fmt::Display for NovelFailure {
             self.outcome,
             self.stable_requests,
             self.chance,
-            if self.significant { ", significant" } else { "" }
+            if self.significant {
+                ", significant"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -324,7 +336,11 @@ impl fmt::Display for NovelFailure {
 /// assert_eq!(flagged[0].outcome, Outcome::Panic);
 /// assert!(!flagged[0].significant, "one panic could be chance");
 /// ```
-pub fn novel_failures(stable: &ArmEvidence, candidate: &ArmEvidence, alpha: f64) -> Vec<NovelFailure> {
+pub fn novel_failures(
+    stable: &ArmEvidence,
+    candidate: &ArmEvidence,
+    alpha: f64,
+) -> Vec<NovelFailure> {
     let (stable_requests, candidate_requests) = (stable.requests(), candidate.requests());
     if stable_requests == 0 || candidate_requests == 0 {
         return Vec::new();
@@ -333,7 +349,9 @@ pub fn novel_failures(stable: &ArmEvidence, candidate: &ArmEvidence, alpha: f64)
     Outcome::ALL
         .into_iter()
         .filter(|outcome| outcome.is_failure())
-        .filter(|outcome| stable.outcomes.get(*outcome) == 0 && candidate.outcomes.get(*outcome) > 0)
+        .filter(|outcome| {
+            stable.outcomes.get(*outcome) == 0 && candidate.outcomes.get(*outcome) > 0
+        })
         .map(|outcome| {
             let count = candidate.outcomes.get(outcome);
             let chance = candidate_share.powf(count as f64);
@@ -385,7 +403,9 @@ mod tests {
         }
         let shift = 1.1f64.ln();
         let expected = 2.0 * shift / (2.0 / 3.0) * (7.6 - 7.0 - shift / 2.0);
-        let got = monitor.latency_evidence(&previous, &now).expect("new values");
+        let got = monitor
+            .latency_evidence(&previous, &now)
+            .expect("new values");
         assert!((got - expected).abs() < 1e-9, "{got} vs {expected}");
     }
 
@@ -397,12 +417,23 @@ mod tests {
         };
         let mut monitor = CandidateMonitor::new(config).expect("valid");
         monitor.observe(totals(1_000, 1, Moments::default()));
-        assert!(!monitor.observe(totals(2_000, 200, Moments::default())).is_empty());
+        assert!(
+            !monitor
+                .observe(totals(2_000, 200, Moments::default()))
+                .is_empty()
+        );
         // No new requests: the alarm stands, unchanged.
         let before = monitor.alarms();
-        assert_eq!(monitor.observe(totals(2_000, 200, Moments::default())), before);
+        assert_eq!(
+            monitor.observe(totals(2_000, 200, Moments::default())),
+            before
+        );
         // Counts went down: a new rollout, so the charts start over.
-        assert!(monitor.observe(totals(10, 0, Moments::default())).is_empty());
+        assert!(
+            monitor
+                .observe(totals(10, 0, Moments::default()))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -413,13 +444,22 @@ mod tests {
         };
         assert!(matches!(
             CandidateMonitor::new(bad),
-            Err(AnalysisError::OutOfRange { field: "charts.error_rate_ratio", .. })
+            Err(AnalysisError::OutOfRange {
+                field: "charts.error_rate_ratio",
+                ..
+            })
         ));
         let bad = ChartConfig {
             warmup: 0,
             ..Default::default()
         };
-        assert!(matches!(bad.validate(), Err(AnalysisError::TooFewSamples { field: "charts.warmup", .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(AnalysisError::TooFewSamples {
+                field: "charts.warmup",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -438,7 +478,11 @@ mod tests {
         }
         candidate.record_request(Outcome::ServerError, 100);
         let flagged = novel_failures(&stable, &candidate, 0.05);
-        assert_eq!(flagged.len(), 1, "server errors are not novel: stable had them");
+        assert_eq!(
+            flagged.len(),
+            1,
+            "server errors are not novel: stable had them"
+        );
         let share = 104.0 / (104.0 + 303.0);
         assert!((flagged[0].chance - f64::powi(share, 3)).abs() < 1e-12);
         assert!(flagged[0].significant, "{} <= 0.05", flagged[0].chance);

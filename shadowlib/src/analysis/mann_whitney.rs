@@ -54,8 +54,12 @@ impl MannWhitney {
                 (None, Some(&(c, _))) => c,
                 (Some(&(s, _)), Some(&(c, _))) => s.min(c),
             };
-            let s = stable_buckets.next_if(|&(v, _)| v == value).map_or(0.0, |(_, n)| n as f64);
-            let c = candidate_buckets.next_if(|&(v, _)| v == value).map_or(0.0, |(_, n)| n as f64);
+            let s = stable_buckets
+                .next_if(|&(v, _)| v == value)
+                .map_or(0.0, |(_, n)| n as f64);
+            let c = candidate_buckets
+                .next_if(|&(v, _)| v == value)
+                .map_or(0.0, |(_, n)| n as f64);
             u += c * (stable_below + 0.5 * s);
             stable_below += s;
             let t = s + c;
@@ -63,7 +67,7 @@ impl MannWhitney {
         }
         let n = n_s + n_c;
         let variance = n_s * n_c / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0)));
-        if !(variance > 0.0) {
+        if variance.is_nan() || variance <= 0.0 {
             return None;
         }
         let z = (u - n_s * n_c / 2.0) / variance.sqrt();
@@ -99,7 +103,8 @@ mod tests {
 
     #[test]
     fn separated_samples_match_the_textbook_values() {
-        let mw = MannWhitney::test(&distribution(&[1, 2, 3]), &distribution(&[4, 5, 6])).expect("values");
+        let mw = MannWhitney::test(&distribution(&[1, 2, 3]), &distribution(&[4, 5, 6]))
+            .expect("values");
         // U = 9, mean 4.5, variance 3·3·7/12 = 5.25: z = 4.5 / sqrt(5.25).
         assert_eq!(mw.u, 9.0);
         assert!((mw.z - 4.5 / 5.25f64.sqrt()).abs() < 1e-12);
@@ -112,7 +117,8 @@ mod tests {
     #[test]
     fn ties_count_half_and_shrink_the_variance() {
         // stable {1, 2, 2}, candidate {2, 3}: candidate 2 beats 1 once and ties two 2s: 1 + 1 = 2; candidate 3 beats all three: 3.
-        let mw = MannWhitney::test(&distribution(&[1, 2, 2]), &distribution(&[2, 3])).expect("values");
+        let mw =
+            MannWhitney::test(&distribution(&[1, 2, 2]), &distribution(&[2, 3])).expect("values");
         assert_eq!(mw.u, 5.0);
         // Tie group of three 2s: t³ − t = 24; variance = 3·2/12·(6 − 24/20) = 2.4.
         assert!((mw.z - (5.0 - 3.0) / 2.4f64.sqrt()).abs() < 1e-12);

@@ -25,11 +25,15 @@ mod mann_whitney;
 mod msprt;
 mod regression;
 
-pub use anomaly::{Alarm, CandidateMonitor, Chart, ChartConfig, NovelFailure, StreamTotals, novel_failures};
+pub use anomaly::{
+    Alarm, CandidateMonitor, Chart, ChartConfig, NovelFailure, StreamTotals, novel_failures,
+};
 pub use error::AnalysisError;
 pub use mann_whitney::MannWhitney;
 pub use msprt::{
-    ConfidenceSequence, DifferenceEstimate, MIN_VARIANCE_PER_SAMPLE, MixtureSprt, Proportion, SequentialTest,
-    Verdict,
+    ConfidenceSequence, DifferenceEstimate, MIN_VARIANCE_PER_SAMPLE, MixtureSprt, Proportion,
+    SequentialTest, Verdict,
 };
-pub use regression::{Assessment, KpiTest, Metric, SequentialAnalysis, SequentialConfig, Tolerances};
+pub use regression::{
+    Assessment, KpiTest, Metric, SequentialAnalysis, SequentialConfig, Tolerances,
+};

@@ -144,7 +144,11 @@ impl DifferenceEstimate {
     /// the mean cost, and a relative change is what people state tolerances in. `None` when
     /// either side has fewer than two values or a mean of zero.
     pub fn log_ratio_of_means(stable: &Distribution, candidate: &Distribution) -> Option<Self> {
-        if stable.count() < 2 || candidate.count() < 2 || stable.mean() <= 0.0 || candidate.mean() <= 0.0 {
+        if stable.count() < 2
+            || candidate.count() < 2
+            || stable.mean() <= 0.0
+            || candidate.mean() <= 0.0
+        {
             return None;
         }
         let per_arm = |d: &Distribution| {
@@ -298,7 +302,8 @@ impl MixtureSprt {
     /// `θ̂ ± sqrt( V (V + τ²) / τ² · (2 ln(1/α) + ln((V + τ²)/V)) )`.
     pub fn confidence_sequence(&self, estimate: &DifferenceEstimate) -> ConfidenceSequence {
         let (v, t) = (estimate.variance, self.mixing_variance);
-        let half_width = (v * (v + t) / t * (2.0 * (1.0 / self.alpha).ln() + ((v + t) / v).ln())).sqrt();
+        let half_width =
+            (v * (v + t) / t * (2.0 * (1.0 / self.alpha).ln() + ((v + t) / v).ln())).sqrt();
         ConfidenceSequence {
             low: estimate.difference - half_width,
             high: estimate.difference + half_width,
@@ -311,7 +316,10 @@ impl MixtureSprt {
     /// A variance that is not positive and finite gives a test that says nothing (p-values
     /// of 1 and an unbounded confidence sequence), never a false verdict.
     pub fn test(&self, estimate: DifferenceEstimate, tolerance: f64) -> SequentialTest {
-        if !(estimate.variance > 0.0 && estimate.variance.is_finite() && estimate.difference.is_finite()) {
+        if !(estimate.variance > 0.0
+            && estimate.variance.is_finite()
+            && estimate.difference.is_finite())
+        {
             return SequentialTest {
                 estimate,
                 log_statistic: 0.0,
@@ -356,11 +364,20 @@ mod tests {
 
     #[test]
     fn invalid_parameters_are_named() {
-        assert!(matches!(MixtureSprt::new(0.0, 1.0), Err(AnalysisError::OutOfRange { field: "alpha", .. })));
-        assert!(matches!(MixtureSprt::new(1.0, 1.0), Err(AnalysisError::OutOfRange { field: "alpha", .. })));
+        assert!(matches!(
+            MixtureSprt::new(0.0, 1.0),
+            Err(AnalysisError::OutOfRange { field: "alpha", .. })
+        ));
+        assert!(matches!(
+            MixtureSprt::new(1.0, 1.0),
+            Err(AnalysisError::OutOfRange { field: "alpha", .. })
+        ));
         assert!(matches!(
             MixtureSprt::new(0.05, 0.0),
-            Err(AnalysisError::OutOfRange { field: "mixing_sd", .. })
+            Err(AnalysisError::OutOfRange {
+                field: "mixing_sd",
+                ..
+            })
         ));
         assert!(MixtureSprt::new(0.05, f64::NAN).is_err());
     }
@@ -388,15 +405,20 @@ mod tests {
                 } else {
                     Verdict::NotYetKnown
                 };
-                assert_eq!(test.verdict(), expected, "difference {difference}, variance {variance}");
+                assert_eq!(
+                    test.verdict(),
+                    expected,
+                    "difference {difference}, variance {variance}"
+                );
             }
         }
     }
 
     #[test]
     fn zero_failures_do_not_mean_a_known_zero_rate() {
-        let none = DifferenceEstimate::proportions(Proportion::new(0, 100), Proportion::new(0, 100))
-            .expect("trials on both arms");
+        let none =
+            DifferenceEstimate::proportions(Proportion::new(0, 100), Proportion::new(0, 100))
+                .expect("trials on both arms");
         assert_eq!(none.difference, 0.0);
         // Smoothed rate 1/102 on each arm.
         let per_arm = (1.0 / 102.0) * (101.0 / 102.0) / 100.0;

@@ -5,10 +5,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::AnalysisError;
 use super::anomaly::{ChartConfig, NovelFailure, StreamTotals, novel_failures};
 use super::error::{positive, unit_open};
 use super::msprt::{DifferenceEstimate, MixtureSprt, Proportion, SequentialTest, Verdict};
-use super::AnalysisError;
 use crate::predict::{Degradation, Kpi};
 use crate::{Distribution, Evidence, SampleCount};
 
@@ -152,7 +152,9 @@ impl Metric {
     pub fn kpi(self) -> Kpi {
         match self {
             Metric::Latency => Kpi::Custom("latency (geometric mean)".into()),
-            Metric::LatencyTail => Kpi::Custom("share of requests slower than stable's tail quantile".into()),
+            Metric::LatencyTail => {
+                Kpi::Custom("share of requests slower than stable's tail quantile".into())
+            }
             Metric::ErrorRate => Kpi::ErrorRate,
             Metric::Cpu => Kpi::CpuPerRequest,
             Metric::Allocations => Kpi::AllocPerRequest,
@@ -161,7 +163,11 @@ impl Metric {
 
     /// Maps a value on the test's scale to the reported scale.
     fn report(self, value: f64) -> f64 {
-        if self.is_relative() { value.exp() - 1.0 } else { value }
+        if self.is_relative() {
+            value.exp() - 1.0
+        } else {
+            value
+        }
     }
 }
 
@@ -373,14 +379,32 @@ impl SequentialAnalysis {
                 tests.push(self.judge_proportion(Metric::LatencyTail, test, s, c));
             }
         }
-        let failures = |arm: &crate::ArmEvidence| Proportion::new(arm.outcomes.failures(), arm.requests());
+        let failures =
+            |arm: &crate::ArmEvidence| Proportion::new(arm.outcomes.failures(), arm.requests());
         let (s, c) = (failures(stable), failures(candidate));
         if let Some(e) = DifferenceEstimate::proportions(s, c) {
-            tests.push(self.judge_proportion(Metric::ErrorRate, self.error_rate.test(e, t.error_rate), s, c));
+            tests.push(self.judge_proportion(
+                Metric::ErrorRate,
+                self.error_rate.test(e, t.error_rate),
+                s,
+                c,
+            ));
         }
         let resources = [
-            (Metric::Cpu, &stable.cpu_ns, &candidate.cpu_ns, &self.cpu, t.cpu),
-            (Metric::Allocations, &stable.alloc_bytes, &candidate.alloc_bytes, &self.allocations, t.allocations),
+            (
+                Metric::Cpu,
+                &stable.cpu_ns,
+                &candidate.cpu_ns,
+                &self.cpu,
+                t.cpu,
+            ),
+            (
+                Metric::Allocations,
+                &stable.alloc_bytes,
+                &candidate.alloc_bytes,
+                &self.allocations,
+                t.allocations,
+            ),
         ];
         for (metric, s, c, sprt, tolerance) in resources {
             if let (Some(s), Some(c)) = (s, c)
@@ -391,9 +415,14 @@ impl SequentialAnalysis {
         }
         let novel = novel_failures(stable, candidate, self.config.novel_failure_alpha);
 
-        let verdict = if tests.iter().any(|t| t.verdict == Verdict::Worse) || novel.iter().any(|n| n.significant) {
+        let verdict = if tests.iter().any(|t| t.verdict == Verdict::Worse)
+            || novel.iter().any(|n| n.significant)
+        {
             Verdict::Worse
-        } else if !tests.is_empty() && tests.iter().all(|t| t.verdict == Verdict::NotWorse) && novel.is_empty() {
+        } else if !tests.is_empty()
+            && tests.iter().all(|t| t.verdict == Verdict::NotWorse)
+            && novel.is_empty()
+        {
             Verdict::NotWorse
         } else {
             Verdict::NotYetKnown
@@ -421,7 +450,13 @@ impl SequentialAnalysis {
     /// rate at the tolerance would have shown an event with probability `1 − α`:
     /// `(1 − p)^n ≤ e^(−pn) ≤ α` once `n ≥ ln(1/α) / p`, with `p` stable's rate plus the
     /// tolerance.
-    fn judge_proportion(&self, metric: Metric, test: SequentialTest, stable: Proportion, candidate: Proportion) -> KpiTest {
+    fn judge_proportion(
+        &self,
+        metric: Metric,
+        test: SequentialTest,
+        stable: Proportion,
+        candidate: Proportion,
+    ) -> KpiTest {
         let mut judged = self.judge(metric, test);
         if judged.verdict != Verdict::NotWorse {
             return judged;
@@ -437,5 +472,87 @@ impl SequentialAnalysis {
             ));
         }
         judged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_heavy_rule_holds_a_pass_until_the_tolerated_rate_could_show() {
+        let analysis = SequentialAnalysis::new(SequentialConfig::default()).expect("valid");
+        // A test that passes on its own, as one on a raw plug-in variance of zero counts would.
+        let sprt = MixtureSprt::new(0.05, 0.001).expect("valid");
+        let estimate = DifferenceEstimate {
+            difference: 0.0,
+            variance: 1e-12,
+            samples: SampleCount::default(),
+        };
+        let test = sprt.test(estimate, 0.001);
+        assert_eq!(test.verdict(), Verdict::NotWorse);
+        // ln(20) / 0.001 = 2995.7: below 2,996 requests per build, a 0.1% rate could hide.
+        let held = analysis.judge_proportion(
+            Metric::ErrorRate,
+            test,
+            Proportion::new(0, 2_995),
+            Proportion::new(0, 5_000),
+        );
+        assert_eq!(held.verdict, Verdict::NotYetKnown);
+        assert!(held.held_because.as_deref().is_some_and(|why| why.contains("needs 2996 requests per build to show, have 2995")));
+        let passed = analysis.judge_proportion(
+            Metric::ErrorRate,
+            test,
+            Proportion::new(0, 2_996),
+            Proportion::new(0, 2_996),
+        );
+        assert_eq!(passed.verdict, Verdict::NotWorse);
+        // A stable rate raises the tolerated rate and lowers the requests needed.
+        let with_errors = analysis.judge_proportion(
+            Metric::ErrorRate,
+            test,
+            Proportion::new(9, 1_000),
+            Proportion::new(9, 1_000),
+        );
+        assert_eq!(
+            with_errors.verdict,
+            Verdict::NotWorse,
+            "ln(20) / 0.01 = 300 requests suffice"
+        );
+    }
+
+    #[test]
+    fn each_tolerance_is_validated_by_name() {
+        let mut config = SequentialConfig::default();
+        config.tolerances.error_rate = 0.0;
+        assert!(matches!(
+            SequentialAnalysis::new(config),
+            Err(AnalysisError::OutOfRange {
+                field: "tolerances.error_rate",
+                ..
+            })
+        ));
+        let config = SequentialConfig {
+            min_samples_per_arm: 1,
+            ..Default::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(AnalysisError::TooFewSamples {
+                field: "min_samples_per_arm",
+                ..
+            })
+        ));
+        let config = SequentialConfig {
+            tail_quantile: 1.0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(AnalysisError::OutOfRange {
+                field: "tail_quantile",
+                ..
+            })
+        ));
     }
 }

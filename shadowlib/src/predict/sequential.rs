@@ -5,7 +5,8 @@ use std::sync::{Mutex, PoisonError};
 use super::{Prediction, Predictor, Resource};
 use crate::Evidence;
 use crate::analysis::{
-    AnalysisError, Assessment, CandidateMonitor, Metric, SequentialAnalysis, SequentialConfig, Verdict,
+    AnalysisError, Assessment, CandidateMonitor, Metric, SequentialAnalysis, SequentialConfig,
+    Verdict,
 };
 
 /// Judges the candidate with [`SequentialAnalysis`] and the control charts of
@@ -69,7 +70,8 @@ impl SequentialPredictor {
 impl Default for SequentialPredictor {
     fn default() -> Self {
         // The default configuration is checked by `default_configuration_is_valid` below.
-        Self::new(SequentialConfig::default()).expect("the default sequential configuration is valid")
+        Self::new(SequentialConfig::default())
+            .expect("the default sequential configuration is valid")
     }
 }
 
@@ -114,12 +116,22 @@ impl Predictor for SequentialPredictor {
                     .iter()
                     .filter(|t| t.verdict == Verdict::Worse)
                     .map(|t| t.test.worse_p_value)
-                    .chain(assessment.novel_failures.iter().filter(|n| n.significant).map(|n| n.chance))
+                    .chain(
+                        assessment
+                            .novel_failures
+                            .iter()
+                            .filter(|n| n.significant)
+                            .map(|n| n.chance),
+                    )
                     .fold(1.0, f64::min);
                 Prediction::new(self.name(), 1.0 - evidence_of_worse, evidence)
             }
             Verdict::NotWorse if alarms.is_empty() => {
-                let evidence_of_within = assessment.tests.iter().map(|t| t.test.not_worse_p_value).fold(0.0, f64::max);
+                let evidence_of_within = assessment
+                    .tests
+                    .iter()
+                    .map(|t| t.test.not_worse_p_value)
+                    .fold(0.0, f64::max);
                 Prediction::new(self.name(), evidence_of_within, evidence)
             }
             Verdict::NotWorse => Prediction::inconclusive(
@@ -127,7 +139,9 @@ impl Predictor for SequentialPredictor {
                 "every KPI within tolerance, but the candidate's own stream is out of control",
                 evidence,
             ),
-            Verdict::NotYetKnown => Prediction::inconclusive(self.name(), undecided(&assessment), evidence),
+            Verdict::NotYetKnown => {
+                Prediction::inconclusive(self.name(), undecided(&assessment), evidence)
+            }
         };
         for test in &assessment.tests {
             let degradation = test.degradation();
@@ -177,7 +191,8 @@ mod tests {
         for i in 0..n {
             let latency = 800 + (i * 7919) % 400;
             e.stable.record_request(Outcome::Success, latency);
-            e.candidate.record_request(Outcome::Success, latency * candidate_factor / 100);
+            e.candidate
+                .record_request(Outcome::Success, latency * candidate_factor / 100);
         }
         e
     }
@@ -185,7 +200,9 @@ mod tests {
     #[test]
     fn too_little_evidence_is_not_a_verdict() {
         let p = SequentialPredictor::default().predict(&evidence(50, 300));
-        assert!(matches!(p.certainty, Certainty::Inconclusive(ref why) if why.contains("need 200")));
+        assert!(
+            matches!(p.certainty, Certainty::Inconclusive(ref why) if why.contains("need 200"))
+        );
     }
 
     #[test]
@@ -194,7 +211,11 @@ mod tests {
         // have produced no failure with probability 37%, so the error test holds.
         let p = SequentialPredictor::default().predict(&evidence(1_000, 100));
         assert!(!p.is_conclusive());
-        assert!(p.reasons.iter().any(|r| r.starts_with("error rate") && r.contains("not yet known")));
+        assert!(
+            p.reasons
+                .iter()
+                .any(|r| r.starts_with("error rate") && r.contains("not yet known"))
+        );
         // With enough requests it passes.
         let p = SequentialPredictor::default().predict(&evidence(40_000, 100));
         assert!(p.is_conclusive(), "{:?}", p.reasons);

@@ -45,7 +45,8 @@ impl Predictor for KayentaMannWhitney {
             return Prediction::inconclusive(self.name(), "no latency spread to test", evidence);
         };
         let slower = test.candidate_slower(self.confidence);
-        let median_change = candidate.quantile(0.5) as f64 / stable.quantile(0.5).max(1) as f64 - 1.0;
+        let median_change =
+            candidate.quantile(0.5) as f64 / stable.quantile(0.5).max(1) as f64 - 1.0;
         Prediction::new(self.name(), if slower { 1.0 } else { 0.0 }, evidence)
             .with_degradation(Degradation::point(median_change))
             .with_reason(format!(
@@ -53,7 +54,11 @@ impl Predictor for KayentaMannWhitney {
                 test.z,
                 test.p_value,
                 self.confidence * 100.0,
-                if slower { "candidate slower" } else { "no significant slowdown" }
+                if slower {
+                    "candidate slower"
+                } else {
+                    "no significant slowdown"
+                }
             ))
     }
 }

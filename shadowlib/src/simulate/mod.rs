@@ -38,8 +38,8 @@ pub use model::{BuildModel, LatencyModel, Scenario, Tail, Traffic};
 pub use report::{ReportTable, RolloutRecord, ScenarioReport};
 
 use crate::{
-    Arm, ConfigError, KpiRecorder, Predictor, RolloutController, RolloutPolicy, Share, TrafficSteerer,
-    Version, WeightedSteerer,
+    Arm, ConfigError, KpiRecorder, Predictor, RolloutController, RolloutPolicy, Share,
+    TrafficSteerer, Version, WeightedSteerer,
 };
 use model::RequestSampler;
 
@@ -127,8 +127,9 @@ fn mix(mut x: u64) -> u64 {
 }
 
 fn name_hash(name: &str) -> u64 {
-    name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl Simulation {
@@ -163,7 +164,11 @@ impl Simulation {
 
     /// Simulates `rollouts` rollouts of `scenario`, each with a fresh predictor from
     /// `new_predictor`, spread over the worker threads.
-    pub fn run<P, F>(&self, scenario: &Scenario, new_predictor: F) -> Result<ScenarioReport, SimulationError>
+    pub fn run<P, F>(
+        &self,
+        scenario: &Scenario,
+        new_predictor: F,
+    ) -> Result<ScenarioReport, SimulationError>
     where
         P: Predictor + 'static,
         F: Fn() -> P + Sync,
@@ -179,7 +184,7 @@ impl Simulation {
         .min(self.config.rollouts);
         let next = AtomicUsize::new(0);
         let records = Mutex::new(vec![None; self.config.rollouts]);
-        let scenario_seed = self.config.seed ^ name_hash(&scenario.name);
+        let scenario_seed = mix(self.config.seed ^ name_hash(&scenario.name));
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
@@ -193,14 +198,16 @@ impl Simulation {
                             if index >= self.config.rollouts {
                                 return Ok(());
                             }
-                            let seed = mix(scenario_seed.wrapping_add(index as u64));
+                            // Mixed on both sides, so neighbouring run seeds do not share rollouts.
+                            let seed = mix(scenario_seed.wrapping_add(mix(index as u64)));
                             let record = runtime.block_on(self.rollout(
                                 scenario,
                                 (&stable, &candidate),
                                 new_predictor(),
                                 seed,
                             ))?;
-                            records.lock().unwrap_or_else(PoisonError::into_inner)[index] = Some(record);
+                            records.lock().unwrap_or_else(PoisonError::into_inner)[index] =
+                                Some(record);
                         }
                     })
                 })
@@ -208,7 +215,9 @@ impl Simulation {
             workers.into_iter().try_for_each(|worker| {
                 // A worker only panics on a bug in the predictor or the controller; pass
                 // the panic on rather than reporting a partial table.
-                worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })
         })?;
         let records = records
@@ -237,13 +246,23 @@ impl Simulation {
     ) -> Result<RolloutRecord, SimulationError> {
         let mut rng = SmallRng::seed_from_u64(seed);
         let policy = &self.config.policy;
-        let (stable_version, candidate_version) =
-            (Version::new(&scenario.name, "stable"), Version::new(&scenario.name, "candidate"));
-        let recorder = Arc::new(KpiRecorder::new(stable_version.clone(), candidate_version.clone()));
+        let (stable_version, candidate_version) = (
+            Version::new(&scenario.name, "stable"),
+            Version::new(&scenario.name, "candidate"),
+        );
+        let recorder = Arc::new(KpiRecorder::new(
+            stable_version.clone(),
+            candidate_version.clone(),
+        ));
         let steerer = Arc::new(WeightedSteerer::new());
-        let mut controller =
-            RolloutController::new(stable_version, candidate_version, policy.clone(), predictor, Arc::clone(&steerer))?
-                .with_metric_source(recorder.clone());
+        let mut controller = RolloutController::new(
+            stable_version,
+            candidate_version,
+            policy.clone(),
+            predictor,
+            Arc::clone(&steerer),
+        )?
+        .with_metric_source(recorder.clone());
         let handle = controller.handle();
         handle
             .start()

@@ -76,7 +76,11 @@ impl LatencyModel {
     }
 
     fn validate(&self, build: &'static str) -> Result<(), SimulationError> {
-        let bad = |field: &'static str, value: f64| SimulationError::Model { build, field, value };
+        let bad = |field: &'static str, value: f64| SimulationError::Model {
+            build,
+            field,
+            value,
+        };
         if !(self.median_us >= 1.0 && self.median_us.is_finite()) {
             return Err(bad("median_us", self.median_us));
         }
@@ -166,7 +170,7 @@ impl Traffic {
     pub(super) fn requests(&self, index: u64, rng: &mut impl Rng) -> u64 {
         let mean = match *self {
             Traffic::Steady { per_interval } => per_interval,
-            Traffic::Bursty { per_burst, every } if index % u64::from(every) == 0 => per_burst,
+            Traffic::Bursty { per_burst, every } if index.is_multiple_of(u64::from(every)) => per_burst,
             Traffic::Bursty { .. } => return 0,
         };
         // Validated positive and finite, so the distribution exists.
@@ -198,7 +202,12 @@ pub struct Scenario {
 
 impl Scenario {
     /// A scenario from its parts.
-    pub fn new(name: impl Into<String>, stable: BuildModel, candidate: BuildModel, traffic: Traffic) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        stable: BuildModel,
+        candidate: BuildModel,
+        traffic: Traffic,
+    ) -> Self {
         Self {
             name: name.into(),
             stable,
@@ -231,13 +240,21 @@ pub(super) struct RequestSampler {
 impl RequestSampler {
     pub(super) fn new(model: &BuildModel) -> Result<Self, SimulationError> {
         let invalid = |e: &dyn std::fmt::Display| SimulationError::Distribution(e.to_string());
-        let latency = LogNormal::new(model.latency.median_us.ln(), model.latency.sigma).map_err(|e| invalid(&e))?;
+        let latency = LogNormal::new(model.latency.median_us.ln(), model.latency.sigma)
+            .map_err(|e| invalid(&e))?;
         let tail = match model.latency.tail {
-            Some(t) => Some((Bernoulli::new(t.fraction).map_err(|e| invalid(&e))?, t.slowdown)),
+            Some(t) => Some((
+                Bernoulli::new(t.fraction).map_err(|e| invalid(&e))?,
+                t.slowdown,
+            )),
             None => None,
         };
         let failure = Bernoulli::new(model.error_rate).map_err(|e| invalid(&e))?;
-        Ok(Self { latency, tail, failure })
+        Ok(Self {
+            latency,
+            tail,
+            failure,
+        })
     }
 
     /// One request's outcome and latency.
@@ -248,7 +265,11 @@ impl RequestSampler {
         {
             micros *= slowdown;
         }
-        let outcome = if self.failure.sample(rng) { Outcome::ServerError } else { Outcome::Success };
+        let outcome = if self.failure.sample(rng) {
+            Outcome::ServerError
+        } else {
+            Outcome::Success
+        };
         (outcome, Duration::from_nanos((micros * 1_000.0) as u64))
     }
 }

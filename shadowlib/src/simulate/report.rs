@@ -75,7 +75,13 @@ impl ScenarioReport {
 
     /// Median requests per build at the decision, over rollouts that ended in `phase`.
     pub fn median_samples_in(&self, phase: Phase) -> Option<u64> {
-        median(self.records.iter().filter(|r| r.phase == phase).map(RolloutRecord::samples_per_arm).collect())
+        median(
+            self.records
+                .iter()
+                .filter(|r| r.phase == phase)
+                .map(RolloutRecord::samples_per_arm)
+                .collect(),
+        )
     }
 
     /// Median requests per build at the decision, over rollouts that were decided.
@@ -106,7 +112,10 @@ impl ScenarioReport {
         if intervals.is_empty() {
             return None;
         }
-        let covered = intervals.iter().filter(|d| d.contains(self.true_degradation)).count();
+        let covered = intervals
+            .iter()
+            .filter(|d| d.contains(self.true_degradation))
+            .count();
         Some(covered as f64 / intervals.len() as f64)
     }
 }
@@ -153,9 +162,11 @@ impl fmt::Display for ReportTable<'_> {
                 r.fraction_in(Phase::RolledBack) * 100.0,
                 r.fraction_in(Phase::Promoted) * 100.0,
                 r.undecided() * 100.0,
-                r.median_samples_at_decision().map_or_else(dash, |s| s.to_string()),
+                r.median_samples_at_decision()
+                    .map_or_else(dash, |s| s.to_string()),
                 r.median_looks().map_or_else(dash, |s| s.to_string()),
-                r.coverage().map_or_else(dash, |c| format!("{:.1}%", c * 100.0)),
+                r.coverage()
+                    .map_or_else(dash, |c| format!("{:.1}%", c * 100.0)),
             )?;
         }
         Ok(())
@@ -185,8 +196,16 @@ mod tests {
             predictor: "p".into(),
             true_degradation: 0.1,
             records: vec![
-                record(Phase::RolledBack, 1_000, Some(Degradation::new(0.1, 0.05, 0.15))),
-                record(Phase::RolledBack, 3_000, Some(Degradation::new(0.2, 0.15, 0.25))),
+                record(
+                    Phase::RolledBack,
+                    1_000,
+                    Some(Degradation::new(0.1, 0.05, 0.15)),
+                ),
+                record(
+                    Phase::RolledBack,
+                    3_000,
+                    Some(Degradation::new(0.2, 0.15, 0.25)),
+                ),
                 record(Phase::Promoted, 9_000, None),
                 record(Phase::Shadowing, 20_000, Some(Degradation::point(0.1))),
             ],
