@@ -94,6 +94,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         SequentialPredictor::new(analysis.clone()).expect("the configuration was validated above")
     };
 
+    // An in-process handler: median 100 µs. Short latencies also keep the HDR histograms
+    // compact, which is what lets 8,000 rollouts of 100+ looks run in well under 2 minutes.
     let base = BuildModel {
         latency: LatencyModel::lognormal(100.0, 0.5),
         error_rate: 0.005,

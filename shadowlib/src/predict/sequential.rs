@@ -233,9 +233,25 @@ mod tests {
         }
         e.stable.cpu_ns = Some(stable_cpu);
         e.candidate.cpu_ns = Some(candidate_cpu);
+        let (mut stable_alloc, mut candidate_alloc) =
+            (Distribution::bytes(), Distribution::bytes());
+        for i in 0..5_000u64 {
+            stable_alloc.record(4_096 + (i * 17) % 512);
+            candidate_alloc.record(4_506 + (i * 17) % 512);
+        }
+        e.stable.alloc_bytes = Some(stable_alloc);
+        e.candidate.alloc_bytes = Some(candidate_alloc);
         let p = SequentialPredictor::default().predict(&e);
         assert!(p.failure_probability > 0.95);
+        // Worst first: CPU 1.5x, then memory about 1.095x.
         assert_eq!(p.bottlenecks[0].resource, Resource::Cpu);
         assert!((p.bottlenecks[0].ratio.estimate - 1.5).abs() < 0.02);
+        assert_eq!(p.bottlenecks[1].resource, Resource::Memory);
+        assert!((p.bottlenecks[1].ratio.estimate - 1.095).abs() < 0.01);
+        assert!(
+            p.degradations
+                .iter()
+                .any(|d| d.kpi == crate::Kpi::AllocPerRequest)
+        );
     }
 }

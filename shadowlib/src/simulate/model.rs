@@ -170,7 +170,9 @@ impl Traffic {
     pub(super) fn requests(&self, index: u64, rng: &mut impl Rng) -> u64 {
         let mean = match *self {
             Traffic::Steady { per_interval } => per_interval,
-            Traffic::Bursty { per_burst, every } if index.is_multiple_of(u64::from(every)) => per_burst,
+            Traffic::Bursty { per_burst, every } if index.is_multiple_of(u64::from(every)) => {
+                per_burst
+            }
             Traffic::Bursty { .. } => return 0,
         };
         // Validated positive and finite, so the distribution exists.
