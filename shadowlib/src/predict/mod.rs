@@ -9,6 +9,7 @@
 mod capacity;
 mod ensemble;
 mod learned;
+mod sequential;
 mod threshold;
 
 use std::fmt;
@@ -21,6 +22,7 @@ pub use learned::{
     FEATURE_NAMES, HistoryRecord, LearnedError, LearnedModel, LearnedPredictor, features,
     read_history,
 };
+pub use sequential::SequentialPredictor;
 pub use threshold::{ThresholdPredictor, ThresholdPredictorConfig};
 
 use crate::{Evidence, SampleCount};
