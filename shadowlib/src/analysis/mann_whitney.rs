@@ -74,7 +74,7 @@ impl MannWhitney {
         Some(Self {
             u,
             z,
-            p_value: libm::erfc(z.abs() / std::f64::consts::SQRT_2),
+            p_value: statrs::function::erf::erfc(z.abs() / std::f64::consts::SQRT_2),
             samples: SampleCount {
                 stable: stable.count(),
                 candidate: candidate.count(),
