@@ -21,6 +21,7 @@
 //! ```
 
 mod baseline;
+mod history;
 mod model;
 mod report;
 
@@ -34,6 +35,7 @@ use rand_distr::{Binomial, Distribution as _};
 use thiserror::Error;
 
 pub use baseline::KayentaMannWhitney;
+pub use history::{HistoryConfig, brier_score, synthetic_history};
 pub use model::{BuildModel, LatencyModel, Scenario, Tail, Traffic};
 pub use report::{ReportTable, RolloutRecord, ScenarioReport};
 
