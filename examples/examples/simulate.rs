@@ -25,6 +25,9 @@ struct Args {
     threads: usize,
 }
 
+const USAGE: &str =
+    "usage: simulate [--rollouts N (default 1000)] [--seed S] [--threads T (0: every core)]";
+
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         rollouts: 1_000,
@@ -33,6 +36,9 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            return Err(USAGE.to_owned());
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
         match flag.as_str() {
@@ -40,9 +46,7 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.seed = number(&value)?,
             "--threads" => args.threads = number(&value)? as usize,
             _ => {
-                return Err(format!(
-                    "unknown argument {flag}; expected --rollouts, --seed or --threads"
-                ));
+                return Err(format!("unknown argument {flag}; {USAGE}"));
             }
         }
     }
