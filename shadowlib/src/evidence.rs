@@ -164,7 +164,9 @@ impl OutcomeCounts {
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum DistributionError {
     /// The range or precision does not describe a valid HDR histogram.
-    #[error("invalid histogram bounds low={low} high={high} significant_figures={significant_figures}: {reason}")]
+    #[error(
+        "invalid histogram bounds low={low} high={high} significant_figures={significant_figures}: {reason}"
+    )]
     InvalidBounds {
         /// Lowest discernible value.
         low: u64,
@@ -271,12 +273,20 @@ impl Distribution {
 
     /// Arithmetic mean; 0 when empty.
     pub fn mean(&self) -> f64 {
-        if self.is_empty() { 0.0 } else { self.histogram.mean() }
+        if self.is_empty() {
+            0.0
+        } else {
+            self.histogram.mean()
+        }
     }
 
     /// Standard deviation; 0 when empty.
     pub fn stdev(&self) -> f64 {
-        if self.is_empty() { 0.0 } else { self.histogram.stdev() }
+        if self.is_empty() {
+            0.0
+        } else {
+            self.histogram.stdev()
+        }
     }
 
     /// The value at quantile `q` in `[0, 1]` (clamped); 0 when empty.
@@ -305,7 +315,10 @@ impl Distribution {
     pub fn log_moments(&self) -> Moments {
         let mut moments = Moments::default();
         for bucket in self.histogram.iter_recorded() {
-            let value = self.histogram.median_equivalent(bucket.value_iterated_to()).max(1);
+            let value = self
+                .histogram
+                .median_equivalent(bucket.value_iterated_to())
+                .max(1);
             moments.add_n((value as f64).ln(), bucket.count_at_value());
         }
         moments
@@ -650,7 +663,12 @@ impl fmt::Display for ArmEvidence {
             )?;
         }
         for (name, moments) in &self.custom {
-            writeln!(f, "  {name}: mean {:.3} over {}", moments.mean(), moments.count())?;
+            writeln!(
+                f,
+                "  {name}: mean {:.3} over {}",
+                moments.mean(),
+                moments.count()
+            )?;
         }
         Ok(())
     }
@@ -790,10 +808,14 @@ impl ProcessEvidence {
         self.cpu_cores.merge(&other.cpu_cores);
         self.rss_bytes.merge(&other.rss_bytes);
         self.peak_rss_bytes = self.peak_rss_bytes.max(other.peak_rss_bytes);
-        self.read_bytes_per_second.merge(&other.read_bytes_per_second);
-        self.write_bytes_per_second.merge(&other.write_bytes_per_second);
-        self.storage_read_bytes_per_second.merge(&other.storage_read_bytes_per_second);
-        self.storage_write_bytes_per_second.merge(&other.storage_write_bytes_per_second);
+        self.read_bytes_per_second
+            .merge(&other.read_bytes_per_second);
+        self.write_bytes_per_second
+            .merge(&other.write_bytes_per_second);
+        self.storage_read_bytes_per_second
+            .merge(&other.storage_read_bytes_per_second);
+        self.storage_write_bytes_per_second
+            .merge(&other.storage_write_bytes_per_second);
     }
 }
 
@@ -882,7 +904,11 @@ mod tests {
     fn invalid_bounds_are_an_error_not_a_panic() {
         assert!(matches!(
             Distribution::new(10, 5, 3),
-            Err(DistributionError::InvalidBounds { low: 10, high: 5, .. })
+            Err(DistributionError::InvalidBounds {
+                low: 10,
+                high: 5,
+                ..
+            })
         ));
         assert!(Distribution::new(1, 1000, 9).is_err());
     }
@@ -914,7 +940,11 @@ mod tests {
         let mut b = ArmEvidence::new(Version::new("x", "1"));
         let mut all = ArmEvidence::new(Version::new("x", "1"));
         for i in 0..100u64 {
-            let outcome = if i % 10 == 0 { Outcome::ServerError } else { Outcome::Success };
+            let outcome = if i % 10 == 0 {
+                Outcome::ServerError
+            } else {
+                Outcome::Success
+            };
             let target = if i % 2 == 0 { &mut a } else { &mut b };
             target.record_request(outcome, 100 + i);
             all.record_request(outcome, 100 + i);

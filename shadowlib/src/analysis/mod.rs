@@ -3,6 +3,6 @@
 pub mod compare;
 
 pub use compare::{
-    Change, CompareConfig, CompareConfigError, Comparator, ComparisonReport, FieldReport,
+    Change, Comparator, CompareConfig, CompareConfigError, ComparisonReport, FieldReport,
     FieldVerdict, ResponseParts, RouteComparison, Verdict, is_noise,
 };

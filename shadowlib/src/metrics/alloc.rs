@@ -181,7 +181,16 @@ mod tests {
             bytes: u64::MAX - 10,
             count: 5,
         };
-        let later = Allocations { bytes: 20, count: 8 };
-        assert_eq!(later.since(earlier), Allocations { bytes: 31, count: 3 });
+        let later = Allocations {
+            bytes: 20,
+            count: 8,
+        };
+        assert_eq!(
+            later.since(earlier),
+            Allocations {
+                bytes: 31,
+                count: 3
+            }
+        );
     }
 }

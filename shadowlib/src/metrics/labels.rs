@@ -9,6 +9,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
+use foldhash::fast::RandomState;
+
+/// Label lookups sit on the recording hot path, and the set is capped (so flooding it with
+/// colliding keys gains an attacker nothing): a fast seeded hash beats SipHash here.
+type LabelIndex = HashMap<Box<str>, usize, RandomState>;
 
 /// The label that requests of every route past the cardinality cap are counted under.
 pub const OVERFLOW_LABEL: &str = "(other)";
@@ -18,7 +23,7 @@ pub const OVERFLOW_LABEL: &str = "(other)";
 pub(crate) struct LabelSet {
     cap: usize,
     /// Published copy of the admitted labels, read lock-free.
-    index: ArcSwap<HashMap<Box<str>, usize>>,
+    index: ArcSwap<LabelIndex>,
     /// The admitted labels in index order; writers serialize on this lock.
     names: Mutex<Vec<Box<str>>>,
 }
@@ -28,7 +33,7 @@ impl LabelSet {
     pub(crate) fn new(cap: usize) -> Self {
         Self {
             cap,
-            index: ArcSwap::from_pointee(HashMap::new()),
+            index: ArcSwap::from_pointee(LabelIndex::default()),
             names: Mutex::new(Vec::new()),
         }
     }
@@ -54,7 +59,7 @@ impl LabelSet {
         let index = names.len();
         names.push(label.into());
         // Copy-on-write: this runs at most `cap` times, so readers never wait on a writer.
-        let mut next = HashMap::clone(&self.index.load());
+        let mut next = LabelIndex::clone(&self.index.load());
         next.insert(label.into(), index);
         self.index.store(Arc::new(next));
         Some(index)

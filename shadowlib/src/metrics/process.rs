@@ -284,8 +284,14 @@ mod tests {
         let sampler = ProcessSampler::new().with_min_gap(Duration::from_secs(3600));
         let mut stable = ArmEvidence::new(crate::Version::new("p", "1"));
         let mut candidate = ArmEvidence::new(crate::Version::new("p", "2"));
-        sampler.collect(Arm::Stable, &mut stable).await.expect("never fails");
-        sampler.collect(Arm::Candidate, &mut candidate).await.expect("never fails");
+        sampler
+            .collect(Arm::Stable, &mut stable)
+            .await
+            .expect("never fails");
+        sampler
+            .collect(Arm::Candidate, &mut candidate)
+            .await
+            .expect("never fails");
         assert_eq!(stable.process, candidate.process);
         assert_eq!(sampler.evidence().rss_bytes.count(), 1);
     }

@@ -291,7 +291,12 @@ fn thread_shard_seed() -> usize {
 impl KpiRecorder {
     /// An empty recorder for a pair of builds, with the default [`RecorderConfig`].
     pub fn new(stable: Version, candidate: Version) -> Self {
-        Self::build(stable, candidate, &RecorderConfig::default(), Bounds::default_bounds())
+        Self::build(
+            stable,
+            candidate,
+            &RecorderConfig::default(),
+            Bounds::default_bounds(),
+        )
     }
 
     /// An empty recorder with the given configuration.
@@ -436,7 +441,10 @@ impl KpiRecorder {
         let mut evidence = ArmEvidence::new(self.versions[arm].clone());
         evidence.outcomes = stats.outcomes.clone();
         evidence.latency_us = stats.latency.to_distribution(&self.bounds.latency);
-        evidence.cpu_ns = stats.cpu_ns.as_ref().map(|h| h.to_distribution(&self.bounds.cpu_ns));
+        evidence.cpu_ns = stats
+            .cpu_ns
+            .as_ref()
+            .map(|h| h.to_distribution(&self.bounds.cpu_ns));
         evidence.alloc_bytes = stats
             .alloc_bytes
             .as_ref()
@@ -461,7 +469,9 @@ impl KpiRecorder {
         let mut routes = BTreeMap::new();
         for (index, route) in stats.routes.iter().enumerate() {
             let Some(route) = route else { continue };
-            let name = route_names.get(index).map_or(OVERFLOW_LABEL, |name| &**name);
+            let name = route_names
+                .get(index)
+                .map_or(OVERFLOW_LABEL, |name| &**name);
             let evidence = route.to_evidence(&self.bounds.route_latency);
             match routes.get_mut(name) {
                 // A user route literally named like the overflow label: count them together.
@@ -479,7 +489,10 @@ impl KpiRecorder {
 fn merge_same_bounds(into: &mut RouteEvidence, from: &RouteEvidence) {
     // Both come from this recorder's route bounds, so no value is out of range.
     let merged = into.merge(from);
-    debug_assert!(merged.is_ok(), "same bounds never fail to merge: {merged:?}");
+    debug_assert!(
+        merged.is_ok(),
+        "same bounds never fail to merge: {merged:?}"
+    );
 }
 
 #[async_trait]
@@ -639,7 +652,8 @@ fn latency_micros(latency: Duration) -> u64 {
 }
 
 fn record_optional(slot: &mut Option<LazyHistogram>, shape: &HistogramShape, value: u64) {
-    slot.get_or_insert_with(LazyHistogram::default).record(shape, value);
+    slot.get_or_insert_with(LazyHistogram::default)
+        .record(shape, value);
 }
 
 fn absorb_optional(
@@ -648,7 +662,8 @@ fn absorb_optional(
     from: &mut Option<LazyHistogram>,
 ) {
     if let Some(from) = from {
-        into.get_or_insert_with(LazyHistogram::default).absorb(shape, from);
+        into.get_or_insert_with(LazyHistogram::default)
+            .absorb(shape, from);
     }
 }
 
@@ -669,8 +684,16 @@ impl Stats {
                 record_optional(&mut self.cpu_ns, &bounds.cpu_ns, nanos);
             }
             if let Some(allocations) = usage.allocations {
-                record_optional(&mut self.alloc_bytes, &bounds.alloc_bytes, allocations.bytes);
-                record_optional(&mut self.alloc_count, &bounds.alloc_count, allocations.count);
+                record_optional(
+                    &mut self.alloc_bytes,
+                    &bounds.alloc_bytes,
+                    allocations.bytes,
+                );
+                record_optional(
+                    &mut self.alloc_count,
+                    &bounds.alloc_count,
+                    allocations.count,
+                );
             }
         }
         if let Some(index) = route {
@@ -694,8 +717,16 @@ impl Stats {
         self.request_bytes += std::mem::take(&mut other.request_bytes);
         self.response_bytes += std::mem::take(&mut other.response_bytes);
         absorb_optional(&mut self.cpu_ns, &bounds.cpu_ns, &mut other.cpu_ns);
-        absorb_optional(&mut self.alloc_bytes, &bounds.alloc_bytes, &mut other.alloc_bytes);
-        absorb_optional(&mut self.alloc_count, &bounds.alloc_count, &mut other.alloc_count);
+        absorb_optional(
+            &mut self.alloc_bytes,
+            &bounds.alloc_bytes,
+            &mut other.alloc_bytes,
+        );
+        absorb_optional(
+            &mut self.alloc_count,
+            &bounds.alloc_count,
+            &mut other.alloc_count,
+        );
         let comparisons = std::mem::take(&mut other.comparisons);
         self.comparisons.compared += comparisons.compared;
         self.comparisons.mismatched += comparisons.mismatched;
@@ -724,7 +755,8 @@ impl Stats {
 impl RouteStats {
     fn absorb(&mut self, bounds: &Bounds, other: &mut RouteStats) {
         self.outcomes.merge(&std::mem::take(&mut other.outcomes));
-        self.latency.absorb(&bounds.route_latency, &mut other.latency);
+        self.latency
+            .absorb(&bounds.route_latency, &mut other.latency);
         self.request_bytes += std::mem::take(&mut other.request_bytes);
         self.response_bytes += std::mem::take(&mut other.response_bytes);
     }
@@ -751,7 +783,9 @@ mod tests {
 
     #[test]
     fn default_config_is_valid() {
-        RecorderConfig::default().validate().expect("defaults are valid");
+        RecorderConfig::default()
+            .validate()
+            .expect("defaults are valid");
     }
 
     #[test]
@@ -760,17 +794,26 @@ mod tests {
             latency_significant_figures: 9,
             ..RecorderConfig::default()
         };
-        assert!(matches!(too_precise.validate(), Err(RecorderConfigError::Latency(_))));
+        assert!(matches!(
+            too_precise.validate(),
+            Err(RecorderConfigError::Latency(_))
+        ));
         let below_a_microsecond = RecorderConfig {
             latency_lowest: Duration::from_nanos(10),
             ..RecorderConfig::default()
         };
-        assert!(matches!(below_a_microsecond.validate(), Err(RecorderConfigError::Latency(_))));
+        assert!(matches!(
+            below_a_microsecond.validate(),
+            Err(RecorderConfigError::Latency(_))
+        ));
         let bad_route = RecorderConfig {
             route_latency_significant_figures: 6,
             ..RecorderConfig::default()
         };
-        assert!(matches!(bad_route.validate(), Err(RecorderConfigError::RouteLatency(_))));
+        assert!(matches!(
+            bad_route.validate(),
+            Err(RecorderConfigError::RouteLatency(_))
+        ));
         let too_many_shards = RecorderConfig {
             shards: NonZeroUsize::new(MAX_SHARDS + 1),
             ..RecorderConfig::default()
@@ -789,7 +832,11 @@ mod tests {
                 let recorder = &recorder;
                 s.spawn(move || {
                     for i in 0..1_000u64 {
-                        let outcome = if i % 100 == 0 { Outcome::ServerError } else { Outcome::Success };
+                        let outcome = if i % 100 == 0 {
+                            Outcome::ServerError
+                        } else {
+                            Outcome::Success
+                        };
                         recorder.record(Arm::Stable, outcome, Duration::from_micros(100 + t), 1, 2);
                     }
                 });
@@ -799,7 +846,10 @@ mod tests {
         assert_eq!(stable.requests(), 4_000);
         assert_eq!(stable.outcomes.server_error, 40);
         assert_eq!(stable.latency_us.count(), 4_000);
-        assert_eq!((stable.request_bytes, stable.response_bytes), (4_000, 8_000));
+        assert_eq!(
+            (stable.request_bytes, stable.response_bytes),
+            (4_000, 8_000)
+        );
         assert_eq!(recorder.snapshot(Arm::Candidate).requests(), 0);
     }
 
@@ -807,10 +857,22 @@ mod tests {
     fn intervals_hold_their_delta_and_totals_keep_growing() {
         let recorder = recorder();
         for _ in 0..3 {
-            recorder.record(Arm::Candidate, Outcome::Success, Duration::from_millis(1), 0, 0);
+            recorder.record(
+                Arm::Candidate,
+                Outcome::Success,
+                Duration::from_millis(1),
+                0,
+                0,
+            );
         }
         let first = recorder.close_interval();
-        recorder.record(Arm::Candidate, Outcome::Timeout, Duration::from_secs(5), 0, 0);
+        recorder.record(
+            Arm::Candidate,
+            Outcome::Timeout,
+            Duration::from_secs(5),
+            0,
+            0,
+        );
         let second = recorder.close_interval();
         assert_eq!(first.candidate.interval.requests(), 3);
         assert_eq!(second.candidate.interval.requests(), 1);
@@ -823,9 +885,21 @@ mod tests {
     #[test]
     fn snapshot_includes_records_not_yet_in_a_closed_interval() {
         let recorder = recorder();
-        recorder.record(Arm::Stable, Outcome::Success, Duration::from_millis(1), 0, 0);
+        recorder.record(
+            Arm::Stable,
+            Outcome::Success,
+            Duration::from_millis(1),
+            0,
+            0,
+        );
         recorder.close_interval();
-        recorder.record(Arm::Stable, Outcome::Success, Duration::from_millis(1), 0, 0);
+        recorder.record(
+            Arm::Stable,
+            Outcome::Success,
+            Duration::from_millis(1),
+            0,
+            0,
+        );
         assert_eq!(recorder.snapshot(Arm::Stable).requests(), 2);
     }
 
@@ -833,7 +907,13 @@ mod tests {
     fn latency_keeps_the_configured_precision() {
         let recorder = recorder();
         for us in [1_000u64, 2_000, 3_000, 4_000, 100_000] {
-            recorder.record(Arm::Stable, Outcome::Success, Duration::from_micros(us), 0, 0);
+            recorder.record(
+                Arm::Stable,
+                Outcome::Success,
+                Duration::from_micros(us),
+                0,
+                0,
+            );
         }
         let latency = recorder.snapshot(Arm::Stable).latency_us;
         // 3 significant digits: within 0.1%.
@@ -868,7 +948,13 @@ mod tests {
     #[test]
     fn usage_fills_cpu_and_allocation_distributions() {
         let recorder = recorder();
-        recorder.record(Arm::Stable, Outcome::Success, Duration::from_millis(1), 0, 0);
+        recorder.record(
+            Arm::Stable,
+            Outcome::Success,
+            Duration::from_millis(1),
+            0,
+            0,
+        );
         let stable = recorder.snapshot(Arm::Stable);
         assert!(stable.cpu_ns.is_none() && stable.alloc_bytes.is_none());
 
@@ -881,7 +967,8 @@ mod tests {
             polls: 2,
         };
         recorder.record_request(
-            RequestRecord::new(Arm::Stable, Outcome::Success, Duration::from_millis(1)).usage(usage),
+            RequestRecord::new(Arm::Stable, Outcome::Success, Duration::from_millis(1))
+                .usage(usage),
         );
         let stable = recorder.snapshot(Arm::Stable);
         let cpu = stable.cpu_ns.expect("cpu recorded");
@@ -901,7 +988,10 @@ mod tests {
         let candidate = recorder.snapshot(Arm::Candidate);
         assert_eq!(candidate.custom["db_queries"].count(), 2);
         assert_eq!(candidate.custom["db_queries"].mean(), 4.0);
-        assert_eq!(recorder.snapshot(Arm::Stable).custom["db_queries"].mean(), 2.0);
+        assert_eq!(
+            recorder.snapshot(Arm::Stable).custom["db_queries"].mean(),
+            2.0
+        );
     }
 
     #[test]
@@ -953,14 +1043,23 @@ mod tests {
     #[tokio::test]
     async fn collect_merges_the_totals_into_the_evidence() {
         let recorder = recorder();
-        recorder.record(Arm::Candidate, Outcome::Success, Duration::from_millis(1), 0, 0);
+        recorder.record(
+            Arm::Candidate,
+            Outcome::Success,
+            Duration::from_millis(1),
+            0,
+            0,
+        );
         let mut evidence = ArmEvidence::new(Version::new("t", "2"));
         recorder
             .collect(Arm::Candidate, &mut evidence)
             .await
             .expect("same bounds");
         recorder
-            .collect(Arm::Candidate, &mut ArmEvidence::new(Version::new("t", "2")))
+            .collect(
+                Arm::Candidate,
+                &mut ArmEvidence::new(Version::new("t", "2")),
+            )
             .await
             .expect("same bounds");
         // Collecting does not consume: a second look sees the same totals.

@@ -8,10 +8,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::ResponseParts;
 use super::diff::{Change, diff};
 use super::report::{ComparisonReport, is_noise};
 use super::rules::IgnoreRules;
-use super::ResponseParts;
 use crate::metrics::{MetricError, MetricSource, OVERFLOW_LABEL};
 use crate::{Arm, ArmEvidence, FieldDifferences, RouteEvidence};
 
@@ -285,7 +285,11 @@ impl Comparator {
 
     /// Mismatch rate per route with the top differing fields.
     pub fn report(&self) -> ComparisonReport {
-        ComparisonReport::from_routes(&self.routes(), self.config.noise_ratio, self.config.top_fields)
+        ComparisonReport::from_routes(
+            &self.routes(),
+            self.config.noise_ratio,
+            self.config.top_fields,
+        )
     }
 }
 
@@ -370,7 +374,10 @@ mod tests {
             noise_ratio: f64::NAN,
             ..CompareConfig::default()
         };
-        assert!(matches!(Comparator::new(bad_ratio), Err(CompareConfigError::NoiseRatio(_))));
+        assert!(matches!(
+            Comparator::new(bad_ratio),
+            Err(CompareConfigError::NoiseRatio(_))
+        ));
         let bad_path = CompareConfig {
             ignore_json_paths: vec!["no-slash".into()],
             ..CompareConfig::default()
@@ -389,7 +396,9 @@ mod tests {
             ..CompareConfig::default()
         })
         .expect("valid config");
-        let decisions: Vec<bool> = (0..11).map(|_| comparator.should_rerun_stable("r")).collect();
+        let decisions: Vec<bool> = (0..11)
+            .map(|_| comparator.should_rerun_stable("r"))
+            .collect();
         let reruns = decisions.iter().filter(|&&d| d).count();
         assert!(decisions[..3].iter().all(|&d| d));
         // 3 warm-up reads, then 2 of the next 8.
@@ -407,9 +416,17 @@ mod tests {
             &json(r#"{"at": 2, "v": 1}"#),
             Some(&json(r#"{"at": 3, "v": 1}"#)),
         );
-        let later = comparator.compare("r", &json(r#"{"at": 4, "v": 1}"#), &json(r#"{"at": 5, "v": 1}"#), None);
+        let later = comparator.compare(
+            "r",
+            &json(r#"{"at": 4, "v": 1}"#),
+            &json(r#"{"at": 5, "v": 1}"#),
+            None,
+        );
         assert_eq!(later.differences.len(), 1);
-        assert!(!later.is_mismatch(), "the timestamp is known noise: {later:?}");
+        assert!(
+            !later.is_mismatch(),
+            "the timestamp is known noise: {later:?}"
+        );
     }
 
     #[test]
@@ -420,7 +437,12 @@ mod tests {
             ..CompareConfig::default()
         })
         .expect("valid config");
-        comparator.compare("a", &json(r#"{"x": 1, "y": 1}"#), &json(r#"{"x": 2, "y": 2}"#), None);
+        comparator.compare(
+            "a",
+            &json(r#"{"x": 1, "y": 1}"#),
+            &json(r#"{"x": 2, "y": 2}"#),
+            None,
+        );
         comparator.compare("b", &json("1"), &json("2"), None);
         let routes = comparator.routes();
         assert_eq!(routes.keys().collect::<Vec<_>>(), ["(other)", "a"]);
@@ -435,8 +457,14 @@ mod tests {
         comparator.compare("r", &json("1"), &json("1"), None);
         let mut stable = ArmEvidence::new(Version::new("s", "1"));
         let mut candidate = ArmEvidence::new(Version::new("s", "2"));
-        comparator.collect(Arm::Stable, &mut stable).await.expect("never fails");
-        comparator.collect(Arm::Candidate, &mut candidate).await.expect("never fails");
+        comparator
+            .collect(Arm::Stable, &mut stable)
+            .await
+            .expect("never fails");
+        comparator
+            .collect(Arm::Candidate, &mut candidate)
+            .await
+            .expect("never fails");
         assert_eq!(stable.comparisons.compared, 0);
         assert_eq!(candidate.comparisons.compared, 2);
         assert_eq!(candidate.comparisons.mismatched, 1);

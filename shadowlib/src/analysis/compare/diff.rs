@@ -188,8 +188,14 @@ mod tests {
 
     #[test]
     fn json_bodies_differ_field_by_field_whatever_the_key_order() {
-        let a = ResponseParts::new(200, br#"{"id": 1, "price": 10, "tags": ["a"], "old": true}"#);
-        let b = ResponseParts::new(200, br#"{"tags": ["a", "b"], "price": 12, "id": 1, "new": 0}"#);
+        let a = ResponseParts::new(
+            200,
+            br#"{"id": 1, "price": 10, "tags": ["a"], "old": true}"#,
+        );
+        let b = ResponseParts::new(
+            200,
+            br#"{"tags": ["a", "b"], "price": 12, "id": 1, "new": 0}"#,
+        );
         let d = diff(&a, &b, &rules(&[], &[]));
         assert_eq!(
             fields(&d),
@@ -212,12 +218,18 @@ mod tests {
 
     #[test]
     fn ignored_paths_and_headers_are_not_compared() {
-        let a = ResponseParts::new(200, br#"{"meta": {"at": 1}, "items": [{"etag": "x", "v": 1}]}"#)
-            .header(b"Date", b"Mon")
-            .header(b"X-Version", b"41");
-        let b = ResponseParts::new(200, br#"{"meta": {"at": 2}, "items": [{"etag": "y", "v": 1}]}"#)
-            .header(b"date", b"Tue")
-            .header(b"x-version", b"42");
+        let a = ResponseParts::new(
+            200,
+            br#"{"meta": {"at": 1}, "items": [{"etag": "x", "v": 1}]}"#,
+        )
+        .header(b"Date", b"Mon")
+        .header(b"X-Version", b"41");
+        let b = ResponseParts::new(
+            200,
+            br#"{"meta": {"at": 2}, "items": [{"etag": "y", "v": 1}]}"#,
+        )
+        .header(b"date", b"Tue")
+        .header(b"x-version", b"42");
         let d = diff(&a, &b, &rules(&["date"], &["/meta/at", "/items/*/etag"]));
         assert_eq!(fields(&d), [("header:x-version", Change::Changed)]);
     }
@@ -227,18 +239,27 @@ mod tests {
         let a = ResponseParts::new(200, b"hello");
         let b = ResponseParts::new(500, b"hellO");
         let d = diff(&a, &b, &rules(&[], &[]));
-        assert_eq!(fields(&d), [("body", Change::Changed), ("status", Change::Changed)]);
+        assert_eq!(
+            fields(&d),
+            [("body", Change::Changed), ("status", Change::Changed)]
+        );
         let same = diff(&a, &a, &rules(&[], &[]));
         assert!(same.is_empty());
     }
 
     #[test]
     fn headers_compare_case_insensitively_with_repeated_values_in_order() {
-        let a = ResponseParts::new(200, b"").header(b"Vary", b"a").header(b"vary", b"b");
-        let b = ResponseParts::new(200, b"").header(b"vary", b"b").header(b"VARY", b"a");
+        let a = ResponseParts::new(200, b"")
+            .header(b"Vary", b"a")
+            .header(b"vary", b"b");
+        let b = ResponseParts::new(200, b"")
+            .header(b"vary", b"b")
+            .header(b"VARY", b"a");
         let d = diff(&a, &b, &rules(&[], &[]));
         assert_eq!(fields(&d), [("header:vary", Change::Changed)]);
-        let c = ResponseParts::new(200, b"").header(b"VARY", b"a").header(b"Vary", b"b");
+        let c = ResponseParts::new(200, b"")
+            .header(b"VARY", b"a")
+            .header(b"Vary", b"b");
         assert!(diff(&a, &c, &rules(&[], &[])).is_empty());
     }
 }

@@ -23,7 +23,7 @@ mod response;
 mod rules;
 
 pub use comparator::{
-    CompareConfig, CompareConfigError, Comparator, FieldVerdict, OVERFLOW_FIELD, Verdict,
+    Comparator, CompareConfig, CompareConfigError, FieldVerdict, OVERFLOW_FIELD, Verdict,
 };
 pub use diff::Change;
 pub use report::{ComparisonReport, FieldReport, RouteComparison, is_noise};

@@ -25,7 +25,12 @@ use crate::{FieldDifferences, RouteEvidence};
 /// assert!(is_noise(timestamp, 100, 10, 0.5));
 /// assert!(!is_noise(price, 100, 10, 0.5));
 /// ```
-pub fn is_noise(field: FieldDifferences, compared: u64, noise_samples: u64, noise_ratio: f64) -> bool {
+pub fn is_noise(
+    field: FieldDifferences,
+    compared: u64,
+    noise_samples: u64,
+    noise_ratio: f64,
+) -> bool {
     if field.noise == 0 || noise_samples == 0 {
         return false;
     }
@@ -126,7 +131,11 @@ impl ComparisonReport {
                 }
             })
             .collect();
-        report.sort_by(|a, b| b.mismatched.cmp(&a.mismatched).then_with(|| a.route.cmp(&b.route)));
+        report.sort_by(|a, b| {
+            b.mismatched
+                .cmp(&a.mismatched)
+                .then_with(|| a.route.cmp(&b.route))
+        });
         Self { routes: report }
     }
 }

@@ -144,7 +144,9 @@ mod tests {
     use super::*;
 
     fn matches(pattern: &str, path: &[Step<'_>]) -> bool {
-        PathPattern::parse(pattern).expect("valid pattern").matches(path)
+        PathPattern::parse(pattern)
+            .expect("valid pattern")
+            .matches(path)
     }
 
     #[test]
@@ -153,11 +155,17 @@ mod tests {
         assert!(matches("/meta/ts", &[Key("meta"), Key("ts")]));
         assert!(!matches("/meta/ts", &[Key("meta")]));
         assert!(!matches("/meta/ts", &[Key("meta"), Key("ts"), Key("x")]));
-        assert!(matches("/items/*/etag", &[Key("items"), Index(3), Key("etag")]));
+        assert!(matches(
+            "/items/*/etag",
+            &[Key("items"), Index(3), Key("etag")]
+        ));
         assert!(matches("/items/0", &[Key("items"), Index(0)]));
         assert!(!matches("/items/0", &[Key("items"), Index(1)]));
         assert!(matches("/**/updated_at", &[Key("updated_at")]));
-        assert!(matches("/**/updated_at", &[Key("a"), Index(2), Key("updated_at")]));
+        assert!(matches(
+            "/**/updated_at",
+            &[Key("a"), Index(2), Key("updated_at")]
+        ));
         assert!(!matches("/**/updated_at", &[Key("a"), Key("created_at")]));
         assert!(matches("/a~1b/c~0d", &[Key("a/b"), Key("c~d")]));
     }
@@ -166,7 +174,10 @@ mod tests {
     fn malformed_patterns_are_typed_errors() {
         for bad in ["meta/ts", "", "/bad~2escape"] {
             assert!(
-                matches!(PathPattern::parse(bad), Err(CompareConfigError::InvalidPath { .. })),
+                matches!(
+                    PathPattern::parse(bad),
+                    Err(CompareConfigError::InvalidPath { .. })
+                ),
                 "{bad:?} should be refused"
             );
         }
