@@ -79,6 +79,19 @@ fn bench_recorder(c: &mut Criterion) {
     });
 
     let shared = recorder();
+    group.bench_function("one_thread_spawned", |b| {
+        b.iter_custom(|iters| {
+            run_on_threads(1, iters, &|i| {
+                shared.record(
+                    Arm::Candidate,
+                    Outcome::Success,
+                    black_box(latency(i)),
+                    120,
+                    2_048,
+                );
+            })
+        })
+    });
     group.bench_function("two_threads", |b| {
         b.iter_custom(|iters| {
             run_on_threads(2, iters, &|i| {

@@ -39,7 +39,7 @@ impl Allocations {
 }
 
 /// The calling thread's allocation counters since it started, or `None` when allocations are
-/// not counted (the `count-allocations` feature is off, or [`CountingAllocator`] is not the
+/// not counted (the `count-allocations` feature is off, or `CountingAllocator` is not the
 /// global allocator).
 ///
 /// ```
