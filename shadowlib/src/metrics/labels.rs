@@ -45,9 +45,16 @@ impl LabelSet {
 
     /// The index of `label`, admitting it if there is room; `None` once the set is full.
     pub(crate) fn index_of(&self, label: &str) -> Option<usize> {
-        if let Some(&index) = self.index.load().get(label) {
+        let published = self.index.load();
+        if let Some(&index) = published.get(label) {
             return Some(index);
         }
+        // Full sets never change again: past the cap, labels overflow without any lock, so
+        // a flood of distinct labels cannot turn into contention on the hot path.
+        if published.len() >= self.cap {
+            return None;
+        }
+        drop(published);
         let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         // Another thread may have admitted it between our look and the lock.
         if let Some(&index) = self.index.load().get(label) {

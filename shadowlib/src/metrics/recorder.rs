@@ -231,7 +231,6 @@ impl Window {
 /// assert_eq!(window.candidate.interval.requests(), 2);
 /// assert_eq!(recorder.close_interval().candidate.interval.requests(), 0);
 /// ```
-#[derive(Debug)]
 pub struct KpiRecorder {
     versions: [Version; 2],
     bounds: Bounds,
@@ -240,6 +239,18 @@ pub struct KpiRecorder {
     custom: LabelSet,
     custom_overflow_warned: AtomicBool,
     folded: Mutex<Folded>,
+}
+
+impl std::fmt::Debug for KpiRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The histograms are thousands of counters each: show the shape, not the contents.
+        f.debug_struct("KpiRecorder")
+            .field("stable", &self.versions[0])
+            .field("candidate", &self.versions[1])
+            .field("shards", &self.shards.len())
+            .field("routes", &self.routes.names())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Recording state for both arms, indexed by [`arm_index`].
