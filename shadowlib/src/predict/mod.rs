@@ -238,16 +238,9 @@ pub struct Prediction {
 impl Prediction {
     /// A conclusive prediction with the given failure probability (clamped into `[0, 1]`;
     /// NaN becomes an inconclusive prediction, since it says nothing).
-    pub fn new(
-        predictor: impl Into<String>,
-        failure_probability: f64,
-        evidence: &Evidence,
-    ) -> Self {
+    pub fn new(predictor: impl Into<String>, failure_probability: f64, evidence: &Evidence) -> Self {
         let (failure_probability, certainty) = if failure_probability.is_nan() {
-            (
-                0.0,
-                Certainty::Inconclusive("failure probability was NaN".into()),
-            )
+            (0.0, Certainty::Inconclusive("failure probability was NaN".into()))
         } else {
             (failure_probability.clamp(0.0, 1.0), Certainty::Conclusive)
         };
@@ -267,11 +260,7 @@ impl Prediction {
     }
 
     /// A prediction that says "not yet known", with why.
-    pub fn inconclusive(
-        predictor: impl Into<String>,
-        why: impl Into<String>,
-        evidence: &Evidence,
-    ) -> Self {
+    pub fn inconclusive(predictor: impl Into<String>, why: impl Into<String>, evidence: &Evidence) -> Self {
         let why = why.into();
         let mut p = Self::new(predictor, 0.0, evidence);
         p.reasons.push(why.clone());
