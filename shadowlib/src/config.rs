@@ -156,7 +156,8 @@ impl RolloutPolicy {
 
     /// Parses and validates a policy written in JSON.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let policy: Self = serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let policy: Self =
+            serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
         policy.validate()?;
         Ok(policy)
     }
@@ -232,26 +233,40 @@ mod tests {
     #[test]
     fn each_bad_field_has_its_own_error() {
         assert_eq!(toml_err("steps = []"), ConfigError::NoSteps);
-        assert_eq!(toml_err("steps = [0, 100]"), ConfigError::ZeroStep { index: 0 });
+        assert_eq!(
+            toml_err("steps = [0, 100]"),
+            ConfigError::ZeroStep { index: 0 }
+        );
         assert!(matches!(
             toml_err("steps = [5, 5, 100]"),
             ConfigError::StepsNotIncreasing { index: 1, .. }
         ));
-        assert!(matches!(toml_err("steps = [5, 50]"), ConfigError::LastStepNotFull { .. }));
+        assert!(matches!(
+            toml_err("steps = [5, 50]"),
+            ConfigError::LastStepNotFull { .. }
+        ));
         assert_eq!(toml_err(r#"interval = "0s""#), ConfigError::ZeroInterval);
         assert!(matches!(
-            toml_err(r#"interval = "10s"
-no_data_deadline = "5s""#),
+            toml_err(
+                r#"interval = "10s"
+no_data_deadline = "5s""#
+            ),
             ConfigError::DeadlineShorterThanInterval { .. }
         ));
         assert_eq!(toml_err("min_samples = 0"), ConfigError::ZeroMinSamples);
         assert!(matches!(
             toml_err("[thresholds]\nmax_failure_probability = 1.5"),
-            ConfigError::ThresholdOutOfRange { field: "thresholds.max_failure_probability", .. }
+            ConfigError::ThresholdOutOfRange {
+                field: "thresholds.max_failure_probability",
+                ..
+            }
         ));
         assert!(matches!(
             toml_err("[thresholds]\nmax_degradation = -0.1"),
-            ConfigError::ThresholdOutOfRange { field: "thresholds.max_degradation", .. }
+            ConfigError::ThresholdOutOfRange {
+                field: "thresholds.max_degradation",
+                ..
+            }
         ));
     }
 
@@ -261,7 +276,9 @@ no_data_deadline = "5s""#),
         assert!(e.contains("steps") && e.contains("150"), "{e}");
         let e = toml_err("intervall = \"1s\"").to_string();
         assert!(e.contains("intervall"), "{e}");
-        let e = RolloutPolicy::from_json(r#"{"min_samples": -1}"#).expect_err("rejected").to_string();
+        let e = RolloutPolicy::from_json(r#"{"min_samples": -1}"#)
+            .expect_err("rejected")
+            .to_string();
         assert!(e.contains("JSON"), "{e}");
     }
 }

@@ -125,7 +125,10 @@ impl fmt::Display for Reason {
             details.push(part);
         }
         if let Some(s) = self.samples {
-            details.push(format!("samples stable {}, candidate {}", s.stable, s.candidate));
+            details.push(format!(
+                "samples stable {}, candidate {}",
+                s.stable, s.candidate
+            ));
         }
         if !details.is_empty() {
             write!(f, " [{}]", details.join("; "))?;

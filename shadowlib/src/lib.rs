@@ -70,6 +70,8 @@ pub mod metrics;
 pub mod mirror;
 pub mod predict;
 pub mod rollout;
+#[cfg(feature = "simulate")]
+pub mod simulate;
 pub mod steer;
 
 pub use config::{ConfigError, RolloutPolicy, Thresholds};
@@ -83,6 +85,7 @@ pub use evidence::{
 pub use evidence::{FieldDifferences, ProcessEvidence, RouteEvidence};
 pub use metrics::{KpiRecorder, MetricError, MetricSource};
 pub use mirror::{Mirror, ReadClass};
+pub use predict::SequentialPredictor;
 pub use predict::{
     Bottleneck, Certainty, Degradation, Kpi, KpiDegradation, Prediction, Predictor, Resource,
     ThresholdPredictor, ThresholdPredictorConfig,

@@ -77,7 +77,9 @@ impl fmt::Display for Arm {
 /// assert!(Share::from_ppm(1_000_001).is_err());
 /// # Ok::<(), shadowlib::ShareError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(try_from = "f64", into = "f64")]
 pub struct Share(u32);
 

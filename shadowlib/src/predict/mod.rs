@@ -6,12 +6,23 @@
 //! reasons. The controller compares the prediction with the thresholds of the
 //! [`RolloutPolicy`](crate::RolloutPolicy) to step up, hold or roll back.
 
+mod capacity;
+mod ensemble;
+mod learned;
+mod sequential;
 mod threshold;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use capacity::{CapacityConfig, CapacityConfigError, CapacityPredictor};
+pub use ensemble::{Combine, Ensemble};
+pub use learned::{
+    FEATURE_NAMES, HistoryRecord, LearnedError, LearnedModel, LearnedPredictor, features,
+    read_history,
+};
+pub use sequential::SequentialPredictor;
 pub use threshold::{ThresholdPredictor, ThresholdPredictorConfig};
 
 use crate::{Evidence, SampleCount};
@@ -238,9 +249,16 @@ pub struct Prediction {
 impl Prediction {
     /// A conclusive prediction with the given failure probability (clamped into `[0, 1]`;
     /// NaN becomes an inconclusive prediction, since it says nothing).
-    pub fn new(predictor: impl Into<String>, failure_probability: f64, evidence: &Evidence) -> Self {
+    pub fn new(
+        predictor: impl Into<String>,
+        failure_probability: f64,
+        evidence: &Evidence,
+    ) -> Self {
         let (failure_probability, certainty) = if failure_probability.is_nan() {
-            (0.0, Certainty::Inconclusive("failure probability was NaN".into()))
+            (
+                0.0,
+                Certainty::Inconclusive("failure probability was NaN".into()),
+            )
         } else {
             (failure_probability.clamp(0.0, 1.0), Certainty::Conclusive)
         };
@@ -260,7 +278,11 @@ impl Prediction {
     }
 
     /// A prediction that says "not yet known", with why.
-    pub fn inconclusive(predictor: impl Into<String>, why: impl Into<String>, evidence: &Evidence) -> Self {
+    pub fn inconclusive(
+        predictor: impl Into<String>,
+        why: impl Into<String>,
+        evidence: &Evidence,
+    ) -> Self {
         let why = why.into();
         let mut p = Self::new(predictor, 0.0, evidence);
         p.reasons.push(why.clone());

@@ -76,7 +76,11 @@ impl Predictor for ThresholdPredictor {
     fn predict(&self, evidence: &Evidence) -> Prediction {
         let (stable, candidate) = (&evidence.stable, &evidence.candidate);
         if stable.latency_us.is_empty() || candidate.latency_us.is_empty() {
-            return Prediction::inconclusive(self.name(), "no latency measured on one of the builds", evidence);
+            return Prediction::inconclusive(
+                self.name(),
+                "no latency measured on one of the builds",
+                evidence,
+            );
         }
         let error_increase = candidate.outcomes.failure_rate() - stable.outcomes.failure_rate();
         let p50 = relative_change(
@@ -88,7 +92,11 @@ impl Predictor for ThresholdPredictor {
             stable.latency_us.quantile(0.99) as f64,
         );
         let checks = [
-            ("error rate increase", error_increase, self.config.max_error_rate_increase),
+            (
+                "error rate increase",
+                error_increase,
+                self.config.max_error_rate_increase,
+            ),
             ("p99 latency increase", p99, self.config.max_p99_increase),
             ("p50 latency increase", p50, self.config.max_p50_increase),
         ];
@@ -121,7 +129,11 @@ mod tests {
         let mut e = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));
         for i in 0..1_000 {
             e.stable.record_request(Outcome::Success, 1_000);
-            let outcome = if i < candidate_errors { Outcome::ServerError } else { Outcome::Success };
+            let outcome = if i < candidate_errors {
+                Outcome::ServerError
+            } else {
+                Outcome::Success
+            };
             e.candidate.record_request(outcome, candidate_latency);
         }
         e
@@ -146,7 +158,11 @@ mod tests {
     fn erroring_candidate_fails() {
         let p = ThresholdPredictor::default().predict(&evidence(1_000, 50));
         assert_eq!(p.failure_probability, 1.0);
-        assert!(p.reasons.iter().any(|r| r.contains("error rate increase +5.00% exceeds")));
+        assert!(
+            p.reasons
+                .iter()
+                .any(|r| r.contains("error rate increase +5.00% exceeds"))
+        );
     }
 
     #[test]

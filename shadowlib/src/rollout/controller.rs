@@ -102,7 +102,14 @@ impl Shared {
         let mut state = self.lock();
         let transition = state.machine.apply(decision.action)?;
         if let Some(transition) = transition {
-            self.publish(&mut state, transition, decision.clone(), prediction.clone(), look, samples);
+            self.publish(
+                &mut state,
+                transition,
+                decision.clone(),
+                prediction.clone(),
+                look,
+                samples,
+            );
         }
         self.status.send_modify(|status| {
             status.last_decision = Some(decision);
@@ -214,7 +221,14 @@ impl RolloutHandle {
                 shared.candidate, shared.stable
             )),
         );
-        shared.publish(&mut state, transition, decision, None, 0, SampleCount::default());
+        shared.publish(
+            &mut state,
+            transition,
+            decision,
+            None,
+            0,
+            SampleCount::default(),
+        );
         Ok(transition)
     }
 
@@ -412,7 +426,12 @@ where
         let (phase, share, look, started) = {
             let mut state = self.shared.lock();
             state.looks += 1;
-            (state.machine.phase(), state.machine.share(), state.looks, state.started)
+            (
+                state.machine.phase(),
+                state.machine.share(),
+                state.looks,
+                state.started,
+            )
         };
         self.shared.status.send_modify(|s| s.looks = look);
         if !phase.is_live() {
@@ -444,11 +463,24 @@ where
         self.shared.status.send_modify(|s| s.samples = samples);
 
         // Until the first time there is enough data, the wait counts from the start.
-        let wait_start = if self.had_enough { now } else { started.unwrap_or(now) };
+        let wait_start = if self.had_enough {
+            now
+        } else {
+            started.unwrap_or(now)
+        };
         let waiting_since = *self.waiting_since.get_or_insert(wait_start);
-        let (decision, prediction) =
-            self.assess(&evidence, phase, samples, step_samples, failures, now - waiting_since);
-        match self.shared.apply(decision.clone(), prediction, look, samples) {
+        let (decision, prediction) = self.assess(
+            &evidence,
+            phase,
+            samples,
+            step_samples,
+            failures,
+            now - waiting_since,
+        );
+        match self
+            .shared
+            .apply(decision.clone(), prediction, look, samples)
+        {
             Ok(_) => decision,
             // An operator changed the phase between our read and now; their move stands.
             Err(refused) => Decision::controller(Action::Hold, Reason::new(refused.to_string())),
@@ -499,28 +531,57 @@ where
         let decision = if !prediction.is_conclusive() {
             Decision::controller(
                 Action::Hold,
-                Reason::new(format!("predictor `{}`: not yet known", prediction.predictor)).samples(samples),
+                Reason::new(format!(
+                    "predictor `{}`: not yet known",
+                    prediction.predictor
+                ))
+                .samples(samples),
             )
-        } else if !(probability <= thresholds.max_failure_probability) {
+        } else if probability.is_nan() || degradation.is_nan() {
+            // A predictor bug is not evidence against the candidate, nor for it.
+            Decision::controller(
+                Action::Hold,
+                Reason::new(format!(
+                    "predictor `{}` returned a value that is not a number; ignored",
+                    prediction.predictor
+                )),
+            )
+        } else if probability > thresholds.max_failure_probability {
             Decision::controller(
                 Action::RollBack,
-                Reason::new(format!("predictor `{}`: failure probability too high", prediction.predictor))
-                    .metric("failure_probability", probability, thresholds.max_failure_probability)
-                    .samples(samples),
+                Reason::new(format!(
+                    "predictor `{}`: failure probability too high",
+                    prediction.predictor
+                ))
+                .metric(
+                    "failure_probability",
+                    probability,
+                    thresholds.max_failure_probability,
+                )
+                .samples(samples),
             )
-        } else if !(degradation <= thresholds.max_degradation) {
+        } else if degradation > thresholds.max_degradation {
             Decision::controller(
                 Action::RollBack,
                 Reason::new(format!(
                     "predictor `{}`: performance degradation {} too high",
                     prediction.predictor, prediction.performance_degradation
                 ))
-                .metric("performance_degradation", degradation, thresholds.max_degradation)
+                .metric(
+                    "performance_degradation",
+                    degradation,
+                    thresholds.max_degradation,
+                )
                 .samples(samples),
             )
         } else if matches!(phase, Phase::Paused { .. }) {
-            Decision::controller(Action::Hold, Reason::new("paused: the evidence is within the thresholds"))
-        } else if matches!(phase, Phase::Canary { .. }) && step_samples < policy.min_samples_per_step {
+            Decision::controller(
+                Action::Hold,
+                Reason::new("paused: the evidence is within the thresholds"),
+            )
+        } else if matches!(phase, Phase::Canary { .. })
+            && step_samples < policy.min_samples_per_step
+        {
             Decision::controller(
                 Action::Hold,
                 Reason::new(format!(
@@ -532,9 +593,16 @@ where
         } else {
             Decision::controller(
                 Action::StepUp,
-                Reason::new(format!("predictor `{}`: within thresholds", prediction.predictor))
-                    .metric("failure_probability", probability, thresholds.max_failure_probability)
-                    .samples(samples),
+                Reason::new(format!(
+                    "predictor `{}`: within thresholds",
+                    prediction.predictor
+                ))
+                .metric(
+                    "failure_probability",
+                    probability,
+                    thresholds.max_failure_probability,
+                )
+                .samples(samples),
             )
         };
         (decision.with_reasons(cited), Some(prediction))

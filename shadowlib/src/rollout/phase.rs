@@ -50,7 +50,10 @@ pub enum Phase {
 impl Phase {
     /// Whether the rollout is under way (shadowing, canary or paused).
     pub fn is_live(self) -> bool {
-        matches!(self, Phase::Shadowing | Phase::Canary { .. } | Phase::Paused { .. })
+        matches!(
+            self,
+            Phase::Shadowing | Phase::Canary { .. } | Phase::Paused { .. }
+        )
     }
 
     /// Whether the rollout has ended (promoted or rolled back).
@@ -134,7 +137,11 @@ impl RolloutMachine {
     /// [`RolloutPolicy::validate`](crate::RolloutPolicy::validate); an empty list is read as
     /// one step of 100%).
     pub fn new(steps: Vec<Share>) -> Self {
-        let steps = if steps.is_empty() { vec![Share::FULL] } else { steps };
+        let steps = if steps.is_empty() {
+            vec![Share::FULL]
+        } else {
+            steps
+        };
         Self {
             phase: Phase::Idle,
             steps,
@@ -250,8 +257,12 @@ mod tests {
             Phase::Shadowing,
             Phase::Canary { step: 0 },
             Phase::Canary { step: 2 },
-            Phase::Paused { from: LivePhase::Shadowing },
-            Phase::Paused { from: LivePhase::Canary { step: 1 } },
+            Phase::Paused {
+                from: LivePhase::Shadowing,
+            },
+            Phase::Paused {
+                from: LivePhase::Canary { step: 1 },
+            },
         ];
         for phase in live {
             let mut m = machine();
@@ -270,10 +281,19 @@ mod tests {
     fn rolled_back_refuses_everything_that_would_send_traffic() {
         let mut m = started();
         m.apply(Action::RollBack).expect("legal");
-        for action in [Action::StepUp, Action::Promote, Action::Resume, Action::Pause, Action::RollBack] {
+        for action in [
+            Action::StepUp,
+            Action::Promote,
+            Action::Resume,
+            Action::Pause,
+            Action::RollBack,
+        ] {
             assert_eq!(
                 m.apply(action),
-                Err(TransitionError { action, phase: Phase::RolledBack })
+                Err(TransitionError {
+                    action,
+                    phase: Phase::RolledBack
+                })
             );
             assert_eq!(m.share(), Share::ZERO);
         }
@@ -284,7 +304,13 @@ mod tests {
     fn promoted_is_terminal() {
         let mut m = started();
         m.apply(Action::Promote).expect("legal");
-        for action in [Action::StepUp, Action::RollBack, Action::Pause, Action::Resume, Action::Promote] {
+        for action in [
+            Action::StepUp,
+            Action::RollBack,
+            Action::Pause,
+            Action::Resume,
+            Action::Promote,
+        ] {
             assert!(m.apply(action).is_err(), "{action} after promotion");
         }
         assert_eq!(m.phase(), Phase::Promoted);
@@ -298,9 +324,17 @@ mod tests {
         m.apply(Action::StepUp).expect("legal");
         let before = m.share();
         m.apply(Action::Pause).expect("legal");
-        assert_eq!(m.phase(), Phase::Paused { from: LivePhase::Canary { step: 1 } });
+        assert_eq!(
+            m.phase(),
+            Phase::Paused {
+                from: LivePhase::Canary { step: 1 }
+            }
+        );
         assert_eq!(m.share(), before);
-        assert!(m.apply(Action::StepUp).is_err(), "paused rollouts do not advance");
+        assert!(
+            m.apply(Action::StepUp).is_err(),
+            "paused rollouts do not advance"
+        );
         assert!(m.apply(Action::Pause).is_err(), "already paused");
         m.apply(Action::Resume).expect("legal");
         assert_eq!(m.phase(), Phase::Canary { step: 1 });
@@ -309,7 +343,13 @@ mod tests {
     #[test]
     fn idle_accepts_only_start() {
         let mut m = machine();
-        for action in [Action::StepUp, Action::RollBack, Action::Pause, Action::Resume, Action::Promote] {
+        for action in [
+            Action::StepUp,
+            Action::RollBack,
+            Action::Pause,
+            Action::Resume,
+            Action::Promote,
+        ] {
             assert!(m.apply(action).is_err());
         }
         assert_eq!(m.apply(Action::Hold), Ok(None));

@@ -113,7 +113,11 @@ mod tests {
             })
         };
         for i in 0..200_000 {
-            releases.activate(if i % 2 == 0 { Arm::Candidate } else { Arm::Stable });
+            releases.activate(if i % 2 == 0 {
+                Arm::Candidate
+            } else {
+                Arm::Stable
+            });
         }
         reader.join().expect("reader saw only whole pairs");
     }

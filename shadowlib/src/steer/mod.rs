@@ -72,9 +72,9 @@ impl WeightedSteerer {
 fn stable_hash(key: &[u8]) -> u64 {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = key
-        .iter()
-        .fold(FNV_OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME));
+    let mut h = key.iter().fold(FNV_OFFSET, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+    });
     // SplitMix64 finalizer: spreads FNV's weak low bits over the whole word.
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -103,7 +103,11 @@ impl TrafficSteerer for WeightedSteerer {
             Some(key) => Self::bucket(key),
             None => rand::random_range(0..Share::PPM_SCALE),
         };
-        if bucket < share { Arm::Candidate } else { Arm::Stable }
+        if bucket < share {
+            Arm::Candidate
+        } else {
+            Arm::Stable
+        }
     }
 }
 
@@ -116,7 +120,9 @@ mod tests {
         let steerer = WeightedSteerer::new();
         steerer.set_share(Share::from_percent(25.0).expect("valid"));
         let n = 100_000;
-        let candidate = (0..n).filter(|_| steerer.pick(None) == Arm::Candidate).count();
+        let candidate = (0..n)
+            .filter(|_| steerer.pick(None) == Arm::Candidate)
+            .count();
         let fraction = candidate as f64 / n as f64;
         assert!((fraction - 0.25).abs() < 0.01, "fraction {fraction}");
     }
@@ -128,14 +134,26 @@ mod tests {
         let mut previous = vec![Arm::Stable; keys.len()];
         for percent in [1.0, 5.0, 25.0, 50.0, 100.0] {
             steerer.set_share(Share::from_percent(percent).expect("valid"));
-            let now: Vec<Arm> = keys.iter().map(|k| steerer.pick(Some(k.as_bytes()))).collect();
+            let now: Vec<Arm> = keys
+                .iter()
+                .map(|k| steerer.pick(Some(k.as_bytes())))
+                .collect();
             for (before, after) in previous.iter().zip(&now) {
                 assert!(!(*before == Arm::Candidate && *after == Arm::Stable));
             }
-            let fraction = now.iter().filter(|a| **a == Arm::Candidate).count() as f64 / keys.len() as f64;
-            assert!((fraction - percent / 100.0).abs() < 0.02, "{percent}%: {fraction}");
+            let fraction =
+                now.iter().filter(|a| **a == Arm::Candidate).count() as f64 / keys.len() as f64;
+            assert!(
+                (fraction - percent / 100.0).abs() < 0.02,
+                "{percent}%: {fraction}"
+            );
             // Same key, same answer.
-            assert_eq!(now, keys.iter().map(|k| steerer.pick(Some(k.as_bytes()))).collect::<Vec<_>>());
+            assert_eq!(
+                now,
+                keys.iter()
+                    .map(|k| steerer.pick(Some(k.as_bytes())))
+                    .collect::<Vec<_>>()
+            );
             previous = now;
         }
     }

@@ -102,12 +102,12 @@ pub enum CompareConfigError {
 
 /// The comparison of one response pair, field by field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verdict {
+pub struct ComparisonVerdict {
     /// Every field that differed, with whether it is noise.
     pub differences: Vec<FieldVerdict>,
 }
 
-/// One differing field of a [`Verdict`].
+/// One differing field of a [`ComparisonVerdict`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldVerdict {
     /// The field: `status`, `header:<name>`, `body` or a JSON path.
@@ -118,7 +118,7 @@ pub struct FieldVerdict {
     pub noise: bool,
 }
 
-impl Verdict {
+impl ComparisonVerdict {
     /// Whether any field differs beyond noise.
     pub fn is_mismatch(&self) -> bool {
         self.differences.iter().any(|d| !d.noise)
@@ -236,7 +236,7 @@ impl Comparator {
         stable: &ResponseParts<'_>,
         candidate: &ResponseParts<'_>,
         stable_rerun: Option<&ResponseParts<'_>>,
-    ) -> Verdict {
+    ) -> ComparisonVerdict {
         // The diffs, the costly part, run before taking the lock.
         let raw = diff(stable, candidate, &self.rules);
         let noise = stable_rerun.map(|rerun| diff(stable, rerun, &self.rules));
@@ -270,7 +270,7 @@ impl Comparator {
                 noise,
             });
         }
-        let verdict = Verdict { differences };
+        let verdict = ComparisonVerdict { differences };
         evidence.comparisons.mismatched += u64::from(verdict.is_mismatch());
         verdict
     }

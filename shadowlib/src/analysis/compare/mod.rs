@@ -23,7 +23,7 @@ mod response;
 mod rules;
 
 pub use comparator::{
-    Comparator, CompareConfig, CompareConfigError, FieldVerdict, OVERFLOW_FIELD, Verdict,
+    Comparator, CompareConfig, CompareConfigError, ComparisonVerdict, FieldVerdict, OVERFLOW_FIELD,
 };
 pub use diff::Change;
 pub use report::{ComparisonReport, FieldReport, RouteComparison, is_noise};

@@ -1,0 +1,468 @@
+//! The rollout controller under deterministic time, and its invariants under random input.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use proptest::prelude::*;
+use shadowlib::*;
+
+const INTERVAL: Duration = Duration::from_secs(10);
+
+fn versions() -> (Version, Version) {
+    (Version::new("svc", "1"), Version::new("svc", "2"))
+}
+
+fn policy() -> RolloutPolicy {
+    RolloutPolicy {
+        interval: INTERVAL,
+        steps: [1.0, 10.0, 50.0, 100.0]
+            .map(|p| Share::from_percent(p).expect("valid"))
+            .to_vec(),
+        min_samples: 100,
+        min_samples_per_step: 0,
+        no_data_deadline: INTERVAL * 5,
+        thresholds: Thresholds::default(),
+    }
+}
+
+/// Counts how often it is asked, and reports nothing.
+#[derive(Default)]
+struct CountingSource {
+    collects: AtomicU64,
+}
+
+#[async_trait]
+impl MetricSource for CountingSource {
+    fn name(&self) -> &str {
+        "counting"
+    }
+
+    async fn collect(&self, _arm: Arm, _into: &mut ArmEvidence) -> Result<(), MetricError> {
+        self.collects.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn feed(recorder: &KpiRecorder, n: usize, candidate_outcome: Outcome, candidate_latency_ms: u64) {
+    for _ in 0..n {
+        recorder.record(
+            Arm::Stable,
+            Outcome::Success,
+            Duration::from_millis(10),
+            0,
+            0,
+        );
+        recorder.record(
+            Arm::Candidate,
+            candidate_outcome,
+            Duration::from_millis(candidate_latency_ms),
+            0,
+            0,
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn looks_exactly_once_per_interval() {
+    let (stable, candidate) = versions();
+    let source = Arc::new(CountingSource::default());
+    let controller = RolloutController::new(
+        stable,
+        candidate,
+        RolloutPolicy {
+            no_data_deadline: INTERVAL * 1_000,
+            ..policy()
+        },
+        ThresholdPredictor::default(),
+        Arc::new(WeightedSteerer::new()),
+    )
+    .expect("valid policy")
+    .with_metric_source(source.clone());
+    let handle = controller.handle();
+    tokio::spawn(controller.run());
+
+    tokio::time::sleep(INTERVAL / 2).await;
+    assert_eq!(
+        handle.status().looks,
+        0,
+        "no look before the first interval has passed"
+    );
+    tokio::time::sleep(INTERVAL * 10).await;
+    assert_eq!(handle.status().looks, 10);
+    assert_eq!(
+        source.collects.load(Ordering::SeqCst),
+        20,
+        "one collect per arm per look"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_data_holds_then_pauses_at_the_deadline() {
+    let (stable, candidate) = versions();
+    let controller = RolloutController::new(
+        stable,
+        candidate,
+        policy(),
+        ThresholdPredictor::default(),
+        Arc::new(WeightedSteerer::new()),
+    )
+    .expect("valid policy");
+    let handle = controller.handle();
+    tokio::spawn(controller.run());
+
+    tokio::time::sleep(INTERVAL * 4 + INTERVAL / 2).await;
+    let status = handle.status();
+    assert_eq!(status.phase, Phase::Shadowing, "holds before the deadline");
+    assert_eq!(status.last_decision.expect("decided").action, Action::Hold);
+
+    tokio::time::sleep(INTERVAL).await;
+    let status = handle.status();
+    assert_eq!(
+        status.phase,
+        Phase::Paused {
+            from: LivePhase::Shadowing
+        }
+    );
+    let decision = status.last_decision.expect("decided");
+    assert_eq!(decision.action, Action::Pause);
+    assert!(
+        decision.reasons[0].message.starts_with("no data"),
+        "{decision}"
+    );
+    assert_eq!(status.share, Share::ZERO, "no data never passes");
+
+    // Still no verdict while paused: neither rolled back nor promoted.
+    tokio::time::sleep(INTERVAL * 20).await;
+    assert!(matches!(handle.status().phase, Phase::Paused { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn regression_is_rolled_back_with_reasons_and_the_stable_release_restored() {
+    let (stable, candidate) = versions();
+    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+    let releases = Arc::new(Releases::new(stable.clone(), 1u32, candidate.clone(), 2u32));
+    let steerer = Arc::new(WeightedSteerer::new());
+    let controller = RolloutController::new(
+        stable,
+        candidate,
+        policy(),
+        ThresholdPredictor::default(),
+        steerer.clone(),
+    )
+    .expect("valid policy")
+    .with_metric_source(recorder.clone())
+    .with_release_switch(releases.clone());
+    let handle = controller.handle();
+    let mut events = handle.subscribe();
+    let rollout = tokio::spawn(controller.run());
+
+    feed(&recorder, 500, Outcome::Success, 10);
+    tokio::time::sleep(INTERVAL * 2 + INTERVAL / 2).await;
+    assert!(matches!(handle.status().phase, Phase::Canary { .. }));
+    assert!(!steerer.share().is_zero());
+
+    feed(&recorder, 2_000, Outcome::ServerError, 10);
+    let status = rollout.await.expect("controller finished");
+    assert_eq!(status.phase, Phase::RolledBack);
+    assert_eq!(steerer.share(), Share::ZERO);
+    assert_eq!(
+        releases.active().config,
+        1,
+        "stable configuration restored with stable code"
+    );
+
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !event.decision.reasons.is_empty(),
+            "every transition explains itself"
+        );
+        last = Some(event);
+    }
+    let last = last.expect("events were published");
+    assert_eq!(last.transition.to, Phase::RolledBack);
+    assert_eq!(last.decision.action, Action::RollBack);
+    let reason = &last.decision.reasons[0];
+    assert_eq!(reason.metric.as_deref(), Some("failure_probability"));
+    assert_eq!(reason.threshold, Some(0.5));
+    assert!(reason.samples.expect("samples cited").candidate >= 2_000);
+    assert!(last.prediction.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthy_candidate_is_promoted_through_every_step() {
+    let (stable, candidate) = versions();
+    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+    let releases = Arc::new(Releases::new(stable.clone(), 1u32, candidate.clone(), 2u32));
+    let controller = RolloutController::new(
+        stable,
+        candidate,
+        RolloutPolicy {
+            min_samples_per_step: 100,
+            ..policy()
+        },
+        ThresholdPredictor::default(),
+        Arc::new(WeightedSteerer::new()),
+    )
+    .expect("valid policy")
+    .with_metric_source(recorder.clone())
+    .with_release_switch(releases.clone());
+    let mut events = controller.handle().subscribe();
+    let rollout = tokio::spawn(controller.run());
+    let feeder = tokio::spawn({
+        let recorder = recorder.clone();
+        async move {
+            loop {
+                feed(&recorder, 150, Outcome::Success, 10);
+                tokio::time::sleep(INTERVAL).await;
+            }
+        }
+    });
+    let status = rollout.await.expect("controller finished");
+    feeder.abort();
+    assert_eq!(status.phase, Phase::Promoted);
+    assert_eq!(releases.active().config, 2);
+    let mut phases = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        phases.push(event.transition.to);
+    }
+    assert_eq!(
+        phases,
+        vec![
+            Phase::Shadowing,
+            Phase::Canary { step: 0 },
+            Phase::Canary { step: 1 },
+            Phase::Canary { step: 2 },
+            Phase::Canary { step: 3 },
+            Phase::Promoted
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn operator_abort_ends_the_run_at_once() {
+    let (stable, candidate) = versions();
+    let controller = RolloutController::new(
+        stable,
+        candidate,
+        policy(),
+        ThresholdPredictor::default(),
+        Arc::new(WeightedSteerer::new()),
+    )
+    .expect("valid policy");
+    let handle = controller.handle();
+    let rollout = tokio::spawn(controller.run());
+    tokio::time::sleep(INTERVAL / 2).await;
+    let transition = handle
+        .abort("page from on-call")
+        .expect("live rollouts can be aborted");
+    assert_eq!(transition.to, Phase::RolledBack);
+    let status = tokio::time::timeout(Duration::from_millis(1), rollout)
+        .await
+        .expect("run returns without waiting for the next interval")
+        .expect("controller finished");
+    assert_eq!(status.phase, Phase::RolledBack);
+    let decision = status.last_decision.expect("decided");
+    assert_eq!(decision.source, DecisionSource::Operator);
+    assert!(decision.reasons[0].message.contains("page from on-call"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_holds_the_share_and_resume_continues() {
+    let (stable, candidate) = versions();
+    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+    let steerer = Arc::new(WeightedSteerer::new());
+    let controller = RolloutController::new(
+        stable,
+        candidate,
+        policy(),
+        ThresholdPredictor::default(),
+        steerer.clone(),
+    )
+    .expect("valid policy")
+    .with_metric_source(recorder.clone());
+    let handle = controller.handle();
+    tokio::spawn(controller.run());
+    feed(&recorder, 500, Outcome::Success, 10);
+    tokio::time::sleep(INTERVAL + INTERVAL / 2).await;
+    assert_eq!(handle.status().phase, Phase::Canary { step: 0 });
+    handle.pause("deploy freeze").expect("pausable");
+    tokio::time::sleep(INTERVAL * 5).await;
+    let status = handle.status();
+    assert_eq!(
+        status.phase,
+        Phase::Paused {
+            from: LivePhase::Canary { step: 0 }
+        }
+    );
+    assert_eq!(steerer.share().percent(), 1.0);
+    handle.resume("freeze over").expect("resumable");
+    assert_eq!(handle.status().phase, Phase::Canary { step: 0 });
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(handle.status().phase, Phase::Canary { step: 1 });
+}
+
+#[test]
+fn an_invalid_policy_is_refused_by_the_controller() {
+    let (stable, candidate) = versions();
+    let result = RolloutController::new(
+        stable,
+        candidate,
+        RolloutPolicy {
+            steps: vec![],
+            ..policy()
+        },
+        ThresholdPredictor::default(),
+        Arc::new(WeightedSteerer::new()),
+    );
+    assert!(matches!(result, Err(ConfigError::NoSteps)));
+}
+
+/// What the scripted predictor says at the next look.
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Good,
+    Bad,
+    Unknown,
+}
+
+struct Scripted(Mutex<Verdict>);
+
+impl Predictor for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    fn predict(&self, evidence: &Evidence) -> Prediction {
+        match *self.0.lock().expect("not poisoned") {
+            Verdict::Good => Prediction::new(self.name(), 0.0, evidence),
+            Verdict::Bad => Prediction::new(self.name(), 1.0, evidence),
+            Verdict::Unknown => Prediction::inconclusive(self.name(), "scripted", evidence),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Look { verdict: Verdict, requests: usize },
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let verdict = prop_oneof![
+        Just(Verdict::Good),
+        Just(Verdict::Bad),
+        Just(Verdict::Unknown)
+    ];
+    prop_oneof![
+        8 => (verdict, 0usize..300).prop_map(|(verdict, requests)| Step::Look { verdict, requests }),
+        1 => Just(Step::Pause),
+        1 => Just(Step::Resume),
+        1 => Just(Step::Promote),
+        1 => Just(Step::Abort),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Whatever the evidence and the operators do: the share never exceeds the current
+    /// step's, it only ever falls to 0 (on rollback), and RolledBack always means share 0.
+    #[test]
+    fn share_invariants_hold(steps in proptest::collection::vec(step(), 1..60)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        runtime.block_on(async {
+            let (stable, candidate) = versions();
+            let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+            let verdict = Arc::new(Scripted(Mutex::new(Verdict::Good)));
+            let steerer = Arc::new(WeightedSteerer::new());
+            let policy = RolloutPolicy { min_samples_per_step: 50, ..policy() };
+            let step_shares = policy.steps.clone();
+            let mut controller = RolloutController::new(stable, candidate, policy, verdict.clone(), steerer.clone())
+                .expect("valid policy")
+                .with_metric_source(recorder.clone());
+            let handle = controller.handle();
+            handle.start().expect("starts");
+            let mut previous = Share::ZERO;
+            for step in steps {
+                let before = handle.status().phase;
+                match step {
+                    Step::Look { verdict: v, requests } => {
+                        *verdict.0.lock().expect("not poisoned") = v;
+                        feed(&recorder, requests, Outcome::Success, 10);
+                        controller.look().await;
+                    }
+                    Step::Pause => { let _ = handle.pause("test"); }
+                    Step::Resume => { let _ = handle.resume("test"); }
+                    Step::Promote => { let _ = handle.promote_now("test"); }
+                    Step::Abort => { let _ = handle.abort("test"); }
+                }
+                let status = handle.status();
+                let share = steerer.share();
+                prop_assert_eq!(share, status.share, "steerer and status agree");
+                let allowed = match status.phase {
+                    Phase::Canary { step } | Phase::Paused { from: LivePhase::Canary { step } } => step_shares[step],
+                    Phase::Promoted => Share::FULL,
+                    _ => Share::ZERO,
+                };
+                prop_assert!(share <= allowed, "share {} above step {} in {}", share, allowed, status.phase);
+                if share < previous {
+                    prop_assert_eq!(status.phase, Phase::RolledBack, "share fell without a rollback");
+                    prop_assert_eq!(share, Share::ZERO);
+                }
+                if status.phase == Phase::RolledBack {
+                    prop_assert_eq!(share, Share::ZERO);
+                }
+                if before.is_terminal() {
+                    prop_assert_eq!(status.phase, before, "terminal phases are final");
+                }
+                previous = share;
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// A predictor whose numbers are not numbers.
+struct Broken;
+
+impl Predictor for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+
+    fn predict(&self, evidence: &Evidence) -> Prediction {
+        let mut p = Prediction::new(self.name(), 0.0, evidence);
+        p.failure_probability = f64::NAN;
+        p
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_nan_prediction_holds_instead_of_deciding() {
+    let (stable, candidate) = versions();
+    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+    let mut controller = RolloutController::new(
+        stable,
+        candidate,
+        policy(),
+        Broken,
+        Arc::new(WeightedSteerer::new()),
+    )
+    .expect("valid policy")
+    .with_metric_source(recorder.clone());
+    controller.handle().start().expect("starts");
+    feed(&recorder, 500, Outcome::Success, 10);
+    let decision = controller.look().await;
+    assert_eq!(decision.action, Action::Hold);
+    assert!(
+        decision.reasons[0].message.contains("not a number"),
+        "{decision}"
+    );
+    assert_eq!(controller.handle().status().phase, Phase::Shadowing);
+}
