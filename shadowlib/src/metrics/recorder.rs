@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -233,7 +233,9 @@ impl Window {
 /// ```
 pub struct KpiRecorder {
     versions: [Version; 2],
-    bounds: Bounds,
+    /// Shared by every recorder with the default configuration: building it allocates the
+    /// full-range histograms evidence is made of, which is most of a recorder's set-up cost.
+    bounds: Arc<Bounds>,
     shards: Box<[Shard]>,
     routes: LabelSet,
     custom: LabelSet,
@@ -306,7 +308,7 @@ impl KpiRecorder {
             stable,
             candidate,
             &RecorderConfig::default(),
-            Bounds::default_bounds(),
+            Bounds::shared_default(),
         )
     }
 
@@ -316,11 +318,16 @@ impl KpiRecorder {
         candidate: Version,
         config: &RecorderConfig,
     ) -> Result<Self, RecorderConfigError> {
-        let bounds = Bounds::new(config)?;
+        let bounds = Arc::new(Bounds::new(config)?);
         Ok(Self::build(stable, candidate, config, bounds))
     }
 
-    fn build(stable: Version, candidate: Version, config: &RecorderConfig, bounds: Bounds) -> Self {
+    fn build(
+        stable: Version,
+        candidate: Version,
+        config: &RecorderConfig,
+        bounds: Arc<Bounds>,
+    ) -> Self {
         let shards = bounds.shards;
         Self {
             versions: [stable, candidate],
@@ -559,9 +566,14 @@ impl Bounds {
         })
     }
 
-    fn default_bounds() -> Self {
-        // The defaults are constants, checked by a test below; a failure is a bug here.
-        Self::new(&RecorderConfig::default()).expect("the default recorder config is valid")
+    fn shared_default() -> Arc<Self> {
+        static DEFAULT: OnceLock<Arc<Bounds>> = OnceLock::new();
+        let default = DEFAULT.get_or_init(|| {
+            // The defaults are constants, checked by a test below; a failure is a bug here.
+            let bounds = Self::new(&RecorderConfig::default());
+            Arc::new(bounds.expect("the default recorder config is valid"))
+        });
+        Arc::clone(default)
     }
 }
 
