@@ -390,7 +390,10 @@ impl KpiRecorder {
     /// names, values of new names are dropped (and a warning logged once).
     pub fn record_custom(&self, arm: Arm, name: &str, value: f64) {
         let Some(index) = self.custom.index_of(name) else {
-            if !self.custom_overflow_warned.swap(true, Ordering::Relaxed) {
+            // Read before writing: past the cap every record lands here, and a write per
+            // record would bounce the flag's cache line between recording threads.
+            let warned = &self.custom_overflow_warned;
+            if !warned.load(Ordering::Relaxed) && !warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     kpi = name,
                     cap = self.custom.cap(),
