@@ -6,6 +6,7 @@
 //! a list of percentiles (percentiles cannot be averaged).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -233,6 +234,11 @@ impl Distribution {
 
     /// Sizes in bytes, 1 B to 1 TiB, 3 significant digits.
     pub fn bytes() -> Self {
+        Self::with_valid_bounds(1, 1 << 40)
+    }
+
+    /// Counts of things per request (allocations, queries), 1 to 2^40, 3 significant digits.
+    pub fn counts() -> Self {
         Self::with_valid_bounds(1, 1 << 40)
     }
 
@@ -497,6 +503,19 @@ pub struct ArmEvidence {
     pub comparisons: Comparisons,
     /// User-defined KPIs by name.
     pub custom: BTreeMap<String, Moments>,
+    /// Number of allocations per request, where measured (needs the counting allocator).
+    #[serde(default)]
+    pub alloc_count: Option<Distribution>,
+    /// The same statistics per route label. Routes past the recorder's cardinality cap
+    /// share one overflow entry, [`OVERFLOW_LABEL`](crate::metrics::OVERFLOW_LABEL).
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteEvidence>,
+    /// The process's CPU, memory and I/O over the rollout, where sampled.
+    ///
+    /// Both builds run in one process, so this is the same for both arms: it is context
+    /// (is the process as a whole near a limit?), not something either build is blamed for.
+    #[serde(default)]
+    pub process: Option<ProcessEvidence>,
 }
 
 impl ArmEvidence {
@@ -512,6 +531,9 @@ impl ArmEvidence {
             response_bytes: 0,
             comparisons: Comparisons::default(),
             custom: BTreeMap::new(),
+            alloc_count: None,
+            routes: BTreeMap::new(),
+            process: None,
         }
     }
 
@@ -541,7 +563,259 @@ impl ArmEvidence {
         for (name, moments) in &other.custom {
             self.custom.entry(name.clone()).or_default().merge(moments);
         }
+        merge_optional(&mut self.alloc_count, &other.alloc_count)?;
+        for (route, evidence) in &other.routes {
+            match self.routes.get_mut(route) {
+                Some(into) => into.merge(evidence)?,
+                None => {
+                    self.routes.insert(route.clone(), evidence.clone());
+                }
+            }
+        }
+        match (&mut self.process, &other.process) {
+            (_, None) => {}
+            (Some(into), Some(from)) => into.merge(from),
+            (into @ None, Some(from)) => *into = Some(from.clone()),
+        }
         Ok(())
+    }
+}
+
+/// Renders the arm as a short plain-text report, one KPI per line.
+///
+/// What was not measured says so ("allocations: not measured") rather than showing zero.
+///
+/// ```
+/// use shadowlib::{ArmEvidence, Outcome, Version};
+///
+/// let mut arm = ArmEvidence::new(Version::new("api", "v2"));
+/// arm.record_request(Outcome::Success, 1_250);
+/// let report = arm.to_string();
+/// assert!(report.contains("1 requests"));
+/// assert!(report.contains("allocations: not measured"));
+/// ```
+impl fmt::Display for ArmEvidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.outcomes;
+        writeln!(
+            f,
+            "{}: {} requests (success {}, client error {}, server error {}, timeout {}, panic {}, shed {})",
+            self.version,
+            self.requests(),
+            o.success,
+            o.client_error,
+            o.server_error,
+            o.timeout,
+            o.panic,
+            o.shed
+        )?;
+        let l = &self.latency_us;
+        writeln!(
+            f,
+            "  latency: p50 {}, p99 {}, max {}",
+            Micros(l.quantile(0.5)),
+            Micros(l.quantile(0.99)),
+            Micros(l.max())
+        )?;
+        match &self.cpu_ns {
+            Some(cpu) => writeln!(
+                f,
+                "  cpu per request: mean {}, p99 {}",
+                Micros(cpu.mean() as u64 / 1_000),
+                Micros(cpu.quantile(0.99) / 1_000)
+            )?,
+            None => writeln!(f, "  cpu: not measured")?,
+        }
+        match (&self.alloc_bytes, &self.alloc_count) {
+            (Some(bytes), count) => writeln!(
+                f,
+                "  allocations per request: mean {} in {:.1} allocations, p99 {}",
+                Bytes(bytes.mean() as u64),
+                count.as_ref().map_or(0.0, Distribution::mean),
+                Bytes(bytes.quantile(0.99))
+            )?,
+            (None, _) => writeln!(f, "  allocations: not measured")?,
+        }
+        writeln!(
+            f,
+            "  bytes: {} received, {} sent",
+            Bytes(self.request_bytes),
+            Bytes(self.response_bytes)
+        )?;
+        if self.comparisons.compared > 0 {
+            writeln!(
+                f,
+                "  responses: {} compared, {} mismatched ({:.2}%)",
+                self.comparisons.compared,
+                self.comparisons.mismatched,
+                self.comparisons.mismatch_rate() * 100.0
+            )?;
+        }
+        if let Some(p) = &self.process {
+            writeln!(
+                f,
+                "  process: {:.2} cores, rss {} (peak {}), read {}/s, written {}/s",
+                p.cpu_cores.mean(),
+                Bytes(p.rss_bytes.mean() as u64),
+                Bytes(p.peak_rss_bytes),
+                Bytes(p.read_bytes_per_second.mean() as u64),
+                Bytes(p.write_bytes_per_second.mean() as u64)
+            )?;
+        }
+        for (name, moments) in &self.custom {
+            writeln!(
+                f,
+                "  {name}: mean {:.3} over {}",
+                moments.mean(),
+                moments.count()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Microseconds, shown in the largest unit that keeps them readable.
+struct Micros(u64);
+
+impl fmt::Display for Micros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            us @ 0..1_000 => write!(f, "{us} µs"),
+            us @ 1_000..1_000_000 => write!(f, "{:.2} ms", us as f64 / 1e3),
+            us => write!(f, "{:.2} s", us as f64 / 1e6),
+        }
+    }
+}
+
+/// A byte count in binary units.
+struct Bytes(u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} B", self.0);
+        }
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// One route's share of an arm's evidence: the request statistics of that route, and how
+/// its responses compared with the other build's, field by field.
+///
+/// ```
+/// use shadowlib::{Outcome, RouteEvidence};
+///
+/// let mut route = RouteEvidence::default();
+/// route.outcomes.add(Outcome::Success, 1);
+/// route.latency_us.record(800);
+/// route.differing_fields.entry("/price".into()).or_default().differed += 1;
+/// assert_eq!(route.latency_us.count(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteEvidence {
+    /// Requests by outcome class.
+    pub outcomes: OutcomeCounts,
+    /// Latency of requests that ran, in microseconds.
+    pub latency_us: Distribution,
+    /// Bytes of request bodies received.
+    pub request_bytes: u64,
+    /// Bytes of response bodies sent.
+    pub response_bytes: u64,
+    /// Response comparisons against the other build, after noise filtering.
+    pub comparisons: Comparisons,
+    /// How many reads were also re-run on the stable build to measure noise.
+    pub noise_samples: u64,
+    /// By field (`status`, `header:<name>`, `body`, or a JSON path such as `/items/*/price`):
+    /// how often it differed between the builds, and between two runs of the stable build.
+    pub differing_fields: BTreeMap<String, FieldDifferences>,
+}
+
+impl Default for RouteEvidence {
+    fn default() -> Self {
+        Self {
+            outcomes: OutcomeCounts::default(),
+            latency_us: Distribution::latency_us(),
+            request_bytes: 0,
+            response_bytes: 0,
+            comparisons: Comparisons::default(),
+            noise_samples: 0,
+            differing_fields: BTreeMap::new(),
+        }
+    }
+}
+
+impl RouteEvidence {
+    /// Adds another piece of evidence about the same route to this one.
+    pub fn merge(&mut self, other: &RouteEvidence) -> Result<(), DistributionError> {
+        self.outcomes.merge(&other.outcomes);
+        self.latency_us.merge(&other.latency_us)?;
+        self.request_bytes += other.request_bytes;
+        self.response_bytes += other.response_bytes;
+        self.comparisons.compared += other.comparisons.compared;
+        self.comparisons.mismatched += other.comparisons.mismatched;
+        self.noise_samples += other.noise_samples;
+        for (field, counts) in &other.differing_fields {
+            let into = self.differing_fields.entry(field.clone()).or_default();
+            into.differed += counts.differed;
+            into.noise += counts.noise;
+        }
+        Ok(())
+    }
+}
+
+/// How often one response field differed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldDifferences {
+    /// Compared response pairs (stable vs candidate) in which the field differed.
+    pub differed: u64,
+    /// Noise samples (stable vs a second stable run) in which the field differed.
+    pub noise: u64,
+}
+
+/// The process's resource use, sampled at each look (see
+/// [`ProcessSampler`](crate::metrics::ProcessSampler)).
+///
+/// Rates are per interval between two samples, so their [`Moments`] say both the typical
+/// level and how much it moved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessEvidence {
+    /// CPU used per wall-clock second, in cores (1.0 = one core busy all the time).
+    pub cpu_cores: Moments,
+    /// Resident memory in bytes at each sample.
+    pub rss_bytes: Moments,
+    /// Largest resident memory seen, in bytes.
+    pub peak_rss_bytes: u64,
+    /// Bytes per second the process read through any descriptor (files, sockets, pipes).
+    pub read_bytes_per_second: Moments,
+    /// Bytes per second the process wrote through any descriptor (files, sockets, pipes).
+    pub write_bytes_per_second: Moments,
+    /// Bytes per second fetched from storage devices (empty where the kernel does not say).
+    pub storage_read_bytes_per_second: Moments,
+    /// Bytes per second sent to storage devices (empty where the kernel does not say).
+    pub storage_write_bytes_per_second: Moments,
+}
+
+impl ProcessEvidence {
+    /// Adds another piece of process evidence (another interval or replica) to this one.
+    pub fn merge(&mut self, other: &ProcessEvidence) {
+        self.cpu_cores.merge(&other.cpu_cores);
+        self.rss_bytes.merge(&other.rss_bytes);
+        self.peak_rss_bytes = self.peak_rss_bytes.max(other.peak_rss_bytes);
+        self.read_bytes_per_second
+            .merge(&other.read_bytes_per_second);
+        self.write_bytes_per_second
+            .merge(&other.write_bytes_per_second);
+        self.storage_read_bytes_per_second
+            .merge(&other.storage_read_bytes_per_second);
+        self.storage_write_bytes_per_second
+            .merge(&other.storage_write_bytes_per_second);
     }
 }
 

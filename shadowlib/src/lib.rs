@@ -82,6 +82,7 @@ pub use evidence::{
     ArmEvidence, Comparisons, Distribution, DistributionError, Evidence, Moments, Outcome,
     OutcomeCounts,
 };
+pub use evidence::{FieldDifferences, ProcessEvidence, RouteEvidence};
 pub use metrics::{KpiRecorder, MetricError, MetricSource};
 pub use mirror::{Mirror, ReadClass};
 pub use predict::SequentialPredictor;

@@ -18,6 +18,11 @@
 //!
 //! [`SequentialPredictor`](crate::predict::SequentialPredictor) turns all of this into a
 //! [`Prediction`](crate::Prediction) for the controller.
+//!
+//! [`compare`] tells whether the builds answer the same: a [`Comparator`] diffs stable and
+//! candidate responses field by field and filters noise measured by re-running stable.
+
+pub mod compare;
 
 mod anomaly;
 mod error;
@@ -27,6 +32,10 @@ mod regression;
 
 pub use anomaly::{
     Alarm, CandidateMonitor, Chart, ChartConfig, NovelFailure, StreamTotals, novel_failures,
+};
+pub use compare::{
+    Change, Comparator, CompareConfig, CompareConfigError, ComparisonReport, ComparisonVerdict,
+    FieldReport, FieldVerdict, ResponseParts, RouteComparison, is_noise,
 };
 pub use error::AnalysisError;
 pub use mann_whitney::MannWhitney;

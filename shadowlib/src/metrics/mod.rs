@@ -1,11 +1,56 @@
 //! Measuring both builds: KPI sources for the evidence.
+//!
+//! * [`KpiRecorder`] records every request of both builds — latency on HDR histograms,
+//!   outcome class, bytes, route label, CPU and allocations — without a global lock, and
+//!   serves the running totals and per-interval windows.
+//! * [`Measured`] (from [`MeasureExt::measured`]) wraps a request's future and adds up the
+//!   thread CPU time, and with the `count-allocations` feature the allocations, of every
+//!   poll, wherever tokio runs it.
+//! * `CountingAllocator` (feature `count-allocations`) is the global allocator that makes
+//!   allocations countable; without it reports say "allocations: not measured".
+//! * [`ProcessSampler`] samples the process's CPU, memory and I/O at each look.
+//! * Custom KPIs go through [`KpiRecorder::record_custom`], or through your own
+//!   [`MetricSource`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use shadowlib::metrics::{KpiRecorder, MeasureExt, RequestRecord};
+//! use shadowlib::{Arm, Outcome, Version};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let recorder = KpiRecorder::new(Version::new("shop", "41"), Version::new("shop", "42"));
+//! let started = std::time::Instant::now();
+//! let (status, usage) = async { 200u16 }.measured().await;
+//! recorder.record_request(
+//!     RequestRecord::new(Arm::Candidate, Outcome::from_http_status(status), started.elapsed())
+//!         .route("GET /cart")
+//!         .usage(usage),
+//! );
+//! let candidate = recorder.snapshot(Arm::Candidate);
+//! assert_eq!(candidate.routes["GET /cart"].outcomes.success, 1);
+//! println!("{candidate}");
+//! # }
+//! ```
 
+mod alloc;
+mod attribution;
+mod labels;
+mod process;
 mod recorder;
 
 use async_trait::async_trait;
 use thiserror::Error;
 
-pub use recorder::KpiRecorder;
+#[cfg(feature = "count-allocations")]
+pub use alloc::CountingAllocator;
+pub use alloc::{Allocations, thread_allocations};
+pub use attribution::{MeasureExt, Measured, ResourceUsage, thread_cpu_time};
+pub use labels::OVERFLOW_LABEL;
+pub use process::{IoCounters, ProcessError, ProcessSample, ProcessSampler, sample_process};
+pub use recorder::{
+    ArmWindow, KpiRecorder, RecorderConfig, RecorderConfigError, RequestRecord, Window,
+};
 
 use crate::{Arm, ArmEvidence};
 

@@ -1,0 +1,312 @@
+//! Process context: CPU, resident memory and I/O of the whole process, sampled each look.
+//!
+//! Both builds share the process, so these numbers are not attributed to either; they tell
+//! the predictor whether the process as a whole is near a limit while the candidate's share
+//! grows (a candidate that is fine per request can still push a busy process over the edge).
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use super::{MetricError, MetricSource};
+use crate::{Arm, ArmEvidence, ProcessEvidence};
+
+/// The process's cumulative counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessSample {
+    /// CPU time used by all the process's threads since it started (user + system).
+    pub cpu_time: Duration,
+    /// Resident memory in bytes.
+    pub rss_bytes: u64,
+    /// I/O counters, where the kernel lets the process read them.
+    pub io: Option<IoCounters>,
+}
+
+/// The process's cumulative I/O counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Bytes read through any descriptor (files, sockets, pipes).
+    pub read_bytes: u64,
+    /// Bytes written through any descriptor (files, sockets, pipes).
+    pub write_bytes: u64,
+    /// Bytes fetched from storage devices.
+    pub storage_read_bytes: u64,
+    /// Bytes sent to storage devices.
+    pub storage_write_bytes: u64,
+}
+
+/// The process's counters could not be read.
+#[derive(Debug, Error)]
+pub enum ProcessError {
+    /// This platform has no process statistics shadowlib can read (only Linux has).
+    #[error("process statistics are not available on this platform")]
+    Unsupported,
+    /// A file under `/proc/self` could not be read or parsed.
+    #[error("reading /proc/self/{file} failed: {message}")]
+    Read {
+        /// The file, such as `stat`.
+        file: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Reads the process's counters now.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let sample = shadowlib::metrics::sample_process()?;
+/// assert!(sample.rss_bytes > 0);
+/// # }
+/// # Ok::<(), shadowlib::metrics::ProcessError>(())
+/// ```
+pub fn sample_process() -> Result<ProcessSample, ProcessError> {
+    procfs_reader::sample()
+}
+
+#[cfg(target_os = "linux")]
+mod procfs_reader {
+    use std::time::Duration;
+
+    use procfs::process::Process;
+
+    use super::{IoCounters, ProcessError, ProcessSample};
+
+    pub(super) fn sample() -> Result<ProcessSample, ProcessError> {
+        let read_error = |file| {
+            move |e: procfs::ProcError| ProcessError::Read {
+                file,
+                message: e.to_string(),
+            }
+        };
+        let me = Process::myself().map_err(read_error("stat"))?;
+        let stat = me.stat().map_err(read_error("stat"))?;
+        let ticks_per_second = procfs::ticks_per_second().max(1);
+        let ticks = stat.utime + stat.stime;
+        let cpu_time = Duration::from_secs(ticks / ticks_per_second)
+            + Duration::from_nanos((ticks % ticks_per_second) * 1_000_000_000 / ticks_per_second);
+        // Some sandboxes hide /proc/self/io; memory and CPU are still worth having.
+        let io = me.io().ok().map(|io| IoCounters {
+            read_bytes: io.rchar,
+            write_bytes: io.wchar,
+            storage_read_bytes: io.read_bytes,
+            storage_write_bytes: io.write_bytes,
+        });
+        Ok(ProcessSample {
+            cpu_time,
+            rss_bytes: stat.rss.saturating_mul(procfs::page_size()),
+            io,
+        })
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod procfs_reader {
+    use super::{ProcessError, ProcessSample};
+
+    pub(super) fn sample() -> Result<ProcessSample, ProcessError> {
+        Err(ProcessError::Unsupported)
+    }
+}
+
+/// Samples the process's CPU, memory and I/O at each look and serves them as
+/// [`ArmEvidence::process`] (the same for both arms).
+///
+/// The controller asks every source once per arm at each look; samples closer together
+/// than the minimum gap (250 ms unless changed) are skipped, so both arms of one look see
+/// the same sample. A failed sample is logged and skipped: process context never holds a
+/// rollout up.
+///
+/// ```
+/// use std::sync::Arc;
+/// use shadowlib::metrics::ProcessSampler;
+///
+/// let sampler = Arc::new(ProcessSampler::new());
+/// # #[cfg(target_os = "linux")] {
+/// sampler.sample()?;
+/// assert_eq!(sampler.evidence().rss_bytes.count(), 1);
+/// # }
+/// // controller.with_metric_source(sampler.clone())
+/// # Ok::<(), shadowlib::metrics::ProcessError>(())
+/// ```
+#[derive(Debug)]
+pub struct ProcessSampler {
+    min_gap: Duration,
+    state: Mutex<SamplerState>,
+}
+
+#[derive(Debug, Default)]
+struct SamplerState {
+    last: Option<(Instant, ProcessSample)>,
+    evidence: ProcessEvidence,
+}
+
+impl Default for ProcessSampler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProcessSampler {
+    /// A sampler with no samples yet and a minimum gap of 250 ms between samples.
+    pub fn new() -> Self {
+        Self {
+            min_gap: Duration::from_millis(250),
+            state: Mutex::new(SamplerState::default()),
+        }
+    }
+
+    /// Sets the shortest time between two samples taken by [`collect`](MetricSource::collect).
+    pub fn with_min_gap(mut self, min_gap: Duration) -> Self {
+        self.min_gap = min_gap;
+        self
+    }
+
+    /// Takes a sample now and adds it to the evidence.
+    pub fn sample(&self) -> Result<(), ProcessError> {
+        let sample = sample_process()?;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.add(Instant::now(), sample);
+        Ok(())
+    }
+
+    /// Everything sampled so far.
+    pub fn evidence(&self) -> ProcessEvidence {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .evidence
+            .clone()
+    }
+
+    fn sample_if_due(&self) {
+        let due = {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state
+                .last
+                .is_none_or(|(at, _)| at.elapsed() >= self.min_gap)
+        };
+        if !due {
+            return;
+        }
+        match self.sample() {
+            Ok(()) | Err(ProcessError::Unsupported) => {}
+            Err(e) => tracing::warn!(error = %e, "process sample skipped"),
+        }
+    }
+}
+
+impl SamplerState {
+    fn add(&mut self, at: Instant, sample: ProcessSample) {
+        let evidence = &mut self.evidence;
+        evidence.rss_bytes.add(sample.rss_bytes as f64);
+        evidence.peak_rss_bytes = evidence.peak_rss_bytes.max(sample.rss_bytes);
+        if let Some((last_at, last)) = self.last {
+            let seconds = at.duration_since(last_at).as_secs_f64();
+            if seconds > 0.0 {
+                let cpu = sample.cpu_time.saturating_sub(last.cpu_time).as_secs_f64();
+                evidence.cpu_cores.add(cpu / seconds);
+                if let (Some(now), Some(before)) = (sample.io, last.io) {
+                    let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
+                    evidence
+                        .read_bytes_per_second
+                        .add(rate(now.read_bytes, before.read_bytes));
+                    evidence
+                        .write_bytes_per_second
+                        .add(rate(now.write_bytes, before.write_bytes));
+                    evidence
+                        .storage_read_bytes_per_second
+                        .add(rate(now.storage_read_bytes, before.storage_read_bytes));
+                    evidence
+                        .storage_write_bytes_per_second
+                        .add(rate(now.storage_write_bytes, before.storage_write_bytes));
+                }
+            }
+        }
+        self.last = Some((at, sample));
+    }
+}
+
+#[async_trait]
+impl MetricSource for ProcessSampler {
+    fn name(&self) -> &str {
+        "process"
+    }
+
+    async fn collect(&self, _arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError> {
+        self.sample_if_due();
+        let evidence = self.evidence();
+        if evidence.rss_bytes.count() == 0 {
+            return Ok(());
+        }
+        match &mut into.process {
+            Some(process) => process.merge(&evidence),
+            None => into.process = Some(evidence),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(cpu_ms: u64, rss: u64, written: u64) -> ProcessSample {
+        ProcessSample {
+            cpu_time: Duration::from_millis(cpu_ms),
+            rss_bytes: rss,
+            io: Some(IoCounters {
+                write_bytes: written,
+                ..IoCounters::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn rates_are_per_second_between_samples() {
+        let mut state = SamplerState::default();
+        let t0 = Instant::now();
+        state.add(t0, sample(1_000, 100, 0));
+        state.add(t0 + Duration::from_secs(2), sample(2_000, 300, 4_000));
+        let e = &state.evidence;
+        assert_eq!(e.rss_bytes.count(), 2);
+        assert_eq!(e.peak_rss_bytes, 300);
+        // One second of CPU over two of wall time: half a core.
+        assert!((e.cpu_cores.mean() - 0.5).abs() < 1e-9);
+        assert!((e.write_bytes_per_second.mean() - 2_000.0).abs() < 1e-9);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn collect_gives_both_arms_the_same_sample() {
+        let sampler = ProcessSampler::new().with_min_gap(Duration::from_secs(3600));
+        let mut stable = ArmEvidence::new(crate::Version::new("p", "1"));
+        let mut candidate = ArmEvidence::new(crate::Version::new("p", "2"));
+        sampler
+            .collect(Arm::Stable, &mut stable)
+            .await
+            .expect("never fails");
+        sampler
+            .collect(Arm::Candidate, &mut candidate)
+            .await
+            .expect("never fails");
+        assert_eq!(stable.process, candidate.process);
+        assert_eq!(sampler.evidence().rss_bytes.count(), 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn written_bytes_show_in_the_io_counters() {
+        let before = sample_process().expect("procfs is readable");
+        let path = std::env::temp_dir().join(format!("shadowlib-io-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 1 << 20]).expect("temp dir is writable");
+        let after = sample_process().expect("procfs is readable");
+        let _ = std::fs::remove_file(&path);
+        if let (Some(before), Some(after)) = (before.io, after.io) {
+            assert!(after.write_bytes - before.write_bytes >= 1 << 20);
+        }
+        assert!(after.rss_bytes > 0);
+    }
+}
