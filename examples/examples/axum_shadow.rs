@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run -p examples --example axum_shadow -- --regression latency|errors|none
-//! cargo run -p examples --example axum_shadow -- --serve 15 [--port 8080] [--no-mirror]
+//! cargo run -p examples --example axum_shadow -- --serve 15 [--port 8080] [--no-mirror | --layer-only]
 //! ```
 //!
 //! The default mode serves v1 on 127.0.0.1 with v2 as the candidate behind the shadow
@@ -14,7 +14,9 @@
 //! requests; a rollout still undecided then is aborted.
 //!
 //! `--serve SECONDS` instead serves `GET /ping` for that long with every read mirrored to
-//! an identical shadow (or none with `--no-mirror`), for an external load tool such as
+//! an identical shadow (without the middleware with `--no-mirror`; with the middleware but
+//! the rollout not started, so nothing mirrored, with `--layer-only`), for an external
+//! load tool such as
 //! `wrk -t1 -c32 -d10s http://127.0.0.1:PORT/ping`.
 
 use std::fmt;
@@ -58,8 +60,19 @@ enum Mode {
     Serve {
         seconds: u64,
         port: u16,
-        mirror: bool,
+        serving: Serving,
     },
+}
+
+/// What `--serve` puts in front of the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serving {
+    /// The middleware, shadowing: every read mirrored.
+    Mirroring,
+    /// The middleware, rollout not started: nothing mirrored.
+    LayerOnly,
+    /// The handler alone.
+    Bare,
 }
 
 #[derive(Debug)]
@@ -69,7 +82,7 @@ impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}\nusage: axum_shadow [--regression latency|errors|none] | --serve SECONDS [--port PORT] [--no-mirror]",
+            "{}\nusage: axum_shadow [--regression latency|errors|none] | --serve SECONDS [--port PORT] [--no-mirror | --layer-only]",
             self.0
         )
     }
@@ -77,7 +90,7 @@ impl fmt::Display for UsageError {
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Mode, UsageError> {
     let mut regression = Regression::Latency;
-    let (mut serve, mut port, mut mirror) = (None, 0u16, true);
+    let (mut serve, mut port, mut serving) = (None, 0u16, Serving::Mirroring);
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -105,7 +118,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Mode, UsageError> {
                     .parse()
                     .map_err(|_| UsageError(format!("--port: `{text}` is not a port")))?;
             }
-            "--no-mirror" => mirror = false,
+            "--no-mirror" => serving = Serving::Bare,
+            "--layer-only" => serving = Serving::LayerOnly,
             other => return Err(UsageError(format!("unknown argument `{other}`"))),
         }
     }
@@ -113,7 +127,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Mode, UsageError> {
         Some(seconds) => Mode::Serve {
             seconds,
             port,
-            mirror,
+            serving,
         },
         None => Mode::Rollout(regression),
     })
@@ -357,26 +371,32 @@ async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-async fn serve(seconds: u64, port: u16, mirror: bool) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    seconds: u64,
+    port: u16,
+    serving: Serving,
+) -> Result<(), Box<dyn std::error::Error>> {
     let (listener, addr) = bind(port).await?;
     let deadline = Duration::from_secs(seconds);
-    if mirror {
-        let Setup { controller, layer } = setup(v1(), RolloutPolicy::default())?;
-        // Shadowing with no controller loop: every read is mirrored, none is steered.
-        controller.handle().start()?;
-        let runtime = layer.runtime().clone();
-        let app = Router::new().fallback_service(layer.layer(v1()));
-        println!("serving http://{addr}/ping for {seconds}s, mirroring every read");
-        let _ = tokio::time::timeout(deadline, axum::serve(listener, app)).await;
-        let shadow = runtime.stats().counts();
-        println!(
-            "shadow: {} mirrored, {} dropped (queue full), {} compared, {} mismatched",
-            shadow.mirrored, shadow.dropped_queue_full, shadow.compared, shadow.mismatched
-        );
-    } else {
+    if serving == Serving::Bare {
         println!("serving http://{addr}/ping for {seconds}s, without the middleware");
         let _ = tokio::time::timeout(deadline, axum::serve(listener, v1())).await;
+        return Ok(());
     }
+    let Setup { controller, layer } = setup(v1(), RolloutPolicy::default())?;
+    if serving == Serving::Mirroring {
+        // Shadowing with no controller loop: every read is mirrored, none is steered.
+        controller.handle().start()?;
+    }
+    let runtime = layer.runtime().clone();
+    let app = Router::new().fallback_service(layer.layer(v1()));
+    println!("serving http://{addr}/ping for {seconds}s through the middleware ({serving:?})");
+    let _ = tokio::time::timeout(deadline, axum::serve(listener, app)).await;
+    let shadow = runtime.stats().counts();
+    println!(
+        "shadow: {} mirrored, {} dropped (queue full), {} compared, {} mismatched",
+        shadow.mirrored, shadow.dropped_queue_full, shadow.compared, shadow.mismatched
+    );
     Ok(())
 }
 
@@ -394,8 +414,8 @@ async fn main() {
         Mode::Serve {
             seconds,
             port,
-            mirror,
-        } => serve(seconds, port, mirror).await,
+            serving,
+        } => serve(seconds, port, serving).await,
     };
     if let Err(e) = result {
         eprintln!("axum_shadow: {e}");

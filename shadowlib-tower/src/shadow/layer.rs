@@ -18,7 +18,7 @@ pub enum ShadowLayerError {
     /// The shadow budget in the configuration is invalid.
     #[error(transparent)]
     Budget(#[from] BudgetError),
-    /// The shadow's workers need a tokio runtime to run on.
+    /// The shadow's worker needs a tokio runtime to run on.
     #[error(
         "no tokio runtime to run the shadow on: build the layer inside one, or use `ShadowLayer::new_on`"
     )]
@@ -71,8 +71,8 @@ pub struct ShadowLayer<C> {
 }
 
 impl<C> ShadowLayer<C> {
-    /// A layer serving `rollout` with `candidate` as the new build. The shadow's workers
-    /// are spawned on the current tokio runtime.
+    /// A layer serving `rollout` with `candidate` as the new build. The shadow's worker
+    /// is spawned on the current tokio runtime.
     pub fn new(
         candidate: C,
         rollout: Rollout,
@@ -82,19 +82,17 @@ impl<C> ShadowLayer<C> {
         Self::new_on(candidate, rollout, config, &handle)
     }
 
-    /// As [`ShadowLayer::new`], spawning the shadow's workers on `runtime`. Give the
-    /// shadow its own runtime to keep its CPU use off the live runtime's threads.
+    /// As [`ShadowLayer::new`], spawning the shadow's worker on `runtime`. Give the
+    /// shadow its own runtime to keep its work off the live runtime's threads.
     pub fn new_on(
         candidate: C,
         rollout: Rollout,
         config: ShadowConfig,
         runtime: &Handle,
     ) -> Result<Self, ShadowLayerError> {
-        let (shadow, workers) =
+        let (shadow, worker) =
             ShadowRuntime::new(config, rollout.steerer, &rollout.handle, rollout.recorder)?;
-        for worker in workers {
-            runtime.spawn(worker.run());
-        }
+        runtime.spawn(worker.run());
         Ok(Self {
             candidate,
             runtime: shadow,

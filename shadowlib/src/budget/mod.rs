@@ -49,7 +49,7 @@ pub enum BudgetError {
 pub struct ShadowBudget {
     /// Copies that may wait for a worker; one more is dropped and counted.
     pub queue_capacity: usize,
-    /// Copies run at once: the number of shadow worker tasks.
+    /// Copies run at once by the shadow's worker (in flight together, on one task).
     pub concurrency: usize,
     /// Time a copy may take on the candidate before it is cancelled and recorded as a
     /// timeout. The same bound applies to waiting for the live response to compare with.
@@ -60,7 +60,7 @@ pub struct ShadowBudget {
 impl Default for ShadowBudget {
     /// 1,024 queued copies, 16 at once, 5 seconds each: enough to follow a few thousand
     /// reads per second of a service answering in milliseconds, and small enough that a
-    /// hung candidate holds at most 16 tasks and 1,024 small copies.
+    /// hung candidate holds at most 16 copies in flight and 1,024 waiting.
     fn default() -> Self {
         Self {
             queue_capacity: 1024,

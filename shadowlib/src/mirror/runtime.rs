@@ -1,14 +1,15 @@
 //! The framework-neutral runtime both HTTP adapters drive: routing, the hand-off to the
-//! shadow, the shadow's workers, and the recording of what happened.
+//! shadow, the shadow's worker, and the recording of what happened.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use thiserror::Error;
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::stats::ShadowStats;
@@ -104,11 +105,9 @@ struct Task<J> {
 /// controller.handle().start()?; // shadowing: reads are mirrored
 ///
 /// type Job = std::future::Ready<ShadowResult>;
-/// let (runtime, workers) =
+/// let (runtime, worker) =
 ///     ShadowRuntime::<Job>::new(ShadowConfig::new(), steerer, &controller.handle(), recorder.clone())?;
-/// for worker in workers {
-///     tokio::spawn(worker.run());
-/// }
+/// tokio::spawn(worker.run());
 ///
 /// let headers = HeaderList::default();
 /// let route = runtime.route(&RequestHead::new("GET", "/items", &headers));
@@ -153,37 +152,32 @@ where
     /// A runtime following `rollout`'s phase and routing with `steerer` (the one the
     /// controller drives), recording into `recorder` (the one the controller reads).
     ///
-    /// Returns the shadow's workers ([`ShadowBudget::concurrency`](crate::budget::ShadowBudget)
-    /// of them) for the adapter to spawn on its executor. They end when the last clone of
-    /// the runtime is dropped.
+    /// Returns the shadow's worker for the adapter to spawn on its executor. It ends when
+    /// the last clone of the runtime is dropped and the copies in flight are done.
     pub fn new(
         config: ShadowConfig,
         steerer: Arc<dyn TrafficSteerer>,
         rollout: &RolloutHandle,
         recorder: Arc<KpiRecorder>,
-    ) -> Result<(Self, Vec<ShadowWorker<J>>), BudgetError> {
+    ) -> Result<(Self, ShadowWorker<J>), BudgetError> {
         config.budget.validate()?;
         let (queue, receiver) = mpsc::channel(config.budget.queue_capacity);
-        let workers = config.budget.concurrency;
         let shared = Arc::new(Shared {
             stats: Arc::new(ShadowStats::new(config.max_routes)),
             config,
             recorder,
         });
-        let receiver = Arc::new(Mutex::new(receiver));
-        let workers = (0..workers)
-            .map(|_| ShadowWorker {
-                queue: Arc::clone(&receiver),
-                shared: Arc::clone(&shared),
-            })
-            .collect();
+        let worker = ShadowWorker {
+            queue: receiver,
+            shared: Arc::clone(&shared),
+        };
         let inner = Arc::new(Inner {
             shared,
             steerer,
             status: rollout.watch(),
             queue,
         });
-        Ok((Self { inner }, workers))
+        Ok((Self { inner }, worker))
     }
 
     fn phase(&self) -> Phase {
@@ -440,11 +434,16 @@ impl LiveBodyObserver {
     }
 }
 
-/// One of the shadow's worker tasks: takes copies from the queue and runs them one at a
-/// time. Spawn it with `tokio::spawn(worker.run())` (or `spawn_local` where the jobs are
-/// not `Send`).
+/// The shadow's worker: one task that takes copies from the queue and runs up to
+/// [`ShadowBudget::concurrency`](crate::budget::ShadowBudget) of them at once, each under
+/// the timeout with panics caught. Spawn it with `tokio::spawn(worker.run())` (or
+/// `spawn_local` where the jobs are not `Send`).
+///
+/// One task, however many copies: the shadow never occupies more than one thread at a
+/// time, whatever the live load, and a copy arriving while the worker is busy costs the
+/// live path no wake-up of another thread.
 pub struct ShadowWorker<J> {
-    queue: Arc<Mutex<mpsc::Receiver<Task<J>>>>,
+    queue: mpsc::Receiver<Task<J>>,
     shared: Arc<Shared>,
 }
 
@@ -452,90 +451,103 @@ impl<J> ShadowWorker<J>
 where
     J: Future<Output = ShadowResult>,
 {
-    /// Runs copies until the runtime is dropped.
-    pub async fn run(self) {
+    /// Runs copies until the runtime is dropped and the last copy is done.
+    pub async fn run(mut self) {
+        let concurrency = self.shared.config.budget.concurrency;
+        let shared = Arc::clone(&self.shared);
+        let mut running = FuturesUnordered::new();
+        let mut open = true;
         loop {
-            let task = self.queue.lock().await.recv().await;
-            match task {
-                Some(task) => self.execute(task).await,
-                None => return,
+            tokio::select! {
+                // Finishing copies first frees room for the next ones.
+                biased;
+                Some(()) = running.next(), if !running.is_empty() => {}
+                task = self.queue.recv(), if open && running.len() < concurrency => match task {
+                    Some(task) => running.push(execute(&shared, task)),
+                    None => open = false,
+                },
+                else => return,
             }
         }
     }
+}
 
-    async fn execute(&self, task: Task<J>) {
-        let Shared {
-            config,
-            recorder,
-            stats,
-        } = &*self.shared;
-        let timeout = config.budget.timeout;
-        let started = Instant::now();
-        let job = IN_SHADOW.scope((), AssertUnwindSafe(task.job).catch_unwind());
-        let reply = match tokio::time::timeout(timeout, job).await {
-            Err(_elapsed) => {
-                ShadowStats::bump(&stats.timed_out);
-                recorder.record(
-                    Arm::Candidate,
-                    Outcome::Timeout,
-                    started.elapsed(),
-                    task.request_bytes,
-                    0,
-                );
-                return;
-            }
-            Ok(Err(_panic)) => {
-                ShadowStats::bump(&stats.panicked);
-                recorder.record(
-                    Arm::Candidate,
-                    Outcome::Panic,
-                    started.elapsed(),
-                    task.request_bytes,
-                    0,
-                );
-                return;
-            }
-            Ok(Ok(Err(ShadowError(why)))) => {
-                tracing::debug!(route = %task.route, %why, "shadow request failed");
-                ShadowStats::bump(&stats.failed);
-                recorder.record(
-                    Arm::Candidate,
-                    Outcome::ServerError,
-                    started.elapsed(),
-                    task.request_bytes,
-                    0,
-                );
-                return;
-            }
-            Ok(Ok(Ok(reply))) => reply,
-        };
-        ShadowStats::bump(&stats.completed);
-        let response = &reply.response;
-        recorder.record(
-            Arm::Candidate,
-            Outcome::from_http_status(response.status),
-            reply.latency,
-            task.request_bytes,
-            response.body_len,
-        );
-        let live = match task.live {
-            Some(live) => tokio::time::timeout(timeout, live)
-                .await
-                .ok()
-                .and_then(Result::ok),
-            None => None,
-        };
-        let Some(live) = live else {
-            ShadowStats::bump(&stats.comparison_missed);
+/// Runs one copy under the timeout, records its outcome and compares its response.
+async fn execute<J>(shared: &Shared, task: Task<J>)
+where
+    J: Future<Output = ShadowResult>,
+{
+    let Shared {
+        config,
+        recorder,
+        stats,
+    } = shared;
+    let timeout = config.budget.timeout;
+    let started = Instant::now();
+    let job = IN_SHADOW.scope((), AssertUnwindSafe(task.job).catch_unwind());
+    let reply = match tokio::time::timeout(timeout, job).await {
+        Err(_elapsed) => {
+            ShadowStats::bump(&stats.timed_out);
+            recorder.record(
+                Arm::Candidate,
+                Outcome::Timeout,
+                started.elapsed(),
+                task.request_bytes,
+                0,
+            );
             return;
-        };
-        let comparison = config.comparator.compare(&live, response);
-        if comparison.mismatched() {
-            tracing::debug!(route = %task.route, differences = ?comparison.differences, "shadow response differs");
         }
-        recorder.record_comparison(comparison.mismatched());
-        stats.record_comparison(&task.route, comparison.mismatched());
+        Ok(Err(_panic)) => {
+            ShadowStats::bump(&stats.panicked);
+            recorder.record(
+                Arm::Candidate,
+                Outcome::Panic,
+                started.elapsed(),
+                task.request_bytes,
+                0,
+            );
+            return;
+        }
+        Ok(Ok(Err(ShadowError(why)))) => {
+            tracing::debug!(route = %task.route, %why, "shadow request failed");
+            ShadowStats::bump(&stats.failed);
+            recorder.record(
+                Arm::Candidate,
+                Outcome::ServerError,
+                started.elapsed(),
+                task.request_bytes,
+                0,
+            );
+            return;
+        }
+        Ok(Ok(Ok(reply))) => reply,
+    };
+    ShadowStats::bump(&stats.completed);
+    let response = &reply.response;
+    recorder.record(
+        Arm::Candidate,
+        Outcome::from_http_status(response.status),
+        reply.latency,
+        task.request_bytes,
+        response.body_len,
+    );
+    let live = match task.live {
+        Some(live) => tokio::time::timeout(timeout, live)
+            .await
+            .ok()
+            .and_then(Result::ok),
+        None => None,
+    };
+    let Some(live) = live else {
+        ShadowStats::bump(&stats.comparison_missed);
+        return;
+    };
+    let comparison = config.comparator.compare(&live, response);
+    if comparison.mismatched() {
+        tracing::debug!(route = %task.route, differences = ?comparison.differences, "shadow response differs");
     }
+    recorder.record_comparison(comparison.mismatched());
+    stats.record_comparison(&task.route, comparison.mismatched());
 }
 
 #[cfg(test)]
@@ -553,7 +565,7 @@ mod tests {
 
     struct Fixture {
         runtime: ShadowRuntime<Job>,
-        workers: Vec<ShadowWorker<Job>>,
+        worker: ShadowWorker<Job>,
         handle: RolloutHandle,
         steerer: Arc<WeightedSteerer>,
         recorder: Arc<KpiRecorder>,
@@ -573,12 +585,12 @@ mod tests {
         .expect("default policy is valid");
         let handle = controller.handle();
         handle.start().expect("idle rollouts start");
-        let (runtime, workers) =
+        let (runtime, worker) =
             ShadowRuntime::new(config, steerer.clone(), &handle, Arc::clone(&recorder))
                 .expect("valid budget");
         Fixture {
             runtime,
-            workers,
+            worker,
             handle,
             steerer,
             recorder,
@@ -620,9 +632,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn hung_copies_time_out_and_a_full_queue_drops() {
         let f = fixture(budget(2, 1));
-        for worker in f.workers {
-            tokio::spawn(worker.run());
-        }
+        tokio::spawn(f.worker.run());
         let headers = HeaderList::default();
         let mut queued = 0;
         for _ in 0..5 {
@@ -647,9 +657,7 @@ mod tests {
     #[tokio::test]
     async fn panics_are_recorded_and_the_worker_survives() {
         let f = fixture(budget(8, 1));
-        for worker in f.workers {
-            tokio::spawn(worker.run());
-        }
+        tokio::spawn(f.worker.run());
         let headers = HeaderList::default();
         let panicking: Job = Box::pin(async { panic!("candidate bug") });
         assert!(
@@ -672,9 +680,7 @@ mod tests {
     #[tokio::test]
     async fn jobs_run_inside_the_shadow_scope_and_are_compared() {
         let f = fixture(ShadowConfig::new());
-        for worker in f.workers {
-            tokio::spawn(worker.run());
-        }
+        tokio::spawn(f.worker.run());
         let headers = HeaderList(vec![("content-type", b"text/plain".as_slice())]);
         let mut ticket = get(&f.runtime, &headers).mirror.expect("a read");
         let live = ticket.observe_live();
@@ -795,19 +801,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn workers_end_when_the_runtime_is_dropped() {
+    async fn the_worker_ends_when_the_runtime_is_dropped() {
         let f = fixture(ShadowConfig::new());
-        let tasks: Vec<_> = f
-            .workers
-            .into_iter()
-            .map(|w| tokio::spawn(w.run()))
-            .collect();
+        let worker = tokio::spawn(f.worker.run());
         drop(f.runtime);
-        for task in tasks {
-            tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .expect("worker ended")
-                .expect("worker did not panic");
-        }
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .expect("worker ended")
+            .expect("worker did not panic");
     }
 }

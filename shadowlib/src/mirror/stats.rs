@@ -45,8 +45,8 @@ pub struct ShadowCounts {
     pub overridden: u64,
 }
 
-/// The shadow's counters, shared by the live path and the shadow workers. All counters are
-/// atomics; only the per-route comparison table, written by the workers, takes a lock.
+/// The shadow's counters, shared by the live path and the shadow worker. All counters are
+/// atomics; only the per-route comparison table, written by the worker, takes a lock.
 #[derive(Debug)]
 pub struct ShadowStats {
     pub(crate) not_read: AtomicU64,
