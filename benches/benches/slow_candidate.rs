@@ -53,7 +53,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// The middleware over stable, mirroring every read; the shadow's workers run on `shadow`
+/// The middleware over stable, mirroring every read; the shadow's worker runs on `shadow`
 /// when given (a runtime of their own), else on `rt` beside the live requests.
 fn mirrored(
     rt: &tokio::runtime::Runtime,

@@ -160,7 +160,7 @@ fn v2(regression: Regression) -> Router {
                     tokio::time::sleep(WORK).await;
                     match regression {
                         Regression::Latency => tokio::time::sleep(Duration::from_millis(20)).await,
-                        Regression::Errors if n % 5 == 0 => {
+                        Regression::Errors if n.is_multiple_of(5) => {
                             return Err((
                                 StatusCode::INTERNAL_SERVER_ERROR,
                                 "inventory lookup failed",
@@ -244,7 +244,7 @@ async fn client_loop(addr: std::net::SocketAddr, client_id: u64, counts: Arc<Loa
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let user = (n >> 33) % USERS;
-        let write = (n >> 20) % 10 == 0;
+        let write = (n >> 20).is_multiple_of(10);
         let request = http::Request::builder()
             .method(if write { "POST" } else { "GET" })
             .uri(format!("http://{addr}/items/{}", (n >> 40) % 1000))

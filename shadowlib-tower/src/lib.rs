@@ -6,7 +6,7 @@
 //! steer a growing share of traffic to it, or roll it back.
 //!
 //! The middleware only translates `http` types into the core's vocabulary; routing,
-//! classification, the shadow's queue and workers, comparison and recording are
+//! classification, the shadow's queue and worker, comparison and recording are
 //! [`shadowlib::mirror`]'s, shared with the actix-web adapter. See [`shadow`].
 
 #![warn(missing_docs)]

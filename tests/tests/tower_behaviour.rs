@@ -21,8 +21,18 @@ fn router(app: Arc<App>) -> Router {
             let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
                 return http::StatusCode::BAD_REQUEST.into_response();
             };
+            let headers = parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
             let (status, text) = app
-                .respond(parts.method.as_str(), parts.uri.path(), body)
+                .respond(parts.method.as_str(), parts.uri.path(), headers, body)
                 .await;
             (status, [("x-build", app.build.tag())], text).into_response()
         }
@@ -98,4 +108,9 @@ async fn tower_rollback_under_load_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_canary_panic_is_a_500() {
     adapter_suite::canary_panic_is_a_500(&Tower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_shadow_copy_strips_hop_by_hop_and_redacts() {
+    adapter_suite::shadow_copy_strips_hop_by_hop_and_redacts(&Tower).await;
 }

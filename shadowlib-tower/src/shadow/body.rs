@@ -118,11 +118,12 @@ where
                 let frame = ready!(body.as_mut().poll_frame(cx));
                 let ended = match &frame {
                     Some(Ok(frame)) => {
-                        if let (Some(tee), Some(data)) = (this.tee.as_mut(), frame.data_ref()) {
-                            if !tee.capture.push(data) {
-                                // Over the limit: stop copying now rather than at the end.
-                                this.tee.take().map(Tee::complete);
-                            }
+                        if let (Some(tee), Some(data)) = (this.tee.as_mut(), frame.data_ref())
+                            && !tee.capture.push(data)
+                            && let Some(tee) = this.tee.take()
+                        {
+                            // Over the limit: stop copying now rather than at the end.
+                            tee.complete();
                         }
                         body.is_end_stream()
                     }
@@ -133,8 +134,8 @@ where
                     }
                     None => true,
                 };
-                if ended {
-                    this.tee.take().map(Tee::complete);
+                if ended && let Some(tee) = this.tee.take() {
+                    tee.complete();
                 }
                 Poll::Ready(frame)
             }
@@ -193,10 +194,10 @@ impl Drop for Completion {
             self.request_bytes,
             self.response_bytes,
         );
-        if let Some(observer) = self.observer.take() {
-            if self.whole {
-                observer.finish();
-            }
+        if let Some(observer) = self.observer.take()
+            && self.whole
+        {
+            observer.finish();
         }
     }
 }
@@ -277,8 +278,8 @@ where
             }
             None => true,
         };
-        if ended {
-            this.completion.take().map(Completion::finish);
+        if ended && let Some(completion) = this.completion.take() {
+            completion.finish();
         }
         Poll::Ready(frame)
     }

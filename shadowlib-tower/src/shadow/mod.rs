@@ -11,7 +11,7 @@
 //! 2. **Mirroring.** A request served by stable, while the rollout is shadowing, in canary
 //!    or paused, that the classifier calls a read (deny by default: `GET`, `HEAD`,
 //!    `OPTIONS`, plus routes the application declares), is copied to the candidate.
-//!    The copy goes to a bounded queue served by the shadow's own worker tasks; the live
+//!    The copy goes to a bounded queue served by the shadow's own worker task; the live
 //!    request never waits for it, and when the queue is full the copy is dropped and
 //!    counted. Hop-by-hop headers are stripped from the copy and a configurable list of
 //!    headers redacted. Each copy has a timeout, after which it is cancelled and recorded

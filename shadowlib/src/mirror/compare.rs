@@ -212,14 +212,7 @@ impl CompareResponses for ExactComparison {
         names.sort_unstable();
         names.dedup();
         for name in names {
-            let values = |side: &'_ ResponseSummary| -> Vec<Vec<u8>> {
-                side.headers
-                    .iter()
-                    .filter(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
-                    .collect()
-            };
-            if values(live) != values(shadow) {
+            if !header_values(live, name).eq(header_values(shadow, name)) {
                 differences.push(Difference::Header {
                     name: name.to_owned(),
                 });
@@ -239,6 +232,14 @@ impl CompareResponses for ExactComparison {
         }
         Comparison { differences }
     }
+}
+
+/// The values of one compared header, in order.
+fn header_values<'s>(side: &'s ResponseSummary, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
+    side.headers
+        .iter()
+        .filter(move |(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
 }
 
 #[cfg(test)]

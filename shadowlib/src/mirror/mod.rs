@@ -13,7 +13,7 @@
 //! * [`HeaderPolicy`]: hop-by-hop headers stripped and a redaction list applied to copies;
 //!   [`StickyKey`] and [`ArmOverride`]: the headers that steer a live request.
 //! * [`ShadowRuntime`]: routes each request, hands copies to a bounded queue without
-//!   waiting, runs them on its own [`ShadowWorker`]s under a timeout with panics caught,
+//!   waiting, runs them on its own [`ShadowWorker`] under a timeout with panics caught,
 //!   compares the responses ([`CompareResponses`]) and records everything into the
 //!   [`KpiRecorder`](crate::KpiRecorder) and [`ShadowStats`].
 //! * [`Mirror`]: the same decision for requests that are not HTTP.

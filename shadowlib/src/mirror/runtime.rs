@@ -193,11 +193,14 @@ where
     pub fn route(&self, head: &RequestHead<'_>) -> Route<J> {
         let shared = &self.inner.shared;
         let config = &shared.config;
+        // Read at most once per request: the phase is behind a lock shared with the controller.
+        let mut phase = None;
+        let mut phase = || *phase.get_or_insert_with(|| self.phase());
         let overridden = config
             .arm_override
             .as_ref()
             .and_then(|o| o.requested(head.headers))
-            .filter(|_| self.phase() != Phase::RolledBack);
+            .filter(|_| phase() != Phase::RolledBack);
         let arm = match overridden {
             Some(arm) => {
                 ShadowStats::bump(&shared.stats.overridden);
@@ -208,7 +211,7 @@ where
                 self.inner.steerer.pick(key)
             }
         };
-        if arm == Arm::Candidate || !self.phase().is_live() {
+        if arm == Arm::Candidate || !phase().is_live() {
             return Route { arm, mirror: None };
         }
         if !config.classifier.classify(head).is_read() {

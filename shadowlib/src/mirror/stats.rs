@@ -133,12 +133,17 @@ impl ShadowStats {
             Self::bump(&self.mismatched);
         }
         let mut routes = self.lock_routes();
-        let key = if routes.contains_key(route) || routes.len() < self.max_routes {
-            route
-        } else {
-            OTHER_ROUTES
+        let entry = match routes.get_mut(route) {
+            Some(entry) => entry,
+            None => {
+                let key = if routes.len() < self.max_routes {
+                    route
+                } else {
+                    OTHER_ROUTES
+                };
+                routes.entry(key.to_owned()).or_default()
+            }
         };
-        let entry = routes.entry(key.to_owned()).or_default();
         entry.compared += 1;
         entry.mismatched += u64::from(mismatched);
     }

@@ -23,7 +23,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use shadowlib::budget::ShadowBudget;
-use shadowlib::mirror::{ReadRules, ShadowConfig, ShadowCounts, ShadowStats, in_shadow};
+use shadowlib::mirror::{
+    HeaderPolicy, ReadRules, ShadowConfig, ShadowCounts, ShadowStats, in_shadow,
+};
 use shadowlib::{
     Arm, KpiRecorder, RolloutController, RolloutHandle, RolloutPolicy, Share, ThresholdPredictor,
     TrafficSteerer, Version, WeightedSteerer,
@@ -58,6 +60,8 @@ pub struct Hit {
     pub path: String,
     /// Body as received.
     pub body: Vec<u8>,
+    /// Headers as received, names lowercase.
+    pub headers: Vec<(String, String)>,
     /// Whether it ran as a shadow copy.
     pub shadow: bool,
 }
@@ -83,13 +87,20 @@ impl App {
         })
     }
 
-    /// Handles one request; returns the status and body text. Adapters add the header
-    /// `x-build: <tag>`.
-    pub async fn respond(&self, method: &str, path: &str, body: Bytes) -> (StatusCode, String) {
+    /// Handles one request; returns the status and body text. Adapters pass the headers
+    /// as `(lowercase name, value)` and add the response header `x-build: <tag>`.
+    pub async fn respond(
+        &self,
+        method: &str,
+        path: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> (StatusCode, String) {
         self.hits.lock().expect("log lock").push(Hit {
             method: method.to_owned(),
             path: path.to_owned(),
             body: body.to_vec(),
+            headers,
             shadow: in_shadow(),
         });
         match (self.build, path) {
@@ -228,8 +239,19 @@ impl TestClient {
 
     /// Sends a request whose body has a known length (`Content-Length`).
     pub async fn send(&self, method: &str, path: &str, body: &[u8]) -> Result<Answer, String> {
+        self.send_with_headers(method, path, &[], body).await
+    }
+
+    /// Sends a request with extra headers.
+    pub async fn send_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Answer, String> {
         let body = Full::new(Bytes::copy_from_slice(body)).boxed();
-        self.request(method, path, body).await
+        self.request(method, path, headers, body).await
     }
 
     /// Sends a request whose body is streamed in `chunks` without a length (chunked).
@@ -243,15 +265,23 @@ impl TestClient {
             .into_iter()
             .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c))));
         let body = StreamBody::new(futures::stream::iter(frames)).boxed();
-        self.request(method, path, body).await
+        self.request(method, path, &[], body).await
     }
 
-    async fn request(&self, method: &str, path: &str, body: ClientBody) -> Result<Answer, String> {
-        let request = Request::builder()
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: ClientBody,
+    ) -> Result<Answer, String> {
+        let mut request = Request::builder()
             .method(Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?)
-            .uri(format!("http://{}{}", self.addr, path))
-            .body(body)
-            .map_err(|e| e.to_string())?;
+            .uri(format!("http://{}{}", self.addr, path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body).map_err(|e| e.to_string())?;
         let response = self
             .client
             .request(request)
@@ -380,7 +410,7 @@ pub async fn shadow_panic_leaves_live_untouched(adapter: &impl AdapterUnderTest)
     })
     .await;
     assert_eq!(fixture.recorder.snapshot(Arm::Candidate).outcomes.panic, 3);
-    // The workers survived their panics.
+    // The worker survived the panics.
     client
         .send("GET", "/fine", b"")
         .await
@@ -601,4 +631,63 @@ pub async fn canary_panic_is_a_500(adapter: &impl AdapterUnderTest) {
         0,
         "nothing served by the candidate is mirrored"
     );
+}
+
+/// The shadow's copy carries no hop-by-hop header (nor one the `Connection` header lists)
+/// and no redacted header; the live request keeps them all.
+pub async fn shadow_copy_strips_hop_by_hop_and_redacts(adapter: &impl AdapterUnderTest) {
+    let fixture = Fixture::new();
+    let policy = HeaderPolicy::new()
+        .redact("authorization")
+        .and_then(|p| p.redact("x-api-key"))
+        .expect("valid names")
+        .replace_with("redacted");
+    let server = adapter
+        .start(fixture.setup(ShadowConfig::new().with_header_policy(policy)))
+        .await;
+    let client = TestClient::new(server.addr);
+    let headers = [
+        ("authorization", "Bearer secret"),
+        ("x-api-key", "k-123"),
+        ("connection", "keep-alive, x-hop"),
+        ("x-hop", "per-connection"),
+        ("accept", "application/json"),
+    ];
+    let answer = client
+        .send_with_headers("GET", "/items", &headers, b"")
+        .await
+        .expect("live request");
+    assert_eq!(answer.status, StatusCode::OK);
+    eventually("the copy ran", || server.stats.counts().completed == 1).await;
+
+    let value = |hit: &Hit, name: &str| {
+        hit.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let live = fixture
+        .stable
+        .hits()
+        .pop()
+        .expect("stable served the request");
+    assert_eq!(
+        value(&live, "authorization").as_deref(),
+        Some("Bearer secret")
+    );
+    assert_eq!(value(&live, "x-hop").as_deref(), Some("per-connection"));
+    let copy = fixture
+        .candidate
+        .shadow_hits()
+        .pop()
+        .expect("the read was mirrored");
+    assert_eq!(value(&copy, "authorization").as_deref(), Some("redacted"));
+    assert_eq!(value(&copy, "x-api-key").as_deref(), Some("redacted"));
+    assert_eq!(
+        value(&copy, "x-hop"),
+        None,
+        "listed in Connection: hop-by-hop"
+    );
+    assert_eq!(value(&copy, "connection"), None);
+    assert_eq!(value(&copy, "accept").as_deref(), Some("application/json"));
 }
