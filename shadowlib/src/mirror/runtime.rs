@@ -545,7 +545,15 @@ where
         ShadowStats::bump(&stats.comparison_missed);
         return;
     };
-    let comparison = config.comparator.compare(&live, response);
+    // A comparator is application code too: its panic must not take the worker down.
+    let compared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        config.comparator.compare(&live, response)
+    }));
+    let Ok(comparison) = compared else {
+        tracing::error!(route = %task.route, "the response comparator panicked; pair not compared");
+        ShadowStats::bump(&stats.comparison_missed);
+        return;
+    };
     if comparison.mismatched() {
         tracing::debug!(route = %task.route, differences = ?comparison.differences, "shadow response differs");
     }
@@ -722,6 +730,29 @@ mod tests {
             (1, 5, 5)
         );
         assert_eq!(candidate.comparisons.mismatched, 1);
+    }
+
+    struct PanickingComparator;
+
+    impl crate::mirror::CompareResponses for PanickingComparator {
+        fn compare(&self, _: &ResponseSummary, _: &ResponseSummary) -> crate::mirror::Comparison {
+            panic!("comparator bug")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_comparator_does_not_stop_the_worker() {
+        let f = fixture(ShadowConfig::new().with_comparator(PanickingComparator));
+        tokio::spawn(f.worker.run());
+        let headers = HeaderList::default();
+        for expected in 1..=2 {
+            let mut ticket = get(&f.runtime, &headers).mirror.expect("a read");
+            let live = ticket.observe_live();
+            assert!(ticket.submit(0, Box::pin(async { reply(200) })));
+            live.head(200, &headers).finish();
+            settle(&f.runtime, |c| c.comparison_missed == expected).await;
+        }
+        assert_eq!(f.runtime.stats().counts().completed, 2);
     }
 
     #[tokio::test]
