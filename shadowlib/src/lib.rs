@@ -65,6 +65,7 @@ mod evidence;
 mod version;
 
 pub mod analysis;
+pub mod budget;
 pub mod delta;
 pub mod metrics;
 pub mod mirror;

@@ -1,8 +1,46 @@
-//! Deciding which requests may reach the shadow, and copying them.
+//! Deciding which requests may reach the shadow, copying them, and running the copies.
 //!
-//! Classification is deny-by-default: a request reaches the shadow only when a [`Mirror`]
+//! Classification is deny-by-default: a request reaches the shadow only when a classifier
 //! calls it a read. Writes never do, so the shadow can never change data the live build
 //! owns.
+//!
+//! Everything here is framework-neutral, so the tower and actix-web adapters share it and
+//! only translate their request and response types:
+//!
+//! * [`RequestHead`] and [`HeaderView`]: the view of a request the core reads.
+//! * [`ReadClassifier`], [`ReadRules`], [`RouteRule`], [`PathPattern`]: which requests
+//!   are reads (`GET`, `HEAD`, `OPTIONS`, plus routes the application declares).
+//! * [`HeaderPolicy`]: hop-by-hop headers stripped and a redaction list applied to copies;
+//!   [`StickyKey`] and [`ArmOverride`]: the headers that steer a live request.
+//! * [`ShadowRuntime`]: routes each request, hands copies to a bounded queue without
+//!   waiting, runs them on its own [`ShadowWorker`] under a timeout with panics caught,
+//!   compares the responses ([`CompareResponses`]) and records everything into the
+//!   [`KpiRecorder`](crate::KpiRecorder) and [`ShadowStats`].
+//! * [`Mirror`]: the same decision for requests that are not HTTP.
+
+mod classify;
+mod compare;
+mod config;
+mod head;
+mod headers;
+mod runtime;
+mod stats;
+
+pub use classify::{PathPattern, ReadClassifier, ReadRules, RouteRule, RuleError, SAFE_METHODS};
+pub use compare::{
+    BodyCapture, CompareResponses, Comparison, Difference, ExactComparison, ResponseSummary,
+};
+pub use config::{DEFAULT_BODY_LIMIT, DEFAULT_MAX_ROUTES, ShadowConfig};
+pub use head::{BodySize, HeaderList, HeaderView, RequestHead};
+pub use headers::{
+    ArmOverride, ForwardHeader, HOP_BY_HOP, HeaderFilter, HeaderNameError, HeaderPolicy, StickyKey,
+    header_name,
+};
+pub use runtime::{
+    LiveBodyObserver, LiveObserver, MirrorTicket, ResponseCapture, Route, ShadowError, ShadowReply,
+    ShadowResult, ShadowRuntime, ShadowWorker, in_shadow,
+};
+pub use stats::{OTHER_ROUTES, ShadowCounts, ShadowStats};
 
 use std::fmt;
 

@@ -1,0 +1,297 @@
+//! A candidate 10× slower than stable (20 ms against 2 ms of waiting on a backend), three
+//! ways of running it beside the live path:
+//!
+//! * `bare`: stable alone, the baseline;
+//! * `mirrored`: shadowlib's design — the read is copied to the candidate off the request
+//!   path, through the bounded queue, and the live response never waits for it;
+//! * `scientist`: the design of GitHub's Scientist and its ports — the candidate runs
+//!   inside the request, concurrently with stable, and the response is returned once both
+//!   are done (so they can be compared in place).
+//!
+//! Goal: live p99 mirrored ≤ 1.05× bare. Criterion measures one request at a time; the
+//! p99 figures come from a closed loop of 16 concurrent clients, five rounds interleaving
+//! the designs, printed at the end as the median over rounds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use criterion::{Criterion, criterion_group};
+use http_body_util::BodyExt;
+use shadowlib::budget::ShadowBudget;
+use shadowlib::mirror::ShadowConfig;
+use shadowlib::{
+    Distribution, KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version,
+    WeightedSteerer,
+};
+use shadowlib_tower::shadow::{Rollout, ShadowLayer, ShadowService};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+const STABLE_WAIT: Duration = Duration::from_millis(2);
+const CANDIDATE_WAIT: Duration = Duration::from_millis(20);
+const CLIENTS: usize = 16;
+const REQUESTS_PER_CLIENT: usize = 150;
+const ROUNDS: usize = 5;
+
+fn app(wait: Duration) -> Router {
+    Router::new().route(
+        "/items/{id}",
+        get(move || async move {
+            tokio::time::sleep(wait).await;
+            "item"
+        }),
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The middleware over stable, mirroring every read; the shadow's worker runs on `shadow`
+/// when given (a runtime of their own), else on `rt` beside the live requests.
+fn mirrored(
+    rt: &tokio::runtime::Runtime,
+    shadow: Option<&tokio::runtime::Runtime>,
+) -> ShadowService<Router, Router> {
+    rt.block_on(async {
+        let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
+        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+        let controller = RolloutController::new(
+            v1,
+            v2,
+            RolloutPolicy::default(),
+            ThresholdPredictor::default(),
+            Arc::new(WeightedSteerer::new()),
+        )
+        .expect("the default policy is valid");
+        controller
+            .handle()
+            .start()
+            .expect("shadowing: every read is mirrored");
+        // Room for the candidate to keep up: 16 clients at ~2.5 ms each is ~6,400 reads/s,
+        // which at 20 ms each is ~130 copies in flight.
+        let budget = ShadowBudget {
+            queue_capacity: 4096,
+            concurrency: 512,
+            timeout: Duration::from_secs(5),
+        };
+        let workers_on =
+            shadow.map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
+        let layer = ShadowLayer::new_on(
+            app(CANDIDATE_WAIT),
+            Rollout::of(&controller, recorder),
+            ShadowConfig::new().with_budget(budget),
+            &workers_on,
+        )
+        .expect("valid configuration");
+        layer.layer(app(STABLE_WAIT))
+    })
+}
+
+fn request() -> http::Request<Body> {
+    http::Request::get("/items/7")
+        .body(Body::empty())
+        .expect("valid request")
+}
+
+async fn call<S, B>(service: &S)
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let response = service
+        .clone()
+        .oneshot(request())
+        .await
+        .expect("infallible");
+    response
+        .into_body()
+        .collect()
+        .await
+        .expect("in-memory body");
+}
+
+/// Scientist-style: both builds run inside the request, concurrently; the client gets
+/// stable's response once both are done.
+async fn scientist(stable: &Router, candidate: &Router) {
+    let (control, experiment) = tokio::join!(call(stable), call(candidate));
+    let ((), ()) = (control, experiment);
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Design {
+    Bare,
+    Mirrored,
+    MirroredOwnRuntime,
+    Scientist,
+}
+
+struct Services {
+    stable: Router,
+    candidate: Router,
+    mirrored: ShadowService<Router, Router>,
+    mirrored_own_runtime: ShadowService<Router, Router>,
+}
+
+impl Design {
+    fn name(self) -> &'static str {
+        match self {
+            Design::Bare => "bare",
+            Design::Mirrored => "mirrored",
+            Design::MirroredOwnRuntime => "mirrored_own_runtime",
+            Design::Scientist => "scientist",
+        }
+    }
+}
+
+impl Services {
+    async fn serve(&self, design: Design) {
+        match design {
+            Design::Bare => call(&self.stable).await,
+            Design::Mirrored => call(&self.mirrored).await,
+            Design::MirroredOwnRuntime => call(&self.mirrored_own_runtime).await,
+            Design::Scientist => scientist(&self.stable, &self.candidate).await,
+        }
+    }
+}
+
+/// A single-threaded runtime for the shadow alone.
+fn shadow_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("shadow")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn services(rt: &tokio::runtime::Runtime, shadow: &tokio::runtime::Runtime) -> Services {
+    Services {
+        stable: app(STABLE_WAIT),
+        candidate: app(CANDIDATE_WAIT),
+        mirrored: mirrored(rt, None),
+        mirrored_own_runtime: mirrored(rt, Some(shadow)),
+    }
+}
+
+const DESIGNS: [Design; 4] = [
+    Design::Bare,
+    Design::Mirrored,
+    Design::MirroredOwnRuntime,
+    Design::Scientist,
+];
+
+fn single_request(c: &mut Criterion) {
+    let (rt, shadow) = (runtime(), shadow_runtime());
+    let services = services(&rt, &shadow);
+    let mut group = c.benchmark_group("slow_candidate");
+    for design in DESIGNS {
+        group.bench_function(design.name(), |b| {
+            b.to_async(&rt).iter(|| services.serve(design))
+        });
+    }
+    group.finish();
+}
+
+/// Live latencies of a closed loop of `CLIENTS` concurrent clients.
+async fn under_load(services: &Arc<Services>, design: Design, into: &mut Distribution) {
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let services = Arc::clone(services);
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(REQUESTS_PER_CLIENT);
+                for _ in 0..REQUESTS_PER_CLIENT {
+                    let started = Instant::now();
+                    services.serve(design).await;
+                    latencies.push(started.elapsed().as_micros() as u64);
+                }
+                latencies
+            })
+        })
+        .collect();
+    for client in clients {
+        for micros in client.await.expect("client task") {
+            into.record(micros);
+        }
+    }
+}
+
+fn p99_under_load() {
+    let (rt, shadow) = (runtime(), shadow_runtime());
+    let services = Arc::new(services(&rt, &shadow));
+    // p99 per design per round; rounds interleave the designs, and the median over
+    // rounds keeps one burst of load from other processes from deciding the figure.
+    let mut p99s: Vec<Vec<f64>> = DESIGNS.iter().map(|_| Vec::new()).collect();
+    let mut p50s: Vec<Vec<f64>> = DESIGNS.iter().map(|_| Vec::new()).collect();
+    rt.block_on(async {
+        for _ in 0..ROUNDS {
+            for (i, design) in DESIGNS.iter().enumerate() {
+                let mut latencies = Distribution::latency_us();
+                under_load(&services, *design, &mut latencies).await;
+                p99s[i].push(latencies.quantile(0.99) as f64 / 1000.0);
+                p50s[i].push(latencies.quantile(0.5) as f64 / 1000.0);
+            }
+        }
+        // Let the last copies finish before reading the counters.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let range = |v: &[f64]| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        format!("{lo:.2}-{hi:.2}")
+    };
+    for (i, design) in DESIGNS.iter().enumerate() {
+        println!(
+            "slow_candidate: {:<20} live p50 {:>6.2} ms, p99 {:>6.2} ms (median of {ROUNDS} rounds of {} requests; p99 range {} ms)",
+            design.name(),
+            median(&p50s[i]),
+            median(&p99s[i]),
+            CLIENTS * REQUESTS_PER_CLIENT,
+            range(&p99s[i]),
+        );
+    }
+    let ratio = |i: usize| median(&p99s[i]) / median(&p99s[0]);
+    println!(
+        "slow_candidate: live p99 ratio to bare: mirrored {:.3}x, mirrored with the shadow on its own runtime {:.3}x (goal <= 1.05x), scientist-style {:.3}x",
+        ratio(1),
+        ratio(2),
+        ratio(3)
+    );
+    for (name, service) in [
+        ("shared runtime", &services.mirrored),
+        ("own runtime", &services.mirrored_own_runtime),
+    ] {
+        let counts = service.runtime().stats().counts();
+        println!(
+            "slow_candidate: shadow copies ({name}): mirrored {}, dropped {}, completed {}, timed out {}",
+            counts.mirrored, counts.dropped_queue_full, counts.completed, counts.timed_out
+        );
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    targets = single_request
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    p99_under_load();
+}

@@ -1,0 +1,138 @@
+//! HTTP throughput on 127.0.0.1 of a trivial axum handler, bare and behind the shadow
+//! middleware mirroring 100% of reads to an identical shadow. Goal: ≥ 0.90 of bare.
+//!
+//! The server runs on its own two-thread runtime; a hyper client with 32 connections on
+//! a one-thread runtime sends `GET /ping` for 3 s per round, rounds alternating between
+//! the two servers. For an external client, see the `axum_shadow` example's `--serve`
+//! mode and `wrk`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
+use shadowlib::{
+    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
+};
+use shadowlib_tower::shadow::{Rollout, ShadowJob, ShadowLayer};
+use tokio::time::Instant;
+use tower::Layer;
+
+const CONNECTIONS: usize = 32;
+const ROUND: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 3;
+
+fn app() -> Router {
+    Router::new().route("/ping", get(|| async { "pong" }))
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port on loopback");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+async fn mirrored_app() -> (Router, ShadowRuntime<ShadowJob>) {
+    let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
+    let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+    let controller = RolloutController::new(
+        v1,
+        v2,
+        RolloutPolicy::default(),
+        ThresholdPredictor::default(),
+        Arc::new(WeightedSteerer::new()),
+    )
+    .expect("the default policy is valid");
+    controller
+        .handle()
+        .start()
+        .expect("shadowing: every read is mirrored");
+    let layer = ShadowLayer::new(
+        app(),
+        Rollout::of(&controller, recorder),
+        ShadowConfig::new(),
+    )
+    .expect("valid configuration");
+    let runtime = layer.runtime().clone();
+    (Router::new().fallback_service(layer.layer(app())), runtime)
+}
+
+/// Requests per second `CONNECTIONS` concurrent clients get from `addr` in one round.
+async fn round(addr: SocketAddr) -> f64 {
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build_http::<Empty<Bytes>>();
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (client, done) = (client.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                let uri: http::Uri = format!("http://{addr}/ping").parse().expect("valid uri");
+                while started.elapsed() < ROUND {
+                    let Ok(response) = client.get(uri.clone()).await else {
+                        continue;
+                    };
+                    if response.into_body().collect().await.is_ok() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let bare_addr = server_rt.block_on(serve(app()));
+    let (mirrored, shadow) = server_rt.block_on(mirrored_app());
+    let mirrored_addr = server_rt.block_on(serve(mirrored));
+
+    let (mut bare, mut with_layer) = (Vec::new(), Vec::new());
+    client_rt.block_on(async {
+        round(bare_addr).await; // warm-up
+        for _ in 0..ROUNDS {
+            bare.push(round(bare_addr).await);
+            with_layer.push(round(mirrored_addr).await);
+        }
+    });
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (bare, with_layer) = (mean(&bare), mean(&with_layer));
+    let counts = shadow.stats().counts();
+    println!(
+        "tower_http_throughput: bare {bare:.0} req/s, mirroring 100% of reads {with_layer:.0} req/s"
+    );
+    println!(
+        "tower_http_throughput: ratio {:.3} (goal >= 0.90); shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        with_layer / bare,
+        counts.mirrored,
+        counts.dropped_queue_full,
+        counts.compared,
+        counts.mismatched
+    );
+}

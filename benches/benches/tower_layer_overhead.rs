@@ -1,0 +1,176 @@
+//! What the tower middleware costs the live path: a trivial axum handler called
+//! in-process, bare and behind the `ShadowLayer` mirroring 100% of reads to an identical
+//! shadow. Goal: live-path median ≤ 1.10× bare.
+//!
+//! Criterion measures both; a final interleaved run (alternating batches, so drift in
+//! machine load hits both sides alike) prints the ratio of per-call medians and what the
+//! shadow did with the copies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use criterion::{Criterion, criterion_group};
+use http_body_util::BodyExt;
+use shadowlib::mirror::ShadowConfig;
+use shadowlib::{
+    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
+};
+use shadowlib_tower::shadow::{Rollout, ShadowLayer, ShadowService};
+use tower::{Layer, Service, ServiceExt};
+
+fn app(build: &'static str) -> Router {
+    Router::new().route("/items/{id}", get(move || async move { build }))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The middleware over `app("ok")` with an identical candidate; with `shadowing` the
+/// rollout is started, so every read is mirrored, without it nothing is.
+fn layered(rt: &tokio::runtime::Runtime, shadowing: bool) -> ShadowService<Router, Router> {
+    rt.block_on(async {
+        let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
+        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+        let controller = RolloutController::new(
+            v1,
+            v2,
+            RolloutPolicy::default(),
+            ThresholdPredictor::default(),
+            Arc::new(WeightedSteerer::new()),
+        )
+        .expect("the default policy is valid");
+        if shadowing {
+            controller
+                .handle()
+                .start()
+                .expect("shadowing: every read is mirrored");
+        }
+        let layer = ShadowLayer::new(
+            app("ok"),
+            Rollout::of(&controller, recorder),
+            ShadowConfig::new(),
+        )
+        .expect("valid configuration");
+        layer.layer(app("ok"))
+    })
+}
+
+/// One request through `service`, its response body read to the end (which is when the
+/// middleware sees the live response complete).
+async fn call<S, B>(service: &S)
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let request = http::Request::get("/items/42")
+        .body(Body::empty())
+        .expect("valid request");
+    let response = service.clone().oneshot(request).await.expect("infallible");
+    response
+        .into_body()
+        .collect()
+        .await
+        .expect("in-memory body");
+}
+
+fn overhead(c: &mut Criterion) {
+    let rt = runtime();
+    let bare = app("ok");
+    let idle = layered(&rt, false);
+    let shadowed = layered(&rt, true);
+    let mut group = c.benchmark_group("tower_layer_overhead");
+    group.bench_function("bare", |b| b.to_async(&rt).iter(|| call(&bare)));
+    group.bench_function("layer_not_mirroring", |b| {
+        b.to_async(&rt).iter(|| call(&idle))
+    });
+    group.bench_function("mirrored_100pct", |b| {
+        b.to_async(&rt).iter(|| call(&shadowed))
+    });
+    group.finish();
+}
+
+/// Mean time per call of each of `batches` batches of 100 calls.
+async fn median_per_call<S, B>(service: &S, batches: usize) -> Vec<f64>
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let mut samples = Vec::with_capacity(batches);
+    for _ in 0..batches {
+        let start = Instant::now();
+        for _ in 0..100 {
+            call(service).await;
+        }
+        samples.push(start.elapsed().as_nanos() as f64 / 100.0);
+    }
+    samples
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn interleaved_ratio() {
+    let rt = runtime();
+    let bare = app("ok");
+    let idle = layered(&rt, false);
+    let shadowed = layered(&rt, true);
+    let (mut bare_samples, mut idle_samples, mut mirrored_samples) =
+        (Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        // Warm every path up.
+        median_per_call(&bare, 50).await;
+        median_per_call(&idle, 50).await;
+        median_per_call(&shadowed, 50).await;
+        for _ in 0..40 {
+            bare_samples.extend(median_per_call(&bare, 10).await);
+            idle_samples.extend(median_per_call(&idle, 10).await);
+            mirrored_samples.extend(median_per_call(&shadowed, 10).await);
+        }
+        // Let the shadow drain before reading its counters.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let (bare, not_mirroring, with_layer) = (
+        median(bare_samples),
+        median(idle_samples),
+        median(mirrored_samples),
+    );
+    let counts = shadowed.runtime().stats().counts();
+    println!(
+        "tower_layer_overhead: per-call medians: bare {bare:.0} ns, layer not mirroring {not_mirroring:.0} ns ({:.3}x), mirroring 100% {with_layer:.0} ns",
+        not_mirroring / bare
+    );
+    println!(
+        "tower_layer_overhead: live-path median ratio {:.3}x (goal <= 1.10x); shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        with_layer / bare,
+        counts.mirrored,
+        counts.dropped_queue_full,
+        counts.compared,
+        counts.mismatched
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2));
+    targets = overhead
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    interleaved_ratio();
+}

@@ -1,0 +1,104 @@
+//! Middleware that runs a candidate build beside the stable one: it mirrors reads to the
+//! candidate as a shadow, steers a share of live traffic to it, and rolls it back.
+//!
+//! # What it does with each request
+//!
+//! 1. **Routing.** The [`TrafficSteerer`](shadowlib::TrafficSteerer) the rollout
+//!    controller drives picks the build, by share, stickily per key when a
+//!    [`StickyKey`](shadowlib::mirror::StickyKey) header or cookie is configured. An
+//!    [override header](shadowlib::mirror::ShadowConfig::with_override_header) can pin a
+//!    request to a build for testing (ignored after a rollback).
+//! 2. **Mirroring.** A request served by stable, while the rollout is shadowing, in canary
+//!    or paused, that the classifier calls a read (deny by default: `GET`, `HEAD`,
+//!    `OPTIONS`, plus routes the application declares), is copied to the candidate.
+//!    The copy goes to a bounded queue served by the shadow's own worker task; the live
+//!    request never waits for it, and when the queue is full the copy is dropped and
+//!    counted. Hop-by-hop headers are stripped from the copy and a configurable list of
+//!    headers redacted. Each copy has a timeout, after which it is cancelled and recorded
+//!    as a timeout; a panic in the candidate is caught and recorded as a candidate panic.
+//! 3. **Comparison.** For each mirrored read, status, the configured headers and the body
+//!    (up to the limit) of the live and shadow responses are compared, and mismatches
+//!    counted per route and in the evidence.
+//! 4. **KPIs.** Latency (to the response head), outcome class and bytes of every request
+//!    are recorded per build in the [`KpiRecorder`](shadowlib::KpiRecorder) the
+//!    controller reads.
+//!
+//! # Bodies
+//!
+//! A copy needs the request body, and a body can only be copied by reading it. The
+//! middleware never reads a body on the live request's behalf: it copies each data frame
+//! *as the live handler reads it*, and hands the copy to the shadow once the handler has
+//! read the body to its end. So the live request is not delayed by a single poll, and only
+//! bodies the live handler reads whole are mirrored (others are counted as
+//! `skipped_unread_body`). The copy is bounded by the body limit (64 KiB by default): a
+//! body announced larger (`Content-Length`) is not copied at all, and a streamed body that
+//! grows past the limit is abandoned there; both are counted as `skipped_oversize`. Reads
+//! without a body, the common case, are handed off at once. Trailers are not copied.
+//!
+//! # Canary and rollback
+//!
+//! While the candidate serves live requests, its responses, errors included, go to the
+//! client as they are, and are counted. A panic in the candidate (in `call` or in its
+//! future) is caught and answered with an empty `500 Internal Server Error`, recorded as
+//! a candidate panic: one bad build must not take down connections. Panics of the stable
+//! build are left alone, as they would be without the middleware. A rollback takes effect
+//! from the next request on (the steerer's share is one atomic); requests already on the
+//! candidate run to completion.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, routing::get};
+//! use http_body_util::BodyExt;
+//! use shadowlib::mirror::ShadowConfig;
+//! use shadowlib::*;
+//! use shadowlib_tower::shadow::{Rollout, ShadowLayer};
+//! use tower::{Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let stable: Router = Router::new().route("/", get(|| async { "v1" }));
+//! let candidate: Router = Router::new().route("/", get(|| async { "v2" }));
+//!
+//! let (v1, v2) = (Version::new("shop", "1"), Version::new("shop", "2"));
+//! let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+//! let controller = RolloutController::new(v1, v2, RolloutPolicy::default(),
+//!         ThresholdPredictor::default(), Arc::new(WeightedSteerer::new()))?
+//!     .with_metric_source(recorder.clone());
+//! let layer = ShadowLayer::new(candidate, Rollout::of(&controller, recorder.clone()), ShadowConfig::new())?;
+//! controller.handle().start()?; // or tokio::spawn(controller.run())
+//!
+//! // Serve it with `axum::serve(listener, Router::new().fallback_service(app))`.
+//! let app = layer.layer(stable);
+//! let response = app.clone().oneshot(http::Request::new(axum::body::Body::empty())).await?;
+//! // Reading the live body to its end makes the live response complete, and comparable.
+//! assert_eq!(response.into_body().collect().await?.to_bytes(), "v1");
+//! for _ in 0..1_000 {
+//!     if app.runtime().stats().counts().compared == 1 {
+//!         break;
+//!     }
+//!     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+//! }
+//! assert_eq!(app.runtime().stats().counts().mismatched, 1); // "v1" != "v2"
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod future;
+mod headers;
+mod layer;
+mod service;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use body::{ShadowBody, ShadowResponseBody};
+pub use future::ResponseFuture;
+pub use layer::{Rollout, ShadowLayer, ShadowLayerError};
+pub use service::ShadowService;
+use shadowlib::mirror::ShadowResult;
+
+/// The shadow job of this adapter: one copy sent to the candidate, boxed so that every
+/// candidate service type shares one queue type.
+pub type ShadowJob = Pin<Box<dyn Future<Output = ShadowResult> + Send>>;

@@ -1,0 +1,302 @@
+//! Comparing the live and shadow responses of a mirrored read.
+//!
+//! Adapters capture each side into a [`ResponseSummary`] (status, the configured headers,
+//! the body up to the limit); a [`CompareResponses`] judges the pair. [`ExactComparison`]
+//! is plain equality; a comparator that understands fields and ignores noise (timestamps,
+//! request ids) plugs in through the same trait.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Collects a body's first bytes, up to a limit, and counts all of them.
+///
+/// ```
+/// use shadowlib::mirror::BodyCapture;
+///
+/// let mut capture = BodyCapture::new(4);
+/// assert!(capture.push(b"abc"));
+/// assert!(!capture.push(b"def")); // over the limit: only the first 4 bytes are kept
+/// assert_eq!(capture.bytes(), b"abcd");
+/// assert_eq!(capture.seen(), 6);
+/// assert!(capture.overflowed());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyCapture {
+    limit: usize,
+    bytes: Vec<u8>,
+    seen: u64,
+}
+
+impl BodyCapture {
+    /// An empty capture keeping at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            bytes: Vec::new(),
+            seen: 0,
+        }
+    }
+
+    /// Adds a chunk; returns whether everything so far fits within the limit.
+    pub fn push(&mut self, chunk: &[u8]) -> bool {
+        self.seen = self.seen.saturating_add(chunk.len() as u64);
+        let room = self.limit.saturating_sub(self.bytes.len());
+        self.bytes
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
+        !self.overflowed()
+    }
+
+    /// The bytes kept (the first `limit` bytes of the body).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// All bytes seen, kept or not.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Whether the body was longer than the limit.
+    pub fn overflowed(&self) -> bool {
+        self.seen > self.bytes.len() as u64
+    }
+
+    /// The bytes kept, giving up the capture.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// One side of a mirrored read's response, as far as comparison goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseSummary {
+    /// The status code.
+    pub status: u16,
+    /// The compared headers (configured names, lowercase) with their values, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body's first bytes, up to the body limit.
+    pub body: Vec<u8>,
+    /// The body's length as far as it was read.
+    pub body_len: u64,
+    /// Whether the body was longer than the limit (then only `body` is compared).
+    pub truncated: bool,
+}
+
+impl ResponseSummary {
+    /// A summary with this status, no headers and an empty body.
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a compared header value.
+    pub fn header(mut self, name: &str, value: &[u8]) -> Self {
+        self.push_header(name, value);
+        self
+    }
+
+    /// Adds a compared header value in place.
+    pub fn push_header(&mut self, name: &str, value: &[u8]) {
+        self.headers.push((name.to_owned(), value.to_vec()));
+    }
+
+    /// Sets the body from a capture.
+    pub fn with_body(mut self, capture: BodyCapture) -> Self {
+        self.set_body(capture);
+        self
+    }
+
+    /// Sets the body from a capture in place.
+    pub fn set_body(&mut self, capture: BodyCapture) {
+        self.truncated = capture.overflowed();
+        self.body_len = capture.seen();
+        self.body = capture.into_bytes();
+    }
+}
+
+/// One way in which the two responses differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Difference {
+    /// Different status codes.
+    Status {
+        /// Live status.
+        live: u16,
+        /// Shadow status.
+        shadow: u16,
+    },
+    /// A compared header is missing on one side or has other values.
+    Header {
+        /// The header.
+        name: String,
+    },
+    /// Different bodies (within the limit).
+    Body {
+        /// Live body length as read.
+        live_len: u64,
+        /// Shadow body length as read.
+        shadow_len: u64,
+    },
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Difference::Status { live, shadow } => write!(f, "status {live} vs {shadow}"),
+            Difference::Header { name } => write!(f, "header `{name}` differs"),
+            Difference::Body {
+                live_len,
+                shadow_len,
+            } => {
+                write!(f, "body differs ({live_len} vs {shadow_len} bytes)")
+            }
+        }
+    }
+}
+
+/// The verdict on one response pair: the differences found (none means a match).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// What differs.
+    pub differences: Vec<Difference>,
+}
+
+impl Comparison {
+    /// Whether the responses differ.
+    pub fn mismatched(&self) -> bool {
+        !self.differences.is_empty()
+    }
+}
+
+/// Judges a live response and the shadow's response to the same read.
+///
+/// Called on a shadow worker, never on the live path, so it may take its time.
+pub trait CompareResponses: Send + Sync + 'static {
+    /// The differences between the two sides.
+    fn compare(&self, live: &ResponseSummary, shadow: &ResponseSummary) -> Comparison;
+}
+
+/// Equality of status, compared headers and body. Bodies longer than the limit on either
+/// side are compared on their first bytes only, since that is all that was kept.
+///
+/// ```
+/// use shadowlib::mirror::{CompareResponses, ExactComparison, ResponseSummary};
+///
+/// let live = ResponseSummary::new(200).header("content-type", b"application/json");
+/// let same = live.clone();
+/// let other = ResponseSummary::new(500).header("content-type", b"application/json");
+/// assert!(!ExactComparison.compare(&live, &same).mismatched());
+/// assert_eq!(ExactComparison.compare(&live, &other).differences.len(), 1);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExactComparison;
+
+impl CompareResponses for ExactComparison {
+    fn compare(&self, live: &ResponseSummary, shadow: &ResponseSummary) -> Comparison {
+        let mut differences = Vec::new();
+        if live.status != shadow.status {
+            differences.push(Difference::Status {
+                live: live.status,
+                shadow: shadow.status,
+            });
+        }
+        let mut names: Vec<&str> = live
+            .headers
+            .iter()
+            .chain(&shadow.headers)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            if !header_values(live, name).eq(header_values(shadow, name)) {
+                differences.push(Difference::Header {
+                    name: name.to_owned(),
+                });
+            }
+        }
+        let bodies_differ = if live.truncated || shadow.truncated {
+            let kept = live.body.len().min(shadow.body.len());
+            live.body[..kept] != shadow.body[..kept]
+        } else {
+            live.body != shadow.body
+        };
+        if bodies_differ {
+            differences.push(Difference::Body {
+                live_len: live.body_len,
+                shadow_len: shadow.body_len,
+            });
+        }
+        Comparison { differences }
+    }
+}
+
+/// The values of one compared header, in order.
+fn header_values<'s>(side: &'s ResponseSummary, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
+    side.headers
+        .iter()
+        .filter(move |(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(status: u16, body: &[u8], limit: usize) -> ResponseSummary {
+        let mut capture = BodyCapture::new(limit);
+        capture.push(body);
+        ResponseSummary::new(status).with_body(capture)
+    }
+
+    #[test]
+    fn equal_responses_match() {
+        let a = summary(200, b"hello", 64).header("etag", b"1");
+        assert_eq!(
+            ExactComparison.compare(&a, &a.clone()),
+            Comparison::default()
+        );
+    }
+
+    #[test]
+    fn every_difference_is_reported() {
+        let live = summary(200, b"hello", 64).header("etag", b"1");
+        let shadow = summary(500, b"oops", 64).header("etag", b"2");
+        let c = ExactComparison.compare(&live, &shadow);
+        assert_eq!(
+            c.differences,
+            vec![
+                Difference::Status {
+                    live: 200,
+                    shadow: 500
+                },
+                Difference::Header {
+                    name: "etag".into()
+                },
+                Difference::Body {
+                    live_len: 5,
+                    shadow_len: 4
+                },
+            ]
+        );
+        let missing = ExactComparison.compare(&live, &summary(200, b"hello", 64));
+        assert_eq!(
+            missing.differences,
+            vec![Difference::Header {
+                name: "etag".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn truncated_bodies_compare_on_their_kept_prefix() {
+        let live = summary(200, b"abcdef-live", 6);
+        let shadow = summary(200, b"abcdef-shadow", 6);
+        assert!(!ExactComparison.compare(&live, &shadow).mismatched());
+        let different = summary(200, b"abcdXf-shadow", 6);
+        assert!(ExactComparison.compare(&live, &different).mismatched());
+    }
+}

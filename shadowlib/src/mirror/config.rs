@@ -1,0 +1,181 @@
+//! Everything an adapter's mirroring and routing can be tuned with.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::{
+    ArmOverride, CompareResponses, ExactComparison, HeaderNameError, HeaderPolicy, PathPattern,
+    ReadClassifier, ReadRules, StickyKey, header_name,
+};
+use crate::budget::ShadowBudget;
+
+/// The default body limit: 64 KiB, per request body copied and per response body compared.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// The default number of distinct route labels with their own comparison counters.
+pub const DEFAULT_MAX_ROUTES: usize = 256;
+
+/// How requests are classified, routed and copied, and what the shadow may spend.
+///
+/// Framework-neutral: both adapters take one. The defaults are safe: only `GET`, `HEAD`
+/// and `OPTIONS` are mirrored, hop-by-hop headers are stripped, bodies up to 64 KiB are
+/// copied, `content-type` is compared along with status and body, no sticky key, no
+/// override header.
+///
+/// ```
+/// use shadowlib::mirror::{ReadRules, ShadowConfig, StickyKey};
+///
+/// let config = ShadowConfig::new()
+///     .with_classifier(ReadRules::new().allow("POST /search")?)
+///     .with_sticky_key(StickyKey::cookie("session")?)
+///     .with_override_header("x-shadowlib-arm")?
+///     .with_body_limit(16 * 1024)
+///     .with_compare_headers(["content-type", "cache-control"])?;
+/// assert_eq!(config.body_limit(), 16 * 1024);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct ShadowConfig {
+    pub(crate) classifier: Arc<dyn ReadClassifier>,
+    pub(crate) headers: HeaderPolicy,
+    pub(crate) sticky: Option<StickyKey>,
+    pub(crate) arm_override: Option<ArmOverride>,
+    pub(crate) body_limit: usize,
+    pub(crate) compared_headers: Arc<[String]>,
+    pub(crate) comparator: Arc<dyn CompareResponses>,
+    pub(crate) route_labels: Vec<PathPattern>,
+    pub(crate) max_routes: usize,
+    pub(crate) budget: ShadowBudget,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        Self {
+            classifier: Arc::new(ReadRules::new()),
+            headers: HeaderPolicy::new(),
+            sticky: None,
+            arm_override: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            compared_headers: Arc::from(["content-type".to_owned()]),
+            comparator: Arc::new(ExactComparison),
+            route_labels: Vec::new(),
+            max_routes: DEFAULT_MAX_ROUTES,
+            budget: ShadowBudget::default(),
+        }
+    }
+}
+
+impl fmt::Debug for ShadowConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShadowConfig")
+            .field("headers", &self.headers)
+            .field("sticky", &self.sticky)
+            .field("arm_override", &self.arm_override)
+            .field("body_limit", &self.body_limit)
+            .field("compared_headers", &self.compared_headers)
+            .field("route_labels", &self.route_labels)
+            .field("max_routes", &self.max_routes)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShadowConfig {
+    /// The safe defaults described above.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decides which requests are reads (default: [`ReadRules::new`]).
+    pub fn with_classifier(mut self, classifier: impl ReadClassifier) -> Self {
+        self.classifier = Arc::new(classifier);
+        self
+    }
+
+    /// Which headers the shadow's copy leaves out or redacts.
+    pub fn with_header_policy(mut self, policy: HeaderPolicy) -> Self {
+        self.headers = policy;
+        self
+    }
+
+    /// Where the sticky routing key is read from.
+    pub fn with_sticky_key(mut self, key: StickyKey) -> Self {
+        self.sticky = Some(key);
+        self
+    }
+
+    /// The header that pins a request to a build (see [`ArmOverride`]).
+    pub fn with_override_header(mut self, name: &str) -> Result<Self, HeaderNameError> {
+        self.arm_override = Some(ArmOverride::new(name)?);
+        Ok(self)
+    }
+
+    /// The largest request body copied to the shadow, and the largest response body
+    /// compared, in bytes. A read with a larger body is not mirrored (and is counted).
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// The response headers compared besides status and body.
+    pub fn with_compare_headers<'a>(
+        mut self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, HeaderNameError> {
+        let names = names
+            .into_iter()
+            .map(header_name)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.compared_headers = Arc::from(names);
+        Ok(self)
+    }
+
+    /// Judges each response pair (default: [`ExactComparison`]).
+    pub fn with_comparator(mut self, comparator: impl CompareResponses) -> Self {
+        self.comparator = Arc::new(comparator);
+        self
+    }
+
+    /// Route patterns to count comparisons under (`GET /users/{id}` rather than one label
+    /// per user). A path no pattern matches is counted under its own path, up to
+    /// `max_routes` labels, beyond which all are counted together.
+    pub fn with_label_routes(
+        mut self,
+        patterns: impl IntoIterator<Item = PathPattern>,
+        max_routes: usize,
+    ) -> Self {
+        self.route_labels = patterns.into_iter().collect();
+        self.max_routes = max_routes;
+        self
+    }
+
+    /// What the shadow may spend (validated when the runtime is built).
+    pub fn with_budget(mut self, budget: ShadowBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The body limit in bytes.
+    pub fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    /// The shadow's budget.
+    pub fn budget(&self) -> &ShadowBudget {
+        &self.budget
+    }
+
+    /// The header policy applied to the shadow's copies.
+    pub fn header_policy(&self) -> &HeaderPolicy {
+        &self.headers
+    }
+
+    /// The label comparisons of a request are counted under: `METHOD pattern`.
+    pub fn route_label(&self, method: &str, path: &str) -> String {
+        let matched = self.route_labels.iter().find(|p| p.matches(path));
+        match matched {
+            Some(pattern) => format!("{method} {pattern}"),
+            None => format!("{method} {path}"),
+        }
+    }
+}

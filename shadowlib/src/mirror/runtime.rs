@@ -1,0 +1,847 @@
+//! The framework-neutral runtime both HTTP adapters drive: routing, the hand-off to the
+//! shadow, the shadow's worker, and the recording of what happened.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::stats::ShadowStats;
+use super::{BodyCapture, BodySize, HeaderView, RequestHead, ResponseSummary, ShadowConfig};
+use crate::budget::BudgetError;
+use crate::{Arm, KpiRecorder, Outcome, Phase, RolloutHandle, RolloutStatus, TrafficSteerer};
+
+tokio::task_local! {
+    static IN_SHADOW: ();
+}
+
+/// Whether the current task is running a shadow copy.
+///
+/// Application code (and guards around side effects) can refuse to write while it is
+/// true: the shadow must never change data the live build owns. Only the task that runs
+/// the copy is marked; work it spawns onto other tasks is not.
+///
+/// ```
+/// assert!(!shadowlib::mirror::in_shadow());
+/// ```
+pub fn in_shadow() -> bool {
+    IN_SHADOW.try_with(|_| ()).is_ok()
+}
+
+/// What the candidate answered to a shadow copy: the response as far as comparison goes,
+/// and the time until its head was ready (the same measure as a live request's latency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowReply {
+    /// The response.
+    pub response: ResponseSummary,
+    /// Time from the call to the response head.
+    pub latency: Duration,
+}
+
+/// The candidate's service returned an error value for a shadow copy.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("the candidate failed the shadow request: {0}")]
+pub struct ShadowError(pub String);
+
+/// What a shadow job resolves to.
+pub type ShadowResult = Result<ShadowReply, ShadowError>;
+
+/// What the worker side shares.
+struct Shared {
+    config: ShadowConfig,
+    recorder: Arc<KpiRecorder>,
+    stats: Arc<ShadowStats>,
+}
+
+struct Inner<J> {
+    shared: Arc<Shared>,
+    steerer: Arc<dyn TrafficSteerer>,
+    status: watch::Receiver<RolloutStatus>,
+    queue: mpsc::Sender<Task<J>>,
+}
+
+/// A copy waiting for a worker.
+struct Task<J> {
+    job: J,
+    route: String,
+    request_bytes: u64,
+    live: Option<oneshot::Receiver<ResponseSummary>>,
+}
+
+/// The part of shadowlib an HTTP adapter calls for every request. Cheap to clone.
+///
+/// `J` is the adapter's shadow job: a future that sends one copy to the candidate and
+/// summarizes its response. The runtime never looks inside it; it queues it, runs it on a
+/// worker under the timeout with panics caught, and records the result. For each request
+/// the adapter:
+///
+/// 1. builds a [`RequestHead`] and calls [`ShadowRuntime::route`] for the build to call
+///    and, when the request is a read going to stable, a [`MirrorTicket`];
+/// 2. calls the chosen build and reports the result with [`ShadowRuntime::record_live`];
+/// 3. with a ticket, copies the request (headers through
+///    [`ShadowConfig::header_policy`]), observes the live response through
+///    [`MirrorTicket::observe_live`], and [submits](MirrorTicket::submit) the job once the
+///    body copy is complete — never waiting for the shadow.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use shadowlib::mirror::*;
+/// use shadowlib::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (stable, candidate) = (Version::new("api", "1"), Version::new("api", "2"));
+/// let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+/// let steerer = Arc::new(WeightedSteerer::new());
+/// let controller = RolloutController::new(stable, candidate, RolloutPolicy::default(),
+///     ThresholdPredictor::default(), steerer.clone())?;
+/// controller.handle().start()?; // shadowing: reads are mirrored
+///
+/// type Job = std::future::Ready<ShadowResult>;
+/// let (runtime, worker) =
+///     ShadowRuntime::<Job>::new(ShadowConfig::new(), steerer, &controller.handle(), recorder.clone())?;
+/// tokio::spawn(worker.run());
+///
+/// let headers = HeaderList::default();
+/// let route = runtime.route(&RequestHead::new("GET", "/items", &headers));
+/// assert_eq!(route.arm, Arm::Stable);
+/// let mut ticket = route.mirror.expect("a read during shadowing is mirrored");
+/// let live = ticket.observe_live();
+/// let shadow = ShadowReply { response: ResponseSummary::new(200), latency: Duration::from_millis(1) };
+/// assert!(ticket.submit(0, std::future::ready(Ok(shadow))));
+/// live.head(200, &headers).finish(); // the live response, as the adapter saw it
+///
+/// while runtime.stats().counts().compared == 0 {
+///     tokio::task::yield_now().await;
+/// }
+/// assert_eq!(runtime.stats().counts().mismatched, 0);
+/// assert!(runtime.route(&RequestHead::new("POST", "/items", &headers)).mirror.is_none());
+/// # Ok(()) }
+/// ```
+pub struct ShadowRuntime<J> {
+    inner: Arc<Inner<J>>,
+}
+
+impl<J> Clone for ShadowRuntime<J> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// The build chosen for a request, and its ticket to the shadow if it gets one.
+pub struct Route<J> {
+    /// The build that serves the request.
+    pub arm: Arm,
+    /// Present when the request is a read going to stable while the rollout shadows.
+    pub mirror: Option<MirrorTicket<J>>,
+}
+
+impl<J> ShadowRuntime<J>
+where
+    J: Future<Output = ShadowResult>,
+{
+    /// A runtime following `rollout`'s phase and routing with `steerer` (the one the
+    /// controller drives), recording into `recorder` (the one the controller reads).
+    ///
+    /// Returns the shadow's worker for the adapter to spawn on its executor. It ends when
+    /// the last clone of the runtime is dropped and the copies in flight are done.
+    pub fn new(
+        config: ShadowConfig,
+        steerer: Arc<dyn TrafficSteerer>,
+        rollout: &RolloutHandle,
+        recorder: Arc<KpiRecorder>,
+    ) -> Result<(Self, ShadowWorker<J>), BudgetError> {
+        config.budget.validate()?;
+        let (queue, receiver) = mpsc::channel(config.budget.queue_capacity);
+        let shared = Arc::new(Shared {
+            stats: Arc::new(ShadowStats::new(config.max_routes)),
+            config,
+            recorder,
+        });
+        let worker = ShadowWorker {
+            queue: receiver,
+            shared: Arc::clone(&shared),
+        };
+        let inner = Arc::new(Inner {
+            shared,
+            steerer,
+            status: rollout.watch(),
+            queue,
+        });
+        Ok((Self { inner }, worker))
+    }
+
+    fn phase(&self) -> Phase {
+        self.inner.status.borrow().phase
+    }
+
+    /// Picks the build for a request, and decides whether it is mirrored.
+    ///
+    /// * The override header, when configured and not rolled back, wins.
+    /// * Otherwise the steerer picks, by the sticky key when the request carries one.
+    /// * A request going to stable while the rollout is shadowing, in canary or paused,
+    ///   that the classifier calls a read, gets a [`MirrorTicket`].
+    pub fn route(&self, head: &RequestHead<'_>) -> Route<J> {
+        let shared = &self.inner.shared;
+        let config = &shared.config;
+        // Read at most once per request: the phase is behind a lock shared with the controller.
+        let mut phase = None;
+        let mut phase = || *phase.get_or_insert_with(|| self.phase());
+        let overridden = config
+            .arm_override
+            .as_ref()
+            .and_then(|o| o.requested(head.headers))
+            .filter(|_| phase() != Phase::RolledBack);
+        let arm = match overridden {
+            Some(arm) => {
+                ShadowStats::bump(&shared.stats.overridden);
+                arm
+            }
+            None => {
+                let key = config.sticky.as_ref().and_then(|k| k.extract(head.headers));
+                self.inner.steerer.pick(key)
+            }
+        };
+        if arm == Arm::Candidate || !phase().is_live() {
+            return Route { arm, mirror: None };
+        }
+        if !config.classifier.classify(head).is_read() {
+            ShadowStats::bump(&shared.stats.not_read);
+            return Route { arm, mirror: None };
+        }
+        let ticket = MirrorTicket {
+            runtime: self.clone(),
+            route: config.route_label(head.method, head.path),
+            live: None,
+            settled: false,
+        };
+        Route {
+            arm,
+            mirror: Some(ticket),
+        }
+    }
+
+    /// Records a live request served by `arm`.
+    pub fn record_live(
+        &self,
+        arm: Arm,
+        outcome: Outcome,
+        latency: Duration,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
+        self.inner
+            .shared
+            .recorder
+            .record(arm, outcome, latency, request_bytes, response_bytes);
+    }
+
+    /// Records a live request the candidate panicked on during canary (the adapter
+    /// answers it with a 500).
+    pub fn record_canary_panic(&self, latency: Duration, request_bytes: u64) {
+        ShadowStats::bump(&self.inner.shared.stats.canary_panics);
+        self.record_live(Arm::Candidate, Outcome::Panic, latency, request_bytes, 0);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ShadowConfig {
+        &self.inner.shared.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<ShadowStats> {
+        &self.inner.shared.stats
+    }
+
+    /// The KPI recorder.
+    pub fn recorder(&self) -> &Arc<KpiRecorder> {
+        &self.inner.shared.recorder
+    }
+
+    /// Copies waiting for a worker now (at most the budget's queue capacity).
+    pub fn queued(&self) -> usize {
+        self.inner.queue.max_capacity() - self.inner.queue.capacity()
+    }
+}
+
+/// The right of one read to be copied to the shadow.
+///
+/// Settle it exactly once: [`submit`](Self::submit) the job, or
+/// [`skip_oversize`](Self::skip_oversize). Dropping it unsettled counts the read as
+/// skipped because its body was never read to the end (the live handler answered without
+/// reading it, or the client went away): a copy is only made of what the live handler
+/// read, so the live request is never delayed for the copy's sake.
+pub struct MirrorTicket<J> {
+    runtime: ShadowRuntime<J>,
+    route: String,
+    live: Option<oneshot::Receiver<ResponseSummary>>,
+    settled: bool,
+}
+
+impl<J> MirrorTicket<J>
+where
+    J: Future<Output = ShadowResult>,
+{
+    /// The largest request body that may be copied, in bytes.
+    pub fn body_limit(&self) -> usize {
+        self.runtime.config().body_limit
+    }
+
+    /// The ticket back if a body of this size may be copied; otherwise the read is
+    /// counted as skipped for size and `None` is returned.
+    pub fn admit(self, size: BodySize) -> Option<Self> {
+        if size.exceeds(self.body_limit()) {
+            self.skip_oversize();
+            None
+        } else {
+            Some(self)
+        }
+    }
+
+    /// Gives up: the body turned out larger than the limit while it was copied.
+    pub fn skip_oversize(mut self) {
+        self.settled = true;
+        ShadowStats::bump(&self.runtime.inner.shared.stats.skipped_oversize);
+    }
+
+    /// Starts observing the live response, to compare the shadow's with. Call it once;
+    /// without it the shadow's response is recorded but not compared.
+    pub fn observe_live(&mut self) -> LiveObserver {
+        let (sender, receiver) = oneshot::channel();
+        self.live = Some(receiver);
+        LiveObserver {
+            sender,
+            capture: self.capture(),
+        }
+    }
+
+    /// How the shadow job should capture the candidate's response.
+    pub fn capture(&self) -> ResponseCapture {
+        let config = self.runtime.config();
+        ResponseCapture {
+            headers: Arc::clone(&config.compared_headers),
+            limit: config.body_limit,
+        }
+    }
+
+    /// Hands the job to the shadow without waiting. Returns whether it was queued; when
+    /// the queue is full it is dropped, counted, and recorded as shed on the candidate.
+    pub fn submit(mut self, request_bytes: u64, job: J) -> bool {
+        self.settled = true;
+        let task = Task {
+            job,
+            route: std::mem::take(&mut self.route),
+            request_bytes,
+            live: self.live.take(),
+        };
+        let shared = &self.runtime.inner.shared;
+        match self.runtime.inner.queue.try_send(task) {
+            Ok(()) => {
+                ShadowStats::bump(&shared.stats.mirrored);
+                true
+            }
+            Err(_full_or_closed) => {
+                ShadowStats::bump(&shared.stats.dropped_queue_full);
+                shared.recorder.record(
+                    Arm::Candidate,
+                    Outcome::Shed,
+                    Duration::ZERO,
+                    request_bytes,
+                    0,
+                );
+                false
+            }
+        }
+    }
+}
+
+impl<J> Drop for MirrorTicket<J> {
+    fn drop(&mut self) {
+        if !self.settled {
+            ShadowStats::bump(&self.runtime.inner.shared.stats.skipped_unread_body);
+        }
+    }
+}
+
+/// How a response is captured for comparison: the compared headers and the body limit.
+#[derive(Debug, Clone)]
+pub struct ResponseCapture {
+    headers: Arc<[String]>,
+    limit: usize,
+}
+
+impl ResponseCapture {
+    /// The summary of a response head: status and compared headers, no body yet.
+    pub fn head(&self, status: u16, headers: &dyn HeaderView) -> ResponseSummary {
+        let mut summary = ResponseSummary::new(status);
+        for name in self.headers.iter() {
+            headers.each_value(name, &mut |value| summary.push_header(name, value));
+        }
+        summary
+    }
+
+    /// An empty body capture with the limit.
+    pub fn body(&self) -> BodyCapture {
+        BodyCapture::new(self.limit)
+    }
+}
+
+/// Watches the live response of a mirrored read until its head is known.
+#[derive(Debug)]
+pub struct LiveObserver {
+    sender: oneshot::Sender<ResponseSummary>,
+    capture: ResponseCapture,
+}
+
+impl LiveObserver {
+    /// The live response head arrived.
+    pub fn head(self, status: u16, headers: &dyn HeaderView) -> LiveBodyObserver {
+        LiveBodyObserver {
+            summary: self.capture.head(status, headers),
+            body: self.capture.body(),
+            sender: self.sender,
+        }
+    }
+}
+
+/// Watches the live response body of a mirrored read. Dropping it before
+/// [`finish`](Self::finish) means the live response was not seen whole: no comparison.
+#[derive(Debug)]
+pub struct LiveBodyObserver {
+    sender: oneshot::Sender<ResponseSummary>,
+    summary: ResponseSummary,
+    body: BodyCapture,
+}
+
+impl LiveBodyObserver {
+    /// A chunk of the live body went to the client.
+    pub fn chunk(&mut self, bytes: &[u8]) {
+        self.body.push(bytes);
+    }
+
+    /// The live body ended: hands the summary to the shadow worker for comparison.
+    pub fn finish(mut self) {
+        self.summary.set_body(self.body);
+        // The worker may have given up waiting (timeout) or the runtime may be gone;
+        // then there is nobody to compare with, which the worker has already counted.
+        let _ = self.sender.send(self.summary);
+    }
+}
+
+/// The shadow's worker: one task that takes copies from the queue and runs up to
+/// [`ShadowBudget::concurrency`](crate::budget::ShadowBudget) of them at once, each under
+/// the timeout with panics caught. Spawn it with `tokio::spawn(worker.run())` (or
+/// `spawn_local` where the jobs are not `Send`).
+///
+/// One task, however many copies: the shadow never occupies more than one thread at a
+/// time, whatever the live load, and a copy arriving while the worker is busy costs the
+/// live path no wake-up of another thread.
+pub struct ShadowWorker<J> {
+    queue: mpsc::Receiver<Task<J>>,
+    shared: Arc<Shared>,
+}
+
+impl<J> ShadowWorker<J>
+where
+    J: Future<Output = ShadowResult>,
+{
+    /// Runs copies until the runtime is dropped and the last copy is done.
+    pub async fn run(mut self) {
+        let concurrency = self.shared.config.budget.concurrency;
+        let shared = Arc::clone(&self.shared);
+        let mut running = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                // Finishing copies first frees room for the next ones.
+                biased;
+                Some(()) = running.next(), if !running.is_empty() => {}
+                task = self.queue.recv(), if open && running.len() < concurrency => match task {
+                    Some(task) => running.push(execute(&shared, task)),
+                    None => open = false,
+                },
+                else => return,
+            }
+        }
+    }
+}
+
+/// Runs one copy under the timeout, records its outcome and compares its response.
+async fn execute<J>(shared: &Shared, task: Task<J>)
+where
+    J: Future<Output = ShadowResult>,
+{
+    let Shared {
+        config,
+        recorder,
+        stats,
+    } = shared;
+    let timeout = config.budget.timeout;
+    let started = Instant::now();
+    let job = IN_SHADOW.scope((), AssertUnwindSafe(task.job).catch_unwind());
+    let reply = match tokio::time::timeout(timeout, job).await {
+        Err(_elapsed) => {
+            ShadowStats::bump(&stats.timed_out);
+            recorder.record(
+                Arm::Candidate,
+                Outcome::Timeout,
+                started.elapsed(),
+                task.request_bytes,
+                0,
+            );
+            return;
+        }
+        Ok(Err(_panic)) => {
+            ShadowStats::bump(&stats.panicked);
+            recorder.record(
+                Arm::Candidate,
+                Outcome::Panic,
+                started.elapsed(),
+                task.request_bytes,
+                0,
+            );
+            return;
+        }
+        Ok(Ok(Err(ShadowError(why)))) => {
+            tracing::debug!(route = %task.route, %why, "shadow request failed");
+            ShadowStats::bump(&stats.failed);
+            recorder.record(
+                Arm::Candidate,
+                Outcome::ServerError,
+                started.elapsed(),
+                task.request_bytes,
+                0,
+            );
+            return;
+        }
+        Ok(Ok(Ok(reply))) => reply,
+    };
+    ShadowStats::bump(&stats.completed);
+    let response = &reply.response;
+    recorder.record(
+        Arm::Candidate,
+        Outcome::from_http_status(response.status),
+        reply.latency,
+        task.request_bytes,
+        response.body_len,
+    );
+    let live = match task.live {
+        Some(live) => tokio::time::timeout(timeout, live)
+            .await
+            .ok()
+            .and_then(Result::ok),
+        None => None,
+    };
+    let Some(live) = live else {
+        ShadowStats::bump(&stats.comparison_missed);
+        return;
+    };
+    // A comparator is application code too: its panic must not take the worker down.
+    let compared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        config.comparator.compare(&live, response)
+    }));
+    let Ok(comparison) = compared else {
+        tracing::error!(route = %task.route, "the response comparator panicked; pair not compared");
+        ShadowStats::bump(&stats.comparison_missed);
+        return;
+    };
+    if comparison.mismatched() {
+        tracing::debug!(route = %task.route, differences = ?comparison.differences, "shadow response differs");
+    }
+    recorder.record_comparison(comparison.mismatched());
+    stats.record_comparison(&task.route, comparison.mismatched());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use super::*;
+    use crate::budget::ShadowBudget;
+    use crate::mirror::HeaderList;
+    use crate::{
+        RolloutController, RolloutPolicy, Share, ThresholdPredictor, Version, WeightedSteerer,
+    };
+
+    type Job = Pin<Box<dyn Future<Output = ShadowResult> + Send>>;
+
+    struct Fixture {
+        runtime: ShadowRuntime<Job>,
+        worker: ShadowWorker<Job>,
+        handle: RolloutHandle,
+        steerer: Arc<WeightedSteerer>,
+        recorder: Arc<KpiRecorder>,
+    }
+
+    fn fixture(config: ShadowConfig) -> Fixture {
+        let (stable, candidate) = (Version::new("t", "1"), Version::new("t", "2"));
+        let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+        let steerer = Arc::new(WeightedSteerer::new());
+        let controller = RolloutController::new(
+            stable,
+            candidate,
+            RolloutPolicy::default(),
+            ThresholdPredictor::default(),
+            Arc::clone(&steerer),
+        )
+        .expect("default policy is valid");
+        let handle = controller.handle();
+        handle.start().expect("idle rollouts start");
+        let (runtime, worker) =
+            ShadowRuntime::new(config, steerer.clone(), &handle, Arc::clone(&recorder))
+                .expect("valid budget");
+        Fixture {
+            runtime,
+            worker,
+            handle,
+            steerer,
+            recorder,
+        }
+    }
+
+    fn get(runtime: &ShadowRuntime<Job>, headers: &HeaderList<'_>) -> Route<Job> {
+        runtime.route(&RequestHead::new("GET", "/r", headers))
+    }
+
+    fn reply(status: u16) -> ShadowResult {
+        Ok(ShadowReply {
+            response: ResponseSummary::new(status),
+            latency: Duration::from_millis(1),
+        })
+    }
+
+    fn budget(queue_capacity: usize, concurrency: usize) -> ShadowConfig {
+        ShadowConfig::new().with_budget(ShadowBudget {
+            queue_capacity,
+            concurrency,
+            timeout: Duration::from_secs(1),
+        })
+    }
+
+    async fn settle(
+        runtime: &ShadowRuntime<Job>,
+        done: impl Fn(&super::super::ShadowCounts) -> bool,
+    ) {
+        for _ in 0..10_000 {
+            if done(&runtime.stats().counts()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("shadow never settled: {:?}", runtime.stats().counts());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hung_copies_time_out_and_a_full_queue_drops() {
+        let f = fixture(budget(2, 1));
+        tokio::spawn(f.worker.run());
+        let headers = HeaderList::default();
+        let mut queued = 0;
+        for _ in 0..5 {
+            let ticket = get(&f.runtime, &headers).mirror.expect("a read");
+            queued += usize::from(ticket.submit(0, Box::pin(futures::future::pending())));
+            assert!(f.runtime.queued() <= 2);
+            // Let the worker pick up the first copy before the next arrives.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(queued, 3, "one running and two waiting; the rest dropped");
+        settle(&f.runtime, |c| c.timed_out == 3).await;
+        let counts = f.runtime.stats().counts();
+        assert_eq!(
+            (counts.mirrored, counts.dropped_queue_full, counts.completed),
+            (3, 2, 0)
+        );
+        let candidate = f.recorder.snapshot(Arm::Candidate);
+        assert_eq!(candidate.outcomes.timeout, 3);
+        assert_eq!(candidate.outcomes.shed, 2);
+    }
+
+    #[tokio::test]
+    async fn panics_are_recorded_and_the_worker_survives() {
+        let f = fixture(budget(8, 1));
+        tokio::spawn(f.worker.run());
+        let headers = HeaderList::default();
+        let panicking: Job = Box::pin(async { panic!("candidate bug") });
+        assert!(
+            get(&f.runtime, &headers)
+                .mirror
+                .expect("a read")
+                .submit(0, panicking)
+        );
+        let fine: Job = Box::pin(async { reply(200) });
+        assert!(
+            get(&f.runtime, &headers)
+                .mirror
+                .expect("a read")
+                .submit(0, fine)
+        );
+        settle(&f.runtime, |c| c.panicked == 1 && c.completed == 1).await;
+        assert_eq!(f.recorder.snapshot(Arm::Candidate).outcomes.panic, 1);
+    }
+
+    #[tokio::test]
+    async fn jobs_run_inside_the_shadow_scope_and_are_compared() {
+        let f = fixture(ShadowConfig::new());
+        tokio::spawn(f.worker.run());
+        let headers = HeaderList(vec![("content-type", b"text/plain".as_slice())]);
+        let mut ticket = get(&f.runtime, &headers).mirror.expect("a read");
+        let live = ticket.observe_live();
+        let capture = ticket.capture();
+        let job: Job = Box::pin(async move {
+            let status = if in_shadow() { 200 } else { 599 };
+            let mut body = capture.body();
+            body.push(b"hello");
+            let shadow_headers = HeaderList(vec![("content-type", b"text/html".as_slice())]);
+            Ok(ShadowReply {
+                response: capture.head(status, &shadow_headers).with_body(body),
+                latency: Duration::from_millis(1),
+            })
+        });
+        assert!(ticket.submit(5, job));
+        let mut live = live.head(200, &headers);
+        live.chunk(b"hello");
+        live.finish();
+        settle(&f.runtime, |c| c.compared == 1).await;
+        assert_eq!(
+            f.runtime.stats().counts().mismatched,
+            1,
+            "content-type differs"
+        );
+        assert_eq!(
+            f.runtime.stats().route_comparisons()["GET /r"].mismatched,
+            1
+        );
+        let candidate = f.recorder.snapshot(Arm::Candidate);
+        assert_eq!(
+            (
+                candidate.outcomes.success,
+                candidate.request_bytes,
+                candidate.response_bytes
+            ),
+            (1, 5, 5)
+        );
+        assert_eq!(candidate.comparisons.mismatched, 1);
+    }
+
+    struct PanickingComparator;
+
+    impl crate::mirror::CompareResponses for PanickingComparator {
+        fn compare(&self, _: &ResponseSummary, _: &ResponseSummary) -> crate::mirror::Comparison {
+            panic!("comparator bug")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_comparator_does_not_stop_the_worker() {
+        let f = fixture(ShadowConfig::new().with_comparator(PanickingComparator));
+        tokio::spawn(f.worker.run());
+        let headers = HeaderList::default();
+        for expected in 1..=2 {
+            let mut ticket = get(&f.runtime, &headers).mirror.expect("a read");
+            let live = ticket.observe_live();
+            assert!(ticket.submit(0, Box::pin(async { reply(200) })));
+            live.head(200, &headers).finish();
+            settle(&f.runtime, |c| c.comparison_missed == expected).await;
+        }
+        assert_eq!(f.runtime.stats().counts().completed, 2);
+    }
+
+    #[tokio::test]
+    async fn unsettled_tickets_and_oversize_bodies_are_counted() {
+        let f = fixture(ShadowConfig::new().with_body_limit(10));
+        let headers = HeaderList::default();
+        drop(get(&f.runtime, &headers).mirror);
+        let ticket = get(&f.runtime, &headers).mirror.expect("a read");
+        assert!(ticket.admit(BodySize::Exact(11)).is_none());
+        let ticket = get(&f.runtime, &headers).mirror.expect("a read");
+        let ticket = ticket.admit(BodySize::AtLeast(10)).expect("may still fit");
+        ticket.skip_oversize();
+        let counts = f.runtime.stats().counts();
+        assert_eq!(
+            (
+                counts.skipped_unread_body,
+                counts.skipped_oversize,
+                counts.mirrored
+            ),
+            (1, 2, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_candidates_and_finished_rollouts_are_never_mirrored() {
+        let config = ShadowConfig::new()
+            .with_override_header("x-arm")
+            .expect("valid name");
+        let f = fixture(config);
+        let none = HeaderList::default();
+        assert!(
+            f.runtime
+                .route(&RequestHead::new("DELETE", "/r", &none))
+                .mirror
+                .is_none()
+        );
+        assert_eq!(f.runtime.stats().counts().not_read, 1);
+
+        let forced = HeaderList(vec![("x-arm", b"candidate".as_slice())]);
+        let route = get(&f.runtime, &forced);
+        assert_eq!(route.arm, Arm::Candidate);
+        assert!(
+            route.mirror.is_none(),
+            "requests served by the candidate are not copied to it"
+        );
+
+        f.steerer.set_share(Share::FULL);
+        assert_eq!(get(&f.runtime, &none).arm, Arm::Candidate);
+
+        f.handle.abort("test").expect("live rollouts abort");
+        let route = get(&f.runtime, &forced);
+        assert_eq!(
+            route.arm,
+            Arm::Stable,
+            "the override is ignored after a rollback"
+        );
+        assert!(
+            route.mirror.is_none(),
+            "nothing is mirrored after a rollback"
+        );
+        assert_eq!(f.runtime.stats().counts().overridden, 1);
+    }
+
+    #[tokio::test]
+    async fn sticky_keys_pick_consistently() {
+        let f = fixture(
+            ShadowConfig::new()
+                .with_sticky_key(crate::mirror::StickyKey::header("x-user").expect("valid")),
+        );
+        f.steerer
+            .set_share(Share::from_percent(50.0).expect("valid"));
+        for user in 0..50 {
+            let id = user.to_string();
+            let headers = HeaderList(vec![("x-user", id.as_bytes())]);
+            let expected = f.steerer.pick(Some(id.as_bytes()));
+            for _ in 0..3 {
+                assert_eq!(get(&f.runtime, &headers).arm, expected);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_worker_ends_when_the_runtime_is_dropped() {
+        let f = fixture(ShadowConfig::new());
+        let worker = tokio::spawn(f.worker.run());
+        drop(f.runtime);
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .expect("worker ended")
+            .expect("worker did not panic");
+    }
+}

@@ -1,0 +1,693 @@
+//! The behaviour every shadowlib HTTP adapter must have, written once, run per adapter.
+//!
+//! An adapter's test file implements [`AdapterUnderTest`]: start a server on
+//! `127.0.0.1:0` whose stable and candidate builds are two instances of the framework's
+//! version of [`App`] (a catch-all handler calling [`App::respond`]). The scenarios below
+//! then drive it with a hyper client over a real socket and judge it through the core's
+//! counters and the apps' logs, which are the same for every framework.
+
+#![allow(dead_code)] // each adapter's test file uses the scenarios it runs
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use shadowlib::budget::ShadowBudget;
+use shadowlib::mirror::{
+    HeaderPolicy, ReadRules, ShadowConfig, ShadowCounts, ShadowStats, in_shadow,
+};
+use shadowlib::{
+    Arm, KpiRecorder, RolloutController, RolloutHandle, RolloutPolicy, Share, ThresholdPredictor,
+    TrafficSteerer, Version, WeightedSteerer,
+};
+use tokio::time::Instant;
+
+/// Which build an [`App`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The stable build: behaves on every path.
+    Stable,
+    /// The candidate: panics on `/panic`, never answers `/hang`.
+    Candidate,
+}
+
+impl Build {
+    /// The value of the `x-build` response header.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Build::Stable => "v1",
+            Build::Candidate => "v2",
+        }
+    }
+}
+
+/// One request an app received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// Method as received.
+    pub method: String,
+    /// Path as received.
+    pub path: String,
+    /// Body as received.
+    pub body: Vec<u8>,
+    /// Headers as received, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// Whether it ran as a shadow copy.
+    pub shadow: bool,
+}
+
+/// The application both builds run, framework-neutral. Paths:
+/// `/slow` takes 300 ms; on the candidate `/panic` panics and `/hang` never answers;
+/// everything else answers `200` with `"<tag> <body length>"`.
+#[derive(Debug)]
+pub struct App {
+    /// Which build this is.
+    pub build: Build,
+    hits: Mutex<Vec<Hit>>,
+    in_flight_slow: AtomicUsize,
+}
+
+impl App {
+    /// A fresh app with an empty log.
+    pub fn new(build: Build) -> Arc<Self> {
+        Arc::new(Self {
+            build,
+            hits: Mutex::new(Vec::new()),
+            in_flight_slow: AtomicUsize::new(0),
+        })
+    }
+
+    /// Handles one request; returns the status and body text. Adapters pass the headers
+    /// as `(lowercase name, value)` and add the response header `x-build: <tag>`.
+    pub async fn respond(
+        &self,
+        method: &str,
+        path: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> (StatusCode, String) {
+        self.hits.lock().expect("log lock").push(Hit {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            body: body.to_vec(),
+            headers,
+            shadow: in_shadow(),
+        });
+        match (self.build, path) {
+            (Build::Candidate, "/panic") => panic!("candidate bug on /panic"),
+            (Build::Candidate, "/hang") => std::future::pending::<()>().await,
+            (_, "/slow") => {
+                self.in_flight_slow.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                self.in_flight_slow.fetch_sub(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        (
+            StatusCode::OK,
+            format!("{} {}", self.build.tag(), body.len()),
+        )
+    }
+
+    /// Everything received so far.
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().expect("log lock").clone()
+    }
+
+    /// What was received as shadow copies.
+    pub fn shadow_hits(&self) -> Vec<Hit> {
+        self.hits().into_iter().filter(|h| h.shadow).collect()
+    }
+
+    /// `/slow` requests being served now.
+    pub fn in_flight_slow(&self) -> usize {
+        self.in_flight_slow.load(Ordering::SeqCst)
+    }
+}
+
+/// What an adapter is started with.
+pub struct Setup {
+    /// Mirroring configuration.
+    pub config: ShadowConfig,
+    /// The rollout's handle.
+    pub handle: RolloutHandle,
+    /// The steerer the rollout drives.
+    pub steerer: Arc<dyn TrafficSteerer>,
+    /// Where KPIs go.
+    pub recorder: Arc<KpiRecorder>,
+    /// The stable app.
+    pub stable: Arc<App>,
+    /// The candidate app.
+    pub candidate: Arc<App>,
+}
+
+/// A server the adapter started; stops when dropped.
+pub struct RunningServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The core's counters.
+    pub stats: Arc<ShadowStats>,
+    /// How many copies wait in the shadow queue now.
+    pub queued: Box<dyn Fn() -> usize + Send + Sync>,
+    /// Stops the server when dropped.
+    pub guard: Box<dyn Send>,
+}
+
+/// An HTTP adapter the scenarios can run against.
+pub trait AdapterUnderTest {
+    /// Serves `setup` on `127.0.0.1:0`.
+    fn start(&self, setup: Setup) -> impl Future<Output = RunningServer>;
+}
+
+/// The rollout and apps of one scenario, with the rollout started (shadowing).
+pub struct Fixture {
+    pub handle: RolloutHandle,
+    pub steerer: Arc<WeightedSteerer>,
+    pub recorder: Arc<KpiRecorder>,
+    pub stable: Arc<App>,
+    pub candidate: Arc<App>,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let (v1, v2) = (Version::new("suite", "v1"), Version::new("suite", "v2"));
+        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+        let steerer = Arc::new(WeightedSteerer::new());
+        let controller = RolloutController::new(
+            v1,
+            v2,
+            RolloutPolicy::default(),
+            ThresholdPredictor::default(),
+            Arc::clone(&steerer),
+        )
+        .expect("the default policy is valid");
+        let handle = controller.handle();
+        handle.start().expect("a new rollout starts");
+        Self {
+            handle,
+            steerer,
+            recorder,
+            stable: App::new(Build::Stable),
+            candidate: App::new(Build::Candidate),
+        }
+    }
+
+    pub fn setup(&self, config: ShadowConfig) -> Setup {
+        Setup {
+            config,
+            handle: self.handle.clone(),
+            steerer: self.steerer.clone(),
+            recorder: Arc::clone(&self.recorder),
+            stable: Arc::clone(&self.stable),
+            candidate: Arc::clone(&self.candidate),
+        }
+    }
+}
+
+type ClientBody = BoxBody<Bytes, Infallible>;
+
+/// A response as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub build: String,
+    pub text: String,
+}
+
+pub struct TestClient {
+    client: Client<HttpConnector, ClientBody>,
+    addr: SocketAddr,
+}
+
+impl TestClient {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            addr,
+        }
+    }
+
+    /// Sends a request whose body has a known length (`Content-Length`).
+    pub async fn send(&self, method: &str, path: &str, body: &[u8]) -> Result<Answer, String> {
+        self.send_with_headers(method, path, &[], body).await
+    }
+
+    /// Sends a request with extra headers.
+    pub async fn send_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Answer, String> {
+        let body = Full::new(Bytes::copy_from_slice(body)).boxed();
+        self.request(method, path, headers, body).await
+    }
+
+    /// Sends a request whose body is streamed in `chunks` without a length (chunked).
+    pub async fn send_streamed(
+        &self,
+        method: &str,
+        path: &str,
+        chunks: Vec<Vec<u8>>,
+    ) -> Result<Answer, String> {
+        let frames = chunks
+            .into_iter()
+            .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c))));
+        let body = StreamBody::new(futures::stream::iter(frames)).boxed();
+        self.request(method, path, &[], body).await
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: ClientBody,
+    ) -> Result<Answer, String> {
+        let mut request = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?)
+            .uri(format!("http://{}{}", self.addr, path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body).map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let status = response.status();
+        let build = response
+            .headers()
+            .get("x-build")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            build,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+}
+
+/// Waits (up to 20 s, generous for a loaded machine) until `done` holds.
+pub async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn settled(counts: &ShadowCounts) -> bool {
+    counts.completed + counts.timed_out + counts.panicked + counts.failed == counts.mirrored
+}
+
+/// GET, HEAD and OPTIONS reach the shadow; POST, PUT, PATCH and DELETE never do, unless a
+/// route is declared a safe read — and then the copy carries the same body.
+pub async fn writes_never_reach_the_shadow_and_reads_do(adapter: &impl AdapterUnderTest) {
+    let fixture = Fixture::new();
+    let rules = ReadRules::new().allow("POST /search").expect("valid rule");
+    let server = adapter
+        .start(fixture.setup(ShadowConfig::new().with_classifier(rules)))
+        .await;
+    let client = TestClient::new(server.addr);
+
+    for method in ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"] {
+        let answer = client
+            .send(method, "/items", b"payload")
+            .await
+            .expect("live request");
+        assert_eq!(answer.status, StatusCode::OK, "{method}");
+        if method != "HEAD" {
+            assert_eq!(answer.build, "v1", "{method} is served by stable");
+        }
+    }
+    let answer = client
+        .send("POST", "/search", b"q=shoes")
+        .await
+        .expect("live request");
+    assert_eq!(answer.text, "v1 7");
+
+    eventually("the shadow ran every copy", || {
+        let counts = server.stats.counts();
+        counts.mirrored == 4 && settled(&counts)
+    })
+    .await;
+    let mut shadowed: Vec<(String, String)> = fixture
+        .candidate
+        .shadow_hits()
+        .into_iter()
+        .map(|h| (h.method, h.path))
+        .collect();
+    shadowed.sort();
+    let expected = [
+        ("GET", "/items"),
+        ("HEAD", "/items"),
+        ("OPTIONS", "/items"),
+        ("POST", "/search"),
+    ];
+    assert_eq!(
+        shadowed,
+        expected.map(|(m, p)| (m.to_owned(), p.to_owned())).to_vec(),
+        "exactly the reads reached the shadow"
+    );
+    let search = fixture
+        .candidate
+        .shadow_hits()
+        .into_iter()
+        .find(|h| h.path == "/search")
+        .expect("the declared read was mirrored");
+    assert_eq!(search.body, b"q=shoes", "the copy carries the live body");
+    assert_eq!(
+        fixture.candidate.hits().len(),
+        4,
+        "the candidate served nothing live"
+    );
+    assert_eq!(
+        fixture.stable.hits().len(),
+        8,
+        "stable served every request"
+    );
+    assert_eq!(server.stats.counts().not_read, 4);
+}
+
+/// A panic in the shadow changes nothing for the client and is recorded.
+pub async fn shadow_panic_leaves_live_untouched(adapter: &impl AdapterUnderTest) {
+    let fixture = Fixture::new();
+    let server = adapter.start(fixture.setup(ShadowConfig::new())).await;
+    let client = TestClient::new(server.addr);
+    for _ in 0..3 {
+        let answer = client
+            .send("GET", "/panic", b"")
+            .await
+            .expect("live request");
+        assert_eq!(
+            (answer.status, answer.build.as_str()),
+            (StatusCode::OK, "v1")
+        );
+    }
+    eventually("three shadow panics were recorded", || {
+        server.stats.counts().panicked == 3
+    })
+    .await;
+    assert_eq!(fixture.recorder.snapshot(Arm::Candidate).outcomes.panic, 3);
+    // The worker survived the panics.
+    client
+        .send("GET", "/fine", b"")
+        .await
+        .expect("live request");
+    eventually("the shadow still serves", || {
+        server.stats.counts().completed == 1
+    })
+    .await;
+}
+
+/// A shadow that never answers fills a bounded queue; further copies are dropped and
+/// counted, and the live requests do not wait for any of it.
+pub async fn shadow_hang_is_bounded_and_dropped(adapter: &impl AdapterUnderTest) {
+    const QUEUE: usize = 4;
+    const WORKERS: usize = 2;
+    const REQUESTS: u64 = 40;
+    let fixture = Fixture::new();
+    let budget = ShadowBudget {
+        queue_capacity: QUEUE,
+        concurrency: WORKERS,
+        // Far longer than the scenario: every copy is still hung when the live requests end.
+        timeout: Duration::from_secs(60),
+    };
+    let server = adapter
+        .start(fixture.setup(ShadowConfig::new().with_budget(budget)))
+        .await;
+    let client = TestClient::new(server.addr);
+    for _ in 0..REQUESTS {
+        let answer = client
+            .send("GET", "/hang", b"")
+            .await
+            .expect("live request");
+        assert_eq!(
+            (answer.status, answer.build.as_str()),
+            (StatusCode::OK, "v1")
+        );
+        assert!((server.queued)() <= QUEUE, "the queue stays bounded");
+    }
+    let counts = server.stats.counts();
+    assert_eq!(
+        counts.completed + counts.timed_out,
+        0,
+        "every live request was answered while all copies still hung"
+    );
+    assert!(counts.mirrored <= (QUEUE + WORKERS) as u64, "{counts:?}");
+    assert!(
+        counts.dropped_queue_full >= REQUESTS - (QUEUE + WORKERS) as u64,
+        "{counts:?}"
+    );
+    assert_eq!(counts.mirrored + counts.dropped_queue_full, REQUESTS);
+    assert_eq!(
+        fixture.recorder.snapshot(Arm::Candidate).outcomes.shed,
+        counts.dropped_queue_full
+    );
+    eventually("every live request was recorded", || {
+        fixture.recorder.snapshot(Arm::Stable).requests() == REQUESTS
+    })
+    .await;
+}
+
+/// A body over the limit is served live as usual and not mirrored, whether its length is
+/// announced or streamed; one within the limit is mirrored whole.
+pub async fn oversize_body_is_served_and_not_mirrored(adapter: &impl AdapterUnderTest) {
+    let fixture = Fixture::new();
+    let config = ShadowConfig::new()
+        .with_classifier(ReadRules::new().allow("POST /search").expect("valid rule"))
+        .with_body_limit(1024);
+    let server = adapter.start(fixture.setup(config)).await;
+    let client = TestClient::new(server.addr);
+
+    let big = vec![b'x'; 4096];
+    let answer = client
+        .send("POST", "/search", &big)
+        .await
+        .expect("live request");
+    assert_eq!(
+        (answer.status, answer.text.as_str()),
+        (StatusCode::OK, "v1 4096")
+    );
+    assert_eq!(
+        server.stats.counts().skipped_oversize,
+        1,
+        "announced length over the limit"
+    );
+
+    let chunks = vec![vec![b'y'; 700]; 3];
+    let answer = client
+        .send_streamed("POST", "/search", chunks)
+        .await
+        .expect("live request");
+    assert_eq!(
+        (answer.status, answer.text.as_str()),
+        (StatusCode::OK, "v1 2100")
+    );
+    eventually("the streamed body was skipped", || {
+        server.stats.counts().skipped_oversize == 2
+    })
+    .await;
+
+    let chunks = vec![vec![b'z'; 300]; 3];
+    let answer = client
+        .send_streamed("POST", "/search", chunks)
+        .await
+        .expect("live request");
+    assert_eq!(answer.text, "v1 900");
+    eventually("the small streamed body was mirrored", || {
+        let counts = server.stats.counts();
+        counts.mirrored == 1 && settled(&counts)
+    })
+    .await;
+    let shadowed = fixture.candidate.shadow_hits();
+    assert_eq!(
+        shadowed.len(),
+        1,
+        "only the body within the limit was mirrored"
+    );
+    assert_eq!(shadowed[0].body, vec![b'z'; 900]);
+}
+
+/// Rolling back while the candidate serves half of a concurrent load fails no request:
+/// requests already on the candidate complete, and every request sent after the rollback
+/// is served by stable.
+pub async fn rollback_under_load_fails_no_request(adapter: &impl AdapterUnderTest) {
+    const CLIENTS: usize = 8;
+    const REQUESTS_PER_CLIENT: usize = 12;
+    let fixture = Fixture::new();
+    let server = adapter.start(fixture.setup(ShadowConfig::new())).await;
+    fixture
+        .steerer
+        .set_share(Share::from_percent(50.0).expect("valid share"));
+
+    let aborted_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = TestClient::new(server.addr);
+        clients.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for _ in 0..REQUESTS_PER_CLIENT {
+                let sent = Instant::now();
+                let answer = client.send("GET", "/slow", b"").await;
+                answers.push((sent, Instant::now(), answer));
+            }
+            answers
+        }));
+    }
+    eventually("the candidate serves live requests", || {
+        fixture.candidate.in_flight_slow() >= 2
+    })
+    .await;
+    let in_flight_on_candidate = fixture.candidate.in_flight_slow();
+    *aborted_at.lock().expect("lock") = Some(Instant::now());
+    fixture
+        .handle
+        .abort("suite: rollback under load")
+        .expect("a live rollout rolls back");
+    let rolled_back = aborted_at.lock().expect("lock").expect("set above");
+
+    let mut finished_on_candidate_after_rollback = 0;
+    let mut total = 0;
+    for client in clients {
+        for (sent, received, answer) in client.await.expect("client task") {
+            total += 1;
+            let answer = answer.unwrap_or_else(|e| panic!("request failed during rollback: {e}"));
+            assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+            if sent > rolled_back {
+                assert_eq!(
+                    answer.build, "v1",
+                    "a request sent after the rollback reached the candidate"
+                );
+            }
+            if answer.build == "v2" && received > rolled_back {
+                finished_on_candidate_after_rollback += 1;
+            }
+        }
+    }
+    assert_eq!(total, CLIENTS * REQUESTS_PER_CLIENT);
+    assert!(in_flight_on_candidate >= 2);
+    assert!(
+        finished_on_candidate_after_rollback >= 1,
+        "requests in flight on the candidate at the rollback completed normally"
+    );
+    assert_eq!(server.stats.counts().canary_panics, 0);
+}
+
+/// During canary a candidate panic on a live request becomes a 500 for that request only.
+pub async fn canary_panic_is_a_500(adapter: &impl AdapterUnderTest) {
+    let fixture = Fixture::new();
+    let server = adapter.start(fixture.setup(ShadowConfig::new())).await;
+    fixture.steerer.set_share(Share::FULL);
+    let client = TestClient::new(server.addr);
+    let answer = client
+        .send("GET", "/panic", b"")
+        .await
+        .expect("the connection survives");
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let answer = client
+        .send("GET", "/fine", b"")
+        .await
+        .expect("live request");
+    assert_eq!(
+        (answer.status, answer.build.as_str()),
+        (StatusCode::OK, "v2")
+    );
+    assert_eq!(server.stats.counts().canary_panics, 1);
+    // KPIs are recorded as the response body ends on the server, which may trail the
+    // client's reading of it by a moment.
+    eventually("both live requests were recorded", || {
+        fixture.recorder.snapshot(Arm::Candidate).requests() == 2
+    })
+    .await;
+    let candidate = fixture.recorder.snapshot(Arm::Candidate);
+    assert_eq!(
+        (candidate.outcomes.panic, candidate.outcomes.success),
+        (1, 1)
+    );
+    assert_eq!(
+        server.stats.counts().mirrored,
+        0,
+        "nothing served by the candidate is mirrored"
+    );
+}
+
+/// The shadow's copy carries no hop-by-hop header (nor one the `Connection` header lists)
+/// and no redacted header; the live request keeps them all.
+pub async fn shadow_copy_strips_hop_by_hop_and_redacts(adapter: &impl AdapterUnderTest) {
+    let fixture = Fixture::new();
+    let policy = HeaderPolicy::new()
+        .redact("authorization")
+        .and_then(|p| p.redact("x-api-key"))
+        .expect("valid names")
+        .replace_with("redacted");
+    let server = adapter
+        .start(fixture.setup(ShadowConfig::new().with_header_policy(policy)))
+        .await;
+    let client = TestClient::new(server.addr);
+    let headers = [
+        ("authorization", "Bearer secret"),
+        ("x-api-key", "k-123"),
+        ("connection", "keep-alive, x-hop"),
+        ("x-hop", "per-connection"),
+        ("accept", "application/json"),
+    ];
+    let answer = client
+        .send_with_headers("GET", "/items", &headers, b"")
+        .await
+        .expect("live request");
+    assert_eq!(answer.status, StatusCode::OK);
+    eventually("the copy ran", || server.stats.counts().completed == 1).await;
+
+    let value = |hit: &Hit, name: &str| {
+        hit.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let live = fixture
+        .stable
+        .hits()
+        .pop()
+        .expect("stable served the request");
+    assert_eq!(
+        value(&live, "authorization").as_deref(),
+        Some("Bearer secret")
+    );
+    assert_eq!(value(&live, "x-hop").as_deref(), Some("per-connection"));
+    let copy = fixture
+        .candidate
+        .shadow_hits()
+        .pop()
+        .expect("the read was mirrored");
+    assert_eq!(value(&copy, "authorization").as_deref(), Some("redacted"));
+    assert_eq!(value(&copy, "x-api-key").as_deref(), Some("redacted"));
+    assert_eq!(
+        value(&copy, "x-hop"),
+        None,
+        "listed in Connection: hop-by-hop"
+    );
+    assert_eq!(value(&copy, "connection"), None);
+    assert_eq!(value(&copy, "accept").as_deref(), Some("application/json"));
+}
