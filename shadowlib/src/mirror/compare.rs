@@ -157,14 +157,43 @@ impl fmt::Display for Difference {
     }
 }
 
-/// The verdict on one response pair: the differences found (none means a match).
+/// The verdict on one response pair: the differences found (none means a match), or why
+/// the pair cannot be judged at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Comparison {
     /// What differs.
     pub differences: Vec<Difference>,
+    /// Set when the two responses were produced from states that cannot be compared (a
+    /// stateful shadow that was behind or ahead of live, say): the pair then counts
+    /// neither as a match nor as a mismatch, only as [`ShadowCounts::not_comparable`].
+    ///
+    /// [`ShadowCounts::not_comparable`]: crate::mirror::ShadowCounts::not_comparable
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_comparable: Option<String>,
 }
 
 impl Comparison {
+    /// A pair that cannot be judged, and why.
+    ///
+    /// ```
+    /// use shadowlib::mirror::Comparison;
+    ///
+    /// let stale = Comparison::not_comparable("shadow state 3 frames behind live");
+    /// assert!(!stale.mismatched());
+    /// assert!(!stale.is_comparable());
+    /// ```
+    pub fn not_comparable(why: impl Into<String>) -> Self {
+        Self {
+            differences: Vec::new(),
+            not_comparable: Some(why.into()),
+        }
+    }
+
+    /// Whether the pair was judged.
+    pub fn is_comparable(&self) -> bool {
+        self.not_comparable.is_none()
+    }
+
     /// Whether the responses differ.
     pub fn mismatched(&self) -> bool {
         !self.differences.is_empty()
@@ -230,7 +259,10 @@ impl CompareResponses for ExactComparison {
                 shadow_len: shadow.body_len,
             });
         }
-        Comparison { differences }
+        Comparison {
+            differences,
+            not_comparable: None,
+        }
     }
 }
 

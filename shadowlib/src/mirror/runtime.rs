@@ -554,6 +554,11 @@ where
         ShadowStats::bump(&stats.comparison_missed);
         return;
     };
+    if let Some(why) = &comparison.not_comparable {
+        tracing::debug!(route = %task.route, why, "pair not comparable");
+        ShadowStats::bump(&stats.not_comparable);
+        return;
+    }
     if comparison.mismatched() {
         tracing::debug!(route = %task.route, differences = ?comparison.differences, "shadow response differs");
     }
@@ -753,6 +758,29 @@ mod tests {
             settle(&f.runtime, |c| c.comparison_missed == expected).await;
         }
         assert_eq!(f.runtime.stats().counts().completed, 2);
+    }
+
+    struct NeverComparable;
+
+    impl crate::mirror::CompareResponses for NeverComparable {
+        fn compare(&self, _: &ResponseSummary, _: &ResponseSummary) -> crate::mirror::Comparison {
+            crate::mirror::Comparison::not_comparable("shadow state ahead of live")
+        }
+    }
+
+    #[tokio::test]
+    async fn pairs_judged_not_comparable_are_neither_matches_nor_mismatches() {
+        let f = fixture(ShadowConfig::new().with_comparator(NeverComparable));
+        tokio::spawn(f.worker.run());
+        let headers = HeaderList::default();
+        let mut ticket = get(&f.runtime, &headers).mirror.expect("a read");
+        let live = ticket.observe_live();
+        assert!(ticket.submit(0, Box::pin(async { reply(500) })));
+        live.head(200, &headers).finish();
+        settle(&f.runtime, |c| c.not_comparable == 1).await;
+        let counts = f.runtime.stats().counts();
+        assert_eq!((counts.compared, counts.mismatched), (0, 0));
+        assert_eq!(f.recorder.snapshot(Arm::Candidate).comparisons.compared, 0);
     }
 
     #[tokio::test]

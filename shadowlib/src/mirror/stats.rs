@@ -39,6 +39,8 @@ pub struct ShadowCounts {
     /// Answered copies whose live response could not be observed in time (the client went
     /// away, or the live body was still streaming at the timeout): not compared.
     pub comparison_missed: u64,
+    /// Pairs the comparator judged not comparable (for example a stale stateful shadow).
+    pub not_comparable: u64,
     /// Live requests the candidate panicked on during canary, answered with a 500.
     pub canary_panics: u64,
     /// Live requests pinned to a build by the override header.
@@ -61,6 +63,7 @@ pub struct ShadowStats {
     pub(crate) compared: AtomicU64,
     pub(crate) mismatched: AtomicU64,
     pub(crate) comparison_missed: AtomicU64,
+    pub(crate) not_comparable: AtomicU64,
     pub(crate) canary_panics: AtomicU64,
     pub(crate) overridden: AtomicU64,
     routes: Mutex<BTreeMap<String, Comparisons>>,
@@ -83,6 +86,7 @@ impl ShadowStats {
             compared: AtomicU64::new(0),
             mismatched: AtomicU64::new(0),
             comparison_missed: AtomicU64::new(0),
+            not_comparable: AtomicU64::new(0),
             canary_panics: AtomicU64::new(0),
             overridden: AtomicU64::new(0),
             routes: Mutex::new(BTreeMap::new()),
@@ -111,6 +115,7 @@ impl ShadowStats {
             compared: get(&self.compared),
             mismatched: get(&self.mismatched),
             comparison_missed: get(&self.comparison_missed),
+            not_comparable: get(&self.not_comparable),
             canary_panics: get(&self.canary_panics),
             overridden: get(&self.overridden),
         }
