@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use actix_web::body::{BodySize, EitherBody, MessageBody};
-use actix_web::dev::{Payload, RequestHead};
+use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use bytes::Bytes;
 use futures::Stream;
@@ -14,9 +14,10 @@ use pin_project_lite::pin_project;
 use shadowlib::mirror::{BodyCapture, LiveResponse, MirrorTicket};
 
 use super::executor::{ShadowJob, ShadowRequest};
+use super::headers::HeadCopy;
 
 /// Hands a copy to the shadow without waiting.
-pub(crate) fn submit(ticket: MirrorTicket<ShadowJob>, head: RequestHead, body: Bytes) {
+pub(crate) fn submit(ticket: MirrorTicket<ShadowJob>, head: HeadCopy, body: Bytes) {
     let request_bytes = body.len() as u64;
     let capture = ticket.capture();
     ticket.submit(
@@ -32,7 +33,7 @@ pub(crate) fn submit(ticket: MirrorTicket<ShadowJob>, head: RequestHead, body: B
 /// The copy of a request body being made while the live handler reads it.
 struct BodyCopy {
     ticket: MirrorTicket<ShadowJob>,
-    head: RequestHead,
+    head: HeadCopy,
     capture: BodyCapture,
 }
 
@@ -51,11 +52,7 @@ pin_project! {
 
 impl TeePayload {
     /// The live payload, copied for `ticket` into a request with `head`.
-    pub(crate) fn new(
-        payload: Payload,
-        ticket: MirrorTicket<ShadowJob>,
-        head: RequestHead,
-    ) -> Self {
+    pub(crate) fn new(payload: Payload, ticket: MirrorTicket<ShadowJob>, head: HeadCopy) -> Self {
         let capture = BodyCapture::new(ticket.body_limit());
         Self {
             payload,
@@ -114,7 +111,9 @@ pin_project! {
     pub struct ShadowResponseBody<B> {
         #[pin]
         body: EitherBody<B>,
-        live: Option<LiveResponse>,
+        // Boxed: a response body is moved several times on its way out, and this keeps it
+        // small.
+        live: Option<Box<LiveResponse>>,
     }
 }
 
@@ -128,7 +127,7 @@ impl<B: MessageBody + 'static> ShadowResponseBody<B> {
                 }
                 None
             }
-            BodySize::Sized(_) | BodySize::Stream => live,
+            BodySize::Sized(_) | BodySize::Stream => live.map(Box::new),
         };
         Self { body, live }
     }
@@ -167,7 +166,7 @@ impl<B: MessageBody + 'static> MessageBody for ShadowResponseBody<B> {
             }
             None => {
                 if let Some(live) = this.live.take() {
-                    live.finish();
+                    (*live).finish();
                 }
             }
         }
@@ -180,7 +179,7 @@ impl<B: MessageBody + 'static> MessageBody for ShadowResponseBody<B> {
             Ok(bytes) => {
                 if let Some(mut live) = live {
                     live.chunk(&bytes);
-                    live.finish();
+                    (*live).finish();
                 }
                 Ok(bytes)
             }

@@ -14,17 +14,19 @@ use actix_http::Request;
 use actix_service::boxed::{self, BoxService};
 use actix_service::{IntoServiceFactory, ServiceExt, ServiceFactory};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
-use actix_web::dev::{AppConfig, Payload, RequestHead, Service, ServiceRequest, ServiceResponse};
+use actix_web::dev::{AppConfig, Payload, Service, ServiceRequest, ServiceResponse};
 use actix_web::{App, Error};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use send_wrapper::SendWrapper;
 use shadowlib::RolloutHandle;
-use shadowlib::mirror::{ResponseCapture, ShadowError, ShadowReply, ShadowResult, ShadowWorker};
+use shadowlib::mirror::{
+    HeaderPolicy, ResponseCapture, ShadowError, ShadowReply, ShadowResult, ShadowWorker,
+};
 use tokio::time::Instant;
 
-use super::headers::HeaderMapView;
+use super::headers::{HeadCopy, HeaderMapView};
 
 /// One running instance of the candidate `App`, its response body boxed so that every
 /// candidate shares one type.
@@ -63,10 +65,16 @@ where
     })
 }
 
+/// What a shadow thread serves its copies with.
+struct ShadowThread {
+    candidate: Rc<CandidateService>,
+    policy: Rc<HeaderPolicy>,
+}
+
 thread_local! {
-    /// The candidate instance of the shadow thread this is; `None` on any other thread,
-    /// and on a shadow thread whose candidate failed to start.
-    static CANDIDATE: RefCell<Option<Rc<CandidateService>>> = const { RefCell::new(None) };
+    /// The candidate instance of the shadow thread this is, with the header policy; `None`
+    /// on any other thread, and on a shadow thread whose candidate failed to start.
+    static SHADOW_THREAD: RefCell<Option<ShadowThread>> = const { RefCell::new(None) };
 }
 
 /// What a shadow job fails with when its thread has no candidate.
@@ -75,7 +83,7 @@ const NO_CANDIDATE: &str = "the candidate app did not start on this shadow threa
 /// One copy of a read as it travels from an actix worker to a shadow thread: plain data,
 /// so that it can cross threads, unlike actix-web's requests.
 pub(crate) struct ShadowRequest {
-    pub(crate) head: RequestHead,
+    pub(crate) head: HeadCopy,
     pub(crate) body: Bytes,
     pub(crate) capture: ResponseCapture,
 }
@@ -116,8 +124,15 @@ impl Future for ShadowJob {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ShadowResult> {
         let this = &mut *self;
         if let Some(request) = this.request.take() {
-            this.call = CANDIDATE.with_borrow(Option::clone).map(|candidate| {
-                SendWrapper::new(call_candidate(candidate, request).boxed_local())
+            this.call = SHADOW_THREAD.with_borrow(|thread| {
+                thread.as_ref().map(|thread| {
+                    let call = call_candidate(
+                        Rc::clone(&thread.candidate),
+                        Rc::clone(&thread.policy),
+                        request,
+                    );
+                    SendWrapper::new(call.boxed_local())
+                })
             });
         }
         match &mut this.call {
@@ -127,19 +142,24 @@ impl Future for ShadowJob {
     }
 }
 
-/// Sends the copy to the candidate and summarizes its response. Runs inside a shadow
+/// Applies the header policy to the copy, sends it to the candidate and summarizes the
+/// response. Runs inside a shadow
 /// worker, which applies the timeout, catches panics and marks the task as the shadow.
 ///
 /// An error value from the candidate is summarized as the response actix-web would have
 /// sent for it, as the live side records it: in actix-web an error is a response.
-async fn call_candidate(candidate: Rc<CandidateService>, copy: ShadowRequest) -> ShadowResult {
+async fn call_candidate(
+    candidate: Rc<CandidateService>,
+    policy: Rc<HeaderPolicy>,
+    copy: ShadowRequest,
+) -> ShadowResult {
     let ShadowRequest {
         head,
         body,
         capture,
     } = copy;
     let mut request = Request::with_payload(Payload::from(body));
-    *request.head_mut() = head;
+    *request.head_mut() = head.into_head(&policy);
     let started = Instant::now();
     poll_fn(|cx| candidate.poll_ready(cx))
         .await
@@ -181,6 +201,7 @@ async fn call_candidate(candidate: Rc<CandidateService>, copy: ShadowRequest) ->
 pub(crate) fn spawn_shadow_threads(
     threads: usize,
     build: &BuildCandidate,
+    policy: &HeaderPolicy,
     rollout: &RolloutHandle,
     workers: Vec<ShadowWorker<ShadowJob>>,
 ) -> io::Result<()> {
@@ -191,22 +212,27 @@ pub(crate) fn spawn_shadow_threads(
     }
     for (index, workers) in groups.into_iter().enumerate() {
         let build = Arc::clone(build);
+        let policy = policy.clone();
         let rollout = rollout.clone();
         thread::Builder::new()
             .name(format!("shadowlib-shadow-{index}"))
-            .spawn(move || run_shadow_thread(&build, &rollout, workers))?;
+            .spawn(move || run_shadow_thread(&build, policy, &rollout, workers))?;
     }
     Ok(())
 }
 
 fn run_shadow_thread(
     build: &BuildCandidate,
+    policy: HeaderPolicy,
     rollout: &RolloutHandle,
     workers: Vec<ShadowWorker<ShadowJob>>,
 ) {
     actix_web::rt::System::new().block_on(async move {
         match build().await {
-            Ok(candidate) => CANDIDATE.set(Some(Rc::new(candidate))),
+            Ok(candidate) => SHADOW_THREAD.set(Some(ShadowThread {
+                candidate: Rc::new(candidate),
+                policy: Rc::new(policy),
+            })),
             Err(()) => candidate_failed(rollout, "a shadow thread"),
         }
         let running: Vec<_> = workers
@@ -219,7 +245,7 @@ fn run_shadow_thread(
             let _ = worker.await;
         }
         // Dropped here, inside the runtime it was built in.
-        CANDIDATE.take();
+        SHADOW_THREAD.take();
     });
 }
 

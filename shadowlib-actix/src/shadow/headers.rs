@@ -1,7 +1,10 @@
-//! The core's view of actix-web's header map, and the header copy a shadow request gets.
+//! The core's view of actix-web's header map, and the head a shadow request gets.
+
+use std::net::SocketAddr;
 
 use actix_web::dev::RequestHead;
-use actix_web::http::header::{HeaderMap, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, Uri, Version};
 use shadowlib::mirror::{ForwardHeader, HeaderPolicy, HeaderView};
 
 /// An actix-web (`http` 0.2) header map seen through the core's [`HeaderView`].
@@ -25,37 +28,88 @@ impl HeaderView for HeaderMapView<'_> {
     }
 }
 
-/// The head of the shadow's copy: same method, URI, version and peer address; headers
-/// through the policy (hop-by-hop stripped, redactions applied). Connection flags and
-/// extensions are left behind, since they belong to the live connection.
-pub(crate) fn copy_head(head: &RequestHead, policy: &HeaderPolicy) -> RequestHead {
-    let filter = policy.filter(&HeaderMapView(&head.headers));
-    let mut copy = RequestHead::default();
-    copy.method = head.method.clone();
-    copy.uri = head.uri.clone();
-    copy.version = head.version;
-    copy.peer_addr = head.peer_addr;
-    for (name, value) in head.headers.iter() {
-        match filter.forward(name.as_str()) {
-            ForwardHeader::Keep => copy.headers.append(name.clone(), value.clone()),
-            ForwardHeader::Replace(replacement) => {
-                // A replacement that is not a valid header value leaves the header out,
-                // which still keeps the secret from the shadow.
-                if let Ok(replacement) = HeaderValue::from_bytes(replacement) {
-                    copy.headers.append(name.clone(), replacement);
-                }
-            }
-            ForwardHeader::Drop => {}
+/// The head of a read as the live path copies it for the shadow: plain `Send` data, one
+/// clone of each part. The header policy is applied later, on the shadow thread
+/// ([`HeadCopy::into_head`]), so that the live request pays for the copy and nothing more;
+/// the candidate only ever sees the filtered head.
+pub(crate) struct HeadCopy {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    peer_addr: Option<SocketAddr>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeadCopy {
+    pub(crate) fn of(head: &RequestHead) -> Self {
+        Self {
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            version: head.version,
+            peer_addr: head.peer_addr,
+            headers: head
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
         }
     }
-    copy
+
+    /// The head of the shadow's request: same method, URI, version and peer address;
+    /// headers through the policy (hop-by-hop stripped, redactions applied). Connection
+    /// flags and extensions were never copied: they belong to the live connection.
+    pub(crate) fn into_head(self, policy: &HeaderPolicy) -> RequestHead {
+        let mut head = RequestHead::default();
+        {
+            let filter = policy.filter(&HeaderPairs(&self.headers));
+            for (name, value) in &self.headers {
+                match filter.forward(name.as_str()) {
+                    ForwardHeader::Keep => head.headers.append(name.clone(), value.clone()),
+                    ForwardHeader::Replace(replacement) => {
+                        // A replacement that is not a valid header value leaves the
+                        // header out, which still keeps the secret from the shadow.
+                        if let Ok(replacement) = HeaderValue::from_bytes(replacement) {
+                            head.headers.append(name.clone(), replacement);
+                        }
+                    }
+                    ForwardHeader::Drop => {}
+                }
+            }
+        }
+        head.method = self.method;
+        head.uri = self.uri;
+        head.version = self.version;
+        head.peer_addr = self.peer_addr;
+        head
+    }
+}
+
+/// Copied headers seen through the core's [`HeaderView`].
+struct HeaderPairs<'a>(&'a [(HeaderName, HeaderValue)]);
+
+impl HeaderView for HeaderPairs<'_> {
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| v.as_bytes())
+    }
+
+    fn each_value<'s>(&'s self, name: &str, visit: &mut dyn FnMut(&'s [u8])) {
+        for (_, value) in self.0.iter().filter(|(n, _)| n.as_str() == name) {
+            visit(value.as_bytes());
+        }
+    }
+
+    fn each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, &'s [u8])) {
+        for (name, value) in self.0 {
+            visit(name.as_str(), value.as_bytes());
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::HeaderName;
-    use actix_web::http::{Method, Uri};
-
     use super::*;
 
     fn head(headers: &[(&'static str, &'static str)]) -> RequestHead {
@@ -101,7 +155,7 @@ mod tests {
             .and_then(|p| p.redact("cookie"))
             .expect("valid names")
             .replace_with("redacted");
-        let copy = copy_head(&live, &policy);
+        let copy = HeadCopy::of(&live).into_head(&policy);
         assert_eq!(copy.method, Method::GET);
         assert_eq!(copy.uri, live.uri);
         assert_eq!(copy.peer_addr, live.peer_addr);
@@ -112,7 +166,8 @@ mod tests {
             copy.headers.get("authorization").map(HeaderValue::as_bytes),
             Some(b"redacted".as_slice())
         );
-        let dropped = copy_head(&live, &HeaderPolicy::new().redact("cookie").expect("valid"));
+        let dropped =
+            HeadCopy::of(&live).into_head(&HeaderPolicy::new().redact("cookie").expect("valid"));
         assert!(dropped.headers.get("cookie").is_none());
         assert!(dropped.headers.get("authorization").is_some());
     }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::body::{ShadowResponseBody, TeePayload, submit};
 use super::executor::{CandidateService, ShadowJob};
 use super::future::{LiveState, ResponseFuture};
-use super::headers::{HeaderMapView, copy_head};
+use super::headers::{HeadCopy, HeaderMapView};
 
 /// Routes each request to the stable `App` it wraps or to this worker's instance of the
 /// candidate `App`, and mirrors reads served by stable to the shadow threads. Built by
@@ -95,7 +95,7 @@ where
             .and_then(|ticket| ticket.admit(size))
             .map(|mut ticket| {
                 let observer = ticket.observe_live();
-                let copy = copy_head(request.head(), self.runtime.config().header_policy());
+                let copy = HeadCopy::of(request.head());
                 if size == BodySize::Empty {
                     submit(ticket, copy, Bytes::new());
                 } else {

@@ -20,10 +20,12 @@
 //! machinery behave as they do live — with its own instance of the candidate `App`, and it
 //! runs the core's shadow workers ([`shadowlib::mirror::ShadowWorker`]).
 //!
-//! * The live path hands each copy over as plain `Send` data (method, URI, filtered
-//!   headers, peer address, body bytes) through the core's bounded queue, with a
-//!   non-blocking `try_send`: no actix type crosses a thread, and the live request never
-//!   waits. When the queue is full the copy is dropped and counted.
+//! * The live path hands each copy over as plain `Send` data (method, URI, headers, peer
+//!   address, body bytes) through the core's bounded queue, with a non-blocking
+//!   `try_send`: no actix type crosses a thread, and the live request never waits. When
+//!   the queue is full the copy is dropped and counted. The header policy (hop-by-hop
+//!   headers stripped, redactions) is applied on the shadow thread, before the candidate
+//!   sees the copy, so the live request pays only for the copy itself.
 //! * The core's workers apply the timeout, catch panics and mark the task as the shadow
 //!   ([`in_shadow`](shadowlib::mirror::in_shadow)) around the job, which calls the
 //!   candidate instance of the worker's own thread (see [`ShadowJob`]).

@@ -92,7 +92,13 @@ impl Shadow {
         let candidate = candidate_builder(candidate);
         let (runtime, workers) =
             ShadowRuntime::new(config, rollout.steerer, &rollout.handle, rollout.recorder)?;
-        spawn_shadow_threads(threads.get(), &candidate, &rollout.handle, workers)?;
+        spawn_shadow_threads(
+            threads.get(),
+            &candidate,
+            runtime.config().header_policy(),
+            &rollout.handle,
+            workers,
+        )?;
         Ok(Self {
             candidate,
             rollout: rollout.handle,
