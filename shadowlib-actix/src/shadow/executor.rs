@@ -52,9 +52,10 @@ where
 {
     Arc::new(move || {
         let app = factory().into_factory();
-        // Canary and shadow requests do not come from the server's acceptor, so the
-        // candidate sees the default connection config (host `localhost:8080`, not
-        // secure) where an app reads it without a `Host` header.
+        // The middleware builds the candidate itself, outside the server's own app
+        // setup, so it gets actix-web's default connection config (host
+        // `localhost:8080`, not secure). It shows only where the candidate builds URLs or
+        // reads connection info for a request without a `Host` header.
         let service = app.new_service(AppConfig::default());
         Box::pin(async move {
             let service = service.await?;

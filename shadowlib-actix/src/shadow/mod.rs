@@ -10,6 +10,10 @@
 //! `App` *factory*, the same kind of closure `HttpServer::new` takes, because an actix
 //! `App` cannot move between threads: each thread that may serve the candidate builds its
 //! own instance from the factory, with its own app data, routes and default service.
+//! Instances are built with actix-web's default `AppConfig` (host `localhost:8080`, not
+//! secure), which shows only where the candidate builds URLs or reads connection info for
+//! a request without a `Host` header. Connection data (`HttpServer::on_connect`) is not
+//! handed to the candidate: actix-web offers no way to move it to another app.
 //!
 //! # Where the shadow runs, and why
 //!
