@@ -187,3 +187,137 @@ impl<B: MessageBody + 'static> MessageBody for ShadowResponseBody<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use actix_web::body::BoxBody;
+    use actix_web::dev::RequestHead;
+    use futures::StreamExt;
+    use shadowlib::mirror::{
+        HeaderList, RequestHead as CoreHead, Rollout, ShadowConfig, ShadowRuntime, ShadowWorker,
+    };
+    use shadowlib::{
+        Arm, KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version,
+        WeightedSteerer,
+    };
+
+    use super::*;
+
+    /// A runtime whose rollout is shadowing, and its recorder. Its workers are returned
+    /// unstarted, so that submitted copies stay in the queue while they are held.
+    fn runtime(
+        body_limit: usize,
+    ) -> (
+        ShadowRuntime<ShadowJob>,
+        Arc<KpiRecorder>,
+        Vec<ShadowWorker<ShadowJob>>,
+    ) {
+        let (v1, v2) = (Version::new("t", "1"), Version::new("t", "2"));
+        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+        let controller = RolloutController::new(
+            v1,
+            v2,
+            RolloutPolicy::default(),
+            ThresholdPredictor::default(),
+            Arc::new(WeightedSteerer::new()),
+        )
+        .expect("the default policy is valid");
+        controller.handle().start().expect("idle rollouts start");
+        let rollout = Rollout::of(&controller, Arc::clone(&recorder));
+        let (runtime, workers) = ShadowRuntime::new(
+            ShadowConfig::new().with_body_limit(body_limit),
+            rollout.steerer,
+            &rollout.handle,
+            rollout.recorder,
+        )
+        .expect("valid budget");
+        (runtime, recorder, workers)
+    }
+
+    fn teed(runtime: &ShadowRuntime<ShadowJob>, chunks: &[&'static str]) -> TeePayload {
+        let ticket = runtime
+            .route(&CoreHead::new("GET", "/r", &HeaderList::default()))
+            .mirror
+            .expect("a read while shadowing");
+        let stream = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, PayloadError>(Bytes::from_static(c.as_bytes())))
+                .collect::<Vec<_>>(),
+        );
+        let payload = Payload::from(Box::pin(stream) as actix_http::BoxedPayloadStream);
+        TeePayload::new(payload, ticket, HeadCopy::of(&RequestHead::default()))
+    }
+
+    async fn read_all(payload: TeePayload) -> Vec<u8> {
+        payload
+            .map(|chunk| chunk.expect("an in-memory payload").to_vec())
+            .concat()
+            .await
+    }
+
+    #[actix_web::test]
+    async fn a_payload_read_to_its_end_is_handed_over_whole() {
+        let (runtime, _, _workers) = runtime(1024);
+        let payload = teed(&runtime, &["ab", "cd"]);
+        assert_eq!(read_all(payload).await, b"abcd");
+        let counts = runtime.stats().counts();
+        assert_eq!((counts.mirrored, counts.skipped_oversize), (1, 0));
+        assert_eq!(runtime.queued(), 1);
+    }
+
+    #[actix_web::test]
+    async fn a_payload_over_the_limit_is_abandoned_as_it_passes_it() {
+        let (runtime, _, _workers) = runtime(3);
+        let mut payload = teed(&runtime, &["ab", "cd", "ef"]);
+        assert!(payload.next().await.is_some());
+        assert_eq!(runtime.stats().counts().skipped_oversize, 0);
+        assert!(payload.next().await.is_some());
+        assert_eq!(
+            runtime.stats().counts().skipped_oversize,
+            1,
+            "given up at the chunk that crossed the limit"
+        );
+        assert_eq!(read_all(payload).await, b"ef", "the live handler reads on");
+        assert_eq!(runtime.stats().counts().mirrored, 0);
+    }
+
+    #[actix_web::test]
+    async fn a_payload_left_unread_is_not_mirrored() {
+        let (runtime, _, _workers) = runtime(1024);
+        let mut payload = teed(&runtime, &["ab", "cd"]);
+        assert!(payload.next().await.is_some());
+        drop(payload);
+        let counts = runtime.stats().counts();
+        assert_eq!((counts.skipped_unread_body, counts.mirrored), (1, 0));
+    }
+
+    #[actix_web::test]
+    async fn an_empty_response_is_recorded_at_once_and_a_full_one_as_it_ends() {
+        let (runtime, recorder, _workers) = runtime(1024);
+        let live = runtime.live_response(Arm::Stable, 204, Duration::from_millis(1), 0, None);
+        let empty =
+            ShadowResponseBody::<BoxBody>::new(EitherBody::right(BoxBody::new(())), Some(live));
+        assert_eq!(recorder.snapshot(Arm::Stable).requests(), 1);
+        drop(empty);
+        assert_eq!(
+            recorder.snapshot(Arm::Stable).requests(),
+            1,
+            "recorded once"
+        );
+
+        let live = runtime.live_response(Arm::Stable, 200, Duration::from_millis(1), 0, None);
+        let body =
+            ShadowResponseBody::new(EitherBody::left(Bytes::from_static(b"hello")), Some(live));
+        assert_eq!(recorder.snapshot(Arm::Stable).requests(), 1);
+        let bytes = actix_web::body::to_bytes(body)
+            .await
+            .expect("in-memory body");
+        assert_eq!(bytes, "hello");
+        let stable = recorder.snapshot(Arm::Stable);
+        assert_eq!((stable.requests(), stable.response_bytes), (2, 5));
+    }
+}
