@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use send_wrapper::SendWrapper;
-use shadowlib::RolloutHandle;
+use shadowlib::{Phase, RolloutHandle};
 use shadowlib::mirror::{
     HeaderPolicy, ResponseCapture, ShadowError, ShadowReply, ShadowResult, ShadowWorker,
 };
@@ -254,6 +254,10 @@ fn run_shadow_thread(
 pub(crate) fn candidate_failed(rollout: &RolloutHandle, place: &str) {
     let why = format!("the candidate app failed to start on {place}");
     tracing::error!("{why}; rolling back");
+    // Every worker and shadow thread finds the same failure: the first one rolls back.
+    if rollout.status().phase == Phase::RolledBack {
+        return;
+    }
     if let Err(refused) = rollout.abort(&why) {
         tracing::warn!(%refused, "the rollout could not be rolled back");
     }
