@@ -16,6 +16,8 @@
 //!   waiting, runs them on its own [`ShadowWorker`] under a timeout with panics caught,
 //!   compares the responses ([`CompareResponses`]) and records everything into the
 //!   [`KpiRecorder`](crate::KpiRecorder) and [`ShadowStats`].
+//! * [`Rollout`]: the rollout an adapter serves; [`LiveResponse`]: the recording of each
+//!   live response once it has been sent.
 //! * [`Mirror`]: the same decision for requests that are not HTTP.
 
 mod classify;
@@ -23,6 +25,7 @@ mod compare;
 mod config;
 mod head;
 mod headers;
+mod live;
 mod runtime;
 mod stats;
 
@@ -36,6 +39,7 @@ pub use headers::{
     ArmOverride, ForwardHeader, HOP_BY_HOP, HeaderFilter, HeaderNameError, HeaderPolicy, StickyKey,
     header_name,
 };
+pub use live::{LiveResponse, Rollout};
 pub use runtime::{
     LiveBodyObserver, LiveObserver, MirrorTicket, ResponseCapture, Route, ShadowError, ShadowReply,
     ShadowResult, ShadowRuntime, ShadowWorker, in_shadow,

@@ -1,0 +1,169 @@
+//! What the actix-web middleware costs the live path: a trivial handler called in-process,
+//! bare and behind the `Shadow` middleware mirroring 100% of reads to an identical shadow
+//! (which runs on its own shadow thread). Goal: live-path median ≤ 1.10× bare.
+//!
+//! Criterion measures three services: bare; behind the middleware with the rollout not
+//! started (routing and KPI recording only, nothing mirrored); and behind the middleware
+//! while shadowing, every read mirrored. A final interleaved run (alternating batches, so
+//! drift in machine load hits every side alike) prints the ratios of per-call medians and
+//! what the shadow did with the copies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::rt::System;
+use actix_web::{App, test, web};
+use criterion::{Criterion, criterion_group};
+use shadowlib::mirror::{Rollout, ShadowConfig};
+use shadowlib::{
+    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
+};
+use shadowlib_actix::Shadow;
+
+fn app() -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new().route("/items/{id}", web::get().to(|| async { "ok" }))
+}
+
+/// The middleware; in the shadowing phase when `started`, so that every read is mirrored.
+fn shadow(started: bool) -> Shadow {
+    let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
+    let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+    let controller = RolloutController::new(
+        v1,
+        v2,
+        RolloutPolicy::default(),
+        ThresholdPredictor::default(),
+        Arc::new(WeightedSteerer::new()),
+    )
+    .expect("the default policy is valid");
+    if started {
+        controller
+            .handle()
+            .start()
+            .expect("shadowing: every read is mirrored");
+    }
+    Shadow::new(app, Rollout::of(&controller, recorder), ShadowConfig::new())
+        .expect("valid configuration")
+}
+
+/// One request through `service`, its response body read to the end (which is when the
+/// middleware sees the live response complete).
+async fn call<S, B>(service: &S)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let request = test::TestRequest::get().uri("/items/42").to_request();
+    let response = test::call_service(service, request).await;
+    test::read_body(response).await;
+}
+
+/// Total time of `iters` calls, run back to back on the actix runtime.
+fn timed<S, B>(system: &actix_web::rt::SystemRunner, service: &S, iters: u64) -> Duration
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    system.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            call(service).await;
+        }
+        start.elapsed()
+    })
+}
+
+fn overhead(c: &mut Criterion) {
+    let system = System::new();
+    let bare = system.block_on(test::init_service(app()));
+    let idle = system.block_on(test::init_service(app().wrap(shadow(false))));
+    let mirrored = system.block_on(test::init_service(app().wrap(shadow(true))));
+    let mut group = c.benchmark_group("actix_layer_overhead");
+    group.bench_function("bare", |b| {
+        b.iter_custom(|iters| timed(&system, &bare, iters))
+    });
+    group.bench_function("not_shadowing", |b| {
+        b.iter_custom(|iters| timed(&system, &idle, iters))
+    });
+    group.bench_function("mirrored_100pct", |b| {
+        b.iter_custom(|iters| timed(&system, &mirrored, iters))
+    });
+    group.finish();
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Per-call times of `batches` batches of 100 calls.
+fn per_call<S, B>(system: &actix_web::rt::SystemRunner, service: &S, batches: usize) -> Vec<f64>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    (0..batches)
+        .map(|_| timed(system, service, 100).as_nanos() as f64 / 100.0)
+        .collect()
+}
+
+fn interleaved_ratio() {
+    let system = System::new();
+    let mirroring = shadow(true);
+    let bare = system.block_on(test::init_service(app()));
+    let idle = system.block_on(test::init_service(app().wrap(shadow(false))));
+    let mirrored = system.block_on(test::init_service(app().wrap(mirroring.clone())));
+    // Warm every path up.
+    per_call(&system, &bare, 50);
+    per_call(&system, &idle, 50);
+    per_call(&system, &mirrored, 50);
+    let (mut bare_samples, mut idle_samples, mut mirrored_samples) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..40 {
+        bare_samples.extend(per_call(&system, &bare, 10));
+        idle_samples.extend(per_call(&system, &idle, 10));
+        mirrored_samples.extend(per_call(&system, &mirrored, 10));
+    }
+    // Let the shadow drain before reading its counters.
+    std::thread::sleep(Duration::from_millis(200));
+    let (bare, idle, with_layer) = (
+        median(bare_samples),
+        median(idle_samples),
+        median(mirrored_samples),
+    );
+    let counts = mirroring.runtime().stats().counts();
+    println!(
+        "actix_layer_overhead: bare median {bare:.0} ns/call, not shadowing {idle:.0} ns/call ({:.3}x), mirrored median {with_layer:.0} ns/call",
+        idle / bare
+    );
+    println!(
+        "actix_layer_overhead: live-path median ratio {:.3}x (goal <= 1.10x); shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        with_layer / bare,
+        counts.mirrored,
+        counts.dropped_queue_full,
+        counts.compared,
+        counts.mismatched
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2));
+    targets = overhead
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    interleaved_ratio();
+}

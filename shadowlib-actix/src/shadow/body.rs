@@ -1,0 +1,323 @@
+//! The request payload a mirrored read's handler reads, and the response body the
+//! middleware returns.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use actix_web::body::{BodySize, EitherBody, MessageBody};
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use bytes::Bytes;
+use futures::Stream;
+use pin_project_lite::pin_project;
+use shadowlib::mirror::{BodyCapture, LiveResponse, MirrorTicket};
+
+use super::executor::{ShadowJob, ShadowRequest};
+use super::headers::HeadCopy;
+
+/// Hands a copy to the shadow without waiting.
+pub(crate) fn submit(ticket: MirrorTicket<ShadowJob>, head: HeadCopy, body: Bytes) {
+    let request_bytes = body.len() as u64;
+    let capture = ticket.capture();
+    ticket.submit(
+        request_bytes,
+        ShadowJob::new(ShadowRequest {
+            head,
+            body,
+            capture,
+        }),
+    );
+}
+
+/// The copy of a request body being made while the live handler reads it.
+struct BodyCopy {
+    ticket: MirrorTicket<ShadowJob>,
+    head: HeadCopy,
+    capture: BodyCapture,
+}
+
+pin_project! {
+    /// The live request's payload, passed through chunk by chunk as the handler reads it,
+    /// each chunk also copied (up to the body limit). Once the handler has read the body
+    /// to its end the copy goes to the shadow; if the body grows past the limit the copy
+    /// is abandoned there; if the handler stops early, or the payload fails, dropping
+    /// the ticket counts the read as never read whole. The handler never waits for it.
+    pub(crate) struct TeePayload {
+        #[pin]
+        payload: Payload,
+        copy: Option<BodyCopy>,
+    }
+}
+
+impl TeePayload {
+    /// The live payload, copied for `ticket` into a request with `head`.
+    pub(crate) fn new(payload: Payload, ticket: MirrorTicket<ShadowJob>, head: HeadCopy) -> Self {
+        let capture = BodyCapture::new(ticket.body_limit());
+        Self {
+            payload,
+            copy: Some(BodyCopy {
+                ticket,
+                head,
+                capture,
+            }),
+        }
+    }
+}
+
+impl Stream for TeePayload {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        let item = ready!(this.payload.poll_next(cx));
+        match &item {
+            Some(Ok(chunk)) => {
+                if let Some(copy) = this.copy
+                    && !copy.capture.push(chunk)
+                {
+                    // Over the limit: give up the copy now rather than at the end.
+                    if let Some(copy) = this.copy.take() {
+                        copy.ticket.skip_oversize();
+                    }
+                }
+            }
+            Some(Err(_)) => {
+                this.copy.take();
+            }
+            None => {
+                if let Some(BodyCopy {
+                    ticket,
+                    head,
+                    capture,
+                }) = this.copy.take()
+                {
+                    submit(ticket, head, Bytes::from(capture.into_bytes()));
+                }
+            }
+        }
+        Poll::Ready(item)
+    }
+}
+
+pin_project! {
+    /// The response body the middleware returns: the serving build's body, passed through
+    /// unchanged, counting its bytes for the KPIs and, for a mirrored read, keeping its
+    /// first bytes (up to the limit) to compare with the shadow's. The request's KPIs are
+    /// recorded when the body ends or is dropped.
+    ///
+    /// Stable's body is on the left; the candidate's (boxed) and the `500` answering a
+    /// candidate panic are on the right.
+    pub struct ShadowResponseBody<B> {
+        #[pin]
+        body: EitherBody<B>,
+        // Boxed: a response body is moved several times on its way out, and this keeps it
+        // small.
+        live: Option<Box<LiveResponse>>,
+    }
+}
+
+impl<B: MessageBody + 'static> ShadowResponseBody<B> {
+    pub(crate) fn new(body: EitherBody<B>, live: Option<LiveResponse>) -> Self {
+        // actix-web never polls a body it knows is empty: it is complete now.
+        let live = match body.size() {
+            BodySize::None | BodySize::Sized(0) => {
+                if let Some(live) = live {
+                    live.finish();
+                }
+                None
+            }
+            BodySize::Sized(_) | BodySize::Stream => live.map(Box::new),
+        };
+        Self { body, live }
+    }
+}
+
+impl<B> fmt::Debug for ShadowResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShadowResponseBody")
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: MessageBody + 'static> MessageBody for ShadowResponseBody<B> {
+    type Error = <EitherBody<B> as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.project();
+        let item = ready!(this.body.poll_next(cx));
+        match &item {
+            Some(Ok(chunk)) => {
+                if let Some(live) = this.live {
+                    live.chunk(chunk);
+                }
+            }
+            // Sent in part: recorded as it is, not compared.
+            Some(Err(_)) => {
+                this.live.take();
+            }
+            None => {
+                if let Some(live) = this.live.take() {
+                    (*live).finish();
+                }
+            }
+        }
+        Poll::Ready(item)
+    }
+
+    fn try_into_bytes(self) -> Result<Bytes, Self> {
+        let Self { body, live } = self;
+        match body.try_into_bytes() {
+            Ok(bytes) => {
+                if let Some(mut live) = live {
+                    live.chunk(&bytes);
+                    (*live).finish();
+                }
+                Ok(bytes)
+            }
+            Err(body) => Err(Self { body, live }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use actix_web::body::BoxBody;
+    use actix_web::dev::RequestHead;
+    use futures::StreamExt;
+    use shadowlib::mirror::{
+        HeaderList, RequestHead as CoreHead, Rollout, ShadowConfig, ShadowRuntime, ShadowWorker,
+    };
+    use shadowlib::{
+        Arm, KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version,
+        WeightedSteerer,
+    };
+
+    use super::*;
+
+    /// A runtime whose rollout is shadowing, and its recorder. Its worker is returned
+    /// unstarted, so that submitted copies stay in the queue while they are held.
+    fn runtime(
+        body_limit: usize,
+    ) -> (
+        ShadowRuntime<ShadowJob>,
+        Arc<KpiRecorder>,
+        ShadowWorker<ShadowJob>,
+    ) {
+        let (v1, v2) = (Version::new("t", "1"), Version::new("t", "2"));
+        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+        let controller = RolloutController::new(
+            v1,
+            v2,
+            RolloutPolicy::default(),
+            ThresholdPredictor::default(),
+            Arc::new(WeightedSteerer::new()),
+        )
+        .expect("the default policy is valid");
+        controller.handle().start().expect("idle rollouts start");
+        let rollout = Rollout::of(&controller, Arc::clone(&recorder));
+        let (runtime, worker) = ShadowRuntime::new(
+            ShadowConfig::new().with_body_limit(body_limit),
+            rollout.steerer,
+            &rollout.handle,
+            rollout.recorder,
+        )
+        .expect("valid budget");
+        (runtime, recorder, worker)
+    }
+
+    fn teed(runtime: &ShadowRuntime<ShadowJob>, chunks: &[&'static str]) -> TeePayload {
+        let ticket = runtime
+            .route(&CoreHead::new("GET", "/r", &HeaderList::default()))
+            .mirror
+            .expect("a read while shadowing");
+        let stream = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, PayloadError>(Bytes::from_static(c.as_bytes())))
+                .collect::<Vec<_>>(),
+        );
+        let payload = Payload::from(Box::pin(stream) as actix_http::BoxedPayloadStream);
+        TeePayload::new(payload, ticket, HeadCopy::of(&RequestHead::default()))
+    }
+
+    async fn read_all(payload: TeePayload) -> Vec<u8> {
+        payload
+            .map(|chunk| chunk.expect("an in-memory payload").to_vec())
+            .concat()
+            .await
+    }
+
+    #[actix_web::test]
+    async fn a_payload_read_to_its_end_is_handed_over_whole() {
+        let (runtime, _, _worker) = runtime(1024);
+        let payload = teed(&runtime, &["ab", "cd"]);
+        assert_eq!(read_all(payload).await, b"abcd");
+        let counts = runtime.stats().counts();
+        assert_eq!((counts.mirrored, counts.skipped_oversize), (1, 0));
+        assert_eq!(runtime.queued(), 1);
+    }
+
+    #[actix_web::test]
+    async fn a_payload_over_the_limit_is_abandoned_as_it_passes_it() {
+        let (runtime, _, _worker) = runtime(3);
+        let mut payload = teed(&runtime, &["ab", "cd", "ef"]);
+        assert!(payload.next().await.is_some());
+        assert_eq!(runtime.stats().counts().skipped_oversize, 0);
+        assert!(payload.next().await.is_some());
+        assert_eq!(
+            runtime.stats().counts().skipped_oversize,
+            1,
+            "given up at the chunk that crossed the limit"
+        );
+        assert_eq!(read_all(payload).await, b"ef", "the live handler reads on");
+        assert_eq!(runtime.stats().counts().mirrored, 0);
+    }
+
+    #[actix_web::test]
+    async fn a_payload_left_unread_is_not_mirrored() {
+        let (runtime, _, _worker) = runtime(1024);
+        let mut payload = teed(&runtime, &["ab", "cd"]);
+        assert!(payload.next().await.is_some());
+        drop(payload);
+        let counts = runtime.stats().counts();
+        assert_eq!((counts.skipped_unread_body, counts.mirrored), (1, 0));
+    }
+
+    #[actix_web::test]
+    async fn an_empty_response_is_recorded_at_once_and_a_full_one_as_it_ends() {
+        let (runtime, recorder, _worker) = runtime(1024);
+        let live = runtime.live_response(Arm::Stable, 204, Duration::from_millis(1), 0, None);
+        let empty =
+            ShadowResponseBody::<BoxBody>::new(EitherBody::right(BoxBody::new(())), Some(live));
+        assert_eq!(recorder.snapshot(Arm::Stable).requests(), 1);
+        drop(empty);
+        assert_eq!(
+            recorder.snapshot(Arm::Stable).requests(),
+            1,
+            "recorded once"
+        );
+
+        let live = runtime.live_response(Arm::Stable, 200, Duration::from_millis(1), 0, None);
+        let body =
+            ShadowResponseBody::new(EitherBody::left(Bytes::from_static(b"hello")), Some(live));
+        assert_eq!(recorder.snapshot(Arm::Stable).requests(), 1);
+        let bytes = actix_web::body::to_bytes(body)
+            .await
+            .expect("in-memory body");
+        assert_eq!(bytes, "hello");
+        let stable = recorder.snapshot(Arm::Stable);
+        assert_eq!((stable.requests(), stable.response_bytes), (2, 5));
+    }
+}

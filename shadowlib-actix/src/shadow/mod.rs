@@ -1,0 +1,141 @@
+//! Middleware that runs a candidate build beside the stable one: it mirrors reads to the
+//! candidate as a shadow, steers a share of live traffic to it, and rolls it back.
+//!
+//! The behaviour is the tower adapter's, request for request; only the plumbing differs,
+//! because actix-web's services are not `Send` and live on one worker thread each.
+//!
+//! # The two builds
+//!
+//! The stable build is the `App` the middleware wraps. The candidate build is a second
+//! `App` *factory*, the same kind of closure `HttpServer::new` takes, because an actix
+//! `App` cannot move between threads: each thread that may serve the candidate builds its
+//! own instance from the factory, with its own app data, routes and default service.
+//! Instances are built with actix-web's default `AppConfig` (host `localhost:8080`, not
+//! secure), which shows only where the candidate builds URLs or reads connection info for
+//! a request without a `Host` header. Connection data (`HttpServer::on_connect`) is not
+//! handed to the candidate: actix-web offers no way to move it to another app.
+//!
+//! # Where the shadow runs, and why
+//!
+//! Copies of reads run on a **dedicated shadow thread**, not on actix-web's workers. It is an actix
+//! `System` — a single-threaded tokio runtime with a `LocalSet`, exactly what a worker
+//! is, so candidate handlers that use `actix_web::rt::spawn` or other thread-local actix
+//! machinery behave as they do live — with its own instance of the candidate `App`, and it
+//! runs the core's shadow worker ([`shadowlib::mirror::ShadowWorker`]), which polls up to
+//! the budget's concurrency of copies at once.
+//!
+//! * The live path hands each copy over as plain `Send` data (method, URI, headers, peer
+//!   address, body bytes) through the core's bounded queue, with a non-blocking
+//!   `try_send`: no actix type crosses a thread, and the live request never waits. When
+//!   the queue is full the copy is dropped and counted. The header policy (hop-by-hop
+//!   headers stripped, redactions) is applied on the shadow thread, before the candidate
+//!   sees the copy, so the live request pays only for the copy itself.
+//! * The core's workers apply the timeout, catch panics and mark the task as the shadow
+//!   ([`in_shadow`](shadowlib::mirror::in_shadow)) around the job, which calls the
+//!   candidate instance of the worker's own thread (see [`ShadowJob`]).
+//! * The shadow's CPU stays off the workers that serve live traffic, and within the
+//!   threads given to it: a slow or spinning candidate costs at most those threads.
+//!
+//! Running copies on the live workers (`spawn_local`) would be simpler, but a busy or
+//! hung candidate would then compete with live requests for the very threads that serve
+//! them; a multi-threaded tokio runtime could not hold the candidate `App` at all.
+//!
+//! # What it does with each request
+//!
+//! 1. **Routing.** The [`TrafficSteerer`](shadowlib::TrafficSteerer) the rollout
+//!    controller drives picks the build, by share, stickily per key when a
+//!    [`StickyKey`](shadowlib::mirror::StickyKey) header or cookie is configured. An
+//!    [override header](shadowlib::mirror::ShadowConfig::with_override_header) can pin a
+//!    request to a build for testing (ignored after a rollback).
+//! 2. **Mirroring.** A request served by stable, while the rollout is shadowing, in canary
+//!    or paused, that the classifier calls a read (deny by default: `GET`, `HEAD`,
+//!    `OPTIONS`, plus routes the application declares), is copied to the shadow.
+//!    Hop-by-hop headers are stripped from the copy and a configurable list of headers
+//!    redacted. Each copy has a timeout, after which it is cancelled and recorded as a
+//!    timeout; a panic in the candidate is caught and recorded as a candidate panic.
+//! 3. **Comparison.** For each mirrored read, status, the configured headers and the body
+//!    (up to the limit) of the live and shadow responses are compared, and mismatches
+//!    counted per route and in the evidence.
+//! 4. **KPIs.** Latency (to the response head), outcome class and bytes of every request
+//!    are recorded per build in the [`KpiRecorder`](shadowlib::KpiRecorder) the
+//!    controller reads. An error value from a build is recorded with the status actix-web
+//!    answers it with.
+//!
+//! # Bodies
+//!
+//! The middleware never reads a body on the live request's behalf: it copies each chunk
+//! *as the live handler reads it*, and hands the copy to the shadow once the handler has
+//! read the payload to its end. So only bodies the live handler reads whole are mirrored
+//! (others are counted as `skipped_unread_body`). The copy is bounded by the body limit
+//! (64 KiB by default): a body announced larger (`Content-Length`) is not copied at all,
+//! and a chunked body that grows past the limit is abandoned there; both are counted as
+//! `skipped_oversize`. Reads without a body, the common case, are handed off at once.
+//!
+//! # Canary and rollback
+//!
+//! While the candidate serves live requests, the request stable's `App` received is given
+//! to this worker's candidate instance (same head, payload and request extensions) and its
+//! responses, errors included, go to the client as they are, and are counted. A panic in
+//! the candidate is caught and answered with an empty `500 Internal Server Error`,
+//! recorded as a candidate panic. Panics of the stable build are left alone, as they
+//! would be without the middleware. A rollback takes effect from the next request on (the
+//! steerer's share is one atomic); requests already on the candidate run to completion.
+//!
+//! A candidate `App` that fails to start (an async data factory failing, say) rolls the
+//! rollout back and is never routed to; the live build keeps serving.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use actix_web::{App, test, web};
+//! use shadowlib::mirror::{Rollout, ShadowConfig};
+//! use shadowlib::*;
+//! use shadowlib_actix::Shadow;
+//!
+//! fn v1() -> App<impl actix_web::dev::ServiceFactory<actix_web::dev::ServiceRequest,
+//!     Config = (), Response = actix_web::dev::ServiceResponse, Error = actix_web::Error, InitError = ()>> {
+//!     App::new().route("/", web::get().to(|| async { "v1" }))
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # actix_web::rt::System::new().block_on(async {
+//! let (stable, candidate) = (Version::new("shop", "1"), Version::new("shop", "2"));
+//! let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+//! let controller = RolloutController::new(stable, candidate, RolloutPolicy::default(),
+//!         ThresholdPredictor::default(), Arc::new(WeightedSteerer::new()))?
+//!     .with_metric_source(recorder.clone());
+//! let shadow = Shadow::new(
+//!     || App::new().route("/", web::get().to(|| async { "v2" })),
+//!     Rollout::of(&controller, recorder.clone()),
+//!     ShadowConfig::new(),
+//! )?;
+//! controller.handle().start()?; // or tokio::spawn(controller.run())
+//!
+//! // Serve it with `HttpServer::new(move || v1().wrap(shadow.clone()))`.
+//! let app = test::init_service(v1().wrap(shadow.clone())).await;
+//! let body = test::call_and_read_body(&app, test::TestRequest::get().uri("/").to_request()).await;
+//! assert_eq!(body, "v1");
+//! for _ in 0..1_000 {
+//!     if shadow.runtime().stats().counts().compared == 1 {
+//!         break;
+//!     }
+//!     actix_web::rt::time::sleep(std::time::Duration::from_millis(1)).await;
+//! }
+//! assert_eq!(shadow.runtime().stats().counts().mismatched, 1); // "v1" != "v2"
+//! # Ok(()) })
+//! # }
+//! ```
+
+mod body;
+mod executor;
+mod future;
+mod headers;
+mod middleware;
+mod transform;
+
+pub use body::ShadowResponseBody;
+pub use executor::ShadowJob;
+pub use future::ResponseFuture;
+pub use middleware::ShadowMiddleware;
+pub use transform::{Shadow, ShadowSetupError};

@@ -1,0 +1,300 @@
+//! What every HTTP adapter does around a live request, whatever its framework: the rollout
+//! it serves, and the recording of each live response once it has been sent.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{LiveBodyObserver, ShadowResult, ShadowRuntime};
+use crate::{
+    Arm, KpiRecorder, Outcome, Predictor, RolloutController, RolloutHandle, TrafficSteerer,
+};
+
+/// The rollout an adapter serves: the handle whose phase it follows, the steerer the
+/// controller drives, and the recorder the controller reads.
+///
+/// ```
+/// use std::sync::Arc;
+/// use shadowlib::mirror::Rollout;
+/// use shadowlib::*;
+///
+/// let (v1, v2) = (Version::new("shop", "1"), Version::new("shop", "2"));
+/// let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+/// let controller = RolloutController::new(v1, v2, RolloutPolicy::default(),
+///         ThresholdPredictor::default(), Arc::new(WeightedSteerer::new()))?
+///     .with_metric_source(recorder.clone());
+/// let rollout = Rollout::of(&controller, recorder);
+/// assert_eq!(rollout.handle.status().phase, Phase::Idle);
+/// # Ok::<(), shadowlib::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct Rollout {
+    /// The rollout's handle.
+    pub handle: RolloutHandle,
+    /// The steerer the controller sets the share on.
+    pub steerer: Arc<dyn TrafficSteerer>,
+    /// The recorder the controller collects from (`with_metric_source`).
+    pub recorder: Arc<KpiRecorder>,
+}
+
+impl Rollout {
+    /// The rollout `controller` runs, recording into `recorder`. Register the same
+    /// recorder with the controller's `with_metric_source`, or it will see no data.
+    pub fn of<P, T>(controller: &RolloutController<P, T>, recorder: Arc<KpiRecorder>) -> Self
+    where
+        P: Predictor,
+        T: TrafficSteerer + 'static,
+    {
+        Self {
+            handle: controller.handle(),
+            steerer: controller.steerer().clone(),
+            recorder,
+        }
+    }
+}
+
+impl fmt::Debug for Rollout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rollout")
+            .field("status", &self.handle.status().phase)
+            .field("share", &self.steerer.share())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live response on its way to the client: records the request once the body has been
+/// sent, and for a mirrored read hands the response to the shadow to compare.
+///
+/// Made by [`ShadowRuntime::live_response`] when the response head is known. The adapter
+/// feeds it each chunk of the body as it passes ([`chunk`](Self::chunk)) and calls
+/// [`finish`](Self::finish) when the body has ended. The request is recorded when it is
+/// finished or dropped (the client went away, the body failed): latency to the head,
+/// outcome from the status, request bytes, and the response bytes that passed. Only a
+/// response seen whole is compared with the shadow's.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use shadowlib::mirror::{Rollout, ShadowConfig, ShadowResult, ShadowRuntime};
+/// use shadowlib::*;
+///
+/// let (v1, v2) = (Version::new("api", "1"), Version::new("api", "2"));
+/// let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+/// let controller = RolloutController::new(v1, v2, RolloutPolicy::default(),
+///     ThresholdPredictor::default(), Arc::new(WeightedSteerer::new()))?;
+/// let rollout = Rollout::of(&controller, recorder.clone());
+/// let (runtime, _workers) = ShadowRuntime::<std::future::Ready<ShadowResult>>::new(
+///     ShadowConfig::new(), rollout.steerer, &rollout.handle, rollout.recorder)?;
+///
+/// let mut response = runtime.live_response(Arm::Stable, 200, Duration::from_millis(3), 0, None);
+/// response.chunk(b"hello");
+/// response.finish();
+/// let stable = recorder.snapshot(Arm::Stable);
+/// assert_eq!((stable.outcomes.success, stable.response_bytes), (1, 5));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct LiveResponse {
+    recorder: Arc<KpiRecorder>,
+    arm: Arm,
+    outcome: Outcome,
+    latency: Duration,
+    request_bytes: u64,
+    response_bytes: u64,
+    observer: Option<LiveBodyObserver>,
+    whole: bool,
+}
+
+impl<J> ShadowRuntime<J>
+where
+    J: Future<Output = ShadowResult>,
+{
+    /// Starts recording a live response of `arm` whose head, with `status`, was ready
+    /// `latency` after the request arrived. `observer` is the mirrored read's
+    /// [`LiveObserver`](super::LiveObserver), already given the head, if there is one.
+    pub fn live_response(
+        &self,
+        arm: Arm,
+        status: u16,
+        latency: Duration,
+        request_bytes: u64,
+        observer: Option<LiveBodyObserver>,
+    ) -> LiveResponse {
+        LiveResponse {
+            recorder: Arc::clone(self.recorder()),
+            arm,
+            outcome: Outcome::from_http_status(status),
+            latency,
+            request_bytes,
+            response_bytes: 0,
+            observer,
+            whole: false,
+        }
+    }
+}
+
+impl LiveResponse {
+    /// A chunk of the body went to the client.
+    pub fn chunk(&mut self, data: &[u8]) {
+        self.response_bytes += data.len() as u64;
+        if let Some(observer) = &mut self.observer {
+            observer.chunk(data);
+        }
+    }
+
+    /// The body was sent whole: records the request and lets the shadow compare.
+    pub fn finish(mut self) {
+        self.whole = true;
+    }
+}
+
+impl fmt::Debug for LiveResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveResponse")
+            .field("arm", &self.arm)
+            .field("outcome", &self.outcome)
+            .field("response_bytes", &self.response_bytes)
+            .field("compared", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LiveResponse {
+    fn drop(&mut self) {
+        self.recorder.record(
+            self.arm,
+            self.outcome,
+            self.latency,
+            self.request_bytes,
+            self.response_bytes,
+        );
+        // Dropping the observer unfinished tells the shadow there is nothing to compare.
+        if let Some(observer) = self.observer.take()
+            && self.whole
+        {
+            observer.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use super::*;
+    use crate::mirror::{HeaderList, RequestHead, ResponseSummary, ShadowConfig, ShadowReply};
+    use crate::{RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer};
+
+    type Job = Pin<Box<dyn Future<Output = ShadowResult> + Send>>;
+
+    fn runtime() -> (ShadowRuntime<Job>, Arc<KpiRecorder>) {
+        let (v1, v2) = (Version::new("t", "1"), Version::new("t", "2"));
+        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+        let controller = RolloutController::new(
+            v1,
+            v2,
+            RolloutPolicy::default(),
+            ThresholdPredictor::default(),
+            Arc::new(WeightedSteerer::new()),
+        )
+        .expect("the default policy is valid");
+        controller.handle().start().expect("idle rollouts start");
+        let rollout = Rollout::of(&controller, Arc::clone(&recorder));
+        let (runtime, worker) = ShadowRuntime::new(
+            ShadowConfig::new(),
+            rollout.steerer,
+            &rollout.handle,
+            rollout.recorder,
+        )
+        .expect("valid budget");
+        tokio::spawn(worker.run());
+        (runtime, recorder)
+    }
+
+    /// Mirrors one read whose shadow answers `200 "same"`, and returns the live side's
+    /// response recorder.
+    fn mirrored_read(runtime: &ShadowRuntime<Job>) -> LiveResponse {
+        let headers = HeaderList::default();
+        let mut ticket = runtime
+            .route(&RequestHead::new("GET", "/r", &headers))
+            .mirror
+            .expect("a read while shadowing");
+        let observer = ticket.observe_live().head(200, &headers);
+        let shadow = ShadowReply {
+            response: ResponseSummary::new(200).with_body({
+                let mut body = ticket.capture().body();
+                body.push(b"same");
+                body
+            }),
+            latency: Duration::from_millis(1),
+        };
+        assert!(ticket.submit(0, Box::pin(async move { Ok(shadow) })));
+        runtime.live_response(
+            Arm::Stable,
+            200,
+            Duration::from_millis(2),
+            7,
+            Some(observer),
+        )
+    }
+
+    async fn settled(runtime: &ShadowRuntime<Job>) {
+        for _ in 0..10_000 {
+            let counts = runtime.stats().counts();
+            if counts.compared + counts.comparison_missed == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the shadow never settled");
+    }
+
+    #[tokio::test]
+    async fn a_finished_response_is_recorded_and_compared() {
+        let (runtime, recorder) = runtime();
+        let mut live = mirrored_read(&runtime);
+        live.chunk(b"sa");
+        live.chunk(b"me");
+        live.finish();
+        settled(&runtime).await;
+        let counts = runtime.stats().counts();
+        assert_eq!((counts.compared, counts.mismatched), (1, 0));
+        let stable = recorder.snapshot(Arm::Stable);
+        assert_eq!(
+            (
+                stable.outcomes.success,
+                stable.request_bytes,
+                stable.response_bytes
+            ),
+            (1, 7, 4)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_dropped_midway_is_recorded_but_not_compared() {
+        let (runtime, recorder) = runtime();
+        let mut live = mirrored_read(&runtime);
+        live.chunk(b"sa");
+        drop(live);
+        settled(&runtime).await;
+        assert_eq!(runtime.stats().counts().comparison_missed, 1);
+        assert_eq!(recorder.snapshot(Arm::Stable).response_bytes, 2);
+    }
+
+    #[tokio::test]
+    async fn error_statuses_are_recorded_as_their_class() {
+        let (runtime, recorder) = runtime();
+        runtime
+            .live_response(Arm::Candidate, 503, Duration::from_millis(1), 0, None)
+            .finish();
+        drop(runtime.live_response(Arm::Candidate, 404, Duration::from_millis(1), 0, None));
+        let candidate = recorder.snapshot(Arm::Candidate);
+        assert_eq!(
+            (
+                candidate.outcomes.server_error,
+                candidate.outcomes.client_error
+            ),
+            (1, 1)
+        );
+    }
+}
