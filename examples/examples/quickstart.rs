@@ -4,7 +4,9 @@
 //! build are plain async functions. Every request is routed by the `WeightedSteerer`;
 //! requests served by stable are reads, so each one is also mirrored to the candidate as a
 //! shadow copy. The `KpiRecorder` measures both builds, and the `RolloutController` looks
-//! at the evidence every 250 ms.
+//! at the evidence every 250 ms and asks the `SequentialPredictor`: always-valid tests
+//! (mixture SPRT) that can be re-run at every look without rolling back a good build by
+//! chance, and that say "not yet known" — hold — until the evidence is enough.
 //!
 //! * Scenario `regression`: the candidate fails 5% of requests and is 60% slower — it is
 //!   rolled back while still a shadow, before any user saw it.
@@ -20,7 +22,7 @@ use rand::Rng;
 use rand_distr::{Distribution, LogNormal};
 use shadowlib::{
     Arm, DecisionSource, KpiRecorder, Outcome, Phase, RolloutController, RolloutPolicy,
-    ThresholdPredictor, TrafficSteerer, Version, WeightedSteerer,
+    SequentialPredictor, TrafficSteerer, Version, WeightedSteerer,
 };
 
 /// How a build behaves: its median latency and its failure rate.
@@ -88,7 +90,7 @@ async fn run_scenario(name: &str, candidate_build: Build) -> Phase {
         stable,
         candidate,
         policy,
-        ThresholdPredictor::default(),
+        SequentialPredictor::default(),
         steerer.clone(),
     )
     .expect("the demo policy is valid")
