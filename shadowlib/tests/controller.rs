@@ -27,6 +27,21 @@ fn policy() -> RolloutPolicy {
     }
 }
 
+/// A controller for `versions()` with the threshold predictor and a fresh steerer.
+fn threshold_controller(
+    policy: RolloutPolicy,
+) -> RolloutController<ThresholdPredictor, WeightedSteerer> {
+    let (stable, candidate) = versions();
+    RolloutController::new(
+        stable,
+        candidate,
+        policy,
+        ThresholdPredictor::default(),
+        Arc::new(WeightedSteerer::new()),
+    )
+    .expect("valid policy")
+}
+
 /// Counts how often it is asked, and reports nothing.
 #[derive(Default)]
 struct CountingSource {
@@ -100,15 +115,7 @@ async fn looks_exactly_once_per_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn no_data_holds_then_pauses_at_the_deadline() {
-    let (stable, candidate) = versions();
-    let controller = RolloutController::new(
-        stable,
-        candidate,
-        policy(),
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("valid policy");
+    let controller = threshold_controller(policy());
     let handle = controller.handle();
     tokio::spawn(controller.run());
 
@@ -243,15 +250,7 @@ async fn healthy_candidate_is_promoted_through_every_step() {
 
 #[tokio::test(start_paused = true)]
 async fn operator_abort_ends_the_run_at_once() {
-    let (stable, candidate) = versions();
-    let controller = RolloutController::new(
-        stable,
-        candidate,
-        policy(),
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("valid policy");
+    let controller = threshold_controller(policy());
     let handle = controller.handle();
     let rollout = tokio::spawn(controller.run());
     tokio::time::sleep(INTERVAL / 2).await;
