@@ -1,17 +1,27 @@
 //! The framework-neutral runtime both HTTP adapters drive: routing, the hand-off to the
 //! shadow, the shadow's worker, and the recording of what happened.
+//!
+//! The live path's share of a copy is kept to a push onto a lock-free queue: it never
+//! wakes the shadow's thread while the shadow is busy or only between copies (see
+//! [`SHADOW_TICK`]), and never waits for it.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::task::Poll;
 use std::time::Duration;
 
+use crossbeam_queue::ArrayQueue;
 use futures::stream::FuturesUnordered;
+use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot::error::TryRecvError;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::labels::RouteLabels;
 use super::stats::ShadowStats;
 use super::{BodyCapture, BodySize, HeaderView, RequestHead, ResponseSummary, ShadowConfig};
 use crate::budget::BudgetError;
@@ -63,13 +73,79 @@ struct Inner<J> {
     shared: Arc<Shared>,
     steerer: Arc<dyn TrafficSteerer>,
     status: watch::Receiver<RolloutStatus>,
-    queue: mpsc::Sender<Task<J>>,
+    queue: Arc<CopyQueue<J>>,
+    labels: RouteLabels,
+}
+
+impl<J> Drop for Inner<J> {
+    fn drop(&mut self) {
+        // The last runtime clone is gone: the worker finishes what it holds and ends.
+        self.queue.closed.store(true, Ordering::SeqCst);
+        self.queue.parked.store(false, Ordering::SeqCst);
+        self.queue.waker.wake();
+    }
+}
+
+/// How often an idle worker looks at the queue (and a finished copy at the live
+/// response it waits for) instead of being woken by the live path.
+///
+/// Waking a parked thread is a futex call, several microseconds on the live request's
+/// thread; a trivial request costs about as much. So the live path never wakes a worker
+/// that is merely between copies: the worker looks at the queue every tick, which adds up
+/// to one tick to when a copy starts (never to its measured latency, which starts when
+/// the candidate is called) and costs the shadow's thread one timer wake-up per tick.
+pub const SHADOW_TICK: Duration = Duration::from_millis(1);
+
+/// Empty ticks after which the worker parks until the live path wakes it: about 0.1 s
+/// without copies. A parked worker costs nothing; the first copy of the next burst wakes
+/// it once.
+const IDLE_TICKS_BEFORE_PARKING: u32 = 100;
+
+/// The bounded queue of copies between the live path and the worker: lock-free, and the
+/// live path wakes the worker only when it has parked (see [`SHADOW_TICK`]).
+struct CopyQueue<J> {
+    tasks: ArrayQueue<Task<J>>,
+    /// The worker is parked and must be woken for the next copy.
+    parked: AtomicBool,
+    waker: AtomicWaker,
+    /// Every runtime clone is gone: no copy will come any more.
+    closed: AtomicBool,
+}
+
+impl<J> CopyQueue<J> {
+    /// Queues a copy; gives it back when the queue is full.
+    fn push(&self, task: Task<J>) -> Result<(), Task<J>> {
+        self.tasks.push(task)?;
+        // Pairs with the fence in `park`: either the worker sees the copy before parking,
+        // or the live path sees it parked and wakes it.
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Waits until a copy is queued or the queue is closed.
+    async fn park(&self) {
+        poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            self.parked.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.tasks.is_empty() && !self.closed.load(Ordering::SeqCst) {
+                Poll::Pending
+            } else {
+                self.parked.store(false, Ordering::SeqCst);
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
 }
 
 /// A copy waiting for a worker.
 struct Task<J> {
     job: J,
-    route: String,
+    route: Arc<str>,
     request_bytes: u64,
     live: Option<oneshot::Receiver<ResponseSummary>>,
 }
@@ -161,14 +237,20 @@ where
         recorder: Arc<KpiRecorder>,
     ) -> Result<(Self, ShadowWorker<J>), BudgetError> {
         config.budget.validate()?;
-        let (queue, receiver) = mpsc::channel(config.budget.queue_capacity);
+        let queue = Arc::new(CopyQueue {
+            tasks: ArrayQueue::new(config.budget.queue_capacity),
+            parked: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            closed: AtomicBool::new(false),
+        });
+        let shared_max_routes = config.max_routes;
         let shared = Arc::new(Shared {
             stats: Arc::new(ShadowStats::new(config.max_routes)),
             config,
             recorder,
         });
         let worker = ShadowWorker {
-            queue: receiver,
+            queue: Arc::clone(&queue),
             shared: Arc::clone(&shared),
         };
         let inner = Arc::new(Inner {
@@ -176,6 +258,7 @@ where
             steerer,
             status: rollout.watch(),
             queue,
+            labels: RouteLabels::new(shared_max_routes),
         });
         Ok((Self { inner }, worker))
     }
@@ -220,7 +303,7 @@ where
         }
         let ticket = MirrorTicket {
             runtime: self.clone(),
-            route: config.route_label(head.method, head.path),
+            route: self.inner.labels.label(config, head.method, head.path),
             live: None,
             settled: false,
         };
@@ -269,7 +352,7 @@ where
 
     /// Copies waiting for a worker now (at most the budget's queue capacity).
     pub fn queued(&self) -> usize {
-        self.inner.queue.max_capacity() - self.inner.queue.capacity()
+        self.inner.queue.tasks.len()
     }
 }
 
@@ -282,7 +365,7 @@ where
 /// read, so the live request is never delayed for the copy's sake.
 pub struct MirrorTicket<J> {
     runtime: ShadowRuntime<J>,
-    route: String,
+    route: Arc<str>,
     live: Option<oneshot::Receiver<ResponseSummary>>,
     settled: bool,
 }
@@ -339,12 +422,12 @@ where
         self.settled = true;
         let task = Task {
             job,
-            route: std::mem::take(&mut self.route),
+            route: Arc::clone(&self.route),
             request_bytes,
             live: self.live.take(),
         };
         let shared = &self.runtime.inner.shared;
-        match self.runtime.inner.queue.try_send(task) {
+        match self.runtime.inner.queue.push(task) {
             Ok(()) => {
                 ShadowStats::bump(&shared.stats.mirrored);
                 true
@@ -446,7 +529,7 @@ impl LiveBodyObserver {
 /// time, whatever the live load, and a copy arriving while the worker is busy costs the
 /// live path no wake-up of another thread.
 pub struct ShadowWorker<J> {
-    queue: mpsc::Receiver<Task<J>>,
+    queue: Arc<CopyQueue<J>>,
     shared: Arc<Shared>,
 }
 
@@ -455,21 +538,48 @@ where
     J: Future<Output = ShadowResult>,
 {
     /// Runs copies until the runtime is dropped and the last copy is done.
-    pub async fn run(mut self) {
+    ///
+    /// While copies keep coming the worker takes them from the queue every
+    /// [tick](SHADOW_TICK) (and whenever a copy it runs finishes); after about 0.1 s
+    /// without any it parks, and the next copy wakes it.
+    pub async fn run(self) {
         let concurrency = self.shared.config.budget.concurrency;
-        let shared = Arc::clone(&self.shared);
+        let queue = &*self.queue;
         let mut running = FuturesUnordered::new();
-        let mut open = true;
+        let mut idle_ticks = 0;
         loop {
+            while running.len() < concurrency {
+                match queue.tasks.pop() {
+                    Some(task) => running.push(execute(&self.shared, task)),
+                    None => break,
+                }
+            }
+            if running.is_empty() && queue.closed.load(Ordering::SeqCst) && queue.tasks.is_empty() {
+                return;
+            }
+            if running.len() >= concurrency {
+                running.next().await;
+                continue;
+            }
+            let park = running.is_empty() && idle_ticks >= IDLE_TICKS_BEFORE_PARKING;
+            let wait_for_copies = async {
+                if park {
+                    queue.park().await;
+                } else {
+                    tokio::time::sleep(SHADOW_TICK).await;
+                }
+            };
             tokio::select! {
                 // Finishing copies first frees room for the next ones.
                 biased;
                 Some(()) = running.next(), if !running.is_empty() => {}
-                task = self.queue.recv(), if open && running.len() < concurrency => match task {
-                    Some(task) => running.push(execute(&shared, task)),
-                    None => open = false,
-                },
-                else => return,
+                () = wait_for_copies => {
+                    idle_ticks = if queue.tasks.is_empty() && running.is_empty() {
+                        idle_ticks.saturating_add(1)
+                    } else {
+                        0
+                    };
+                }
             }
         }
     }
@@ -535,10 +645,7 @@ where
         response.body_len,
     );
     let live = match task.live {
-        Some(live) => tokio::time::timeout(timeout, live)
-            .await
-            .ok()
-            .and_then(Result::ok),
+        Some(live) => live_response(live, timeout).await,
         None => None,
     };
     let Some(live) = live else {
@@ -564,6 +671,27 @@ where
     }
     recorder.record_comparison(comparison.mismatched());
     stats.record_comparison(&task.route, comparison.mismatched());
+}
+
+/// The live response to compare with, once the live side has sent it whole; `None` if it
+/// never will (dropped midway) or not within `timeout`.
+///
+/// Looked at every [tick](SHADOW_TICK) rather than awaited: awaiting would make the live
+/// side wake this thread when it finishes after the shadow, a futex call on the live
+/// request's thread. Comparisons come up to a tick later; nothing on the live path waits.
+async fn live_response(
+    mut live: oneshot::Receiver<ResponseSummary>,
+    timeout: Duration,
+) -> Option<ResponseSummary> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match live.try_recv() {
+            Ok(summary) => return Some(summary),
+            Err(TryRecvError::Closed) => return None,
+            Err(TryRecvError::Empty) if Instant::now() >= deadline => return None,
+            Err(TryRecvError::Empty) => tokio::time::sleep(SHADOW_TICK).await,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -655,8 +783,9 @@ mod tests {
             let ticket = get(&f.runtime, &headers).mirror.expect("a read");
             queued += usize::from(ticket.submit(0, Box::pin(futures::future::pending())));
             assert!(f.runtime.queued() <= 2);
-            // Let the worker pick up the first copy before the next arrives.
-            tokio::task::yield_now().await;
+            // Let the worker's next look at the queue pick up the first copy before the
+            // next arrives.
+            tokio::time::sleep(SHADOW_TICK * 2).await;
         }
         assert_eq!(queued, 3, "one running and two waiting; the rest dropped");
         settle(&f.runtime, |c| c.timed_out == 3).await;
