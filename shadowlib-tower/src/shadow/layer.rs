@@ -1,11 +1,9 @@
 //! The middleware layer and what it is built from.
 
 use std::fmt;
-use std::sync::Arc;
 
 use shadowlib::budget::BudgetError;
-use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
-use shadowlib::{KpiRecorder, Predictor, RolloutController, RolloutHandle, TrafficSteerer};
+use shadowlib::mirror::{Rollout, ShadowConfig, ShadowRuntime};
 use thiserror::Error;
 use tokio::runtime::Handle;
 use tower::Layer;
@@ -23,43 +21,6 @@ pub enum ShadowLayerError {
         "no tokio runtime to run the shadow on: build the layer inside one, or use `ShadowLayer::new_on`"
     )]
     NoRuntime,
-}
-
-/// The rollout the middleware serves: the handle whose phase it follows, the steerer the
-/// controller drives, and the recorder the controller reads.
-#[derive(Clone)]
-pub struct Rollout {
-    /// The rollout's handle.
-    pub handle: RolloutHandle,
-    /// The steerer the controller sets the share on.
-    pub steerer: Arc<dyn TrafficSteerer>,
-    /// The recorder the controller collects from (`with_metric_source`).
-    pub recorder: Arc<KpiRecorder>,
-}
-
-impl Rollout {
-    /// The rollout `controller` runs, recording into `recorder`. Register the same
-    /// recorder with the controller's `with_metric_source`, or it will see no data.
-    pub fn of<P, T>(controller: &RolloutController<P, T>, recorder: Arc<KpiRecorder>) -> Self
-    where
-        P: Predictor,
-        T: TrafficSteerer + 'static,
-    {
-        Self {
-            handle: controller.handle(),
-            steerer: controller.steerer().clone(),
-            recorder,
-        }
-    }
-}
-
-impl fmt::Debug for Rollout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rollout")
-            .field("status", &self.handle.status().phase)
-            .field("share", &self.steerer.share())
-            .finish_non_exhaustive()
-    }
 }
 
 /// Wraps the stable build in a [`ShadowService`] that also holds the candidate build.

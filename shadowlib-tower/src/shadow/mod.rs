@@ -95,8 +95,10 @@ use std::pin::Pin;
 
 pub use body::{ShadowBody, ShadowResponseBody};
 pub use future::ResponseFuture;
-pub use layer::{Rollout, ShadowLayer, ShadowLayerError};
+pub use layer::{ShadowLayer, ShadowLayerError};
 pub use service::ShadowService;
+/// The rollout the middleware serves: the core's, shared with the actix adapter.
+pub use shadowlib::mirror::Rollout;
 use shadowlib::mirror::ShadowResult;
 
 /// The shadow job of this adapter: one copy sent to the candidate, boxed so that every
