@@ -5,6 +5,7 @@
 //! wakes the shadow's thread while the shadow is busy or only between copies (see
 //! [`SHADOW_TICK`]), and never waits for it.
 
+use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -67,7 +68,20 @@ struct Shared {
     config: ShadowConfig,
     recorder: Arc<KpiRecorder>,
     stats: Arc<ShadowStats>,
+    recycled: Recycled,
 }
+
+/// Response summaries the worker has compared, kept for the next responses to be
+/// captured into.
+///
+/// A summary of the live response is made on the live thread and freed on the shadow's;
+/// with the system allocator such a free takes the lock of the live thread's arena, and
+/// at one copy per request the two threads fight over it. Recycled summaries (and their
+/// header and body buffers) go round between the threads instead of being freed.
+type Recycled = Arc<ArrayQueue<ResponseSummary>>;
+
+/// Summaries kept for reuse at most; more are freed.
+const RECYCLED_SUMMARIES: usize = 256;
 
 struct Inner<J> {
     shared: Arc<Shared>,
@@ -248,6 +262,7 @@ where
             stats: Arc::new(ShadowStats::new(config.max_routes)),
             config,
             recorder,
+            recycled: Arc::new(ArrayQueue::new(RECYCLED_SUMMARIES)),
         });
         let worker = ShadowWorker {
             queue: Arc::clone(&queue),
@@ -413,6 +428,7 @@ where
         ResponseCapture {
             headers: Arc::clone(&config.compared_headers),
             limit: config.body_limit,
+            recycled: Arc::clone(&self.runtime.inner.shared.recycled),
         }
     }
 
@@ -456,20 +472,43 @@ impl<J> Drop for MirrorTicket<J> {
 }
 
 /// How a response is captured for comparison: the compared headers and the body limit.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ResponseCapture {
     headers: Arc<[String]>,
     limit: usize,
+    recycled: Recycled,
+}
+
+impl fmt::Debug for ResponseCapture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseCapture")
+            .field("headers", &self.headers)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ResponseCapture {
     /// The summary of a response head: status and compared headers, no body yet.
     pub fn head(&self, status: u16, headers: &dyn HeaderView) -> ResponseSummary {
-        let mut summary = ResponseSummary::new(status);
-        for name in self.headers.iter() {
-            headers.each_value(name, &mut |value| summary.push_header(name, value));
-        }
+        let mut summary = self.recycled.pop().unwrap_or_default();
+        summary.refill(status, |push| {
+            for name in self.headers.iter() {
+                headers.each_value(name, &mut |value| push(name, value));
+            }
+        });
         summary
+    }
+
+    /// The summary of a response head, and a body capture reusing its body's buffer.
+    fn head_and_body(
+        &self,
+        status: u16,
+        headers: &dyn HeaderView,
+    ) -> (ResponseSummary, BodyCapture) {
+        let mut summary = self.head(status, headers);
+        let body = BodyCapture::reusing(self.limit, std::mem::take(&mut summary.body));
+        (summary, body)
     }
 
     /// An empty body capture with the limit.
@@ -488,9 +527,10 @@ pub struct LiveObserver {
 impl LiveObserver {
     /// The live response head arrived.
     pub fn head(self, status: u16, headers: &dyn HeaderView) -> LiveBodyObserver {
+        let (summary, body) = self.capture.head_and_body(status, headers);
         LiveBodyObserver {
-            summary: self.capture.head(status, headers),
-            body: self.capture.body(),
+            summary,
+            body,
             sender: self.sender,
         }
     }
@@ -594,6 +634,7 @@ where
         config,
         recorder,
         stats,
+        recycled,
     } = shared;
     let timeout = config.budget.timeout;
     let started = Instant::now();
@@ -671,6 +712,9 @@ where
     }
     recorder.record_comparison(comparison.mismatched());
     stats.record_comparison(&task.route, comparison.mismatched());
+    // A full pool frees the rest: it only has to cover the copies in flight.
+    let _ = recycled.push(live);
+    let _ = recycled.push(reply.response);
 }
 
 /// The live response to compare with, once the live side has sent it whole; `None` if it
