@@ -566,8 +566,8 @@ impl LiveBodyObserver {
 /// `spawn_local` where the jobs are not `Send`).
 ///
 /// One task, however many copies: the shadow never occupies more than one thread at a
-/// time, whatever the live load, and a copy arriving while the worker is busy costs the
-/// live path no wake-up of another thread.
+/// time, whatever the live load, and a copy costs the live path no wake-up of another
+/// thread unless the worker has been idle long enough to park (see [`SHADOW_TICK`]).
 pub struct ShadowWorker<J> {
     queue: Arc<CopyQueue<J>>,
     shared: Arc<Shared>,
@@ -586,6 +586,7 @@ where
         let concurrency = self.shared.config.budget.concurrency;
         let queue = &*self.queue;
         let mut running = FuturesUnordered::new();
+        let mut awaiting = Vec::new();
         let mut idle_ticks = 0;
         loop {
             while running.len() < concurrency {
@@ -594,14 +595,16 @@ where
                     None => break,
                 }
             }
-            if running.is_empty() && queue.closed.load(Ordering::SeqCst) && queue.tasks.is_empty() {
+            let waiting = settle_awaiting(&self.shared, &mut awaiting);
+            let busy = !running.is_empty() || waiting;
+            if !busy && queue.closed.load(Ordering::SeqCst) && queue.tasks.is_empty() {
                 return;
             }
             if running.len() >= concurrency {
-                running.next().await;
+                awaiting.extend(running.next().await.flatten());
                 continue;
             }
-            let park = running.is_empty() && idle_ticks >= IDLE_TICKS_BEFORE_PARKING;
+            let park = !busy && idle_ticks >= IDLE_TICKS_BEFORE_PARKING;
             let wait_for_copies = async {
                 if park {
                     queue.park().await;
@@ -612,9 +615,9 @@ where
             tokio::select! {
                 // Finishing copies first frees room for the next ones.
                 biased;
-                Some(()) = running.next(), if !running.is_empty() => {}
+                Some(done) = running.next(), if !running.is_empty() => awaiting.extend(done),
                 () = wait_for_copies => {
-                    idle_ticks = if queue.tasks.is_empty() && running.is_empty() {
+                    idle_ticks = if queue.tasks.is_empty() && !busy {
                         idle_ticks.saturating_add(1)
                     } else {
                         0
@@ -625,8 +628,9 @@ where
     }
 }
 
-/// Runs one copy under the timeout, records its outcome and compares its response.
-async fn execute<J>(shared: &Shared, task: Task<J>)
+/// Runs one copy under the timeout, records its outcome and compares its response; when
+/// the live response is not there yet, returns the shadow's to compare later.
+async fn execute<J>(shared: &Shared, task: Task<J>) -> Option<AwaitingLive>
 where
     J: Future<Output = ShadowResult>,
 {
@@ -634,7 +638,7 @@ where
         config,
         recorder,
         stats,
-        recycled,
+        ..
     } = shared;
     let timeout = config.budget.timeout;
     let started = Instant::now();
@@ -649,7 +653,7 @@ where
                 task.request_bytes,
                 0,
             );
-            return;
+            return None;
         }
         Ok(Err(_panic)) => {
             ShadowStats::bump(&stats.panicked);
@@ -660,7 +664,7 @@ where
                 task.request_bytes,
                 0,
             );
-            return;
+            return None;
         }
         Ok(Ok(Err(ShadowError(why)))) => {
             tracing::debug!(route = %task.route, %why, "shadow request failed");
@@ -672,7 +676,7 @@ where
                 task.request_bytes,
                 0,
             );
-            return;
+            return None;
         }
         Ok(Ok(Ok(reply))) => reply,
     };
@@ -685,57 +689,96 @@ where
         task.request_bytes,
         response.body_len,
     );
-    let live = match task.live {
-        Some(live) => live_response(live, timeout).await,
-        None => None,
-    };
-    let Some(live) = live else {
+    let Some(mut live) = task.live else {
         ShadowStats::bump(&stats.comparison_missed);
-        return;
+        return None;
     };
+    match live.try_recv() {
+        Ok(live) => {
+            compare(shared, &task.route, live, reply.response);
+            None
+        }
+        Err(TryRecvError::Closed) => {
+            ShadowStats::bump(&stats.comparison_missed);
+            None
+        }
+        Err(TryRecvError::Empty) => Some(AwaitingLive {
+            route: task.route,
+            shadow: reply.response,
+            live,
+            deadline: Instant::now() + timeout,
+        }),
+    }
+}
+
+/// A shadow response done before the live one it is compared with.
+///
+/// The worker looks for the live response every [tick](SHADOW_TICK) rather than
+/// awaiting it: awaiting would make the live side wake the shadow's thread when it
+/// finishes, a futex call on the live request's thread. Such comparisons come up to a
+/// tick later, and do not hold one of the budget's concurrent copies meanwhile.
+struct AwaitingLive {
+    route: Arc<str>,
+    shadow: ResponseSummary,
+    live: oneshot::Receiver<ResponseSummary>,
+    /// The live response is given up after the budget's timeout, as a copy would be.
+    deadline: Instant,
+}
+
+/// Compares the shadow responses whose live response has arrived; keeps the others
+/// until their deadline. Returns whether any are still waiting.
+fn settle_awaiting(shared: &Shared, awaiting: &mut Vec<AwaitingLive>) -> bool {
+    let now = Instant::now();
+    let mut index = 0;
+    while index < awaiting.len() {
+        let pair = &mut awaiting[index];
+        let live = match pair.live.try_recv() {
+            Err(TryRecvError::Empty) if now < pair.deadline => {
+                index += 1;
+                continue;
+            }
+            Ok(live) => Some(live),
+            Err(_) => None,
+        };
+        let pair = awaiting.swap_remove(index);
+        match live {
+            Some(live) => compare(shared, &pair.route, live, pair.shadow),
+            None => ShadowStats::bump(&shared.stats.comparison_missed),
+        }
+    }
+    !awaiting.is_empty()
+}
+
+/// Compares a live response with the shadow's and records the result.
+fn compare(shared: &Shared, route: &str, live: ResponseSummary, shadow: ResponseSummary) {
+    let Shared {
+        config,
+        recorder,
+        stats,
+        recycled,
+    } = shared;
     // A comparator is application code too: its panic must not take the worker down.
     let compared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        config.comparator.compare(&live, response)
+        config.comparator.compare(&live, &shadow)
     }));
     let Ok(comparison) = compared else {
-        tracing::error!(route = %task.route, "the response comparator panicked; pair not compared");
+        tracing::error!(route, "the response comparator panicked; pair not compared");
         ShadowStats::bump(&stats.comparison_missed);
         return;
     };
     if let Some(why) = &comparison.not_comparable {
-        tracing::debug!(route = %task.route, why, "pair not comparable");
+        tracing::debug!(route, why, "pair not comparable");
         ShadowStats::bump(&stats.not_comparable);
-        return;
+    } else {
+        if comparison.mismatched() {
+            tracing::debug!(route, differences = ?comparison.differences, "shadow response differs");
+        }
+        recorder.record_comparison(comparison.mismatched());
+        stats.record_comparison(route, comparison.mismatched());
     }
-    if comparison.mismatched() {
-        tracing::debug!(route = %task.route, differences = ?comparison.differences, "shadow response differs");
-    }
-    recorder.record_comparison(comparison.mismatched());
-    stats.record_comparison(&task.route, comparison.mismatched());
     // A full pool frees the rest: it only has to cover the copies in flight.
     let _ = recycled.push(live);
-    let _ = recycled.push(reply.response);
-}
-
-/// The live response to compare with, once the live side has sent it whole; `None` if it
-/// never will (dropped midway) or not within `timeout`.
-///
-/// Looked at every [tick](SHADOW_TICK) rather than awaited: awaiting would make the live
-/// side wake this thread when it finishes after the shadow, a futex call on the live
-/// request's thread. Comparisons come up to a tick later; nothing on the live path waits.
-async fn live_response(
-    mut live: oneshot::Receiver<ResponseSummary>,
-    timeout: Duration,
-) -> Option<ResponseSummary> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match live.try_recv() {
-            Ok(summary) => return Some(summary),
-            Err(TryRecvError::Closed) => return None,
-            Err(TryRecvError::Empty) if Instant::now() >= deadline => return None,
-            Err(TryRecvError::Empty) => tokio::time::sleep(SHADOW_TICK).await,
-        }
-    }
+    let _ = recycled.push(shadow);
 }
 
 #[cfg(test)]
@@ -908,6 +951,28 @@ mod tests {
             (1, 5, 5)
         );
         assert_eq!(candidate.comparisons.mismatched, 1);
+    }
+
+    #[tokio::test]
+    async fn a_shadow_waiting_for_its_live_response_does_not_hold_a_copy_slot() {
+        let f = fixture(budget(8, 1));
+        tokio::spawn(f.worker.run());
+        let headers = HeaderList::default();
+        let mut first = get(&f.runtime, &headers).mirror.expect("a read");
+        let first_live = first.observe_live().head(200, &headers);
+        assert!(first.submit(0, Box::pin(async { reply(200) })));
+        settle(&f.runtime, |c| c.completed == 1).await;
+
+        // With one copy at a time, the second runs while the first waits for live.
+        let mut second = get(&f.runtime, &headers).mirror.expect("a read");
+        let second_live = second.observe_live();
+        assert!(second.submit(0, Box::pin(async { reply(200) })));
+        second_live.head(200, &headers).finish();
+        settle(&f.runtime, |c| c.compared == 1).await;
+
+        first_live.finish();
+        settle(&f.runtime, |c| c.compared == 2).await;
+        assert_eq!(f.runtime.stats().counts().comparison_missed, 0);
     }
 
     struct PanickingComparator;
