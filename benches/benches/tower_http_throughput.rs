@@ -4,8 +4,8 @@
 //! The server runs on its own two-thread runtime; a hyper client with 32 connections on
 //! a one-thread runtime sends `GET /ping` for 3 s per round, rounds alternating between
 //! the servers: bare, mirroring with the shadow on the server's runtime, and mirroring
-//! with the shadow on a one-thread runtime of its own. For an external client, see the `axum_shadow` example's `--serve`
-//! mode and `wrk`.
+//! with the shadow on a one-thread runtime of its own. For an external client, see the
+//! `axum_shadow` example's `--serve` mode and `wrk`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
