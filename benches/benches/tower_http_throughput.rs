@@ -3,8 +3,9 @@
 //!
 //! The server runs on its own two-thread runtime; a hyper client with 32 connections on
 //! a one-thread runtime sends `GET /ping` for 3 s per round, rounds alternating between
-//! the two servers. For an external client, see the `axum_shadow` example's `--serve`
-//! mode and `wrk`.
+//! the servers: bare, mirroring with the shadow on the server's runtime, and mirroring
+//! with the shadow on a one-thread runtime of its own. For an external client, see the
+//! `axum_shadow` example's `--serve` mode and `wrk`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +45,9 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
-async fn mirrored_app() -> (Router, ShadowRuntime<ShadowJob>) {
+/// The middleware over `app()` mirroring every read to an identical candidate, whose
+/// shadow worker runs on `shadow`.
+async fn mirrored_app(shadow: &tokio::runtime::Handle) -> (Router, ShadowRuntime<ShadowJob>) {
     let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
     let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
     let controller = RolloutController::new(
@@ -59,10 +62,11 @@ async fn mirrored_app() -> (Router, ShadowRuntime<ShadowJob>) {
         .handle()
         .start()
         .expect("shadowing: every read is mirrored");
-    let layer = ShadowLayer::new(
+    let layer = ShadowLayer::new_on(
         app(),
         Rollout::of(&controller, recorder),
         ShadowConfig::new(),
+        shadow,
     )
     .expect("valid configuration");
     let runtime = layer.runtime().clone();
@@ -109,21 +113,31 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    let shadow_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("shadow")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     let bare_addr = server_rt.block_on(serve(app()));
-    let (mirrored, shadow) = server_rt.block_on(mirrored_app());
+    let (mirrored, shadow) = server_rt.block_on(mirrored_app(server_rt.handle()));
     let mirrored_addr = server_rt.block_on(serve(mirrored));
+    let (mirrored_own, shadow_own) = server_rt.block_on(mirrored_app(shadow_rt.handle()));
+    let mirrored_own_addr = server_rt.block_on(serve(mirrored_own));
 
-    let (mut bare, mut with_layer) = (Vec::new(), Vec::new());
+    let (mut bare, mut with_layer, mut with_own) = (Vec::new(), Vec::new(), Vec::new());
     client_rt.block_on(async {
         round(bare_addr).await; // warm-up
         for _ in 0..ROUNDS {
             bare.push(round(bare_addr).await);
             with_layer.push(round(mirrored_addr).await);
+            with_own.push(round(mirrored_own_addr).await);
         }
     });
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (bare, with_layer) = (mean(&bare), mean(&with_layer));
+    let (bare, with_layer, with_own) = (mean(&bare), mean(&with_layer), mean(&with_own));
     let counts = shadow.stats().counts();
+    let own_counts = shadow_own.stats().counts();
     println!(
         "tower_http_throughput: bare {bare:.0} req/s, mirroring 100% of reads {with_layer:.0} req/s"
     );
@@ -134,5 +148,13 @@ fn main() {
         counts.dropped_queue_full,
         counts.compared,
         counts.mismatched
+    );
+    println!(
+        "tower_http_throughput: shadow on its own runtime: {with_own:.0} req/s, ratio {:.3} (goal >= 0.90); shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        with_own / bare,
+        own_counts.mirrored,
+        own_counts.dropped_queue_full,
+        own_counts.compared,
+        own_counts.mismatched
     );
 }

@@ -2,9 +2,13 @@
 //! in-process, bare and behind the `ShadowLayer` mirroring 100% of reads to an identical
 //! shadow. Goal: live-path median ≤ 1.10× bare.
 //!
-//! Criterion measures both; a final interleaved run (alternating batches, so drift in
-//! machine load hits both sides alike) prints the ratio of per-call medians and what the
-//! shadow did with the copies.
+//! The shadow runs where it would in production: on the caller's runtime
+//! (`ShadowLayer::new`), or on a one-thread runtime of its own (`ShadowLayer::new_on`);
+//! both are measured. Criterion measures each; a final interleaved run (alternating
+//! blocks, so drift in machine load hits every side alike) prints the ratios of per-call
+//! medians and what the shadow did with the copies. Each block is timed while its own
+//! shadow works beside it (after a few settling batches), and the next block waits until
+//! that shadow has finished its copies, so no variant is charged another's shadow work.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +18,11 @@ use axum::body::Body;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group};
 use http_body_util::BodyExt;
-use shadowlib::mirror::ShadowConfig;
+use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
 use shadowlib::{
     KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
 };
-use shadowlib_tower::shadow::{Rollout, ShadowLayer, ShadowService};
+use shadowlib_tower::shadow::{Rollout, ShadowJob, ShadowLayer, ShadowService};
 use tower::{Layer, Service, ServiceExt};
 
 fn app(build: &'static str) -> Router {
@@ -33,9 +37,24 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// A one-thread runtime for the shadow alone.
+fn shadow_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("shadow")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// The middleware over `app("ok")` with an identical candidate; with `shadowing` the
-/// rollout is started, so every read is mirrored, without it nothing is.
-fn layered(rt: &tokio::runtime::Runtime, shadowing: bool) -> ShadowService<Router, Router> {
+/// rollout is started, so every read is mirrored, without it nothing is. The shadow's
+/// worker runs on `shadow` when given, else on `rt` beside the live requests.
+fn layered(
+    rt: &tokio::runtime::Runtime,
+    shadow: Option<&tokio::runtime::Runtime>,
+    shadowing: bool,
+) -> ShadowService<Router, Router> {
     rt.block_on(async {
         let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
         let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
@@ -53,10 +72,13 @@ fn layered(rt: &tokio::runtime::Runtime, shadowing: bool) -> ShadowService<Route
                 .start()
                 .expect("shadowing: every read is mirrored");
         }
-        let layer = ShadowLayer::new(
+        let workers_on =
+            shadow.map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
+        let layer = ShadowLayer::new_on(
             app("ok"),
             Rollout::of(&controller, recorder),
             ShadowConfig::new(),
+            &workers_on,
         )
         .expect("valid configuration");
         layer.layer(app("ok"))
@@ -84,10 +106,11 @@ where
 }
 
 fn overhead(c: &mut Criterion) {
-    let rt = runtime();
+    let (rt, shadow) = (runtime(), shadow_runtime());
     let bare = app("ok");
-    let idle = layered(&rt, false);
-    let shadowed = layered(&rt, true);
+    let idle = layered(&rt, None, false);
+    let shadowed = layered(&rt, None, true);
+    let shadowed_own = layered(&rt, Some(&shadow), true);
     let mut group = c.benchmark_group("tower_layer_overhead");
     group.bench_function("bare", |b| b.to_async(&rt).iter(|| call(&bare)));
     group.bench_function("layer_not_mirroring", |b| {
@@ -95,6 +118,9 @@ fn overhead(c: &mut Criterion) {
     });
     group.bench_function("mirrored_100pct", |b| {
         b.to_async(&rt).iter(|| call(&shadowed))
+    });
+    group.bench_function("mirrored_100pct_own_runtime", |b| {
+        b.to_async(&rt).iter(|| call(&shadowed_own))
     });
     group.finish();
 }
@@ -118,37 +144,77 @@ where
     samples
 }
 
+/// Batches of each block run before its measured ones: the shadow takes its copies on a
+/// 1 ms tick, so the first batches of a block would run before it starts competing.
+const SETTLING_BATCHES: usize = 5;
+
+/// One block of `batches` measured batches through `service`, after the settling ones,
+/// so the live calls are timed while the shadow works on the copies beside them.
+/// Then waits for `shadow` to finish its copies, so none of its work lands in the next
+/// block, which may be another variant's.
+async fn block<S, B>(
+    service: &S,
+    shadow: Option<&ShadowRuntime<ShadowJob>>,
+    batches: usize,
+) -> Vec<f64>
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    median_per_call(service, SETTLING_BATCHES).await;
+    let samples = median_per_call(service, batches).await;
+    if let Some(shadow) = shadow {
+        loop {
+            let c = shadow.stats().counts();
+            let done = c.completed + c.timed_out + c.panicked + c.failed;
+            if shadow.queued() == 0 && done == c.mirrored {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    samples
+}
+
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
 
 fn interleaved_ratio() {
-    let rt = runtime();
+    let (rt, shadow) = (runtime(), shadow_runtime());
     let bare = app("ok");
-    let idle = layered(&rt, false);
-    let shadowed = layered(&rt, true);
-    let (mut bare_samples, mut idle_samples, mut mirrored_samples) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let idle = layered(&rt, None, false);
+    let shadowed = layered(&rt, None, true);
+    let shadowed_own = layered(&rt, Some(&shadow), true);
+    let (mut bare_samples, mut idle_samples, mut mirrored_samples, mut own_samples) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
         // Warm every path up.
         median_per_call(&bare, 50).await;
         median_per_call(&idle, 50).await;
         median_per_call(&shadowed, 50).await;
-        for _ in 0..40 {
-            bare_samples.extend(median_per_call(&bare, 10).await);
-            idle_samples.extend(median_per_call(&idle, 10).await);
-            mirrored_samples.extend(median_per_call(&shadowed, 10).await);
+        median_per_call(&shadowed_own, 50).await;
+        let (mirror, own) = (Some(shadowed.runtime()), Some(shadowed_own.runtime()));
+        for _ in 0..20 {
+            bare_samples.extend(block(&bare, None, 20).await);
+            idle_samples.extend(block(&idle, None, 20).await);
+            mirrored_samples.extend(block(&shadowed, mirror, 20).await);
+            own_samples.extend(block(&shadowed_own, own, 20).await);
         }
         // Let the shadow drain before reading its counters.
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
-    let (bare, not_mirroring, with_layer) = (
+    let (bare, not_mirroring, with_layer, own_runtime) = (
         median(bare_samples),
         median(idle_samples),
         median(mirrored_samples),
+        median(own_samples),
     );
     let counts = shadowed.runtime().stats().counts();
+    let own_counts = shadowed_own.runtime().stats().counts();
     println!(
         "tower_layer_overhead: per-call medians: bare {bare:.0} ns, layer not mirroring {not_mirroring:.0} ns ({:.3}x), mirroring 100% {with_layer:.0} ns",
         not_mirroring / bare
@@ -160,6 +226,14 @@ fn interleaved_ratio() {
         counts.dropped_queue_full,
         counts.compared,
         counts.mismatched
+    );
+    println!(
+        "tower_layer_overhead: shadow on its own runtime: mirroring 100% {own_runtime:.0} ns, live-path median ratio {:.3}x (goal <= 1.10x); shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        own_runtime / bare,
+        own_counts.mirrored,
+        own_counts.dropped_queue_full,
+        own_counts.compared,
+        own_counts.mismatched
     );
 }
 

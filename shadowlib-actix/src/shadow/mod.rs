@@ -26,7 +26,9 @@
 //!
 //! * The live path hands each copy over as plain `Send` data (method, URI, headers, peer
 //!   address, body bytes) through the core's bounded queue, with a non-blocking
-//!   `try_send`: no actix type crosses a thread, and the live request never waits. When
+//!   push: no actix type crosses a thread, the live request never waits, and it does not
+//!   wake the shadow thread (which takes copies on a 1 ms tick, see
+//!   [`SHADOW_TICK`](shadowlib::mirror::SHADOW_TICK)). When
 //!   the queue is full the copy is dropped and counted. The header policy (hop-by-hop
 //!   headers stripped, redactions) is applied on the shadow thread, before the candidate
 //!   sees the copy, so the live request pays only for the copy itself.

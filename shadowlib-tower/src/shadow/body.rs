@@ -7,10 +7,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use shadowlib::mirror::{BodyCapture, LiveBodyObserver, ShadowRuntime};
-use shadowlib::{Arm, Outcome};
-
-use super::ShadowJob;
+use shadowlib::mirror::{BodyCapture, LiveResponse};
 
 /// Called once when the live handler has read the request body to its end, with the copy
 /// (`None` when the body turned out longer than the limit). Dropping it uncalled means the
@@ -159,49 +156,6 @@ where
     }
 }
 
-/// What is recorded once a live response has been sent (or abandoned).
-pub(crate) struct Completion {
-    pub(crate) runtime: ShadowRuntime<ShadowJob>,
-    pub(crate) arm: Arm,
-    pub(crate) outcome: Outcome,
-    pub(crate) latency: std::time::Duration,
-    pub(crate) request_bytes: u64,
-    pub(crate) response_bytes: u64,
-    pub(crate) observer: Option<LiveBodyObserver>,
-    pub(crate) whole: bool,
-}
-
-impl Completion {
-    fn chunk(&mut self, data: &[u8]) {
-        self.response_bytes += data.len() as u64;
-        if let Some(observer) = &mut self.observer {
-            observer.chunk(data);
-        }
-    }
-
-    /// The body was sent whole: the live response can be compared.
-    pub(crate) fn finish(mut self) {
-        self.whole = true;
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        self.runtime.record_live(
-            self.arm,
-            self.outcome,
-            self.latency,
-            self.request_bytes,
-            self.response_bytes,
-        );
-        if let Some(observer) = self.observer.take()
-            && self.whole
-        {
-            observer.finish();
-        }
-    }
-}
-
 pin_project! {
     #[project = ResponseKindProj]
     enum ResponseKind<B> {
@@ -218,12 +172,12 @@ pin_project! {
     pub struct ShadowResponseBody<B> {
         #[pin]
         kind: ResponseKind<B>,
-        completion: Option<Completion>,
+        completion: Option<LiveResponse>,
     }
 }
 
 impl<B> ShadowResponseBody<B> {
-    pub(crate) fn new(body: B, completion: Option<Completion>) -> Self {
+    pub(crate) fn new(body: B, completion: Option<LiveResponse>) -> Self {
         Self {
             kind: ResponseKind::Inner { body },
             completion,

@@ -17,7 +17,7 @@ use shadowlib::{Arm, Outcome};
 use tokio::time::Instant;
 
 use super::ShadowJob;
-use super::body::{Completion, ShadowResponseBody};
+use super::body::ShadowResponseBody;
 use super::headers::HeaderMapView;
 
 pin_project! {
@@ -83,16 +83,9 @@ impl LiveState {
         let observer = self
             .observer
             .map(|observer| observer.head(status, &HeaderMapView(&parts.headers)));
-        let completion = Completion {
-            runtime: self.runtime,
-            arm,
-            outcome: Outcome::from_http_status(status),
-            latency,
-            request_bytes: self.request_bytes,
-            response_bytes: 0,
-            observer,
-            whole: false,
-        };
+        let completion =
+            self.runtime
+                .live_response(arm, status, latency, self.request_bytes, observer);
         // A body that is already over is never polled; it is complete now.
         let completion = if body.is_end_stream() {
             completion.finish();

@@ -11,9 +11,10 @@
 //! 2. **Mirroring.** A request served by stable, while the rollout is shadowing, in canary
 //!    or paused, that the classifier calls a read (deny by default: `GET`, `HEAD`,
 //!    `OPTIONS`, plus routes the application declares), is copied to the candidate.
-//!    The copy goes to a bounded queue served by the shadow's own worker task; the live
-//!    request never waits for it, and when the queue is full the copy is dropped and
-//!    counted. Hop-by-hop headers are stripped from the copy and a configurable list of
+//!    The copy goes to a bounded lock-free queue served by the shadow's own worker task,
+//!    which takes copies on a 1 ms [tick](shadowlib::mirror::SHADOW_TICK) rather than
+//!    being woken per copy; the live request never waits for it, and when the queue is
+//!    full the copy is dropped and counted. Hop-by-hop headers are stripped from the copy and a configurable list of
 //!    headers redacted. Each copy has a timeout, after which it is cancelled and recorded
 //!    as a timeout; a panic in the candidate is caught and recorded as a candidate panic.
 //! 3. **Comparison.** For each mirrored read, status, the configured headers and the body
@@ -95,8 +96,10 @@ use std::pin::Pin;
 
 pub use body::{ShadowBody, ShadowResponseBody};
 pub use future::ResponseFuture;
-pub use layer::{Rollout, ShadowLayer, ShadowLayerError};
+pub use layer::{ShadowLayer, ShadowLayerError};
 pub use service::ShadowService;
+/// The rollout the middleware serves: the core's, shared with the actix adapter.
+pub use shadowlib::mirror::Rollout;
 use shadowlib::mirror::ShadowResult;
 
 /// The shadow job of this adapter: one copy sent to the candidate, boxed so that every

@@ -62,6 +62,17 @@ impl BodyCapture {
         self.seen > self.bytes.len() as u64
     }
 
+    /// An empty capture keeping at most `limit` bytes in `buffer`, whose allocation it
+    /// reuses.
+    pub(crate) fn reusing(limit: usize, mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        Self {
+            limit,
+            bytes: buffer,
+            seen: 0,
+        }
+    }
+
     /// The bytes kept, giving up the capture.
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
@@ -101,6 +112,30 @@ impl ResponseSummary {
     /// Adds a compared header value in place.
     pub fn push_header(&mut self, name: &str, value: &[u8]) {
         self.headers.push((name.to_owned(), value.to_vec()));
+    }
+
+    /// Makes this summary the head of a response with `status`, keeping the allocations
+    /// of its headers and body for the values `fill` pushes with the pusher it is given.
+    pub(crate) fn refill(&mut self, status: u16, fill: impl FnOnce(&mut dyn FnMut(&str, &[u8]))) {
+        self.status = status;
+        self.body.clear();
+        self.body_len = 0;
+        self.truncated = false;
+        let mut used = 0;
+        let headers = &mut self.headers;
+        fill(&mut |name, value| {
+            match headers.get_mut(used) {
+                Some((kept_name, kept_value)) => {
+                    kept_name.clear();
+                    kept_name.push_str(name);
+                    kept_value.clear();
+                    kept_value.extend_from_slice(value);
+                }
+                None => headers.push((name.to_owned(), value.to_vec())),
+            }
+            used += 1;
+        });
+        headers.truncate(used);
     }
 
     /// Sets the body from a capture.
@@ -277,6 +312,28 @@ fn header_values<'s>(side: &'s ResponseSummary, name: &'s str) -> impl Iterator<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refilled_summary_keeps_nothing_of_the_response_it_held() {
+        let mut recycled = ResponseSummary::new(500)
+            .header("content-type", b"text/html; charset=utf-8")
+            .header("etag", b"\"old\"")
+            .with_body({
+                let mut body = BodyCapture::new(2);
+                body.push(b"old body");
+                body
+            });
+        recycled.refill(200, |push| push("content-type", b"text/plain"));
+        assert_eq!(
+            recycled,
+            ResponseSummary::new(200).header("content-type", b"text/plain")
+        );
+        let body = BodyCapture::reusing(8, std::mem::take(&mut recycled.body));
+        assert_eq!(
+            (body.bytes(), body.seen(), body.overflowed()),
+            (&b""[..], 0, false)
+        );
+    }
 
     fn summary(status: u16, body: &[u8], limit: usize) -> ResponseSummary {
         let mut capture = BodyCapture::new(limit);

@@ -25,6 +25,7 @@ mod compare;
 mod config;
 mod head;
 mod headers;
+mod labels;
 mod live;
 mod runtime;
 mod stats;
@@ -41,8 +42,8 @@ pub use headers::{
 };
 pub use live::{LiveResponse, Rollout};
 pub use runtime::{
-    LiveBodyObserver, LiveObserver, MirrorTicket, ResponseCapture, Route, ShadowError, ShadowReply,
-    ShadowResult, ShadowRuntime, ShadowWorker, in_shadow,
+    LiveBodyObserver, LiveObserver, MirrorTicket, ResponseCapture, Route, SHADOW_TICK, ShadowError,
+    ShadowReply, ShadowResult, ShadowRuntime, ShadowWorker, in_shadow,
 };
 pub use stats::{OTHER_ROUTES, ShadowCounts, ShadowStats};
 

@@ -1,17 +1,28 @@
 //! The framework-neutral runtime both HTTP adapters drive: routing, the hand-off to the
 //! shadow, the shadow's worker, and the recording of what happened.
+//!
+//! The live path's share of a copy is kept to a push onto a lock-free queue: it never
+//! wakes the shadow's thread while the shadow is busy or only between copies (see
+//! [`SHADOW_TICK`]), and never waits for it.
 
-use std::future::Future;
+use std::fmt;
+use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::task::Poll;
 use std::time::Duration;
 
+use crossbeam_queue::ArrayQueue;
 use futures::stream::FuturesUnordered;
+use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot::error::TryRecvError;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::labels::RouteLabels;
 use super::stats::ShadowStats;
 use super::{BodyCapture, BodySize, HeaderView, RequestHead, ResponseSummary, ShadowConfig};
 use crate::budget::BudgetError;
@@ -57,19 +68,98 @@ struct Shared {
     config: ShadowConfig,
     recorder: Arc<KpiRecorder>,
     stats: Arc<ShadowStats>,
+    recycled: Recycled,
 }
+
+/// Response summaries the worker has compared, kept for the next responses to be
+/// captured into.
+///
+/// A summary of the live response is made on the live thread and freed on the shadow's;
+/// with the system allocator such a free takes the lock of the live thread's arena, and
+/// at one copy per request the two threads fight over it. Recycled summaries (and their
+/// header and body buffers) go round between the threads instead of being freed.
+type Recycled = Arc<ArrayQueue<ResponseSummary>>;
+
+/// Summaries kept for reuse at most; more are freed.
+const RECYCLED_SUMMARIES: usize = 256;
 
 struct Inner<J> {
     shared: Arc<Shared>,
     steerer: Arc<dyn TrafficSteerer>,
     status: watch::Receiver<RolloutStatus>,
-    queue: mpsc::Sender<Task<J>>,
+    queue: Arc<CopyQueue<J>>,
+    labels: RouteLabels,
+}
+
+impl<J> Drop for Inner<J> {
+    fn drop(&mut self) {
+        // The last runtime clone is gone: the worker finishes what it holds and ends.
+        self.queue.closed.store(true, Ordering::SeqCst);
+        self.queue.parked.store(false, Ordering::SeqCst);
+        self.queue.waker.wake();
+    }
+}
+
+/// How often an idle worker looks at the queue (and a finished copy at the live
+/// response it waits for) instead of being woken by the live path.
+///
+/// Waking a parked thread is a futex call, several microseconds on the live request's
+/// thread; a trivial request costs about as much. So the live path never wakes a worker
+/// that is merely between copies: the worker looks at the queue every tick, which adds up
+/// to one tick to when a copy starts (never to its measured latency, which starts when
+/// the candidate is called) and costs the shadow's thread one timer wake-up per tick.
+pub const SHADOW_TICK: Duration = Duration::from_millis(1);
+
+/// Empty ticks after which the worker parks until the live path wakes it: about 0.1 s
+/// without copies. A parked worker costs nothing; the first copy of the next burst wakes
+/// it once.
+const IDLE_TICKS_BEFORE_PARKING: u32 = 100;
+
+/// The bounded queue of copies between the live path and the worker: lock-free, and the
+/// live path wakes the worker only when it has parked (see [`SHADOW_TICK`]).
+struct CopyQueue<J> {
+    tasks: ArrayQueue<Task<J>>,
+    /// The worker is parked and must be woken for the next copy.
+    parked: AtomicBool,
+    waker: AtomicWaker,
+    /// Every runtime clone is gone: no copy will come any more.
+    closed: AtomicBool,
+}
+
+impl<J> CopyQueue<J> {
+    /// Queues a copy; gives it back when the queue is full.
+    fn push(&self, task: Task<J>) -> Result<(), Task<J>> {
+        self.tasks.push(task)?;
+        // Pairs with the fence in `park`: either the worker sees the copy before parking,
+        // or the live path sees it parked and wakes it.
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Waits until a copy is queued or the queue is closed.
+    async fn park(&self) {
+        poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            self.parked.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.tasks.is_empty() && !self.closed.load(Ordering::SeqCst) {
+                Poll::Pending
+            } else {
+                self.parked.store(false, Ordering::SeqCst);
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
 }
 
 /// A copy waiting for a worker.
 struct Task<J> {
     job: J,
-    route: String,
+    route: Arc<str>,
     request_bytes: u64,
     live: Option<oneshot::Receiver<ResponseSummary>>,
 }
@@ -161,14 +251,21 @@ where
         recorder: Arc<KpiRecorder>,
     ) -> Result<(Self, ShadowWorker<J>), BudgetError> {
         config.budget.validate()?;
-        let (queue, receiver) = mpsc::channel(config.budget.queue_capacity);
+        let queue = Arc::new(CopyQueue {
+            tasks: ArrayQueue::new(config.budget.queue_capacity),
+            parked: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            closed: AtomicBool::new(false),
+        });
+        let shared_max_routes = config.max_routes;
         let shared = Arc::new(Shared {
             stats: Arc::new(ShadowStats::new(config.max_routes)),
             config,
             recorder,
+            recycled: Arc::new(ArrayQueue::new(RECYCLED_SUMMARIES)),
         });
         let worker = ShadowWorker {
-            queue: receiver,
+            queue: Arc::clone(&queue),
             shared: Arc::clone(&shared),
         };
         let inner = Arc::new(Inner {
@@ -176,6 +273,7 @@ where
             steerer,
             status: rollout.watch(),
             queue,
+            labels: RouteLabels::new(shared_max_routes),
         });
         Ok((Self { inner }, worker))
     }
@@ -220,7 +318,7 @@ where
         }
         let ticket = MirrorTicket {
             runtime: self.clone(),
-            route: config.route_label(head.method, head.path),
+            route: self.inner.labels.label(config, head.method, head.path),
             live: None,
             settled: false,
         };
@@ -269,7 +367,7 @@ where
 
     /// Copies waiting for a worker now (at most the budget's queue capacity).
     pub fn queued(&self) -> usize {
-        self.inner.queue.max_capacity() - self.inner.queue.capacity()
+        self.inner.queue.tasks.len()
     }
 }
 
@@ -282,7 +380,7 @@ where
 /// read, so the live request is never delayed for the copy's sake.
 pub struct MirrorTicket<J> {
     runtime: ShadowRuntime<J>,
-    route: String,
+    route: Arc<str>,
     live: Option<oneshot::Receiver<ResponseSummary>>,
     settled: bool,
 }
@@ -330,6 +428,7 @@ where
         ResponseCapture {
             headers: Arc::clone(&config.compared_headers),
             limit: config.body_limit,
+            recycled: Arc::clone(&self.runtime.inner.shared.recycled),
         }
     }
 
@@ -339,12 +438,12 @@ where
         self.settled = true;
         let task = Task {
             job,
-            route: std::mem::take(&mut self.route),
+            route: Arc::clone(&self.route),
             request_bytes,
             live: self.live.take(),
         };
         let shared = &self.runtime.inner.shared;
-        match self.runtime.inner.queue.try_send(task) {
+        match self.runtime.inner.queue.push(task) {
             Ok(()) => {
                 ShadowStats::bump(&shared.stats.mirrored);
                 true
@@ -373,20 +472,43 @@ impl<J> Drop for MirrorTicket<J> {
 }
 
 /// How a response is captured for comparison: the compared headers and the body limit.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ResponseCapture {
     headers: Arc<[String]>,
     limit: usize,
+    recycled: Recycled,
+}
+
+impl fmt::Debug for ResponseCapture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseCapture")
+            .field("headers", &self.headers)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ResponseCapture {
     /// The summary of a response head: status and compared headers, no body yet.
     pub fn head(&self, status: u16, headers: &dyn HeaderView) -> ResponseSummary {
-        let mut summary = ResponseSummary::new(status);
-        for name in self.headers.iter() {
-            headers.each_value(name, &mut |value| summary.push_header(name, value));
-        }
+        let mut summary = self.recycled.pop().unwrap_or_default();
+        summary.refill(status, |push| {
+            for name in self.headers.iter() {
+                headers.each_value(name, &mut |value| push(name, value));
+            }
+        });
         summary
+    }
+
+    /// The summary of a response head, and a body capture reusing its body's buffer.
+    fn head_and_body(
+        &self,
+        status: u16,
+        headers: &dyn HeaderView,
+    ) -> (ResponseSummary, BodyCapture) {
+        let mut summary = self.head(status, headers);
+        let body = BodyCapture::reusing(self.limit, std::mem::take(&mut summary.body));
+        (summary, body)
     }
 
     /// An empty body capture with the limit.
@@ -405,9 +527,10 @@ pub struct LiveObserver {
 impl LiveObserver {
     /// The live response head arrived.
     pub fn head(self, status: u16, headers: &dyn HeaderView) -> LiveBodyObserver {
+        let (summary, body) = self.capture.head_and_body(status, headers);
         LiveBodyObserver {
-            summary: self.capture.head(status, headers),
-            body: self.capture.body(),
+            summary,
+            body,
             sender: self.sender,
         }
     }
@@ -443,10 +566,10 @@ impl LiveBodyObserver {
 /// `spawn_local` where the jobs are not `Send`).
 ///
 /// One task, however many copies: the shadow never occupies more than one thread at a
-/// time, whatever the live load, and a copy arriving while the worker is busy costs the
-/// live path no wake-up of another thread.
+/// time, whatever the live load, and a copy costs the live path no wake-up of another
+/// thread unless the worker has been idle long enough to park (see [`SHADOW_TICK`]).
 pub struct ShadowWorker<J> {
-    queue: mpsc::Receiver<Task<J>>,
+    queue: Arc<CopyQueue<J>>,
     shared: Arc<Shared>,
 }
 
@@ -455,28 +578,59 @@ where
     J: Future<Output = ShadowResult>,
 {
     /// Runs copies until the runtime is dropped and the last copy is done.
-    pub async fn run(mut self) {
+    ///
+    /// While copies keep coming the worker takes them from the queue every
+    /// [tick](SHADOW_TICK) (and whenever a copy it runs finishes); after about 0.1 s
+    /// without any it parks, and the next copy wakes it.
+    pub async fn run(self) {
         let concurrency = self.shared.config.budget.concurrency;
-        let shared = Arc::clone(&self.shared);
+        let queue = &*self.queue;
         let mut running = FuturesUnordered::new();
-        let mut open = true;
+        let mut awaiting = Vec::new();
+        let mut idle_ticks = 0;
         loop {
+            while running.len() < concurrency {
+                match queue.tasks.pop() {
+                    Some(task) => running.push(execute(&self.shared, task)),
+                    None => break,
+                }
+            }
+            let waiting = settle_awaiting(&self.shared, &mut awaiting);
+            let busy = !running.is_empty() || waiting;
+            if !busy && queue.closed.load(Ordering::SeqCst) && queue.tasks.is_empty() {
+                return;
+            }
+            if running.len() >= concurrency {
+                awaiting.extend(running.next().await.flatten());
+                continue;
+            }
+            let park = !busy && idle_ticks >= IDLE_TICKS_BEFORE_PARKING;
+            let wait_for_copies = async {
+                if park {
+                    queue.park().await;
+                } else {
+                    tokio::time::sleep(SHADOW_TICK).await;
+                }
+            };
             tokio::select! {
                 // Finishing copies first frees room for the next ones.
                 biased;
-                Some(()) = running.next(), if !running.is_empty() => {}
-                task = self.queue.recv(), if open && running.len() < concurrency => match task {
-                    Some(task) => running.push(execute(&shared, task)),
-                    None => open = false,
-                },
-                else => return,
+                Some(done) = running.next(), if !running.is_empty() => awaiting.extend(done),
+                () = wait_for_copies => {
+                    idle_ticks = if queue.tasks.is_empty() && !busy {
+                        idle_ticks.saturating_add(1)
+                    } else {
+                        0
+                    };
+                }
             }
         }
     }
 }
 
-/// Runs one copy under the timeout, records its outcome and compares its response.
-async fn execute<J>(shared: &Shared, task: Task<J>)
+/// Runs one copy under the timeout, records its outcome and compares its response; when
+/// the live response is not there yet, returns the shadow's to compare later.
+async fn execute<J>(shared: &Shared, task: Task<J>) -> Option<AwaitingLive>
 where
     J: Future<Output = ShadowResult>,
 {
@@ -484,6 +638,7 @@ where
         config,
         recorder,
         stats,
+        ..
     } = shared;
     let timeout = config.budget.timeout;
     let started = Instant::now();
@@ -498,7 +653,7 @@ where
                 task.request_bytes,
                 0,
             );
-            return;
+            return None;
         }
         Ok(Err(_panic)) => {
             ShadowStats::bump(&stats.panicked);
@@ -509,7 +664,7 @@ where
                 task.request_bytes,
                 0,
             );
-            return;
+            return None;
         }
         Ok(Ok(Err(ShadowError(why)))) => {
             tracing::debug!(route = %task.route, %why, "shadow request failed");
@@ -521,7 +676,7 @@ where
                 task.request_bytes,
                 0,
             );
-            return;
+            return None;
         }
         Ok(Ok(Ok(reply))) => reply,
     };
@@ -534,36 +689,96 @@ where
         task.request_bytes,
         response.body_len,
     );
-    let live = match task.live {
-        Some(live) => tokio::time::timeout(timeout, live)
-            .await
-            .ok()
-            .and_then(Result::ok),
-        None => None,
-    };
-    let Some(live) = live else {
+    let Some(mut live) = task.live else {
         ShadowStats::bump(&stats.comparison_missed);
-        return;
+        return None;
     };
+    match live.try_recv() {
+        Ok(live) => {
+            compare(shared, &task.route, live, reply.response);
+            None
+        }
+        Err(TryRecvError::Closed) => {
+            ShadowStats::bump(&stats.comparison_missed);
+            None
+        }
+        Err(TryRecvError::Empty) => Some(AwaitingLive {
+            route: task.route,
+            shadow: reply.response,
+            live,
+            deadline: Instant::now() + timeout,
+        }),
+    }
+}
+
+/// A shadow response done before the live one it is compared with.
+///
+/// The worker looks for the live response every [tick](SHADOW_TICK) rather than
+/// awaiting it: awaiting would make the live side wake the shadow's thread when it
+/// finishes, a futex call on the live request's thread. Such comparisons come up to a
+/// tick later, and do not hold one of the budget's concurrent copies meanwhile.
+struct AwaitingLive {
+    route: Arc<str>,
+    shadow: ResponseSummary,
+    live: oneshot::Receiver<ResponseSummary>,
+    /// The live response is given up after the budget's timeout, as a copy would be.
+    deadline: Instant,
+}
+
+/// Compares the shadow responses whose live response has arrived; keeps the others
+/// until their deadline. Returns whether any are still waiting.
+fn settle_awaiting(shared: &Shared, awaiting: &mut Vec<AwaitingLive>) -> bool {
+    let now = Instant::now();
+    let mut index = 0;
+    while index < awaiting.len() {
+        let pair = &mut awaiting[index];
+        let live = match pair.live.try_recv() {
+            Err(TryRecvError::Empty) if now < pair.deadline => {
+                index += 1;
+                continue;
+            }
+            Ok(live) => Some(live),
+            Err(_) => None,
+        };
+        let pair = awaiting.swap_remove(index);
+        match live {
+            Some(live) => compare(shared, &pair.route, live, pair.shadow),
+            None => ShadowStats::bump(&shared.stats.comparison_missed),
+        }
+    }
+    !awaiting.is_empty()
+}
+
+/// Compares a live response with the shadow's and records the result.
+fn compare(shared: &Shared, route: &str, live: ResponseSummary, shadow: ResponseSummary) {
+    let Shared {
+        config,
+        recorder,
+        stats,
+        recycled,
+    } = shared;
     // A comparator is application code too: its panic must not take the worker down.
     let compared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        config.comparator.compare(&live, response)
+        config.comparator.compare(&live, &shadow)
     }));
     let Ok(comparison) = compared else {
-        tracing::error!(route = %task.route, "the response comparator panicked; pair not compared");
+        tracing::error!(route, "the response comparator panicked; pair not compared");
         ShadowStats::bump(&stats.comparison_missed);
         return;
     };
     if let Some(why) = &comparison.not_comparable {
-        tracing::debug!(route = %task.route, why, "pair not comparable");
+        tracing::debug!(route, why, "pair not comparable");
         ShadowStats::bump(&stats.not_comparable);
-        return;
+    } else {
+        if comparison.mismatched() {
+            tracing::debug!(route, differences = ?comparison.differences, "shadow response differs");
+        }
+        recorder.record_comparison(comparison.mismatched());
+        stats.record_comparison(route, comparison.mismatched());
     }
-    if comparison.mismatched() {
-        tracing::debug!(route = %task.route, differences = ?comparison.differences, "shadow response differs");
-    }
-    recorder.record_comparison(comparison.mismatched());
-    stats.record_comparison(&task.route, comparison.mismatched());
+    // A full pool frees the rest: it only has to cover the copies in flight.
+    let _ = recycled.push(live);
+    let _ = recycled.push(shadow);
 }
 
 #[cfg(test)]
@@ -655,8 +870,9 @@ mod tests {
             let ticket = get(&f.runtime, &headers).mirror.expect("a read");
             queued += usize::from(ticket.submit(0, Box::pin(futures::future::pending())));
             assert!(f.runtime.queued() <= 2);
-            // Let the worker pick up the first copy before the next arrives.
-            tokio::task::yield_now().await;
+            // Let the worker's next look at the queue pick up the first copy before the
+            // next arrives.
+            tokio::time::sleep(SHADOW_TICK * 2).await;
         }
         assert_eq!(queued, 3, "one running and two waiting; the rest dropped");
         settle(&f.runtime, |c| c.timed_out == 3).await;
@@ -735,6 +951,28 @@ mod tests {
             (1, 5, 5)
         );
         assert_eq!(candidate.comparisons.mismatched, 1);
+    }
+
+    #[tokio::test]
+    async fn a_shadow_waiting_for_its_live_response_does_not_hold_a_copy_slot() {
+        let f = fixture(budget(8, 1));
+        tokio::spawn(f.worker.run());
+        let headers = HeaderList::default();
+        let mut first = get(&f.runtime, &headers).mirror.expect("a read");
+        let first_live = first.observe_live().head(200, &headers);
+        assert!(first.submit(0, Box::pin(async { reply(200) })));
+        settle(&f.runtime, |c| c.completed == 1).await;
+
+        // With one copy at a time, the second runs while the first waits for live.
+        let mut second = get(&f.runtime, &headers).mirror.expect("a read");
+        let second_live = second.observe_live();
+        assert!(second.submit(0, Box::pin(async { reply(200) })));
+        second_live.head(200, &headers).finish();
+        settle(&f.runtime, |c| c.compared == 1).await;
+
+        first_live.finish();
+        settle(&f.runtime, |c| c.compared == 2).await;
+        assert_eq!(f.runtime.stats().counts().comparison_missed, 0);
     }
 
     struct PanickingComparator;
