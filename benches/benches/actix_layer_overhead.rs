@@ -8,7 +8,6 @@
 //! drift in machine load hits every side alike) prints the ratios of per-call medians and
 //! what the shadow did with the copies.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -16,10 +15,7 @@ use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::rt::System;
 use actix_web::{App, test, web};
 use criterion::{Criterion, criterion_group};
-use shadowlib::mirror::{Rollout, ShadowConfig};
-use shadowlib::{
-    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
-};
+use shadowlib::mirror::ShadowConfig;
 use shadowlib_actix::Shadow;
 
 fn app() -> App<
@@ -36,24 +32,8 @@ fn app() -> App<
 
 /// The middleware; in the shadowing phase when `started`, so that every read is mirrored.
 fn shadow(started: bool) -> Shadow {
-    let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
-    let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-    let controller = RolloutController::new(
-        v1,
-        v2,
-        RolloutPolicy::default(),
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("the default policy is valid");
-    if started {
-        controller
-            .handle()
-            .start()
-            .expect("shadowing: every read is mirrored");
-    }
-    Shadow::new(app, Rollout::of(&controller, recorder), ShadowConfig::new())
-        .expect("valid configuration")
+    let rollout = benches::bench_rollout(started);
+    Shadow::new(app, rollout, ShadowConfig::new()).expect("valid configuration")
 }
 
 /// One request through `service`, its response body read to the end (which is when the

@@ -20,13 +20,10 @@ use axum::body::Body;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group};
 use http_body_util::BodyExt;
+use shadowlib::Distribution;
 use shadowlib::budget::ShadowBudget;
 use shadowlib::mirror::ShadowConfig;
-use shadowlib::{
-    Distribution, KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version,
-    WeightedSteerer,
-};
-use shadowlib_tower::shadow::{Rollout, ShadowLayer, ShadowService};
+use shadowlib_tower::shadow::{ShadowLayer, ShadowService};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -61,20 +58,7 @@ fn mirrored(
     shadow: Option<&tokio::runtime::Runtime>,
 ) -> ShadowService<Router, Router> {
     rt.block_on(async {
-        let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
-        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-        let controller = RolloutController::new(
-            v1,
-            v2,
-            RolloutPolicy::default(),
-            ThresholdPredictor::default(),
-            Arc::new(WeightedSteerer::new()),
-        )
-        .expect("the default policy is valid");
-        controller
-            .handle()
-            .start()
-            .expect("shadowing: every read is mirrored");
+        let rollout = benches::bench_rollout(true);
         // Room for the candidate to keep up: 16 clients at ~2.5 ms each is ~6,400 reads/s,
         // which at 20 ms each is ~130 copies in flight.
         let budget = ShadowBudget {
@@ -86,7 +70,7 @@ fn mirrored(
             shadow.map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
         let layer = ShadowLayer::new_on(
             app(CANDIDATE_WAIT),
-            Rollout::of(&controller, recorder),
+            rollout,
             ShadowConfig::new().with_budget(budget),
             &workers_on,
         )

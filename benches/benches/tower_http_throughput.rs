@@ -19,10 +19,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
-use shadowlib::{
-    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
-};
-use shadowlib_tower::shadow::{Rollout, ShadowJob, ShadowLayer};
+use shadowlib_tower::shadow::{ShadowJob, ShadowLayer};
 use tokio::time::Instant;
 use tower::Layer;
 
@@ -48,27 +45,9 @@ async fn serve(app: Router) -> SocketAddr {
 /// The middleware over `app()` mirroring every read to an identical candidate, whose
 /// shadow worker runs on `shadow`.
 async fn mirrored_app(shadow: &tokio::runtime::Handle) -> (Router, ShadowRuntime<ShadowJob>) {
-    let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
-    let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-    let controller = RolloutController::new(
-        v1,
-        v2,
-        RolloutPolicy::default(),
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("the default policy is valid");
-    controller
-        .handle()
-        .start()
-        .expect("shadowing: every read is mirrored");
-    let layer = ShadowLayer::new_on(
-        app(),
-        Rollout::of(&controller, recorder),
-        ShadowConfig::new(),
-        shadow,
-    )
-    .expect("valid configuration");
+    let rollout = benches::bench_rollout(true);
+    let layer = ShadowLayer::new_on(app(), rollout, ShadowConfig::new(), shadow)
+        .expect("valid configuration");
     let runtime = layer.runtime().clone();
     (Router::new().fallback_service(layer.layer(app())), runtime)
 }

@@ -10,7 +10,6 @@
 //! shadow works beside it (after a few settling batches), and the next block waits until
 //! that shadow has finished its copies, so no variant is charged another's shadow work.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -19,10 +18,7 @@ use axum::routing::get;
 use criterion::{Criterion, criterion_group};
 use http_body_util::BodyExt;
 use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
-use shadowlib::{
-    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
-};
-use shadowlib_tower::shadow::{Rollout, ShadowJob, ShadowLayer, ShadowService};
+use shadowlib_tower::shadow::{ShadowJob, ShadowLayer, ShadowService};
 use tower::{Layer, Service, ServiceExt};
 
 fn app(build: &'static str) -> Router {
@@ -56,31 +52,11 @@ fn layered(
     shadowing: bool,
 ) -> ShadowService<Router, Router> {
     rt.block_on(async {
-        let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
-        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-        let controller = RolloutController::new(
-            v1,
-            v2,
-            RolloutPolicy::default(),
-            ThresholdPredictor::default(),
-            Arc::new(WeightedSteerer::new()),
-        )
-        .expect("the default policy is valid");
-        if shadowing {
-            controller
-                .handle()
-                .start()
-                .expect("shadowing: every read is mirrored");
-        }
+        let rollout = benches::bench_rollout(shadowing);
         let workers_on =
             shadow.map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
-        let layer = ShadowLayer::new_on(
-            app("ok"),
-            Rollout::of(&controller, recorder),
-            ShadowConfig::new(),
-            &workers_on,
-        )
-        .expect("valid configuration");
+        let layer = ShadowLayer::new_on(app("ok"), rollout, ShadowConfig::new(), &workers_on)
+            .expect("valid configuration");
         layer.layer(app("ok"))
     })
 }

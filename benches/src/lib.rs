@@ -1,1 +1,31 @@
-//! Member crate for the workspace's benches; the code lives in `benches/`.
+//! Fixtures the workspace's benchmarks share; the benchmarks themselves live in `benches/`.
+
+use std::sync::Arc;
+
+use shadowlib::mirror::Rollout;
+use shadowlib::{
+    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
+};
+
+/// A rollout of `bench@1` to `bench@2` under the default policy, for a middleware to
+/// serve. With `shadowing` it is started, so every read is mirrored; without, the rollout
+/// stays idle and nothing is.
+pub fn bench_rollout(shadowing: bool) -> Rollout {
+    let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
+    let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
+    let controller = RolloutController::new(
+        v1,
+        v2,
+        RolloutPolicy::default(),
+        ThresholdPredictor::default(),
+        Arc::new(WeightedSteerer::new()),
+    )
+    .expect("the default policy is valid");
+    if shadowing {
+        controller
+            .handle()
+            .start()
+            .expect("an idle rollout starts: shadowing, every read is mirrored");
+    }
+    Rollout::of(&controller, recorder)
+}
