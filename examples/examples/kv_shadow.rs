@@ -138,7 +138,7 @@ fn build(stores: Stores, transform: fn(&str) -> String) -> Router {
 struct SameVersionOnly;
 
 impl CompareResponses for SameVersionOnly {
-    fn compare(&self, live: &ResponseSummary, shadow: &ResponseSummary) -> Comparison {
+    fn compare(&self, route: &str, live: &ResponseSummary, shadow: &ResponseSummary) -> Comparison {
         let version = |side: &ResponseSummary| {
             side.headers
                 .iter()
@@ -151,7 +151,7 @@ impl CompareResponses for SameVersionOnly {
                 "the key was written between the reads (versions {live_version:?} vs {shadow_version:?})"
             ));
         }
-        ExactComparison.compare(live, shadow)
+        ExactComparison.compare(route, live, shadow)
     }
 }
 

@@ -168,6 +168,13 @@ pub enum Difference {
         /// The header.
         name: String,
     },
+    /// A field differs beyond noise, as a field-level comparator (such as
+    /// [`analysis::Comparator`](crate::analysis::Comparator)) names it: `status`,
+    /// `header:<name>`, `body` or a JSON path.
+    Field {
+        /// The field.
+        field: String,
+    },
     /// Different bodies (within the limit).
     Body {
         /// Live body length as read.
@@ -182,6 +189,7 @@ impl fmt::Display for Difference {
         match self {
             Difference::Status { live, shadow } => write!(f, "status {live} vs {shadow}"),
             Difference::Header { name } => write!(f, "header `{name}` differs"),
+            Difference::Field { field } => write!(f, "field `{field}` differs"),
             Difference::Body {
                 live_len,
                 shadow_len,
@@ -239,8 +247,15 @@ impl Comparison {
 ///
 /// Called on a shadow worker, never on the live path, so it may take its time.
 pub trait CompareResponses: Send + Sync + 'static {
-    /// The differences between the two sides.
-    fn compare(&self, live: &ResponseSummary, shadow: &ResponseSummary) -> Comparison;
+    /// The differences between the two sides of one read of `route` (the route label the
+    /// runtime records comparisons under, e.g. `GET /items/{id}`).
+    fn compare(&self, route: &str, live: &ResponseSummary, shadow: &ResponseSummary) -> Comparison;
+}
+
+impl<T: CompareResponses> CompareResponses for std::sync::Arc<T> {
+    fn compare(&self, route: &str, live: &ResponseSummary, shadow: &ResponseSummary) -> Comparison {
+        (**self).compare(route, live, shadow)
+    }
 }
 
 /// Equality of status, compared headers and body. Bodies longer than the limit on either
@@ -252,14 +267,19 @@ pub trait CompareResponses: Send + Sync + 'static {
 /// let live = ResponseSummary::new(200).header("content-type", b"application/json");
 /// let same = live.clone();
 /// let other = ResponseSummary::new(500).header("content-type", b"application/json");
-/// assert!(!ExactComparison.compare(&live, &same).mismatched());
-/// assert_eq!(ExactComparison.compare(&live, &other).differences.len(), 1);
+/// assert!(!ExactComparison.compare("GET /r", &live, &same).mismatched());
+/// assert_eq!(ExactComparison.compare("GET /r", &live, &other).differences.len(), 1);
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExactComparison;
 
 impl CompareResponses for ExactComparison {
-    fn compare(&self, live: &ResponseSummary, shadow: &ResponseSummary) -> Comparison {
+    fn compare(
+        &self,
+        _route: &str,
+        live: &ResponseSummary,
+        shadow: &ResponseSummary,
+    ) -> Comparison {
         let mut differences = Vec::new();
         if live.status != shadow.status {
             differences.push(Difference::Status {
@@ -345,7 +365,7 @@ mod tests {
     fn equal_responses_match() {
         let a = summary(200, b"hello", 64).header("etag", b"1");
         assert_eq!(
-            ExactComparison.compare(&a, &a.clone()),
+            ExactComparison.compare("GET /r", &a, &a.clone()),
             Comparison::default()
         );
     }
@@ -354,7 +374,7 @@ mod tests {
     fn every_difference_is_reported() {
         let live = summary(200, b"hello", 64).header("etag", b"1");
         let shadow = summary(500, b"oops", 64).header("etag", b"2");
-        let c = ExactComparison.compare(&live, &shadow);
+        let c = ExactComparison.compare("GET /r", &live, &shadow);
         assert_eq!(
             c.differences,
             vec![
@@ -371,7 +391,7 @@ mod tests {
                 },
             ]
         );
-        let missing = ExactComparison.compare(&live, &summary(200, b"hello", 64));
+        let missing = ExactComparison.compare("GET /r", &live, &summary(200, b"hello", 64));
         assert_eq!(
             missing.differences,
             vec![Difference::Header {
@@ -384,8 +404,16 @@ mod tests {
     fn truncated_bodies_compare_on_their_kept_prefix() {
         let live = summary(200, b"abcdef-live", 6);
         let shadow = summary(200, b"abcdef-shadow", 6);
-        assert!(!ExactComparison.compare(&live, &shadow).mismatched());
+        assert!(
+            !ExactComparison
+                .compare("GET /r", &live, &shadow)
+                .mismatched()
+        );
         let different = summary(200, b"abcdXf-shadow", 6);
-        assert!(ExactComparison.compare(&live, &different).mismatched());
+        assert!(
+            ExactComparison
+                .compare("GET /r", &live, &different)
+                .mismatched()
+        );
     }
 }

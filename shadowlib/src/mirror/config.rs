@@ -136,9 +136,9 @@ impl ShadowConfig {
         self
     }
 
-    /// Route patterns to count comparisons under (`GET /users/{id}` rather than one label
-    /// per user). A path no pattern matches is counted under its own path, up to
-    /// `max_routes` labels, beyond which all are counted together.
+    /// Path patterns to count comparisons under (`/users/{id}`, labelled `GET /users/{id}`,
+    /// rather than one label per user). A path no pattern matches is counted under its own
+    /// path, up to `max_routes` labels, beyond which all are counted together.
     pub fn with_label_routes(
         mut self,
         patterns: impl IntoIterator<Item = PathPattern>,

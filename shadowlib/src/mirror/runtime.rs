@@ -759,7 +759,7 @@ fn compare(shared: &Shared, route: &str, live: ResponseSummary, shadow: Response
     } = shared;
     // A comparator is application code too: its panic must not take the worker down.
     let compared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        config.comparator.compare(&live, &shadow)
+        config.comparator.compare(route, &live, &shadow)
     }));
     let Ok(comparison) = compared else {
         tracing::error!(route, "the response comparator panicked; pair not compared");
@@ -978,7 +978,12 @@ mod tests {
     struct PanickingComparator;
 
     impl crate::mirror::CompareResponses for PanickingComparator {
-        fn compare(&self, _: &ResponseSummary, _: &ResponseSummary) -> crate::mirror::Comparison {
+        fn compare(
+            &self,
+            _: &str,
+            _: &ResponseSummary,
+            _: &ResponseSummary,
+        ) -> crate::mirror::Comparison {
             panic!("comparator bug")
         }
     }
@@ -1001,7 +1006,12 @@ mod tests {
     struct NeverComparable;
 
     impl crate::mirror::CompareResponses for NeverComparable {
-        fn compare(&self, _: &ResponseSummary, _: &ResponseSummary) -> crate::mirror::Comparison {
+        fn compare(
+            &self,
+            _: &str,
+            _: &ResponseSummary,
+            _: &ResponseSummary,
+        ) -> crate::mirror::Comparison {
             crate::mirror::Comparison::not_comparable("shadow state ahead of live")
         }
     }

@@ -13,6 +13,7 @@ use super::diff::{Change, diff};
 use super::report::{ComparisonReport, is_noise};
 use super::rules::IgnoreRules;
 use crate::metrics::{MetricError, MetricSource, OVERFLOW_LABEL};
+use crate::mirror::{CompareResponses, Comparison, Difference, ExactComparison, ResponseSummary};
 use crate::{Arm, ArmEvidence, FieldDifferences, RouteEvidence};
 
 /// The field that differences in fields past [`CompareConfig::max_fields_per_route`] count under.
@@ -349,6 +350,73 @@ impl MetricSource for Comparator {
         }
         Ok(())
     }
+}
+
+/// The field-level comparator plugged into an adapter's shadow runtime
+/// ([`ShadowConfig::with_comparator`](crate::mirror::ShadowConfig::with_comparator)):
+/// JSON bodies are compared key by key, the ignore rules apply, and each field that differs
+/// beyond noise is reported as a [`Difference::Field`]. Keep an `Arc` of the comparator to
+/// read its [`report`](Comparator::report) with the top differing fields per route.
+///
+/// The adapters do not re-run the stable build, so noise is judged from the ignore rules
+/// and from fields differing stable-vs-stable where re-runs were fed in; a body cut at the
+/// body limit on either side cannot be parsed as JSON, so such pairs fall back to
+/// [`ExactComparison`]. Since the runtime records the comparison counts itself, do not also
+/// register this comparator as a metric source, or they would count twice.
+///
+/// ```
+/// use std::sync::Arc;
+/// use shadowlib::analysis::{Comparator, CompareConfig};
+/// use shadowlib::mirror::{CompareResponses, ResponseSummary, ShadowConfig};
+///
+/// let comparator = Arc::new(Comparator::new(CompareConfig {
+///     ignore_json_paths: vec!["/served_at".into()],
+///     ..CompareConfig::default()
+/// })?);
+/// let config = ShadowConfig::new().with_comparator(Arc::clone(&comparator));
+///
+/// let body = |json: &str| {
+///     let mut summary = ResponseSummary::new(200);
+///     summary.body = json.as_bytes().to_vec();
+///     summary.body_len = json.len() as u64;
+///     summary
+/// };
+/// let live = body(r#"{"price": 10, "served_at": "12:00:01"}"#);
+/// let later = body(r#"{"price": 10, "served_at": "12:00:02"}"#);
+/// let wrong = body(r#"{"price": 12, "served_at": "12:00:03"}"#);
+/// assert!(!comparator.compare("GET /item", &live, &later).mismatched());
+/// let differences = comparator.compare("GET /item", &live, &wrong).differences;
+/// assert_eq!(differences.len(), 1);
+/// assert_eq!(differences[0].to_string(), "field `/price` differs");
+/// # let _ = config;
+/// # Ok::<(), shadowlib::analysis::CompareConfigError>(())
+/// ```
+impl CompareResponses for Comparator {
+    fn compare(&self, route: &str, live: &ResponseSummary, shadow: &ResponseSummary) -> Comparison {
+        if live.truncated || shadow.truncated {
+            return ExactComparison.compare(route, live, shadow);
+        }
+        let verdict = Comparator::compare(self, route, &parts(live), &parts(shadow), None);
+
+        Comparison {
+            differences: verdict
+                .mismatches()
+                .map(|d| Difference::Field {
+                    field: d.field.clone(),
+                })
+                .collect(),
+            not_comparable: None,
+        }
+    }
+}
+
+/// A response summary seen as the comparator's HTTP-agnostic parts.
+fn parts(side: &ResponseSummary) -> ResponseParts<'_> {
+    ResponseParts::new(side.status, &side.body).with_headers(
+        side.headers
+            .iter()
+            .map(|(name, value)| (name.as_bytes(), value.as_slice())),
+    )
 }
 
 #[cfg(test)]
