@@ -122,17 +122,8 @@ impl LiveState {
         request: HttpRequest,
         panic: &(dyn Any + Send),
     ) -> ServiceResponse<ShadowResponseBody<B>> {
-        let message = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(no message)");
-        tracing::error!(
-            panic = message,
-            "the candidate panicked on a live request; answered 500"
-        );
         self.runtime
-            .record_canary_panic(self.started.elapsed(), self.request_bytes);
+            .record_canary_panic(panic, self.started.elapsed(), self.request_bytes);
         let response = HttpResponse::InternalServerError().finish();
         ServiceResponse::new(request, response)
             .map_body(|_, body| ShadowResponseBody::new(EitherBody::right(body), None))

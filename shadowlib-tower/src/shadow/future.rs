@@ -107,17 +107,8 @@ impl LiveState {
     }
 
     fn panicked<B>(self, panic: &(dyn Any + Send)) -> Response<ShadowResponseBody<B>> {
-        let message = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(no message)");
-        tracing::error!(
-            panic = message,
-            "the candidate panicked on a live request; answered 500"
-        );
         self.runtime
-            .record_canary_panic(self.started.elapsed(), self.request_bytes);
+            .record_canary_panic(panic, self.started.elapsed(), self.request_bytes);
         let mut response = Response::new(ShadowResponseBody::empty());
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         response

@@ -343,9 +343,23 @@ where
             .record(arm, outcome, latency, request_bytes, response_bytes);
     }
 
-    /// Records a live request the candidate panicked on during canary (the adapter
-    /// answers it with a 500).
-    pub fn record_canary_panic(&self, latency: Duration, request_bytes: u64) {
+    /// Records a live request the candidate panicked on during canary, and logs the panic's
+    /// message (the adapter answers the request with a 500).
+    pub fn record_canary_panic(
+        &self,
+        panic: &(dyn std::any::Any + Send),
+        latency: Duration,
+        request_bytes: u64,
+    ) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        tracing::error!(
+            panic = message,
+            "the candidate panicked on a live request; answered 500"
+        );
         ShadowStats::bump(&self.inner.shared.stats.canary_panics);
         self.record_live(Arm::Candidate, Outcome::Panic, latency, request_bytes, 0);
     }
