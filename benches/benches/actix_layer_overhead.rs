@@ -127,12 +127,9 @@ fn interleaved_ratio() {
         idle / bare
     );
     println!(
-        "actix_layer_overhead: live-path median ratio {:.3}x (goal <= 1.10x); shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        "actix_layer_overhead: live-path median ratio {:.3}x (goal <= 1.10x); {}",
         with_layer / bare,
-        counts.mirrored,
-        counts.dropped_queue_full,
-        counts.compared,
-        counts.mismatched
+        benches::copies(&counts),
     );
 }
 

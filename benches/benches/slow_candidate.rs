@@ -43,14 +43,6 @@ fn app(wait: Duration) -> Router {
     )
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 /// The middleware over stable, mirroring every read; the shadow's worker runs on `shadow`
 /// when given (a runtime of their own), else on `rt` beside the live requests.
 fn mirrored(
@@ -148,16 +140,6 @@ impl Services {
     }
 }
 
-/// A single-threaded runtime for the shadow alone.
-fn shadow_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("shadow")
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 fn services(rt: &tokio::runtime::Runtime, shadow: &tokio::runtime::Runtime) -> Services {
     Services {
         stable: app(STABLE_WAIT),
@@ -175,7 +157,7 @@ const DESIGNS: [Design; 4] = [
 ];
 
 fn single_request(c: &mut Criterion) {
-    let (rt, shadow) = (runtime(), shadow_runtime());
+    let (rt, shadow) = (benches::live_runtime(), benches::shadow_runtime());
     let services = services(&rt, &shadow);
     let mut group = c.benchmark_group("slow_candidate");
     for design in DESIGNS {
@@ -210,7 +192,7 @@ async fn under_load(services: &Arc<Services>, design: Design, into: &mut Distrib
 }
 
 fn p99_under_load() {
-    let (rt, shadow) = (runtime(), shadow_runtime());
+    let (rt, shadow) = (benches::live_runtime(), benches::shadow_runtime());
     let services = Arc::new(services(&rt, &shadow));
     // p99 per design per round; rounds interleave the designs, and the median over
     // rounds keeps one burst of load from other processes from deciding the figure.

@@ -121,19 +121,13 @@ fn main() {
         "tower_http_throughput: bare {bare:.0} req/s, mirroring 100% of reads {with_layer:.0} req/s"
     );
     println!(
-        "tower_http_throughput: ratio {:.3} (goal >= 0.90); shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        "tower_http_throughput: ratio {:.3} (goal >= 0.90); {}",
         with_layer / bare,
-        counts.mirrored,
-        counts.dropped_queue_full,
-        counts.compared,
-        counts.mismatched
+        benches::copies(&counts),
     );
     println!(
-        "tower_http_throughput: shadow on its own runtime: {with_own:.0} req/s, ratio {:.3} (goal >= 0.90); shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        "tower_http_throughput: shadow on its own runtime: {with_own:.0} req/s, ratio {:.3} (goal >= 0.90); {}",
         with_own / bare,
-        own_counts.mirrored,
-        own_counts.dropped_queue_full,
-        own_counts.compared,
-        own_counts.mismatched
+        benches::copies(&own_counts),
     );
 }

@@ -25,24 +25,6 @@ fn app(build: &'static str) -> Router {
     Router::new().route("/items/{id}", get(move || async move { build }))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-/// A one-thread runtime for the shadow alone.
-fn shadow_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("shadow")
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 /// The middleware over `app("ok")` with an identical candidate; with `shadowing` the
 /// rollout is started, so every read is mirrored, without it nothing is. The shadow's
 /// worker runs on `shadow` when given, else on `rt` beside the live requests.
@@ -82,7 +64,7 @@ where
 }
 
 fn overhead(c: &mut Criterion) {
-    let (rt, shadow) = (runtime(), shadow_runtime());
+    let (rt, shadow) = (benches::live_runtime(), benches::shadow_runtime());
     let bare = app("ok");
     let idle = layered(&rt, None, false);
     let shadowed = layered(&rt, None, true);
@@ -160,7 +142,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 }
 
 fn interleaved_ratio() {
-    let (rt, shadow) = (runtime(), shadow_runtime());
+    let (rt, shadow) = (benches::live_runtime(), benches::shadow_runtime());
     let bare = app("ok");
     let idle = layered(&rt, None, false);
     let shadowed = layered(&rt, None, true);
@@ -196,20 +178,14 @@ fn interleaved_ratio() {
         not_mirroring / bare
     );
     println!(
-        "tower_layer_overhead: live-path median ratio {:.3}x (goal <= 1.10x); shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        "tower_layer_overhead: live-path median ratio {:.3}x (goal <= 1.10x); {}",
         with_layer / bare,
-        counts.mirrored,
-        counts.dropped_queue_full,
-        counts.compared,
-        counts.mismatched
+        benches::copies(&counts),
     );
     println!(
-        "tower_layer_overhead: shadow on its own runtime: mirroring 100% {own_runtime:.0} ns, live-path median ratio {:.3}x (goal <= 1.10x); shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        "tower_layer_overhead: shadow on its own runtime: mirroring 100% {own_runtime:.0} ns, live-path median ratio {:.3}x (goal <= 1.10x); {}",
         own_runtime / bare,
-        own_counts.mirrored,
-        own_counts.dropped_queue_full,
-        own_counts.compared,
-        own_counts.mismatched
+        benches::copies(&own_counts),
     );
 }
 

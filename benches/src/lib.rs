@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use shadowlib::mirror::Rollout;
+use shadowlib::mirror::{Rollout, ShadowCounts};
 use shadowlib::{
     KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
 };
@@ -28,4 +28,33 @@ pub fn bench_rollout(shadowing: bool) -> Rollout {
             .expect("an idle rollout starts: shadowing, every read is mirrored");
     }
     Rollout::of(&controller, recorder)
+}
+
+/// The runtime the live requests run on: two workers, one per core of the machine the
+/// figures are measured on.
+pub fn live_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A one-thread runtime for the shadow alone.
+pub fn shadow_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("shadow")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// What the shadow did with the copies, for the figure lines: dropped copies are reported
+/// beside every ratio, so a fast live path cannot hide a shadow that gave up.
+pub fn copies(counts: &ShadowCounts) -> String {
+    format!(
+        "shadow copies: mirrored {}, dropped {}, compared {}, mismatched {}",
+        counts.mirrored, counts.dropped_queue_full, counts.compared, counts.mismatched
+    )
 }

@@ -33,12 +33,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
+use shadowlib::Version;
 use shadowlib::delta::{DeltaBus, KeyValueMap, KvDelta, LiveState, ShadowState, StalenessBound};
 use shadowlib::mirror::{
     CompareResponses, Comparison, ExactComparison, ResponseSummary, ShadowConfig, in_shadow,
-};
-use shadowlib::{
-    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
 };
 use shadowlib_tower::shadow::{Rollout, ShadowLayer};
 use tokio::net::TcpListener;
@@ -172,26 +170,12 @@ async fn scenario(
         live: Arc::new(bus.live(Store::new()).start()?),
         shadow: bus.follow(Store::new())?,
     };
-    let (stable, candidate) = (Version::new("kv", "v1"), Version::new("kv", "v2"));
-    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
-    let controller = RolloutController::new(
-        stable,
-        candidate,
-        RolloutPolicy::default(),
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )?
-    .with_metric_source(recorder.clone());
-    // Shadowing only: this example is about the comparison, so the controller never steps up.
-    controller.handle().start()?;
+    // Shadowing only: this example is about the comparison, so nothing ever steps up.
+    let rollout = Rollout::shadow_only(Version::new("kv", "v1"), Version::new("kv", "v2"));
     let config = ShadowConfig::new()
         .with_compare_headers([VERSION_HEADER])?
         .with_comparator(SameVersionOnly);
-    let layer = ShadowLayer::new(
-        build(stores.clone(), candidate_transform),
-        Rollout::of(&controller, recorder),
-        config,
-    )?;
+    let layer = ShadowLayer::new(build(stores.clone(), candidate_transform), rollout, config)?;
     let runtime = layer.runtime().clone();
     let app = Router::new().fallback_service(layer.layer(build(stores.clone(), unchanged)));
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;

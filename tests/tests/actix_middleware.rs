@@ -11,10 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, test as actix_test, web};
 use shadowlib::budget::ShadowBudget;
 use shadowlib::mirror::{HeaderPolicy, ReadRules, Rollout, ShadowConfig, ShadowCounts, in_shadow};
-use shadowlib::{
-    Arm, KpiRecorder, Phase, RolloutController, RolloutHandle, RolloutPolicy, ThresholdPredictor,
-    Version, WeightedSteerer,
-};
+use shadowlib::{Arm, KpiRecorder, Phase, RolloutHandle, Version};
 use shadowlib_actix::Shadow;
 
 /// A started rollout (shadowing) and its recorder.
@@ -26,22 +23,11 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let (v1, v2) = (Version::new("actix", "1"), Version::new("actix", "2"));
-        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-        let controller = RolloutController::new(
-            v1,
-            v2,
-            RolloutPolicy::default(),
-            ThresholdPredictor::default(),
-            Arc::new(WeightedSteerer::new()),
-        )
-        .expect("the default policy is valid");
-        let handle = controller.handle();
-        handle.start().expect("a new rollout starts");
+        let rollout = Rollout::shadow_only(Version::new("actix", "1"), Version::new("actix", "2"));
         Self {
-            rollout: Rollout::of(&controller, Arc::clone(&recorder)),
-            handle,
-            recorder,
+            handle: rollout.handle.clone(),
+            recorder: Arc::clone(&rollout.recorder),
+            rollout,
         }
     }
 }

@@ -8,11 +8,9 @@ use axum::Router;
 use axum::extract::Request;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
+use shadowlib::Version;
 use shadowlib::budget::ShadowBudget;
 use shadowlib::mirror::{ReadRules, RouteRule, ShadowConfig};
-use shadowlib::{
-    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
-};
 use shadowlib_tower::shadow::{Rollout, ShadowLayer};
 use tower::{Layer, ServiceExt};
 
@@ -141,17 +139,7 @@ async fn mirrored_requests(
             read_rules.deny_rule(parsed)
         };
     }
-    let (v1, v2) = (Version::new("p", "1"), Version::new("p", "2"));
-    let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-    let controller = RolloutController::new(
-        v1,
-        v2,
-        RolloutPolicy::default(),
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("the default policy is valid");
-    controller.handle().start().expect("a new rollout starts");
+    let rollout = Rollout::shadow_only(Version::new("p", "1"), Version::new("p", "2"));
     let shadow_log = Log::default();
     let config = ShadowConfig::new()
         .with_classifier(read_rules)
@@ -159,12 +147,8 @@ async fn mirrored_requests(
             concurrency: 1,
             ..ShadowBudget::default()
         });
-    let layer = ShadowLayer::new(
-        recording_router(Arc::clone(&shadow_log)),
-        Rollout::of(&controller, recorder),
-        config,
-    )
-    .expect("valid configuration");
+    let layer = ShadowLayer::new(recording_router(Arc::clone(&shadow_log)), rollout, config)
+        .expect("valid configuration");
     let service = layer.layer(recording_router(Log::default()));
     let request = http::Request::builder()
         .method(method)

@@ -7,11 +7,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use http_body_util::BodyExt;
+use shadowlib::Version;
 use shadowlib::analysis::{Comparator, CompareConfig};
 use shadowlib::mirror::{PathPattern, ShadowConfig};
-use shadowlib::{
-    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
-};
 use shadowlib_tower::shadow::{Rollout, ShadowLayer};
 use tower::{Layer, ServiceExt};
 
@@ -38,17 +36,7 @@ async fn mirror_reads(
     candidate: Router,
     reads: u64,
 ) -> (Arc<Comparator>, shadowlib::mirror::ShadowCounts) {
-    let (v1, v2) = (Version::new("shop", "1"), Version::new("shop", "2"));
-    let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-    let controller = RolloutController::new(
-        v1,
-        v2,
-        RolloutPolicy::default(),
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("the default policy is valid");
-    controller.handle().start().expect("an idle rollout starts");
+    let rollout = Rollout::shadow_only(Version::new("shop", "1"), Version::new("shop", "2"));
     let comparator = Arc::new(
         Comparator::new(CompareConfig {
             ignore_json_paths: vec!["/served_at".into()],
@@ -60,8 +48,7 @@ async fn mirror_reads(
     let config = ShadowConfig::new()
         .with_comparator(Arc::clone(&comparator))
         .with_label_routes([items], 16);
-    let layer = ShadowLayer::new(candidate, Rollout::of(&controller, recorder), config)
-        .expect("valid configuration");
+    let layer = ShadowLayer::new(candidate, rollout, config).expect("valid configuration");
     let runtime = layer.runtime().clone();
     let service = layer.layer(build(10));
     for id in 0..reads {

@@ -199,10 +199,7 @@ mod tests {
     use shadowlib::mirror::{
         HeaderList, RequestHead as CoreHead, Rollout, ShadowConfig, ShadowRuntime, ShadowWorker,
     };
-    use shadowlib::{
-        Arm, KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version,
-        WeightedSteerer,
-    };
+    use shadowlib::{Arm, KpiRecorder, Version};
 
     use super::*;
 
@@ -215,18 +212,8 @@ mod tests {
         Arc<KpiRecorder>,
         ShadowWorker<ShadowJob>,
     ) {
-        let (v1, v2) = (Version::new("t", "1"), Version::new("t", "2"));
-        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-        let controller = RolloutController::new(
-            v1,
-            v2,
-            RolloutPolicy::default(),
-            ThresholdPredictor::default(),
-            Arc::new(WeightedSteerer::new()),
-        )
-        .expect("the default policy is valid");
-        controller.handle().start().expect("idle rollouts start");
-        let rollout = Rollout::of(&controller, Arc::clone(&recorder));
+        let rollout = Rollout::shadow_only(Version::new("t", "1"), Version::new("t", "2"));
+        let recorder = Arc::clone(&rollout.recorder);
         let (runtime, worker) = ShadowRuntime::new(
             ShadowConfig::new().with_body_limit(body_limit),
             rollout.steerer,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::{LiveBodyObserver, ShadowResult, ShadowRuntime};
 use crate::{
-    Arm, KpiRecorder, Outcome, Predictor, RolloutController, RolloutHandle, TrafficSteerer,
+    Arm, KpiRecorder, Outcome, Predictor, RolloutController, RolloutHandle, RolloutPolicy,
+    ThresholdPredictor, TrafficSteerer, Version, WeightedSteerer,
 };
 
 /// The rollout an adapter serves: the handle whose phase it follows, the steerer the
@@ -51,6 +52,40 @@ impl Rollout {
             steerer: controller.steerer().clone(),
             recorder,
         }
+    }
+}
+
+impl Rollout {
+    /// A rollout that only shadows: started under the default policy with no controller
+    /// looking at it, so every read is mirrored to the candidate and compared, and no live
+    /// request is ever sent to the candidate. For comparing two builds without rolling
+    /// anything out (the way GitHub Scientist or Diffy are used), and for tests and
+    /// benchmarks of a middleware.
+    ///
+    /// ```
+    /// use shadowlib::mirror::Rollout;
+    /// use shadowlib::{Phase, Share, Version};
+    ///
+    /// let rollout = Rollout::shadow_only(Version::new("shop", "1"), Version::new("shop", "2"));
+    /// assert_eq!(rollout.handle.status().phase, Phase::Shadowing);
+    /// assert_eq!(rollout.steerer.share(), Share::ZERO);
+    /// ```
+    pub fn shadow_only(stable: Version, candidate: Version) -> Self {
+        let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+        let controller = RolloutController::new(
+            stable,
+            candidate,
+            RolloutPolicy::default(),
+            ThresholdPredictor::default(),
+            Arc::new(WeightedSteerer::new()),
+        )
+        .expect("the default policy is valid");
+        let rollout = Self::of(&controller, recorder);
+        rollout
+            .handle
+            .start()
+            .expect("a rollout that was just built is idle, and idle rollouts start");
+        rollout
     }
 }
 
@@ -182,24 +217,14 @@ mod tests {
     use std::pin::Pin;
 
     use super::*;
+    use crate::Version;
     use crate::mirror::{HeaderList, RequestHead, ResponseSummary, ShadowConfig, ShadowReply};
-    use crate::{RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer};
 
     type Job = Pin<Box<dyn Future<Output = ShadowResult> + Send>>;
 
     fn runtime() -> (ShadowRuntime<Job>, Arc<KpiRecorder>) {
-        let (v1, v2) = (Version::new("t", "1"), Version::new("t", "2"));
-        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-        let controller = RolloutController::new(
-            v1,
-            v2,
-            RolloutPolicy::default(),
-            ThresholdPredictor::default(),
-            Arc::new(WeightedSteerer::new()),
-        )
-        .expect("the default policy is valid");
-        controller.handle().start().expect("idle rollouts start");
-        let rollout = Rollout::of(&controller, Arc::clone(&recorder));
+        let rollout = Rollout::shadow_only(Version::new("t", "1"), Version::new("t", "2"));
+        let recorder = Arc::clone(&rollout.recorder);
         let (runtime, worker) = ShadowRuntime::new(
             ShadowConfig::new(),
             rollout.steerer,

@@ -24,12 +24,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use shadowlib::budget::ShadowBudget;
 use shadowlib::mirror::{
-    HeaderPolicy, ReadRules, ShadowConfig, ShadowCounts, ShadowStats, in_shadow,
+    HeaderPolicy, ReadRules, Rollout, ShadowConfig, ShadowCounts, ShadowStats, in_shadow,
 };
-use shadowlib::{
-    Arm, KpiRecorder, RolloutController, RolloutHandle, RolloutPolicy, Share, ThresholdPredictor,
-    TrafficSteerer, Version, WeightedSteerer,
-};
+use shadowlib::{Arm, KpiRecorder, RolloutHandle, Share, TrafficSteerer, Version};
 use tokio::time::Instant;
 
 /// Which build an [`App`] is.
@@ -172,7 +169,7 @@ pub trait AdapterUnderTest {
 /// The rollout and apps of one scenario, with the rollout started (shadowing).
 pub struct Fixture {
     pub handle: RolloutHandle,
-    pub steerer: Arc<WeightedSteerer>,
+    pub steerer: Arc<dyn TrafficSteerer>,
     pub recorder: Arc<KpiRecorder>,
     pub stable: Arc<App>,
     pub candidate: Arc<App>,
@@ -180,19 +177,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
-        let (v1, v2) = (Version::new("suite", "v1"), Version::new("suite", "v2"));
-        let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-        let steerer = Arc::new(WeightedSteerer::new());
-        let controller = RolloutController::new(
-            v1,
-            v2,
-            RolloutPolicy::default(),
-            ThresholdPredictor::default(),
-            Arc::clone(&steerer),
-        )
-        .expect("the default policy is valid");
-        let handle = controller.handle();
-        handle.start().expect("a new rollout starts");
+        let Rollout {
+            handle,
+            steerer,
+            recorder,
+        } = Rollout::shadow_only(Version::new("suite", "v1"), Version::new("suite", "v2"));
         Self {
             handle,
             steerer,
