@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
-use shadowlib_tower::shadow::{ShadowJob, ShadowLayer};
+use shadowlib_tower::shadow::ShadowLayer;
 use tokio::time::Instant;
 use tower::Layer;
 
@@ -44,7 +44,7 @@ async fn serve(app: Router) -> SocketAddr {
 
 /// The middleware over `app()` mirroring every read to an identical candidate, whose
 /// shadow worker runs on `shadow`.
-async fn mirrored_app(shadow: &tokio::runtime::Handle) -> (Router, ShadowRuntime<ShadowJob>) {
+async fn mirrored_app(shadow: &tokio::runtime::Handle) -> (Router, ShadowRuntime) {
     let rollout = benches::bench_rollout(true);
     let layer = ShadowLayer::new_on(app(), rollout, ShadowConfig::new(), shadow)
         .expect("valid configuration");

@@ -18,7 +18,7 @@ use axum::routing::get;
 use criterion::{Criterion, criterion_group};
 use http_body_util::BodyExt;
 use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
-use shadowlib_tower::shadow::{ShadowJob, ShadowLayer, ShadowService};
+use shadowlib_tower::shadow::{ShadowLayer, ShadowService};
 use tower::{Layer, Service, ServiceExt};
 
 fn app(build: &'static str) -> Router {
@@ -110,11 +110,7 @@ const SETTLING_BATCHES: usize = 5;
 /// so the live calls are timed while the shadow works on the copies beside them.
 /// Then waits for `shadow` to finish its copies, so none of its work lands in the next
 /// block, which may be another variant's.
-async fn block<S, B>(
-    service: &S,
-    shadow: Option<&ShadowRuntime<ShadowJob>>,
-    batches: usize,
-) -> Vec<f64>
+async fn block<S, B>(service: &S, shadow: Option<&ShadowRuntime>, batches: usize) -> Vec<f64>
 where
     S: Service<http::Request<Body>, Response = http::Response<B>> + Clone,
     S::Error: std::fmt::Debug,

@@ -11,31 +11,7 @@ use actix_web::error::PayloadError;
 use bytes::Bytes;
 use futures::Stream;
 use pin_project_lite::pin_project;
-use shadowlib::mirror::{BodyCapture, LiveResponse, MirrorTicket};
-
-use super::executor::{ShadowJob, ShadowRequest};
-use super::headers::HeadCopy;
-
-/// Hands a copy to the shadow without waiting.
-pub(crate) fn submit(ticket: MirrorTicket<ShadowJob>, head: HeadCopy, body: Bytes) {
-    let request_bytes = body.len() as u64;
-    let capture = ticket.capture();
-    ticket.submit(
-        request_bytes,
-        ShadowJob::new(ShadowRequest {
-            head,
-            body,
-            capture,
-        }),
-    );
-}
-
-/// The copy of a request body being made while the live handler reads it.
-struct BodyCopy {
-    ticket: MirrorTicket<ShadowJob>,
-    head: HeadCopy,
-    capture: BodyCapture,
-}
+use shadowlib::mirror::{LiveResponse, MirrorTicket};
 
 pin_project! {
     /// The live request's payload, passed through chunk by chunk as the handler reads it,
@@ -46,21 +22,16 @@ pin_project! {
     pub(crate) struct TeePayload {
         #[pin]
         payload: Payload,
-        copy: Option<BodyCopy>,
+        copy: Option<MirrorTicket>,
     }
 }
 
 impl TeePayload {
-    /// The live payload, copied for `ticket` into a request with `head`.
-    pub(crate) fn new(payload: Payload, ticket: MirrorTicket<ShadowJob>, head: HeadCopy) -> Self {
-        let capture = BodyCapture::new(ticket.body_limit());
+    /// The live payload, copied into `ticket` (whose head is already copied).
+    pub(crate) fn new(payload: Payload, ticket: MirrorTicket) -> Self {
         Self {
             payload,
-            copy: Some(BodyCopy {
-                ticket,
-                head,
-                capture,
-            }),
+            copy: Some(ticket),
         }
     }
 }
@@ -73,26 +44,20 @@ impl Stream for TeePayload {
         let item = ready!(this.payload.poll_next(cx));
         match &item {
             Some(Ok(chunk)) => {
-                if let Some(copy) = this.copy
-                    && !copy.capture.push(chunk)
+                if let Some(ticket) = this.copy
+                    && !ticket.copy_body(chunk)
+                    && let Some(ticket) = this.copy.take()
                 {
                     // Over the limit: give up the copy now rather than at the end.
-                    if let Some(copy) = this.copy.take() {
-                        copy.ticket.skip_oversize();
-                    }
+                    ticket.skip_oversize();
                 }
             }
             Some(Err(_)) => {
                 this.copy.take();
             }
             None => {
-                if let Some(BodyCopy {
-                    ticket,
-                    head,
-                    capture,
-                }) = this.copy.take()
-                {
-                    submit(ticket, head, Bytes::from(capture.into_bytes()));
+                if let Some(ticket) = this.copy.take() {
+                    ticket.submit();
                 }
             }
         }
@@ -194,10 +159,9 @@ mod tests {
     use std::time::Duration;
 
     use actix_web::body::BoxBody;
-    use actix_web::dev::RequestHead;
     use futures::StreamExt;
     use shadowlib::mirror::{
-        HeaderList, RequestHead as CoreHead, Rollout, ShadowConfig, ShadowRuntime, ShadowWorker,
+        HeaderList, HttpVersion, RequestHead, Rollout, ShadowConfig, ShadowRuntime, ShadowWorker,
     };
     use shadowlib::{Arm, KpiRecorder, Version};
 
@@ -205,13 +169,7 @@ mod tests {
 
     /// A runtime whose rollout is shadowing, and its recorder. Its worker is returned
     /// unstarted, so that submitted copies stay in the queue while they are held.
-    fn runtime(
-        body_limit: usize,
-    ) -> (
-        ShadowRuntime<ShadowJob>,
-        Arc<KpiRecorder>,
-        ShadowWorker<ShadowJob>,
-    ) {
+    fn runtime(body_limit: usize) -> (ShadowRuntime, Arc<KpiRecorder>, ShadowWorker) {
         let rollout = Rollout::shadow_only(Version::new("t", "1"), Version::new("t", "2"));
         let recorder = Arc::clone(&rollout.recorder);
         let (runtime, worker) = ShadowRuntime::new(
@@ -224,11 +182,11 @@ mod tests {
         (runtime, recorder, worker)
     }
 
-    fn teed(runtime: &ShadowRuntime<ShadowJob>, chunks: &[&'static str]) -> TeePayload {
-        let ticket = runtime
-            .route(&CoreHead::new("GET", "/r", &HeaderList::default()))
-            .mirror
-            .expect("a read while shadowing");
+    fn teed(runtime: &ShadowRuntime, chunks: &[&'static str]) -> TeePayload {
+        let headers = HeaderList::default();
+        let head = RequestHead::new("GET", "/r", &headers);
+        let mut ticket = runtime.route(&head).mirror.expect("a read while shadowing");
+        ticket.copy_head(&head, "/r", HttpVersion::Http11, None);
         let stream = futures::stream::iter(
             chunks
                 .iter()
@@ -236,7 +194,7 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
         let payload = Payload::from(Box::pin(stream) as actix_http::BoxedPayloadStream);
-        TeePayload::new(payload, ticket, HeadCopy::of(&RequestHead::default()))
+        TeePayload::new(payload, ticket)
     }
 
     async fn read_all(payload: TeePayload) -> Vec<u8> {

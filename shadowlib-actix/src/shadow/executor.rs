@@ -1,13 +1,12 @@
 //! Where the shadow runs: dedicated threads, each an actix-style single-threaded runtime
 //! with its own instance of the candidate `App`, running the core's shadow workers.
 
-use std::cell::RefCell;
-use std::future::{Future, poll_fn};
+use std::fmt;
+use std::future::poll_fn;
 use std::io;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::thread;
 
 use actix_http::Request;
@@ -15,18 +14,19 @@ use actix_service::boxed::{self, BoxService};
 use actix_service::{IntoServiceFactory, ServiceExt, ServiceFactory};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{AppConfig, Payload, Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{Method, Uri, Version};
 use actix_web::{App, Error};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
-use send_wrapper::SendWrapper;
 use shadowlib::mirror::{
-    HeaderPolicy, ResponseCapture, ShadowError, ShadowReply, ShadowResult, ShadowWorker,
+    HttpVersion, RequestCopy, ResponseCapture, ShadowError, ShadowReply, ShadowResult, ShadowWorker,
 };
 use shadowlib::{Phase, RolloutHandle};
 use tokio::time::Instant;
 
-use super::headers::{HeadCopy, HeaderMapView};
+use super::headers::HeaderMapView;
 
 /// One running instance of the candidate `App`, its response body boxed so that every
 /// candidate shares one type.
@@ -66,101 +66,76 @@ where
     })
 }
 
-/// What a shadow thread serves its copies with.
-struct ShadowThread {
-    candidate: Rc<CandidateService>,
-    policy: Rc<HeaderPolicy>,
-}
-
-thread_local! {
-    /// The candidate instance of the shadow thread this is, with the header policy; `None`
-    /// on any other thread, and on a shadow thread whose candidate failed to start.
-    static SHADOW_THREAD: RefCell<Option<ShadowThread>> = const { RefCell::new(None) };
-}
-
 /// What a shadow job fails with when its thread has no candidate.
 const NO_CANDIDATE: &str = "the candidate app did not start on this shadow thread";
 
-/// One copy of a read as it travels from an actix worker to a shadow thread: plain data,
-/// so that it can cross threads, unlike actix-web's requests.
-pub(crate) struct ShadowRequest {
-    pub(crate) head: HeadCopy,
-    pub(crate) body: Bytes,
-    pub(crate) capture: ResponseCapture,
+/// The job for one copy: the request built from it, sent to the shadow thread's
+/// candidate instance. Made on the shadow thread, by the worker, so nothing of it
+/// crosses threads.
+fn shadow_job(
+    candidate: Option<&Rc<CandidateService>>,
+    copy: &RequestCopy,
+    capture: ResponseCapture,
+) -> LocalBoxFuture<'static, ShadowResult> {
+    let request = shadow_request(copy);
+    let candidate = candidate.cloned();
+    async move {
+        let candidate = candidate.ok_or_else(|| ShadowError(NO_CANDIDATE.to_owned()))?;
+        call_candidate(&candidate, request?, capture).await
+    }
+    .boxed_local()
 }
 
-/// The shadow job of this adapter: one copy of a read, sent to the candidate instance of
-/// the shadow thread whose worker runs it.
-///
-/// It is `Send`, as the core's queue requires, because it carries only the copy until a
-/// worker first polls it; then it calls the candidate of that worker's thread. The
-/// candidate's future is not `Send` (actix-web's are not), so it is held in a
-/// [`SendWrapper`]: the workers are pinned to their shadow thread, so the job is polled
-/// and dropped on the thread that made that future, which is what the wrapper checks.
-pub struct ShadowJob {
-    request: Option<ShadowRequest>,
-    call: Option<SendWrapper<LocalBoxFuture<'static, ShadowResult>>>,
+/// The request the candidate gets for a copy: same method, target, version, peer
+/// address, the headers the policy forwarded, the body. Connection flags and extensions
+/// were never copied: they belong to the live connection. A copy that actix-web would
+/// not accept back fails the copy, with the reason.
+fn shadow_request(copy: &RequestCopy) -> Result<Request, ShadowError> {
+    let invalid = |what: &str, error: &dyn fmt::Display| {
+        ShadowError(format!("the copy's {what} is not valid HTTP: {error}"))
+    };
+    let mut request = Request::with_payload(Payload::from(Bytes::copy_from_slice(copy.body())));
+    let head = request.head_mut();
+    head.method =
+        Method::from_bytes(copy.method().as_bytes()).map_err(|e| invalid("method", &e))?;
+    head.uri = Uri::try_from(copy.target()).map_err(|e| invalid("target", &e))?;
+    head.version = match copy.version() {
+        HttpVersion::Http09 => Version::HTTP_09,
+        HttpVersion::Http10 => Version::HTTP_10,
+        HttpVersion::Http2 => Version::HTTP_2,
+        HttpVersion::Http3 => Version::HTTP_3,
+        _ => Version::HTTP_11,
+    };
+    head.peer_addr = copy.peer_addr();
+    for (name, value) in copy.headers() {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid("header", &e))?;
+        let value = HeaderValue::from_bytes(value).map_err(|e| invalid("header", &e))?;
+        head.headers.append(name, value);
+    }
+    Ok(request)
 }
 
-impl ShadowJob {
-    pub(crate) fn new(request: ShadowRequest) -> Self {
-        Self {
-            request: Some(request),
-            call: None,
-        }
+/// The core's version of an actix-web request.
+pub(crate) fn version_of(version: Version) -> HttpVersion {
+    match version {
+        Version::HTTP_09 => HttpVersion::Http09,
+        Version::HTTP_10 => HttpVersion::Http10,
+        Version::HTTP_2 => HttpVersion::Http2,
+        Version::HTTP_3 => HttpVersion::Http3,
+        _ => HttpVersion::Http11,
     }
 }
 
-impl std::fmt::Debug for ShadowJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShadowJob")
-            .field("started", &self.call.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Future for ShadowJob {
-    type Output = ShadowResult;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ShadowResult> {
-        let this = &mut *self;
-        if let Some(request) = this.request.take() {
-            this.call = SHADOW_THREAD.with_borrow(|thread| {
-                thread.as_ref().map(|thread| {
-                    let call = call_candidate(
-                        Rc::clone(&thread.candidate),
-                        Rc::clone(&thread.policy),
-                        request,
-                    );
-                    SendWrapper::new(call.boxed_local())
-                })
-            });
-        }
-        match &mut this.call {
-            Some(call) => call.as_mut().poll(cx),
-            None => Poll::Ready(Err(ShadowError(NO_CANDIDATE.to_owned()))),
-        }
-    }
-}
-
-/// Applies the header policy to the copy, sends it to the candidate and summarizes the
-/// response. Runs inside a shadow
+/// Sends the copy to the candidate and summarizes the response. Runs inside the shadow
 /// worker, which applies the timeout, catches panics and marks the task as the shadow.
 ///
 /// An error value from the candidate is summarized as the response actix-web would have
 /// sent for it, as the live side records it: in actix-web an error is a response.
 async fn call_candidate(
-    candidate: Rc<CandidateService>,
-    policy: Rc<HeaderPolicy>,
-    copy: ShadowRequest,
+    candidate: &CandidateService,
+    request: Request,
+    capture: ResponseCapture,
 ) -> ShadowResult {
-    let ShadowRequest {
-        head,
-        body,
-        capture,
-    } = copy;
-    let mut request = Request::with_payload(Payload::from(body));
-    *request.head_mut() = head.into_head(&policy);
     let started = Instant::now();
     poll_fn(|cx| candidate.poll_ready(cx))
         .await
@@ -202,38 +177,31 @@ async fn call_candidate(
 /// fails to start rolls the rollout back: it could never serve.
 pub(crate) fn spawn_shadow_thread(
     build: &BuildCandidate,
-    policy: &HeaderPolicy,
     rollout: &RolloutHandle,
-    worker: ShadowWorker<ShadowJob>,
+    worker: ShadowWorker,
 ) -> io::Result<()> {
     let build = Arc::clone(build);
-    let policy = policy.clone();
     let rollout = rollout.clone();
     thread::Builder::new()
         .name("shadowlib-shadow".to_owned())
-        .spawn(move || run_shadow_thread(&build, policy, &rollout, worker))?;
+        .spawn(move || run_shadow_thread(&build, &rollout, worker))?;
     Ok(())
 }
 
-fn run_shadow_thread(
-    build: &BuildCandidate,
-    policy: HeaderPolicy,
-    rollout: &RolloutHandle,
-    worker: ShadowWorker<ShadowJob>,
-) {
+fn run_shadow_thread(build: &BuildCandidate, rollout: &RolloutHandle, worker: ShadowWorker) {
     actix_web::rt::System::new().block_on(async move {
-        match build().await {
-            Ok(candidate) => SHADOW_THREAD.set(Some(ShadowThread {
-                candidate: Rc::new(candidate),
-                policy: Rc::new(policy),
-            })),
-            Err(()) => candidate_failed(rollout, "the shadow thread"),
-        }
+        let candidate = match build().await {
+            Ok(candidate) => Some(Rc::new(candidate)),
+            Err(()) => {
+                candidate_failed(rollout, "the shadow thread");
+                None
+            }
+        };
         // The worker catches the panics of the jobs it runs and returns when the queue
-        // closes.
-        worker.run().await;
-        // Dropped here, inside the runtime it was built in.
-        SHADOW_THREAD.take();
+        // closes; the candidate is dropped after it, inside the runtime it was built in.
+        worker
+            .run(|copy, capture| shadow_job(candidate.as_ref(), copy, capture))
+            .await;
     });
 }
 
@@ -247,5 +215,61 @@ pub(crate) fn candidate_failed(rollout: &RolloutHandle, place: &str) {
     }
     if let Err(refused) = rollout.abort(&why) {
         tracing::warn!(%refused, "the rollout could not be rolled back");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shadowlib::mirror::{HeaderList, HeaderPolicy, RequestHead};
+
+    use super::*;
+
+    #[test]
+    fn a_copy_becomes_the_live_request_without_hop_by_hop_or_redacted_headers() {
+        let headers = HeaderList(vec![
+            ("connection", b"keep-alive, x-trace".as_slice()),
+            ("x-trace", b"abc".as_slice()),
+            ("transfer-encoding", b"chunked".as_slice()),
+            ("authorization", b"Bearer secret".as_slice()),
+            ("cookie", b"session=s3cr3t".as_slice()),
+            ("accept", b"application/json".as_slice()),
+        ]);
+        let policy = HeaderPolicy::new()
+            .redact("authorization")
+            .and_then(|p| p.redact("cookie"))
+            .expect("valid names")
+            .replace_with("redacted");
+        let mut copy = RequestCopy::default();
+        copy.fill_head(
+            &RequestHead::new("GET", "/items", &headers),
+            "/items?page=2",
+            &policy,
+        );
+        copy.set_peer_addr(Some(([10, 0, 0, 1], 4242).into()));
+        let request = shadow_request(&copy).expect("a valid copy");
+        let head = request.head();
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.uri, "/items?page=2");
+        assert_eq!(head.peer_addr, Some(([10, 0, 0, 1], 4242).into()));
+        let mut names: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "authorization", "cookie"]);
+        assert_eq!(
+            head.headers.get("authorization").map(HeaderValue::as_bytes),
+            Some(b"redacted".as_slice())
+        );
+    }
+
+    #[test]
+    fn a_copy_actix_would_not_accept_fails_with_the_reason() {
+        let headers = HeaderList::default();
+        let mut copy = RequestCopy::default();
+        copy.fill_head(
+            &RequestHead::new("GET", "/", &headers),
+            "not a target",
+            &HeaderPolicy::new(),
+        );
+        let error = shadow_request(&copy).expect_err("spaces are not allowed");
+        assert!(error.0.contains("target"), "{error}");
     }
 }

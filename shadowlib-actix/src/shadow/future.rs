@@ -17,7 +17,6 @@ use shadowlib::{Arm, Outcome};
 use tokio::time::Instant;
 
 use super::body::ShadowResponseBody;
-use super::executor::ShadowJob;
 use super::headers::HeaderMapView;
 
 /// The candidate's response future: boxed, as its service is.
@@ -49,7 +48,7 @@ pin_project! {
 
 /// What the future needs to record the request once it has a response.
 pub(crate) struct LiveState {
-    pub(crate) runtime: ShadowRuntime<ShadowJob>,
+    pub(crate) runtime: ShadowRuntime,
     pub(crate) started: Instant,
     pub(crate) request_bytes: u64,
     pub(crate) observer: Option<LiveObserver>,

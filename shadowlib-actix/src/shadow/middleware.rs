@@ -10,15 +10,14 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use actix_web::{Error, HttpMessage, HttpRequest};
-use bytes::Bytes;
 use shadowlib::Arm;
 use shadowlib::mirror::{self, BodySize, ShadowRuntime};
 use tokio::time::Instant;
 
-use super::body::{ShadowResponseBody, TeePayload, submit};
-use super::executor::{CandidateService, ShadowJob};
+use super::body::{ShadowResponseBody, TeePayload};
+use super::executor::{CandidateService, version_of};
 use super::future::{LiveState, ResponseFuture};
-use super::headers::{HeadCopy, HeaderMapView};
+use super::headers::HeaderMapView;
 
 /// Routes each request to the stable `App` it wraps or to this worker's instance of the
 /// candidate `App`, and mirrors reads served by stable to the shadow threads. Built by
@@ -28,14 +27,14 @@ pub struct ShadowMiddleware<S> {
     /// `None` when the candidate failed to start on this worker: everything goes to
     /// stable (and the rollout was rolled back).
     candidate: Option<Rc<CandidateService>>,
-    runtime: ShadowRuntime<ShadowJob>,
+    runtime: ShadowRuntime,
 }
 
 impl<S> ShadowMiddleware<S> {
     pub(crate) fn new(
         stable: S,
         candidate: Option<CandidateService>,
-        runtime: ShadowRuntime<ShadowJob>,
+        runtime: ShadowRuntime,
     ) -> Self {
         Self {
             stable,
@@ -45,7 +44,7 @@ impl<S> ShadowMiddleware<S> {
     }
 
     /// The runtime: counters, configuration and the KPI recorder.
-    pub fn runtime(&self) -> &ShadowRuntime<ShadowJob> {
+    pub fn runtime(&self) -> &ShadowRuntime {
         &self.runtime
     }
 }
@@ -83,29 +82,37 @@ where
             BodySize::Exact(bytes) => bytes,
             BodySize::Empty | BodySize::AtLeast(_) => 0,
         };
-        let route = {
-            let headers = HeaderMapView(request.headers());
-            let head =
-                mirror::RequestHead::new(request.method().as_str(), request.path(), &headers);
-            self.runtime.route(&head)
-        };
-
+        let headers = HeaderMapView(request.headers());
+        let head = mirror::RequestHead::new(request.method().as_str(), request.path(), &headers);
+        let route = self.runtime.route(&head);
         let observer = route
             .mirror
             .and_then(|ticket| ticket.admit(size))
             .map(|mut ticket| {
-                let observer = ticket.observe_live();
-                let copy = HeadCopy::of(request.head());
-                if size == BodySize::Empty {
-                    submit(ticket, copy, Bytes::new());
-                } else {
-                    let payload = TeePayload::new(request.take_payload(), ticket, copy);
-                    request.set_payload(Payload::from(
-                        Box::pin(payload) as actix_http::BoxedPayloadStream
-                    ));
+                let live = request.head();
+                let (version, peer) = (version_of(live.version), live.peer_addr);
+                match (live.uri.scheme(), live.uri.path_and_query()) {
+                    // Origin form, what HTTP/1.1 clients send: copied as it is.
+                    (None, Some(target)) => {
+                        ticket.copy_head(&head, target.as_str(), version, peer);
+                    }
+                    // Absolute form (HTTP/2, proxies): the whole URI.
+                    _ => ticket.copy_head(&head, &live.uri.to_string(), version, peer),
                 }
-                observer
+                let observer = ticket.observe_live();
+                (ticket, observer)
             });
+        let observer = observer.map(|(ticket, observer)| {
+            if size == BodySize::Empty {
+                ticket.submit();
+            } else {
+                let payload = TeePayload::new(request.take_payload(), ticket);
+                request.set_payload(Payload::from(
+                    Box::pin(payload) as actix_http::BoxedPayloadStream
+                ));
+            }
+            observer
+        });
 
         let live = LiveState {
             runtime: self.runtime.clone(),

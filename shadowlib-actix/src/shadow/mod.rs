@@ -24,17 +24,18 @@
 //! runs the core's shadow worker ([`shadowlib::mirror::ShadowWorker`]), which polls up to
 //! the budget's concurrency of copies at once.
 //!
-//! * The live path hands each copy over as plain `Send` data (method, URI, headers, peer
-//!   address, body bytes) through the core's bounded queue, with a non-blocking
-//!   push: no actix type crosses a thread, the live request never waits, and it does not
-//!   wake the shadow thread (which takes copies on a 1 ms tick, see
-//!   [`SHADOW_TICK`](shadowlib::mirror::SHADOW_TICK)). When
-//!   the queue is full the copy is dropped and counted. The header policy (hop-by-hop
-//!   headers stripped, redactions) is applied on the shadow thread, before the candidate
-//!   sees the copy, so the live request pays only for the copy itself.
-//! * The core's workers apply the timeout, catch panics and mark the task as the shadow
-//!   ([`in_shadow`](shadowlib::mirror::in_shadow)) around the job, which calls the
-//!   candidate instance of the worker's own thread (see [`ShadowJob`]).
+//! * The live path copies each read as plain bytes (method, target, the headers the
+//!   header policy forwards, peer address, body) into the core's reused
+//!   [`RequestCopy`](shadowlib::mirror::RequestCopy) buffers and hands it over through the
+//!   core's bounded queue, with a non-blocking push: no actix type crosses a thread, the
+//!   live request never waits, it does not wake the shadow thread (which takes copies on
+//!   a 1 ms tick, see [`SHADOW_TICK`](shadowlib::mirror::SHADOW_TICK)), and nothing
+//!   allocated on one thread is freed on the other. When the queue is full the copy is
+//!   dropped and counted.
+//! * The shadow thread builds the candidate's request from the copy, and the core's
+//!   worker applies the timeout, catches panics and marks the task as the shadow
+//!   ([`in_shadow`](shadowlib::mirror::in_shadow)) around the call of the thread's own
+//!   candidate instance.
 //! * The shadow's CPU stays off the workers that serve live traffic, and within the
 //!   threads given to it: a slow or spinning candidate costs at most those threads.
 //!
@@ -137,7 +138,6 @@ mod middleware;
 mod transform;
 
 pub use body::ShadowResponseBody;
-pub use executor::ShadowJob;
 pub use future::ResponseFuture;
 pub use middleware::ShadowMiddleware;
 pub use transform::{Shadow, ShadowSetupError};

@@ -14,9 +14,7 @@ use shadowlib::mirror::{Rollout, ShadowConfig, ShadowRuntime};
 use thiserror::Error;
 
 use super::body::ShadowResponseBody;
-use super::executor::{
-    BuildCandidate, ShadowJob, candidate_builder, candidate_failed, spawn_shadow_thread,
-};
+use super::executor::{BuildCandidate, candidate_builder, candidate_failed, spawn_shadow_thread};
 use super::middleware::ShadowMiddleware;
 
 /// The middleware could not be built.
@@ -39,7 +37,7 @@ pub enum ShadowSetupError {
 pub struct Shadow {
     candidate: BuildCandidate,
     rollout: RolloutHandle,
-    runtime: ShadowRuntime<ShadowJob>,
+    runtime: ShadowRuntime,
 }
 
 impl Shadow {
@@ -68,12 +66,7 @@ impl Shadow {
         let candidate = candidate_builder(candidate);
         let (runtime, worker) =
             ShadowRuntime::new(config, rollout.steerer, &rollout.handle, rollout.recorder)?;
-        spawn_shadow_thread(
-            &candidate,
-            runtime.config().header_policy(),
-            &rollout.handle,
-            worker,
-        )?;
+        spawn_shadow_thread(&candidate, &rollout.handle, worker)?;
         Ok(Self {
             candidate,
             rollout: rollout.handle,
@@ -82,7 +75,7 @@ impl Shadow {
     }
 
     /// The runtime: counters, configuration and the KPI recorder.
-    pub fn runtime(&self) -> &ShadowRuntime<ShadowJob> {
+    pub fn runtime(&self) -> &ShadowRuntime {
         &self.runtime
     }
 }

@@ -7,27 +7,17 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use shadowlib::mirror::{BodyCapture, LiveResponse};
+use shadowlib::mirror::{LiveResponse, MirrorTicket};
 
-/// Called once when the live handler has read the request body to its end, with the copy
-/// (`None` when the body turned out longer than the limit). Dropping it uncalled means the
-/// body was never read to the end.
-pub(crate) type OnCopied = Box<dyn FnOnce(Option<Bytes>) + Send>;
-
-/// The copy of a request body being made while the live handler reads it.
-struct Tee {
-    capture: BodyCapture,
-    on_copied: OnCopied,
-}
-
-impl Tee {
-    fn complete(self) {
-        let Tee { capture, on_copied } = self;
-        if capture.overflowed() {
-            on_copied(None);
-        } else {
-            on_copied(Some(Bytes::from(capture.into_bytes())));
-        }
+/// Copies a data frame of a mirrored read's body into its ticket; gives the copy up
+/// (counted) when the body outgrows the limit.
+fn copy_frame(copy: &mut Option<MirrorTicket>, data: &[u8]) {
+    if let Some(ticket) = copy
+        && !ticket.copy_body(data)
+        && let Some(ticket) = copy.take()
+    {
+        // Over the limit: stop copying now rather than at the end.
+        ticket.skip_oversize();
     }
 }
 
@@ -50,7 +40,7 @@ pin_project! {
     pub struct ShadowBody<B> {
         #[pin]
         kind: RequestKind<B>,
-        tee: Option<Tee>,
+        copy: Option<MirrorTicket>,
     }
 }
 
@@ -58,17 +48,16 @@ impl<B> ShadowBody<B> {
     pub(crate) fn live(body: B) -> Self {
         Self {
             kind: RequestKind::Live { body },
-            tee: None,
+            copy: None,
         }
     }
 
-    pub(crate) fn teed(body: B, limit: usize, on_copied: OnCopied) -> Self {
+    /// The live body, each data frame also copied into `ticket`, which is submitted
+    /// when the body ends.
+    pub(crate) fn teed(body: B, ticket: MirrorTicket) -> Self {
         Self {
             kind: RequestKind::Live { body },
-            tee: Some(Tee {
-                capture: BodyCapture::new(limit),
-                on_copied,
-            }),
+            copy: Some(ticket),
         }
     }
 
@@ -77,7 +66,7 @@ impl<B> ShadowBody<B> {
             kind: RequestKind::Copied {
                 data: (!data.is_empty()).then_some(data),
             },
-            tee: None,
+            copy: None,
         }
     }
 }
@@ -90,7 +79,7 @@ impl<B> fmt::Debug for ShadowBody<B> {
         };
         f.debug_struct("ShadowBody")
             .field("kind", &kind)
-            .field("copying", &self.tee.is_some())
+            .field("copying", &self.copy.is_some())
             .finish()
     }
 }
@@ -115,24 +104,20 @@ where
                 let frame = ready!(body.as_mut().poll_frame(cx));
                 let ended = match &frame {
                     Some(Ok(frame)) => {
-                        if let (Some(tee), Some(data)) = (this.tee.as_mut(), frame.data_ref())
-                            && !tee.capture.push(data)
-                            && let Some(tee) = this.tee.take()
-                        {
-                            // Over the limit: stop copying now rather than at the end.
-                            tee.complete();
+                        if let Some(data) = frame.data_ref() {
+                            copy_frame(this.copy, data);
                         }
                         body.is_end_stream()
                     }
-                    // An error ends the copy unfinished: dropping the tee counts it.
+                    // An error ends the copy unfinished: dropping the ticket counts it.
                     Some(Err(_)) => {
-                        this.tee.take();
+                        this.copy.take();
                         false
                     }
                     None => true,
                 };
-                if ended && let Some(tee) = this.tee.take() {
-                    tee.complete();
+                if ended && let Some(ticket) = this.copy.take() {
+                    ticket.submit();
                 }
                 Poll::Ready(frame)
             }

@@ -16,7 +16,6 @@ use shadowlib::mirror::{LiveObserver, ShadowRuntime};
 use shadowlib::{Arm, Outcome};
 use tokio::time::Instant;
 
-use super::ShadowJob;
 use super::body::ShadowResponseBody;
 use super::headers::HeaderMapView;
 
@@ -41,7 +40,7 @@ pin_project! {
 
 /// What the future needs to record the request once it has a response.
 pub(crate) struct LiveState {
-    pub(crate) runtime: ShadowRuntime<ShadowJob>,
+    pub(crate) runtime: ShadowRuntime,
     pub(crate) started: Instant,
     pub(crate) request_bytes: u64,
     pub(crate) observer: Option<LiveObserver>,

@@ -1,6 +1,7 @@
 //! The middleware layer and what it is built from.
 
 use std::fmt;
+use std::sync::Arc;
 
 use shadowlib::budget::BudgetError;
 use shadowlib::mirror::{Rollout, ShadowConfig, ShadowRuntime};
@@ -8,7 +9,8 @@ use thiserror::Error;
 use tokio::runtime::Handle;
 use tower::Layer;
 
-use super::{ShadowJob, ShadowService};
+use super::ShadowService;
+use super::worker::LayerShared;
 
 /// The layer could not be built.
 #[derive(Debug, Error)]
@@ -28,12 +30,13 @@ pub enum ShadowLayerError {
 #[derive(Clone)]
 pub struct ShadowLayer<C> {
     candidate: C,
-    runtime: ShadowRuntime<ShadowJob>,
+    shared: Arc<LayerShared>,
 }
 
 impl<C> ShadowLayer<C> {
     /// A layer serving `rollout` with `candidate` as the new build. The shadow's worker
-    /// is spawned on the current tokio runtime.
+    /// is spawned on the current tokio runtime (when the first read is mirrored: only
+    /// then is the request body type known).
     pub fn new(
         candidate: C,
         rollout: Rollout,
@@ -60,23 +63,22 @@ impl<C> ShadowLayer<C> {
     ) -> Result<Self, ShadowLayerError> {
         let (shadow, worker) =
             ShadowRuntime::new(config, rollout.steerer, &rollout.handle, rollout.recorder)?;
-        runtime.spawn(worker.run());
         Ok(Self {
             candidate,
-            runtime: shadow,
+            shared: Arc::new(LayerShared::new(shadow, worker, runtime.clone())),
         })
     }
 
     /// The runtime: counters, configuration and the KPI recorder.
-    pub fn runtime(&self) -> &ShadowRuntime<ShadowJob> {
-        &self.runtime
+    pub fn runtime(&self) -> &ShadowRuntime {
+        &self.shared.runtime
     }
 }
 
 impl<C> fmt::Debug for ShadowLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShadowLayer")
-            .field("config", self.runtime.config())
+            .field("config", self.runtime().config())
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +87,6 @@ impl<S, C: Clone> Layer<S> for ShadowLayer<C> {
     type Service = ShadowService<S, C>;
 
     fn layer(&self, stable: S) -> Self::Service {
-        ShadowService::new(stable, self.candidate.clone(), self.runtime.clone())
+        ShadowService::new(stable, self.candidate.clone(), Arc::clone(&self.shared))
     }
 }

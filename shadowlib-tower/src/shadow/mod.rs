@@ -90,9 +90,7 @@ mod future;
 mod headers;
 mod layer;
 mod service;
-
-use std::future::Future;
-use std::pin::Pin;
+mod worker;
 
 pub use body::{ShadowBody, ShadowResponseBody};
 pub use future::ResponseFuture;
@@ -100,8 +98,3 @@ pub use layer::{ShadowLayer, ShadowLayerError};
 pub use service::ShadowService;
 /// The rollout the middleware serves: the core's, shared with the actix adapter.
 pub use shadowlib::mirror::Rollout;
-use shadowlib::mirror::ShadowResult;
-
-/// The shadow job of this adapter: one copy sent to the candidate, boxed so that every
-/// candidate service type shares one queue type.
-pub type ShadowJob = Pin<Box<dyn Future<Output = ShadowResult> + Send>>;

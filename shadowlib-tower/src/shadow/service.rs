@@ -1,26 +1,22 @@
 //! The middleware service.
 
 use std::fmt;
-use std::future::poll_fn;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
-use http_body_util::BodyExt;
 use shadowlib::Arm;
-use shadowlib::mirror::{
-    BodySize, ForwardHeader, HeaderPolicy, MirrorTicket, RequestHead, ResponseCapture, ShadowError,
-    ShadowReply, ShadowRuntime,
-};
+use shadowlib::mirror::{BodySize, RequestHead, ShadowRuntime};
 use tokio::time::Instant;
 use tower::{BoxError, Service};
 
-use super::ShadowJob;
 use super::body::{ShadowBody, ShadowResponseBody};
 use super::future::{LiveState, ResponseFuture};
 use super::headers::HeaderMapView;
+use super::worker::{LayerShared, version_of};
 
 /// Routes each request to the stable or the candidate build and mirrors reads served by
 /// stable to the candidate in the background. Built by [`ShadowLayer`](super::ShadowLayer).
@@ -31,21 +27,21 @@ use super::headers::HeaderMapView;
 pub struct ShadowService<S, C> {
     stable: S,
     candidate: C,
-    runtime: ShadowRuntime<ShadowJob>,
+    shared: Arc<LayerShared>,
 }
 
 impl<S, C> ShadowService<S, C> {
-    pub(crate) fn new(stable: S, candidate: C, runtime: ShadowRuntime<ShadowJob>) -> Self {
+    pub(crate) fn new(stable: S, candidate: C, shared: Arc<LayerShared>) -> Self {
         Self {
             stable,
             candidate,
-            runtime,
+            shared,
         }
     }
 
     /// The runtime: counters, configuration and the KPI recorder.
-    pub fn runtime(&self) -> &ShadowRuntime<ShadowJob> {
-        &self.runtime
+    pub fn runtime(&self) -> &ShadowRuntime {
+        &self.shared.runtime
     }
 }
 
@@ -54,7 +50,7 @@ impl<S: Clone, C: Clone> Clone for ShadowService<S, C> {
         Self {
             stable: self.stable.clone(),
             candidate: self.candidate.clone(),
-            runtime: self.runtime.clone(),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -62,7 +58,7 @@ impl<S: Clone, C: Clone> Clone for ShadowService<S, C> {
 impl<S, C> fmt::Debug for ShadowService<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShadowService")
-            .field("config", self.runtime.config())
+            .field("config", self.runtime().config())
             .finish_non_exhaustive()
     }
 }
@@ -96,7 +92,8 @@ where
         let request_bytes = hint.exact().unwrap_or(hint.lower());
         let view = HeaderMapView(&parts.headers);
         let head = RequestHead::new(parts.method.as_str(), parts.uri.path(), &view);
-        let route = self.runtime.route(&head);
+        let runtime = &self.shared.runtime;
+        let route = runtime.route(&head);
         let size = match hint.exact() {
             _ if body.is_end_stream() => BodySize::Empty,
             exact => BodySize::from_hint(exact, hint.lower()),
@@ -106,29 +103,29 @@ where
         let body = match route.mirror.and_then(|ticket| ticket.admit(size)) {
             None => ShadowBody::live(body),
             Some(mut ticket) => {
+                self.shared.start_worker(&self.candidate);
                 observer = Some(ticket.observe_live());
-                let copy = copy_head(&parts, self.runtime.config().header_policy());
-                let candidate = self.candidate.clone();
+                let version = version_of(parts.version);
+                match (parts.uri.scheme(), parts.uri.path_and_query()) {
+                    // Origin form, what HTTP/1.1 clients send: copied as it is.
+                    (None, Some(target)) => {
+                        ticket.copy_head(&head, target.as_str(), version, None);
+                    }
+                    // Absolute form (HTTP/2, proxies): the whole URI.
+                    _ => ticket.copy_head(&head, &parts.uri.to_string(), version, None),
+                }
                 if size == BodySize::Empty {
-                    submit(ticket, candidate, copy, Bytes::new());
+                    ticket.submit();
                     ShadowBody::live(body)
                 } else {
-                    let limit = ticket.body_limit();
-                    ShadowBody::teed(
-                        body,
-                        limit,
-                        Box::new(move |copied| match copied {
-                            Some(bytes) => submit(ticket, candidate, copy, bytes),
-                            None => ticket.skip_oversize(),
-                        }),
-                    )
+                    ShadowBody::teed(body, ticket)
                 }
             }
         };
 
         let request = Request::from_parts(parts, body);
         let state = LiveState {
-            runtime: self.runtime.clone(),
+            runtime: runtime.clone(),
             started,
             request_bytes,
             observer,
@@ -150,96 +147,4 @@ where
             }
         }
     }
-}
-
-/// The head of the shadow's copy: same method, URI and version; headers through the
-/// policy (hop-by-hop stripped, redactions applied); no extensions, since they hold
-/// per-connection state of the live request.
-fn copy_head(parts: &http::request::Parts, policy: &HeaderPolicy) -> http::request::Parts {
-    let filter = policy.filter(&HeaderMapView(&parts.headers));
-    let mut headers = HeaderMap::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        match filter.forward(name.as_str()) {
-            ForwardHeader::Keep => {
-                headers.append(name.clone(), value.clone());
-            }
-            ForwardHeader::Replace(replacement) => {
-                // A replacement that is not a valid header value leaves the header out,
-                // which still keeps the secret from the shadow.
-                if let Ok(replacement) = HeaderValue::from_bytes(replacement) {
-                    headers.append(name.clone(), replacement);
-                }
-            }
-            ForwardHeader::Drop => {}
-        }
-    }
-    let (mut copy, ()) = Request::new(()).into_parts();
-    copy.method = parts.method.clone();
-    copy.uri = parts.uri.clone();
-    copy.version = parts.version;
-    copy.headers = headers;
-    copy
-}
-
-/// Queues the shadow job for one copy.
-fn submit<C, ReqBody, ResBody>(
-    ticket: MirrorTicket<ShadowJob>,
-    candidate: C,
-    head: http::request::Parts,
-    body: Bytes,
-) where
-    C: Service<Request<ShadowBody<ReqBody>>, Response = Response<ResBody>> + Send + 'static,
-    C::Future: Send + 'static,
-    C::Error: fmt::Display,
-    ReqBody: Send + 'static,
-    ResBody: Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    let request_bytes = body.len() as u64;
-    let capture = ticket.capture();
-    let request = Request::from_parts(head, ShadowBody::copied(body));
-    ticket.submit(
-        request_bytes,
-        Box::pin(run_on_candidate(candidate, request, capture)),
-    );
-}
-
-/// Sends the copy to the candidate and summarizes its response. Runs on a shadow worker,
-/// which applies the timeout and catches panics.
-async fn run_on_candidate<C, ReqBody, ResBody>(
-    mut candidate: C,
-    request: Request<ShadowBody<ReqBody>>,
-    capture: ResponseCapture,
-) -> Result<ShadowReply, ShadowError>
-where
-    C: Service<Request<ShadowBody<ReqBody>>, Response = Response<ResBody>>,
-    C::Error: fmt::Display,
-    ResBody: Body<Data = Bytes>,
-    ResBody::Error: Into<BoxError>,
-{
-    let started = Instant::now();
-    poll_fn(|cx| candidate.poll_ready(cx))
-        .await
-        .map_err(|e| ShadowError(e.to_string()))?;
-    let response = candidate
-        .call(request)
-        .await
-        .map_err(|e| ShadowError(e.to_string()))?;
-    let latency = started.elapsed();
-    let (parts, body) = response.into_parts();
-    let mut body = std::pin::pin!(body);
-    let mut summary = capture.head(parts.status.as_u16(), &HeaderMapView(&parts.headers));
-    let mut copy = capture.body();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ShadowError(format!("response body: {}", e.into())))?;
-        // Past the limit nothing more would be compared: stop reading.
-        if frame.data_ref().is_some_and(|data| !copy.push(data)) {
-            break;
-        }
-    }
-    summary.set_body(copy);
-    Ok(ShadowReply {
-        response: summary,
-        latency,
-    })
 }

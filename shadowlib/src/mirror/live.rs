@@ -2,11 +2,10 @@
 //! it serves, and the recording of each live response once it has been sent.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{LiveBodyObserver, ShadowResult, ShadowRuntime};
+use super::{LiveBodyObserver, ShadowRuntime};
 use crate::{
     Arm, KpiRecorder, Outcome, Predictor, RolloutController, RolloutHandle, RolloutPolicy,
     ThresholdPredictor, TrafficSteerer, Version, WeightedSteerer,
@@ -111,7 +110,7 @@ impl fmt::Debug for Rollout {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use shadowlib::mirror::{Rollout, ShadowConfig, ShadowResult, ShadowRuntime};
+/// use shadowlib::mirror::{Rollout, ShadowConfig, ShadowRuntime};
 /// use shadowlib::*;
 ///
 /// let (v1, v2) = (Version::new("api", "1"), Version::new("api", "2"));
@@ -119,7 +118,7 @@ impl fmt::Debug for Rollout {
 /// let controller = RolloutController::new(v1, v2, RolloutPolicy::default(),
 ///     ThresholdPredictor::default(), Arc::new(WeightedSteerer::new()))?;
 /// let rollout = Rollout::of(&controller, recorder.clone());
-/// let (runtime, _workers) = ShadowRuntime::<std::future::Ready<ShadowResult>>::new(
+/// let (runtime, _workers) = ShadowRuntime::new(
 ///     ShadowConfig::new(), rollout.steerer, &rollout.handle, rollout.recorder)?;
 ///
 /// let mut response = runtime.live_response(Arm::Stable, 200, Duration::from_millis(3), 0, None);
@@ -140,10 +139,7 @@ pub struct LiveResponse {
     whole: bool,
 }
 
-impl<J> ShadowRuntime<J>
-where
-    J: Future<Output = ShadowResult>,
-{
+impl ShadowRuntime {
     /// Starts recording a live response of `arm` whose head, with `status`, was ready
     /// `latency` after the request arrived. `observer` is the mirrored read's
     /// [`LiveObserver`](super::LiveObserver), already given the head, if there is one.
@@ -214,15 +210,12 @@ impl Drop for LiveResponse {
 
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
-
     use super::*;
     use crate::Version;
-    use crate::mirror::{HeaderList, RequestHead, ResponseSummary, ShadowConfig, ShadowReply};
+    use crate::mirror::{HeaderList, HttpVersion, RequestHead, ResponseSummary, ShadowConfig};
+    use crate::mirror::{ShadowReply, ShadowResult};
 
-    type Job = Pin<Box<dyn Future<Output = ShadowResult> + Send>>;
-
-    fn runtime() -> (ShadowRuntime<Job>, Arc<KpiRecorder>) {
+    fn runtime() -> (ShadowRuntime, Arc<KpiRecorder>) {
         let rollout = Rollout::shadow_only(Version::new("t", "1"), Version::new("t", "2"));
         let recorder = Arc::clone(&rollout.recorder);
         let (runtime, worker) = ShadowRuntime::new(
@@ -232,28 +225,27 @@ mod tests {
             rollout.recorder,
         )
         .expect("valid budget");
-        tokio::spawn(worker.run());
+        // The candidate answers `200 "same"` to everything.
+        tokio::spawn(worker.run(|_copy, capture| {
+            let mut body = capture.body();
+            body.push(b"same");
+            let reply: ShadowResult = Ok(ShadowReply {
+                response: ResponseSummary::new(200).with_body(body),
+                latency: Duration::from_millis(1),
+            });
+            std::future::ready(reply)
+        }));
         (runtime, recorder)
     }
 
-    /// Mirrors one read whose shadow answers `200 "same"`, and returns the live side's
-    /// response recorder.
-    fn mirrored_read(runtime: &ShadowRuntime<Job>) -> LiveResponse {
+    /// Mirrors one read, and returns the live side's response recorder.
+    fn mirrored_read(runtime: &ShadowRuntime) -> LiveResponse {
         let headers = HeaderList::default();
-        let mut ticket = runtime
-            .route(&RequestHead::new("GET", "/r", &headers))
-            .mirror
-            .expect("a read while shadowing");
+        let head = RequestHead::new("GET", "/r", &headers);
+        let mut ticket = runtime.route(&head).mirror.expect("a read while shadowing");
+        ticket.copy_head(&head, "/r", HttpVersion::Http11, None);
         let observer = ticket.observe_live().head(200, &headers);
-        let shadow = ShadowReply {
-            response: ResponseSummary::new(200).with_body({
-                let mut body = ticket.capture().body();
-                body.push(b"same");
-                body
-            }),
-            latency: Duration::from_millis(1),
-        };
-        assert!(ticket.submit(0, Box::pin(async move { Ok(shadow) })));
+        assert!(ticket.submit());
         runtime.live_response(
             Arm::Stable,
             200,
@@ -263,7 +255,7 @@ mod tests {
         )
     }
 
-    async fn settled(runtime: &ShadowRuntime<Job>) {
+    async fn settled(runtime: &ShadowRuntime) {
         for _ in 0..10_000 {
             let counts = runtime.stats().counts();
             if counts.compared + counts.comparison_missed == 1 {

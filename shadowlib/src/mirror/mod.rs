@@ -12,8 +12,8 @@
 //!   are reads (`GET`, `HEAD`, `OPTIONS`, plus routes the application declares).
 //! * [`HeaderPolicy`]: hop-by-hop headers stripped and a redaction list applied to copies;
 //!   [`StickyKey`] and [`ArmOverride`]: the headers that steer a live request.
-//! * [`ShadowRuntime`]: routes each request, hands copies to a bounded queue without
-//!   waiting, runs them on its own [`ShadowWorker`] under a timeout with panics caught,
+//! * [`ShadowRuntime`]: routes each request, hands copies ([`RequestCopy`]: plain bytes
+//!   in reused buffers) to a bounded queue without waiting, runs them on its own [`ShadowWorker`] under a timeout with panics caught,
 //!   compares the responses ([`CompareResponses`]) and records everything into the
 //!   [`KpiRecorder`](crate::KpiRecorder) and [`ShadowStats`].
 //! * [`Rollout`]: the rollout an adapter serves; [`LiveResponse`]: the recording of each
@@ -23,6 +23,7 @@
 mod classify;
 mod compare;
 mod config;
+mod copy;
 mod head;
 mod headers;
 mod labels;
@@ -35,6 +36,7 @@ pub use compare::{
     BodyCapture, CompareResponses, Comparison, Difference, ExactComparison, ResponseSummary,
 };
 pub use config::{DEFAULT_BODY_LIMIT, DEFAULT_MAX_ROUTES, ShadowConfig};
+pub use copy::{HttpVersion, RequestCopy};
 pub use head::{BodySize, HeaderList, HeaderView, RequestHead};
 pub use headers::{
     ArmOverride, ForwardHeader, HOP_BY_HOP, HeaderFilter, HeaderNameError, HeaderPolicy, StickyKey,

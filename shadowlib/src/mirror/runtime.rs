@@ -1,12 +1,15 @@
 //! The framework-neutral runtime both HTTP adapters drive: routing, the hand-off to the
 //! shadow, the shadow's worker, and the recording of what happened.
 //!
-//! The live path's share of a copy is kept to a push onto a lock-free queue: it never
-//! wakes the shadow's thread while the shadow is busy or only between copies (see
-//! [`SHADOW_TICK`]), and never waits for it.
+//! The live path's share of a copy is kept to copying bytes into a reused
+//! [`RequestCopy`] and a push onto a lock-free queue: it never wakes the shadow's thread
+//! while the shadow is busy or only between copies (see [`SHADOW_TICK`]), never waits for
+//! it, and in a steady state allocates nothing for it. The request the candidate takes is
+//! built from the copy on the shadow's worker ([`ShadowWorker::run`]).
 
 use std::fmt;
 use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
@@ -18,13 +21,16 @@ use futures::stream::FuturesUnordered;
 use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 use thiserror::Error;
-use tokio::sync::oneshot::error::TryRecvError;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::copy::{CopySlot, LiveProgress, SlotPool};
 use super::labels::RouteLabels;
 use super::stats::ShadowStats;
-use super::{BodyCapture, BodySize, HeaderView, RequestHead, ResponseSummary, ShadowConfig};
+use super::{
+    BodyCapture, BodySize, HeaderView, HttpVersion, RequestCopy, RequestHead, ResponseSummary,
+    ShadowConfig,
+};
 use crate::budget::BudgetError;
 use crate::{Arm, KpiRecorder, Outcome, Phase, RolloutHandle, RolloutStatus, TrafficSteerer};
 
@@ -63,35 +69,31 @@ pub struct ShadowError(pub String);
 /// What a shadow job resolves to.
 pub type ShadowResult = Result<ShadowReply, ShadowError>;
 
-/// What the worker side shares.
+/// What the live path and the worker share.
 struct Shared {
     config: ShadowConfig,
     recorder: Arc<KpiRecorder>,
     stats: Arc<ShadowStats>,
+    slots: SlotPool,
+    /// The shadow's response summaries the worker has compared, kept for the next ones
+    /// (only the worker's thread makes and frees them).
     recycled: Recycled,
 }
 
-/// Response summaries the worker has compared, kept for the next responses to be
-/// captured into.
-///
-/// A summary of the live response is made on the live thread and freed on the shadow's;
-/// with the system allocator such a free takes the lock of the live thread's arena, and
-/// at one copy per request the two threads fight over it. Recycled summaries (and their
-/// header and body buffers) go round between the threads instead of being freed.
 type Recycled = Arc<ArrayQueue<ResponseSummary>>;
 
-/// Summaries kept for reuse at most; more are freed.
+/// Shadow response summaries kept for reuse at most; more are freed.
 const RECYCLED_SUMMARIES: usize = 256;
 
-struct Inner<J> {
+struct Inner {
     shared: Arc<Shared>,
     steerer: Arc<dyn TrafficSteerer>,
     status: watch::Receiver<RolloutStatus>,
-    queue: Arc<CopyQueue<J>>,
+    queue: Arc<CopyQueue>,
     labels: RouteLabels,
 }
 
-impl<J> Drop for Inner<J> {
+impl Drop for Inner {
     fn drop(&mut self) {
         // The last runtime clone is gone: the worker finishes what it holds and ends.
         self.queue.closed.store(true, Ordering::SeqCst);
@@ -117,8 +119,8 @@ const IDLE_TICKS_BEFORE_PARKING: u32 = 100;
 
 /// The bounded queue of copies between the live path and the worker: lock-free, and the
 /// live path wakes the worker only when it has parked (see [`SHADOW_TICK`]).
-struct CopyQueue<J> {
-    tasks: ArrayQueue<Task<J>>,
+struct CopyQueue {
+    tasks: ArrayQueue<Task>,
     /// The worker is parked and must be woken for the next copy.
     parked: AtomicBool,
     waker: AtomicWaker,
@@ -126,9 +128,9 @@ struct CopyQueue<J> {
     closed: AtomicBool,
 }
 
-impl<J> CopyQueue<J> {
+impl CopyQueue {
     /// Queues a copy; gives it back when the queue is full.
-    fn push(&self, task: Task<J>) -> Result<(), Task<J>> {
+    fn push(&self, task: Task) -> Result<(), Task> {
         self.tasks.push(task)?;
         // Pairs with the fence in `park`: either the worker sees the copy before parking,
         // or the live path sees it parked and wakes it.
@@ -157,27 +159,30 @@ impl<J> CopyQueue<J> {
 }
 
 /// A copy waiting for a worker.
-struct Task<J> {
-    job: J,
+struct Task {
+    slot: Arc<CopySlot>,
     route: Arc<str>,
     request_bytes: u64,
-    live: Option<oneshot::Receiver<ResponseSummary>>,
+    /// Whether the live response is observed, so there is something to compare with.
+    observed: bool,
 }
 
 /// The part of shadowlib an HTTP adapter calls for every request. Cheap to clone.
 ///
-/// `J` is the adapter's shadow job: a future that sends one copy to the candidate and
-/// summarizes its response. The runtime never looks inside it; it queues it, runs it on a
-/// worker under the timeout with panics caught, and records the result. For each request
-/// the adapter:
+/// For each request the adapter:
 ///
 /// 1. builds a [`RequestHead`] and calls [`ShadowRuntime::route`] for the build to call
 ///    and, when the request is a read going to stable, a [`MirrorTicket`];
-/// 2. calls the chosen build and reports the result with [`ShadowRuntime::record_live`];
-/// 3. with a ticket, copies the request (headers through
-///    [`ShadowConfig::header_policy`]), observes the live response through
-///    [`MirrorTicket::observe_live`], and [submits](MirrorTicket::submit) the job once the
-///    body copy is complete — never waiting for the shadow.
+/// 2. calls the chosen build and reports the response with
+///    [`ShadowRuntime::live_response`];
+/// 3. with a ticket, copies the request into it ([`MirrorTicket::copy_head`], the body
+///    with [`MirrorTicket::copy_body`] as the live handler reads it), observes the live
+///    response through [`MirrorTicket::observe_live`], and
+///    [submits](MirrorTicket::submit) the copy once the body is complete — never waiting
+///    for the shadow.
+///
+/// The adapter runs the [`ShadowWorker`] with a job maker that turns each
+/// [`RequestCopy`] into a call of its candidate, on the shadow's side.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -187,25 +192,27 @@ struct Task<J> {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let (stable, candidate) = (Version::new("api", "1"), Version::new("api", "2"));
-/// let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
-/// let steerer = Arc::new(WeightedSteerer::new());
-/// let controller = RolloutController::new(stable, candidate, RolloutPolicy::default(),
-///     ThresholdPredictor::default(), steerer.clone())?;
-/// controller.handle().start()?; // shadowing: reads are mirrored
-///
-/// type Job = std::future::Ready<ShadowResult>;
+/// let rollout = Rollout::shadow_only(Version::new("api", "1"), Version::new("api", "2"));
 /// let (runtime, worker) =
-///     ShadowRuntime::<Job>::new(ShadowConfig::new(), steerer, &controller.handle(), recorder.clone())?;
-/// tokio::spawn(worker.run());
+///     ShadowRuntime::new(ShadowConfig::new(), rollout.steerer, &rollout.handle, rollout.recorder)?;
+/// // The shadow's side: each copy becomes a call of the candidate (here, an answer).
+/// tokio::spawn(worker.run(|copy: &RequestCopy, _capture| {
+///     let status = if copy.target() == "/items?page=2" { 200 } else { 404 };
+///     std::future::ready(Ok(ShadowReply {
+///         response: ResponseSummary::new(status),
+///         latency: Duration::from_millis(1),
+///     }))
+/// }));
 ///
+/// // The live side.
 /// let headers = HeaderList::default();
-/// let route = runtime.route(&RequestHead::new("GET", "/items", &headers));
+/// let head = RequestHead::new("GET", "/items", &headers);
+/// let route = runtime.route(&head);
 /// assert_eq!(route.arm, Arm::Stable);
 /// let mut ticket = route.mirror.expect("a read during shadowing is mirrored");
+/// ticket.copy_head(&head, "/items?page=2", HttpVersion::Http11, None);
 /// let live = ticket.observe_live();
-/// let shadow = ShadowReply { response: ResponseSummary::new(200), latency: Duration::from_millis(1) };
-/// assert!(ticket.submit(0, std::future::ready(Ok(shadow))));
+/// assert!(ticket.submit());
 /// live.head(200, &headers).finish(); // the live response, as the adapter saw it
 ///
 /// while runtime.stats().counts().compared == 0 {
@@ -215,41 +222,32 @@ struct Task<J> {
 /// assert!(runtime.route(&RequestHead::new("POST", "/items", &headers)).mirror.is_none());
 /// # Ok(()) }
 /// ```
-pub struct ShadowRuntime<J> {
-    inner: Arc<Inner<J>>,
-}
-
-impl<J> Clone for ShadowRuntime<J> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-        }
-    }
+#[derive(Clone)]
+pub struct ShadowRuntime {
+    inner: Arc<Inner>,
 }
 
 /// The build chosen for a request, and its ticket to the shadow if it gets one.
-pub struct Route<J> {
+pub struct Route {
     /// The build that serves the request.
     pub arm: Arm,
     /// Present when the request is a read going to stable while the rollout shadows.
-    pub mirror: Option<MirrorTicket<J>>,
+    pub mirror: Option<MirrorTicket>,
 }
 
-impl<J> ShadowRuntime<J>
-where
-    J: Future<Output = ShadowResult>,
-{
+impl ShadowRuntime {
     /// A runtime following `rollout`'s phase and routing with `steerer` (the one the
     /// controller drives), recording into `recorder` (the one the controller reads).
     ///
-    /// Returns the shadow's worker for the adapter to spawn on its executor. It ends when
-    /// the last clone of the runtime is dropped and the copies in flight are done.
+    /// Returns the shadow's worker for the adapter to run on its executor (see
+    /// [`ShadowWorker::run`]). It ends when the last clone of the runtime is dropped and
+    /// the copies in flight are done.
     pub fn new(
         config: ShadowConfig,
         steerer: Arc<dyn TrafficSteerer>,
         rollout: &RolloutHandle,
         recorder: Arc<KpiRecorder>,
-    ) -> Result<(Self, ShadowWorker<J>), BudgetError> {
+    ) -> Result<(Self, ShadowWorker), BudgetError> {
         config.budget.validate()?;
         let queue = Arc::new(CopyQueue {
             tasks: ArrayQueue::new(config.budget.queue_capacity),
@@ -257,11 +255,21 @@ where
             waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
         });
-        let shared_max_routes = config.max_routes;
+        // Enough for every copy queued or running and as many whose live response is
+        // still on its way; beyond that a slot is made (and later freed).
+        let slots = SlotPool::new(
+            config
+                .budget
+                .queue_capacity
+                .saturating_add(config.budget.concurrency)
+                .saturating_mul(2),
+        );
+        let labels = RouteLabels::new(config.max_routes);
         let shared = Arc::new(Shared {
             stats: Arc::new(ShadowStats::new(config.max_routes)),
             config,
             recorder,
+            slots,
             recycled: Arc::new(ArrayQueue::new(RECYCLED_SUMMARIES)),
         });
         let worker = ShadowWorker {
@@ -273,7 +281,7 @@ where
             steerer,
             status: rollout.watch(),
             queue,
-            labels: RouteLabels::new(shared_max_routes),
+            labels,
         });
         Ok((Self { inner }, worker))
     }
@@ -288,7 +296,7 @@ where
     /// * Otherwise the steerer picks, by the sticky key when the request carries one.
     /// * A request going to stable while the rollout is shadowing, in canary or paused,
     ///   that the classifier calls a read, gets a [`MirrorTicket`].
-    pub fn route(&self, head: &RequestHead<'_>) -> Route<J> {
+    pub fn route(&self, head: &RequestHead<'_>) -> Route {
         let shared = &self.inner.shared;
         let config = &shared.config;
         // Read at most once per request: the phase is behind a lock shared with the controller.
@@ -318,9 +326,9 @@ where
         }
         let ticket = MirrorTicket {
             runtime: self.clone(),
+            slot: Some(shared.slots.take(config.body_limit)),
             route: self.inner.labels.label(config, head.method, head.path),
-            live: None,
-            settled: false,
+            observed: false,
         };
         Route {
             arm,
@@ -385,24 +393,31 @@ where
     }
 }
 
-/// The right of one read to be copied to the shadow.
+impl fmt::Debug for ShadowRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShadowRuntime")
+            .field("config", self.config())
+            .field("queued", &self.queued())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The right of one read to be copied to the shadow, and the copy being made.
 ///
-/// Settle it exactly once: [`submit`](Self::submit) the job, or
+/// Settle it exactly once: [`submit`](Self::submit) the copy, or
 /// [`skip_oversize`](Self::skip_oversize). Dropping it unsettled counts the read as
 /// skipped because its body was never read to the end (the live handler answered without
 /// reading it, or the client went away): a copy is only made of what the live handler
 /// read, so the live request is never delayed for the copy's sake.
-pub struct MirrorTicket<J> {
-    runtime: ShadowRuntime<J>,
+pub struct MirrorTicket {
+    runtime: ShadowRuntime,
+    /// Until settled.
+    slot: Option<Arc<CopySlot>>,
     route: Arc<str>,
-    live: Option<oneshot::Receiver<ResponseSummary>>,
-    settled: bool,
+    observed: bool,
 }
 
-impl<J> MirrorTicket<J>
-where
-    J: Future<Output = ShadowResult>,
-{
+impl MirrorTicket {
     /// The largest request body that may be copied, in bytes.
     pub fn body_limit(&self) -> usize {
         self.runtime.config().body_limit
@@ -419,42 +434,65 @@ where
         }
     }
 
+    /// Copies the request's head: `head`'s method and headers (through the configured
+    /// [`HeaderPolicy`](super::HeaderPolicy): hop-by-hop headers stripped, redactions
+    /// applied), the request `target` (path and query, as the candidate is to receive
+    /// it), the version and the peer address.
+    pub fn copy_head(
+        &mut self,
+        head: &RequestHead<'_>,
+        target: &str,
+        version: HttpVersion,
+        peer_addr: Option<SocketAddr>,
+    ) {
+        let policy = self.runtime.config().header_policy();
+        if let Some(slot) = &self.slot {
+            let mut copy = slot.request();
+            copy.fill_head(head, target, policy);
+            copy.set_version(version);
+            copy.set_peer_addr(peer_addr);
+        }
+    }
+
+    /// Copies a chunk of the request body as the live handler reads it. Returns whether
+    /// the body still fits within the limit; when it does not, give the ticket up with
+    /// [`skip_oversize`](Self::skip_oversize).
+    pub fn copy_body(&mut self, chunk: &[u8]) -> bool {
+        self.slot
+            .as_ref()
+            .is_some_and(|slot| slot.request().push_body(chunk))
+    }
+
     /// Gives up: the body turned out larger than the limit while it was copied.
     pub fn skip_oversize(mut self) {
-        self.settled = true;
+        self.release();
         ShadowStats::bump(&self.runtime.inner.shared.stats.skipped_oversize);
     }
 
     /// Starts observing the live response, to compare the shadow's with. Call it once;
     /// without it the shadow's response is recorded but not compared.
     pub fn observe_live(&mut self) -> LiveObserver {
-        let (sender, receiver) = oneshot::channel();
-        self.live = Some(receiver);
+        self.observed = true;
         LiveObserver {
-            sender,
-            capture: self.capture(),
+            watch: self.slot.as_ref().map(|slot| LiveWatch {
+                slot: Arc::clone(slot),
+                shared: Arc::clone(&self.runtime.inner.shared),
+            }),
         }
     }
 
-    /// How the shadow job should capture the candidate's response.
-    pub fn capture(&self) -> ResponseCapture {
-        let config = self.runtime.config();
-        ResponseCapture {
-            headers: Arc::clone(&config.compared_headers),
-            limit: config.body_limit,
-            recycled: Arc::clone(&self.runtime.inner.shared.recycled),
-        }
-    }
-
-    /// Hands the job to the shadow without waiting. Returns whether it was queued; when
+    /// Hands the copy to the shadow without waiting. Returns whether it was queued; when
     /// the queue is full it is dropped, counted, and recorded as shed on the candidate.
-    pub fn submit(mut self, request_bytes: u64, job: J) -> bool {
-        self.settled = true;
+    pub fn submit(mut self) -> bool {
+        let Some(slot) = self.slot.take() else {
+            return false;
+        };
+        let request_bytes = slot.request().body_len();
         let task = Task {
-            job,
+            slot,
             route: Arc::clone(&self.route),
             request_bytes,
-            live: self.live.take(),
+            observed: self.observed,
         };
         let shared = &self.runtime.inner.shared;
         match self.runtime.inner.queue.push(task) {
@@ -462,7 +500,8 @@ where
                 ShadowStats::bump(&shared.stats.mirrored);
                 true
             }
-            Err(_full_or_closed) => {
+            Err(task) => {
+                shared.slots.give_back(task.slot);
                 ShadowStats::bump(&shared.stats.dropped_queue_full);
                 shared.recorder.record(
                     Arm::Candidate,
@@ -475,11 +514,29 @@ where
             }
         }
     }
+
+    /// Settles the ticket without a copy.
+    fn release(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.runtime.inner.shared.slots.give_back(slot);
+        }
+    }
 }
 
-impl<J> Drop for MirrorTicket<J> {
+impl fmt::Debug for MirrorTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MirrorTicket")
+            .field("route", &self.route)
+            .field("observed", &self.observed)
+            .field("settled", &self.slot.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MirrorTicket {
     fn drop(&mut self) {
-        if !self.settled {
+        if self.slot.is_some() {
+            self.release();
             ShadowStats::bump(&self.runtime.inner.shared.stats.skipped_unread_body);
         }
     }
@@ -503,26 +560,19 @@ impl fmt::Debug for ResponseCapture {
 }
 
 impl ResponseCapture {
+    fn of(shared: &Shared) -> Self {
+        Self {
+            headers: Arc::clone(&shared.config.compared_headers),
+            limit: shared.config.body_limit,
+            recycled: Arc::clone(&shared.recycled),
+        }
+    }
+
     /// The summary of a response head: status and compared headers, no body yet.
     pub fn head(&self, status: u16, headers: &dyn HeaderView) -> ResponseSummary {
         let mut summary = self.recycled.pop().unwrap_or_default();
-        summary.refill(status, |push| {
-            for name in self.headers.iter() {
-                headers.each_value(name, &mut |value| push(name, value));
-            }
-        });
+        fill_summary(&mut summary, &self.headers, status, headers);
         summary
-    }
-
-    /// The summary of a response head, and a body capture reusing its body's buffer.
-    fn head_and_body(
-        &self,
-        status: u16,
-        headers: &dyn HeaderView,
-    ) -> (ResponseSummary, BodyCapture) {
-        let mut summary = self.head(status, headers);
-        let body = BodyCapture::reusing(self.limit, std::mem::take(&mut summary.body));
-        (summary, body)
     }
 
     /// An empty body capture with the limit.
@@ -531,32 +581,94 @@ impl ResponseCapture {
     }
 }
 
-/// Watches the live response of a mirrored read until its head is known.
-#[derive(Debug)]
+/// Makes `summary` the head of a response with `status` and the `compared` headers.
+fn fill_summary(
+    summary: &mut ResponseSummary,
+    compared: &[String],
+    status: u16,
+    headers: &dyn HeaderView,
+) {
+    summary.refill(status, |push| {
+        for name in compared {
+            headers.each_value(name, &mut |value| push(name, value));
+        }
+    });
+}
+
+/// The slot a live response is reported into.
+struct LiveWatch {
+    slot: Arc<CopySlot>,
+    shared: Arc<Shared>,
+}
+
+impl LiveWatch {
+    /// Reports how the live response ended and lets the slot go.
+    fn end(self, progress: LiveProgress) {
+        self.slot.live().progress = progress;
+        self.shared.slots.give_back(self.slot);
+    }
+}
+
+/// Watches the live response of a mirrored read until its head is known. Dropping it
+/// means the live response will not be seen: no comparison.
 pub struct LiveObserver {
-    sender: oneshot::Sender<ResponseSummary>,
-    capture: ResponseCapture,
+    /// `None` when the ticket was already settled: there is nothing to compare with.
+    watch: Option<LiveWatch>,
+}
+
+impl fmt::Debug for LiveObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveObserver")
+            .field("watching", &self.watch.is_some())
+            .finish()
+    }
 }
 
 impl LiveObserver {
     /// The live response head arrived.
-    pub fn head(self, status: u16, headers: &dyn HeaderView) -> LiveBodyObserver {
-        let (summary, body) = self.capture.head_and_body(status, headers);
+    pub fn head(mut self, status: u16, headers: &dyn HeaderView) -> LiveBodyObserver {
+        let Some(watch) = self.watch.take() else {
+            return LiveBodyObserver {
+                watch: None,
+                body: BodyCapture::default(),
+            };
+        };
+        let body = {
+            let mut live = watch.slot.live();
+            let compared = &watch.shared.config.compared_headers;
+            fill_summary(&mut live.summary, compared, status, headers);
+            let buffer = std::mem::take(&mut live.summary.body);
+            BodyCapture::reusing(watch.shared.config.body_limit, buffer)
+        };
         LiveBodyObserver {
-            summary,
+            watch: Some(watch),
             body,
-            sender: self.sender,
+        }
+    }
+}
+
+impl Drop for LiveObserver {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.end(LiveProgress::Lost);
         }
     }
 }
 
 /// Watches the live response body of a mirrored read. Dropping it before
 /// [`finish`](Self::finish) means the live response was not seen whole: no comparison.
-#[derive(Debug)]
 pub struct LiveBodyObserver {
-    sender: oneshot::Sender<ResponseSummary>,
-    summary: ResponseSummary,
+    watch: Option<LiveWatch>,
     body: BodyCapture,
+}
+
+impl fmt::Debug for LiveBodyObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveBodyObserver")
+            .field("watching", &self.watch.is_some())
+            .field("body_len", &self.body.seen())
+            .finish()
+    }
 }
 
 impl LiveBodyObserver {
@@ -565,39 +677,74 @@ impl LiveBodyObserver {
         self.body.push(bytes);
     }
 
-    /// The live body ended: hands the summary to the shadow worker for comparison.
+    /// The live body ended: hands the response to the shadow's worker for comparison.
     pub fn finish(mut self) {
-        self.summary.set_body(self.body);
-        // The worker may have given up waiting (timeout) or the runtime may be gone;
-        // then there is nobody to compare with, which the worker has already counted.
-        let _ = self.sender.send(self.summary);
+        self.end(LiveProgress::Seen);
+    }
+
+    fn end(&mut self, progress: LiveProgress) {
+        let Some(watch) = self.watch.take() else {
+            return;
+        };
+        let body = std::mem::take(&mut self.body);
+        {
+            let mut live = watch.slot.live();
+            match progress {
+                LiveProgress::Seen => live.summary.set_body(body),
+                // The buffer is kept for the slot's next read.
+                LiveProgress::Awaited | LiveProgress::Lost => live.summary.body = body.into_bytes(),
+            }
+        }
+        watch.end(progress);
+    }
+}
+
+impl Drop for LiveBodyObserver {
+    fn drop(&mut self) {
+        self.end(LiveProgress::Lost);
     }
 }
 
 /// The shadow's worker: one task that takes copies from the queue and runs up to
 /// [`ShadowBudget::concurrency`](crate::budget::ShadowBudget) of them at once, each under
-/// the timeout with panics caught. Spawn it with `tokio::spawn(worker.run())` (or
+/// the timeout with panics caught. Run it with `tokio::spawn(worker.run(make_job))` (or
 /// `spawn_local` where the jobs are not `Send`).
 ///
 /// One task, however many copies: the shadow never occupies more than one thread at a
 /// time, whatever the live load, and a copy costs the live path no wake-up of another
 /// thread unless the worker has been idle long enough to park (see [`SHADOW_TICK`]).
-pub struct ShadowWorker<J> {
-    queue: Arc<CopyQueue<J>>,
+pub struct ShadowWorker {
+    queue: Arc<CopyQueue>,
     shared: Arc<Shared>,
 }
 
-impl<J> ShadowWorker<J>
-where
-    J: Future<Output = ShadowResult>,
-{
+impl fmt::Debug for ShadowWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShadowWorker")
+            .field("queued", &self.queue.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShadowWorker {
     /// Runs copies until the runtime is dropped and the last copy is done.
+    ///
+    /// `make_job` turns each copy into the job that sends it to the candidate and
+    /// summarizes the response (with the [`ResponseCapture`] it is given); it is called
+    /// here, on the worker, so the request the candidate takes is built, used and freed
+    /// on the shadow's side. The worker applies the timeout, catches panics, marks the
+    /// job as [in the shadow](in_shadow), records the outcome and compares the responses.
     ///
     /// While copies keep coming the worker takes them from the queue every
     /// [tick](SHADOW_TICK) (and whenever a copy it runs finishes); after about 0.1 s
     /// without any it parks, and the next copy wakes it.
-    pub async fn run(self) {
+    pub async fn run<F, J>(self, mut make_job: F)
+    where
+        F: FnMut(&RequestCopy, ResponseCapture) -> J,
+        J: Future<Output = ShadowResult>,
+    {
         let concurrency = self.shared.config.budget.concurrency;
+        let capture = ResponseCapture::of(&self.shared);
         let queue = &*self.queue;
         let mut running = FuturesUnordered::new();
         let mut awaiting = Vec::new();
@@ -605,7 +752,10 @@ where
         loop {
             while running.len() < concurrency {
                 match queue.tasks.pop() {
-                    Some(task) => running.push(execute(&self.shared, task)),
+                    Some(task) => {
+                        let job = make_job(&task.slot.request(), capture.clone());
+                        running.push(execute(&self.shared, task, job));
+                    }
                     None => break,
                 }
             }
@@ -644,7 +794,7 @@ where
 
 /// Runs one copy under the timeout, records its outcome and compares its response; when
 /// the live response is not there yet, returns the shadow's to compare later.
-async fn execute<J>(shared: &Shared, task: Task<J>) -> Option<AwaitingLive>
+async fn execute<J>(shared: &Shared, task: Task, job: J) -> Option<AwaitingLive>
 where
     J: Future<Output = ShadowResult>,
 {
@@ -656,72 +806,66 @@ where
     } = shared;
     let timeout = config.budget.timeout;
     let started = Instant::now();
-    let job = IN_SHADOW.scope((), AssertUnwindSafe(task.job).catch_unwind());
-    let reply = match tokio::time::timeout(timeout, job).await {
-        Err(_elapsed) => {
-            ShadowStats::bump(&stats.timed_out);
-            recorder.record(
-                Arm::Candidate,
-                Outcome::Timeout,
-                started.elapsed(),
-                task.request_bytes,
-                0,
-            );
-            return None;
-        }
-        Ok(Err(_panic)) => {
-            ShadowStats::bump(&stats.panicked);
-            recorder.record(
-                Arm::Candidate,
-                Outcome::Panic,
-                started.elapsed(),
-                task.request_bytes,
-                0,
-            );
-            return None;
-        }
+    let job = IN_SHADOW.scope((), AssertUnwindSafe(job).catch_unwind());
+    let failure = match tokio::time::timeout(timeout, job).await {
+        Err(_elapsed) => Some((&stats.timed_out, Outcome::Timeout)),
+        Ok(Err(_panic)) => Some((&stats.panicked, Outcome::Panic)),
         Ok(Ok(Err(ShadowError(why)))) => {
             tracing::debug!(route = %task.route, %why, "shadow request failed");
-            ShadowStats::bump(&stats.failed);
+            Some((&stats.failed, Outcome::ServerError))
+        }
+        Ok(Ok(Ok(reply))) => {
+            ShadowStats::bump(&stats.completed);
             recorder.record(
                 Arm::Candidate,
-                Outcome::ServerError,
-                started.elapsed(),
+                Outcome::from_http_status(reply.response.status),
+                reply.latency,
                 task.request_bytes,
-                0,
+                reply.response.body_len,
             );
-            return None;
+            return settle(shared, task, reply.response, timeout);
         }
-        Ok(Ok(Ok(reply))) => reply,
     };
-    ShadowStats::bump(&stats.completed);
-    let response = &reply.response;
-    recorder.record(
-        Arm::Candidate,
-        Outcome::from_http_status(response.status),
-        reply.latency,
-        task.request_bytes,
-        response.body_len,
-    );
-    let Some(mut live) = task.live else {
-        ShadowStats::bump(&stats.comparison_missed);
+    if let Some((counter, outcome)) = failure {
+        ShadowStats::bump(counter);
+        recorder.record(
+            Arm::Candidate,
+            outcome,
+            started.elapsed(),
+            task.request_bytes,
+            0,
+        );
+    }
+    shared.slots.give_back(task.slot);
+    None
+}
+
+/// Compares an answered copy with its live response if that has been sent whole; keeps
+/// it to compare later if not yet.
+fn settle(
+    shared: &Shared,
+    task: Task,
+    shadow: ResponseSummary,
+    timeout: Duration,
+) -> Option<AwaitingLive> {
+    if !task.observed {
+        ShadowStats::bump(&shared.stats.comparison_missed);
+        let _ = shared.recycled.push(shadow);
+        shared.slots.give_back(task.slot);
         return None;
+    }
+    let now = Instant::now();
+    let pair = AwaitingLive {
+        slot: task.slot,
+        route: task.route,
+        shadow,
+        deadline: now + timeout,
     };
-    match live.try_recv() {
-        Ok(live) => {
-            compare(shared, &task.route, live, reply.response);
-            None
-        }
-        Err(TryRecvError::Closed) => {
-            ShadowStats::bump(&stats.comparison_missed);
-            None
-        }
-        Err(TryRecvError::Empty) => Some(AwaitingLive {
-            route: task.route,
-            shadow: reply.response,
-            live,
-            deadline: Instant::now() + timeout,
-        }),
+    if pair.is_due(now) {
+        pair.settle(shared);
+        None
+    } else {
+        Some(pair)
     }
 }
 
@@ -732,11 +876,34 @@ where
 /// finishes, a futex call on the live request's thread. Such comparisons come up to a
 /// tick later, and do not hold one of the budget's concurrent copies meanwhile.
 struct AwaitingLive {
+    slot: Arc<CopySlot>,
     route: Arc<str>,
     shadow: ResponseSummary,
-    live: oneshot::Receiver<ResponseSummary>,
     /// The live response is given up after the budget's timeout, as a copy would be.
     deadline: Instant,
+}
+
+impl AwaitingLive {
+    /// Whether the pair can be settled: the live response was sent whole, will never
+    /// be, or is past the deadline.
+    fn is_due(&self, now: Instant) -> bool {
+        now >= self.deadline || self.slot.live().progress != LiveProgress::Awaited
+    }
+
+    /// Compares the pair if the live response was sent whole, else counts a miss.
+    fn settle(self, shared: &Shared) {
+        {
+            let live = self.slot.live();
+            if live.progress == LiveProgress::Seen {
+                compare(shared, &self.route, &live.summary, &self.shadow);
+            } else {
+                ShadowStats::bump(&shared.stats.comparison_missed);
+            }
+        }
+        // A full pool frees the rest: it only has to cover the copies in flight.
+        let _ = shared.recycled.push(self.shadow);
+        shared.slots.give_back(self.slot);
+    }
 }
 
 /// Compares the shadow responses whose live response has arrived; keeps the others
@@ -745,35 +912,26 @@ fn settle_awaiting(shared: &Shared, awaiting: &mut Vec<AwaitingLive>) -> bool {
     let now = Instant::now();
     let mut index = 0;
     while index < awaiting.len() {
-        let pair = &mut awaiting[index];
-        let live = match pair.live.try_recv() {
-            Err(TryRecvError::Empty) if now < pair.deadline => {
-                index += 1;
-                continue;
-            }
-            Ok(live) => Some(live),
-            Err(_) => None,
-        };
-        let pair = awaiting.swap_remove(index);
-        match live {
-            Some(live) => compare(shared, &pair.route, live, pair.shadow),
-            None => ShadowStats::bump(&shared.stats.comparison_missed),
+        if awaiting[index].is_due(now) {
+            awaiting.swap_remove(index).settle(shared);
+        } else {
+            index += 1;
         }
     }
     !awaiting.is_empty()
 }
 
 /// Compares a live response with the shadow's and records the result.
-fn compare(shared: &Shared, route: &str, live: ResponseSummary, shadow: ResponseSummary) {
+fn compare(shared: &Shared, route: &str, live: &ResponseSummary, shadow: &ResponseSummary) {
     let Shared {
         config,
         recorder,
         stats,
-        recycled,
+        ..
     } = shared;
     // A comparator is application code too: its panic must not take the worker down.
     let compared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        config.comparator.compare(route, &live, &shadow)
+        config.comparator.compare(route, live, shadow)
     }));
     let Ok(comparison) = compared else {
         tracing::error!(route, "the response comparator panicked; pair not compared");
@@ -790,9 +948,6 @@ fn compare(shared: &Shared, route: &str, live: ResponseSummary, shadow: Response
         recorder.record_comparison(comparison.mismatched());
         stats.record_comparison(route, comparison.mismatched());
     }
-    // A full pool frees the rest: it only has to cover the copies in flight.
-    let _ = recycled.push(live);
-    let _ = recycled.push(shadow);
 }
 
 #[cfg(test)]
@@ -809,8 +964,8 @@ mod tests {
     type Job = Pin<Box<dyn Future<Output = ShadowResult> + Send>>;
 
     struct Fixture {
-        runtime: ShadowRuntime<Job>,
-        worker: ShadowWorker<Job>,
+        runtime: ShadowRuntime,
+        worker: ShadowWorker,
         handle: RolloutHandle,
         steerer: Arc<WeightedSteerer>,
         recorder: Arc<KpiRecorder>,
@@ -842,15 +997,54 @@ mod tests {
         }
     }
 
-    fn get(runtime: &ShadowRuntime<Job>, headers: &HeaderList<'_>) -> Route<Job> {
-        runtime.route(&RequestHead::new("GET", "/r", headers))
+    /// A candidate that behaves as the copy's target says: `/hang` never answers,
+    /// `/panic` panics, `/status/N` answers N; anything else answers 200. The body is the
+    /// copy's body, with `content-type` from its `x-content-type` header, and the status
+    /// is 599 outside the shadow scope.
+    fn candidate(copy: &RequestCopy, capture: ResponseCapture) -> Job {
+        let target = copy.target().to_owned();
+        let body = copy.body().to_vec();
+        let content_type = copy.first("x-content-type").map(<[u8]>::to_vec);
+        Box::pin(async move {
+            match target.as_str() {
+                "/hang" => futures::future::pending().await,
+                "/panic" => panic!("candidate bug"),
+                _ => {}
+            }
+            let status = target
+                .strip_prefix("/status/")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let status = if in_shadow() { status } else { 599 };
+            let headers = HeaderList(
+                content_type
+                    .iter()
+                    .map(|v| ("content-type", v.as_slice()))
+                    .collect(),
+            );
+            let mut copied = capture.body();
+            copied.push(&body);
+            Ok(ShadowReply {
+                response: capture.head(status, &headers).with_body(copied),
+                latency: Duration::from_millis(1),
+            })
+        })
     }
 
-    fn reply(status: u16) -> ShadowResult {
-        Ok(ShadowReply {
-            response: ResponseSummary::new(status),
-            latency: Duration::from_millis(1),
-        })
+    fn start(worker: ShadowWorker) {
+        tokio::spawn(worker.run(candidate));
+    }
+
+    /// A mirrored read of `target` carrying `headers`, its head copied.
+    fn read(runtime: &ShadowRuntime, target: &str, headers: &HeaderList<'_>) -> MirrorTicket {
+        let head = RequestHead::new("GET", "/r", headers);
+        let mut ticket = runtime.route(&head).mirror.expect("a read");
+        ticket.copy_head(&head, target, HttpVersion::Http11, None);
+        ticket
+    }
+
+    fn get(runtime: &ShadowRuntime, headers: &HeaderList<'_>) -> Route {
+        runtime.route(&RequestHead::new("GET", "/r", headers))
     }
 
     fn budget(queue_capacity: usize, concurrency: usize) -> ShadowConfig {
@@ -861,10 +1055,7 @@ mod tests {
         })
     }
 
-    async fn settle(
-        runtime: &ShadowRuntime<Job>,
-        done: impl Fn(&super::super::ShadowCounts) -> bool,
-    ) {
+    async fn settle(runtime: &ShadowRuntime, done: impl Fn(&super::super::ShadowCounts) -> bool) {
         for _ in 0..10_000 {
             if done(&runtime.stats().counts()) {
                 return;
@@ -877,12 +1068,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn hung_copies_time_out_and_a_full_queue_drops() {
         let f = fixture(budget(2, 1));
-        tokio::spawn(f.worker.run());
+        start(f.worker);
         let headers = HeaderList::default();
         let mut queued = 0;
         for _ in 0..5 {
-            let ticket = get(&f.runtime, &headers).mirror.expect("a read");
-            queued += usize::from(ticket.submit(0, Box::pin(futures::future::pending())));
+            queued += usize::from(read(&f.runtime, "/hang", &headers).submit());
             assert!(f.runtime.queued() <= 2);
             // Let the worker's next look at the queue pick up the first copy before the
             // next arrives.
@@ -903,22 +1093,10 @@ mod tests {
     #[tokio::test]
     async fn panics_are_recorded_and_the_worker_survives() {
         let f = fixture(budget(8, 1));
-        tokio::spawn(f.worker.run());
+        start(f.worker);
         let headers = HeaderList::default();
-        let panicking: Job = Box::pin(async { panic!("candidate bug") });
-        assert!(
-            get(&f.runtime, &headers)
-                .mirror
-                .expect("a read")
-                .submit(0, panicking)
-        );
-        let fine: Job = Box::pin(async { reply(200) });
-        assert!(
-            get(&f.runtime, &headers)
-                .mirror
-                .expect("a read")
-                .submit(0, fine)
-        );
+        assert!(read(&f.runtime, "/panic", &headers).submit());
+        assert!(read(&f.runtime, "/fine", &headers).submit());
         settle(&f.runtime, |c| c.panicked == 1 && c.completed == 1).await;
         assert_eq!(f.recorder.snapshot(Arm::Candidate).outcomes.panic, 1);
     }
@@ -926,22 +1104,15 @@ mod tests {
     #[tokio::test]
     async fn jobs_run_inside_the_shadow_scope_and_are_compared() {
         let f = fixture(ShadowConfig::new());
-        tokio::spawn(f.worker.run());
-        let headers = HeaderList(vec![("content-type", b"text/plain".as_slice())]);
-        let mut ticket = get(&f.runtime, &headers).mirror.expect("a read");
+        start(f.worker);
+        let headers = HeaderList(vec![
+            ("content-type", b"text/plain".as_slice()),
+            ("x-content-type", b"text/html".as_slice()),
+        ]);
+        let mut ticket = read(&f.runtime, "/r", &headers);
+        assert!(ticket.copy_body(b"hello"));
         let live = ticket.observe_live();
-        let capture = ticket.capture();
-        let job: Job = Box::pin(async move {
-            let status = if in_shadow() { 200 } else { 599 };
-            let mut body = capture.body();
-            body.push(b"hello");
-            let shadow_headers = HeaderList(vec![("content-type", b"text/html".as_slice())]);
-            Ok(ShadowReply {
-                response: capture.head(status, &shadow_headers).with_body(body),
-                latency: Duration::from_millis(1),
-            })
-        });
-        assert!(ticket.submit(5, job));
+        assert!(ticket.submit());
         let mut live = live.head(200, &headers);
         live.chunk(b"hello");
         live.finish();
@@ -968,25 +1139,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn copies_reuse_their_slots_and_never_mix_two_reads() {
+        let f = fixture(budget(64, 4));
+        start(f.worker);
+        // More reads than the pool keeps, each with its own status and body, compared
+        // with a live response that matches only when the copy went to the right pair.
+        for round in 0..300_u16 {
+            let status = 200 + round % 50;
+            let headers = HeaderList::default();
+            let mut ticket = read(&f.runtime, &format!("/status/{status}"), &headers);
+            let body = round.to_string();
+            assert!(ticket.copy_body(body.as_bytes()));
+            let live = ticket.observe_live();
+            assert!(ticket.submit());
+            let mut live = live.head(status, &headers);
+            live.chunk(body.as_bytes());
+            live.finish();
+            // Let the worker take the queue (capacity 64) before it fills.
+            if round % 32 == 31 {
+                settle(&f.runtime, |c| c.completed == u64::from(round) + 1).await;
+            }
+        }
+        settle(&f.runtime, |c| c.compared == 300).await;
+        let counts = f.runtime.stats().counts();
+        assert_eq!((counts.mismatched, counts.comparison_missed), (0, 0));
+    }
+
+    #[tokio::test]
     async fn a_shadow_waiting_for_its_live_response_does_not_hold_a_copy_slot() {
         let f = fixture(budget(8, 1));
-        tokio::spawn(f.worker.run());
+        start(f.worker);
         let headers = HeaderList::default();
-        let mut first = get(&f.runtime, &headers).mirror.expect("a read");
+        let mut first = read(&f.runtime, "/r", &headers);
         let first_live = first.observe_live().head(200, &headers);
-        assert!(first.submit(0, Box::pin(async { reply(200) })));
+        assert!(first.submit());
         settle(&f.runtime, |c| c.completed == 1).await;
 
         // With one copy at a time, the second runs while the first waits for live.
-        let mut second = get(&f.runtime, &headers).mirror.expect("a read");
+        let mut second = read(&f.runtime, "/r", &headers);
         let second_live = second.observe_live();
-        assert!(second.submit(0, Box::pin(async { reply(200) })));
+        assert!(second.submit());
         second_live.head(200, &headers).finish();
         settle(&f.runtime, |c| c.compared == 1).await;
 
         first_live.finish();
         settle(&f.runtime, |c| c.compared == 2).await;
         assert_eq!(f.runtime.stats().counts().comparison_missed, 0);
+    }
+
+    #[tokio::test]
+    async fn a_live_response_that_is_never_sent_whole_is_a_missed_comparison() {
+        let f = fixture(ShadowConfig::new());
+        start(f.worker);
+        let headers = HeaderList::default();
+        let mut ticket = read(&f.runtime, "/r", &headers);
+        let live = ticket.observe_live();
+        assert!(ticket.submit());
+        let mut live = live.head(200, &headers);
+        live.chunk(b"part");
+        drop(live);
+        settle(&f.runtime, |c| c.comparison_missed == 1).await;
+        assert_eq!(f.runtime.stats().counts().compared, 0);
     }
 
     struct PanickingComparator;
@@ -1005,12 +1218,12 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_comparator_does_not_stop_the_worker() {
         let f = fixture(ShadowConfig::new().with_comparator(PanickingComparator));
-        tokio::spawn(f.worker.run());
+        start(f.worker);
         let headers = HeaderList::default();
         for expected in 1..=2 {
-            let mut ticket = get(&f.runtime, &headers).mirror.expect("a read");
+            let mut ticket = read(&f.runtime, "/r", &headers);
             let live = ticket.observe_live();
-            assert!(ticket.submit(0, Box::pin(async { reply(200) })));
+            assert!(ticket.submit());
             live.head(200, &headers).finish();
             settle(&f.runtime, |c| c.comparison_missed == expected).await;
         }
@@ -1033,11 +1246,11 @@ mod tests {
     #[tokio::test]
     async fn pairs_judged_not_comparable_are_neither_matches_nor_mismatches() {
         let f = fixture(ShadowConfig::new().with_comparator(NeverComparable));
-        tokio::spawn(f.worker.run());
+        start(f.worker);
         let headers = HeaderList::default();
-        let mut ticket = get(&f.runtime, &headers).mirror.expect("a read");
+        let mut ticket = read(&f.runtime, "/status/500", &headers);
         let live = ticket.observe_live();
-        assert!(ticket.submit(0, Box::pin(async { reply(500) })));
+        assert!(ticket.submit());
         live.head(200, &headers).finish();
         settle(&f.runtime, |c| c.not_comparable == 1).await;
         let counts = f.runtime.stats().counts();
@@ -1053,7 +1266,9 @@ mod tests {
         let ticket = get(&f.runtime, &headers).mirror.expect("a read");
         assert!(ticket.admit(BodySize::Exact(11)).is_none());
         let ticket = get(&f.runtime, &headers).mirror.expect("a read");
-        let ticket = ticket.admit(BodySize::AtLeast(10)).expect("may still fit");
+        let mut ticket = ticket.admit(BodySize::AtLeast(10)).expect("may still fit");
+        assert!(ticket.copy_body(&[0; 10]));
+        assert!(!ticket.copy_body(&[0; 1]), "one byte over the limit");
         ticket.skip_oversize();
         let counts = f.runtime.stats().counts();
         assert_eq!(
@@ -1127,7 +1342,7 @@ mod tests {
     #[tokio::test]
     async fn the_worker_ends_when_the_runtime_is_dropped() {
         let f = fixture(ShadowConfig::new());
-        let worker = tokio::spawn(f.worker.run());
+        let worker = tokio::spawn(f.worker.run(candidate));
         drop(f.runtime);
         tokio::time::timeout(Duration::from_secs(5), worker)
             .await

@@ -1,0 +1,384 @@
+//! The copy of a read the live path hands to the shadow, and the slot it travels in.
+//!
+//! The live path only copies bytes: method, target, the headers the policy lets through
+//! and the body, into buffers that are used again and again. The shadow's worker builds
+//! the request its candidate takes from that copy, on its own thread. So at one copy per
+//! request no memory allocated on the live thread is freed on the shadow's, or the other
+//! way round: with the system allocator such a free takes the lock of the other thread's
+//! arena, and the two threads would fight over it on every request.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crossbeam_queue::ArrayQueue;
+
+use super::{BodyCapture, ForwardHeader, HeaderPolicy, HeaderView, RequestHead, ResponseSummary};
+
+/// The HTTP version of a copied request, in the core's own words (adapters map their
+/// framework's version to it and back).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HttpVersion {
+    /// HTTP/0.9.
+    Http09,
+    /// HTTP/1.0.
+    Http10,
+    /// HTTP/1.1.
+    #[default]
+    Http11,
+    /// HTTP/2.
+    Http2,
+    /// HTTP/3.
+    Http3,
+}
+
+/// A copy of one mirrored read, as the shadow's candidate is to receive it: method,
+/// target (path and query), version, peer address, the headers the
+/// [`HeaderPolicy`] forwards (hop-by-hop headers stripped, redactions applied) and the
+/// body.
+///
+/// The live path fills it through a [`MirrorTicket`](super::MirrorTicket); the adapter's
+/// job maker reads it on the shadow's worker (see
+/// [`ShadowWorker::run`](super::ShadowWorker::run)).
+///
+/// ```
+/// use shadowlib::mirror::{HeaderList, HeaderPolicy, HeaderView, HttpVersion, RequestCopy, RequestHead};
+///
+/// let headers = HeaderList(vec![
+///     ("accept", b"application/json".as_slice()),
+///     ("connection", b"keep-alive".as_slice()),
+///     ("authorization", b"Bearer secret".as_slice()),
+/// ]);
+/// let policy = HeaderPolicy::new().redact("authorization")?;
+/// let mut copy = RequestCopy::default();
+/// copy.fill_head(&RequestHead::new("GET", "/items", &headers), "/items?page=2", &policy);
+/// assert_eq!((copy.method(), copy.target()), ("GET", "/items?page=2"));
+/// assert_eq!(copy.version(), HttpVersion::Http11);
+/// let forwarded: Vec<_> = copy.headers().collect();
+/// assert_eq!(forwarded, [("accept", b"application/json".as_slice())]);
+/// assert_eq!(copy.first("authorization"), None);
+/// # Ok::<(), shadowlib::mirror::HeaderNameError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct RequestCopy {
+    method: String,
+    target: String,
+    version: HttpVersion,
+    peer_addr: Option<SocketAddr>,
+    /// Every forwarded header name, one after another; `headers` holds where each ends.
+    names: String,
+    /// Every forwarded header value, one after another.
+    values: Vec<u8>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    body: BodyCapture,
+}
+
+impl RequestCopy {
+    /// The method, as it was sent.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The request target: the path and, if there was one, `?` and the query.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The HTTP version.
+    pub fn version(&self) -> HttpVersion {
+        self.version
+    }
+
+    /// The live request's peer address, when the adapter knows it.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
+    }
+
+    /// The forwarded headers as `(lowercase name, value)`, in the live request's order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(name, value)| {
+            (
+                self.names.get(name.clone()).unwrap_or_default(),
+                self.values.get(value.clone()).unwrap_or_default(),
+            )
+        })
+    }
+
+    /// The body (complete: only bodies within the limit are mirrored).
+    pub fn body(&self) -> &[u8] {
+        self.body.bytes()
+    }
+
+    /// Replaces the head with `head`'s method and headers (through `policy`) and
+    /// `target`, keeping the buffers' allocations; the version is reset to HTTP/1.1 and
+    /// the peer address to none. The body is left as it is.
+    pub fn fill_head(&mut self, head: &RequestHead<'_>, target: &str, policy: &HeaderPolicy) {
+        self.method.clear();
+        self.method.push_str(head.method);
+        self.target.clear();
+        self.target.push_str(target);
+        self.version = HttpVersion::default();
+        self.peer_addr = None;
+        self.names.clear();
+        self.values.clear();
+        self.headers.clear();
+        let filter = policy.filter(head.headers);
+        head.headers.each(&mut |name, value| {
+            let value = match filter.forward(name) {
+                ForwardHeader::Keep => value,
+                ForwardHeader::Replace(replacement) => replacement,
+                ForwardHeader::Drop => return,
+            };
+            let name_start = self.names.len();
+            self.names.push_str(name);
+            let value_start = self.values.len();
+            self.values.extend_from_slice(value);
+            self.headers
+                .push((name_start..self.names.len(), value_start..self.values.len()));
+        });
+    }
+
+    /// Sets the HTTP version.
+    pub fn set_version(&mut self, version: HttpVersion) {
+        self.version = version;
+    }
+
+    /// Sets the peer address.
+    pub fn set_peer_addr(&mut self, peer_addr: Option<SocketAddr>) {
+        self.peer_addr = peer_addr;
+    }
+
+    /// Makes the body empty, keeping at most `limit` bytes of what is pushed next, and
+    /// keeping its buffer's allocation.
+    pub(crate) fn start_body(&mut self, limit: usize) {
+        self.body = BodyCapture::reusing(limit, std::mem::take(&mut self.body).into_bytes());
+    }
+
+    /// Adds a body chunk; returns whether the body is still within the limit.
+    pub(crate) fn push_body(&mut self, chunk: &[u8]) -> bool {
+        self.body.push(chunk)
+    }
+
+    /// The body's length so far.
+    pub(crate) fn body_len(&self) -> u64 {
+        self.body.seen()
+    }
+}
+
+impl HeaderView for RequestCopy {
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    fn each_value<'a>(&'a self, name: &str, visit: &mut dyn FnMut(&'a [u8])) {
+        self.headers()
+            .filter(|(n, _)| *n == name)
+            .for_each(|(_, v)| visit(v));
+    }
+
+    fn each<'a>(&'a self, visit: &mut dyn FnMut(&'a str, &'a [u8])) {
+        self.headers().for_each(|(n, v)| visit(n, v));
+    }
+}
+
+impl fmt::Debug for RequestCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values may be secrets the policy does not redact: names only.
+        let names: Vec<&str> = self.headers().map(|(name, _)| name).collect();
+        f.debug_struct("RequestCopy")
+            .field("method", &self.method)
+            .field("target", &self.target)
+            .field("version", &self.version)
+            .field("headers", &names)
+            .field("body_len", &self.body.seen())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far the live response of a mirrored read has got, as the shadow's worker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LiveProgress {
+    /// Not sent whole yet.
+    Awaited,
+    /// Sent whole: the slot's summary is the live response.
+    Seen,
+    /// Will never be seen whole (the client went away, the body failed, nobody observed
+    /// it): nothing to compare with.
+    Lost,
+}
+
+/// The live response of a mirrored read, for the shadow to compare with.
+#[derive(Debug)]
+pub(crate) struct LiveSide {
+    pub(crate) summary: ResponseSummary,
+    pub(crate) progress: LiveProgress,
+}
+
+/// One mirrored read on its way: the copy the live path made, and the live response once
+/// sent. Shared by the live path and the shadow's worker, and used again once both are
+/// done with it (see [`SlotPool`]).
+#[derive(Debug)]
+pub(crate) struct CopySlot {
+    request: Mutex<RequestCopy>,
+    live: Mutex<LiveSide>,
+}
+
+impl CopySlot {
+    fn new() -> Self {
+        Self {
+            request: Mutex::new(RequestCopy::default()),
+            live: Mutex::new(LiveSide {
+                summary: ResponseSummary::default(),
+                progress: LiveProgress::Awaited,
+            }),
+        }
+    }
+
+    /// The request copy. Only the ticket holder writes it, before the copy is queued,
+    /// and only the worker reads it after, so the lock is never waited for.
+    pub(crate) fn request(&self) -> MutexGuard<'_, RequestCopy> {
+        lock(&self.request)
+    }
+
+    /// The live response.
+    pub(crate) fn live(&self) -> MutexGuard<'_, LiveSide> {
+        lock(&self.live)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Both sides hold plain data that is valid at every point, so a lock poisoned by a
+    // panic elsewhere is used as it is.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The slots not in use, for the next mirrored reads.
+///
+/// A slot is taken on the live path and given back by whichever of the live path and the
+/// worker is done with it last; its buffers keep their allocations from one read to the
+/// next, so in a steady state mirroring allocates nothing.
+#[derive(Debug)]
+pub(crate) struct SlotPool {
+    free: ArrayQueue<Arc<CopySlot>>,
+}
+
+impl SlotPool {
+    /// A pool keeping at most `capacity` free slots (more are freed).
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            free: ArrayQueue::new(capacity.max(1)),
+        }
+    }
+
+    /// A slot for a new read: its live response awaited, its request to be filled with
+    /// a body of at most `body_limit` bytes.
+    pub(crate) fn take(&self, body_limit: usize) -> Arc<CopySlot> {
+        let mut slot = self.free.pop().unwrap_or_else(|| Arc::new(CopySlot::new()));
+        match Arc::get_mut(&mut slot) {
+            // Nobody else holds a slot in the pool or a new one: no lock needed.
+            Some(unique) => {
+                let live = unique
+                    .live
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner);
+                live.progress = LiveProgress::Awaited;
+                let request = unique
+                    .request
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner);
+                request.start_body(body_limit);
+            }
+            None => {
+                slot.live().progress = LiveProgress::Awaited;
+                slot.request().start_body(body_limit);
+            }
+        }
+        slot
+    }
+
+    /// Done with `slot`: it goes back to the pool if nobody else holds it any more.
+    ///
+    /// When both holders give it back at the same moment, each may see the other's
+    /// reference and the slot is freed instead: a missed reuse, never a shared one.
+    pub(crate) fn give_back(&self, slot: Arc<CopySlot>) {
+        if Arc::strong_count(&slot) == 1 {
+            // A full pool frees the slot: the pool only has to cover the reads in flight.
+            let _ = self.free.push(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirror::HeaderList;
+
+    #[test]
+    fn a_refilled_copy_keeps_nothing_of_the_last_request() {
+        let policy = HeaderPolicy::new();
+        let mut copy = RequestCopy::default();
+        let first = HeaderList(vec![("x-a", b"1".as_slice()), ("x-b", b"2".as_slice())]);
+        copy.fill_head(&RequestHead::new("POST", "/a", &first), "/a?q=1", &policy);
+        copy.set_version(HttpVersion::Http2);
+        copy.start_body(8);
+        assert!(copy.push_body(b"payload"));
+        let second = HeaderList(vec![("x-c", b"3".as_slice())]);
+        copy.fill_head(&RequestHead::new("GET", "/b", &second), "/b", &policy);
+        copy.start_body(8);
+        assert_eq!((copy.method(), copy.target()), ("GET", "/b"));
+        assert_eq!(copy.version(), HttpVersion::Http11);
+        assert_eq!(
+            copy.headers().collect::<Vec<_>>(),
+            [("x-c", b"3".as_slice())]
+        );
+        assert!(copy.body().is_empty());
+    }
+
+    #[test]
+    fn redactions_replace_or_drop_and_hop_by_hop_headers_never_pass() {
+        let headers = HeaderList(vec![
+            ("connection", b"x-trace".as_slice()),
+            ("x-trace", b"abc".as_slice()),
+            ("cookie", b"session=s3cr3t".as_slice()),
+            ("accept", b"*/*".as_slice()),
+        ]);
+        let policy = HeaderPolicy::new()
+            .redact("cookie")
+            .expect("valid name")
+            .replace_with("redacted");
+        let mut copy = RequestCopy::default();
+        copy.fill_head(&RequestHead::new("GET", "/", &headers), "/", &policy);
+        assert_eq!(
+            copy.headers().collect::<Vec<_>>(),
+            [
+                ("cookie", b"redacted".as_slice()),
+                ("accept", b"*/*".as_slice())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_body_stops_at_the_limit() {
+        let mut copy = RequestCopy::default();
+        copy.start_body(4);
+        assert!(copy.push_body(b"abcd"));
+        assert!(!copy.push_body(b"e"));
+        assert_eq!(copy.body_len(), 5);
+    }
+
+    #[test]
+    fn a_slot_returns_to_the_pool_only_from_its_last_holder() {
+        let pool = SlotPool::new(4);
+        let slot = pool.take(16);
+        let other = Arc::clone(&slot);
+        slot.live().progress = LiveProgress::Seen;
+        pool.give_back(slot);
+        assert_eq!(pool.free.len(), 0, "the other holder still has it");
+        pool.give_back(other);
+        assert_eq!(pool.free.len(), 1);
+        let again = pool.take(16);
+        assert_eq!(again.live().progress, LiveProgress::Awaited);
+    }
+}
