@@ -65,7 +65,7 @@ impl<S, C> fmt::Debug for ShadowService<S, C> {
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for ShadowService<S, C>
 where
-    S: Service<Request<ShadowBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<ShadowBody<ReqBody>>, Response = Response<ResBody>>,
     C: Service<Request<ShadowBody<ReqBody>>, Response = Response<ResBody>, Error = S::Error>
         + Clone
         + Send
@@ -131,13 +131,10 @@ where
             observer,
         };
         match route.arm {
-            Arm::Stable => {
-                // The instance `poll_ready` reserved is the one called; a clone stays.
-                let ready = self.stable.clone();
-                let mut ready = std::mem::replace(&mut self.stable, ready);
-                ResponseFuture::stable(ready.call(request), state)
-            }
+            Arm::Stable => ResponseFuture::stable(self.stable.call(request), state),
             Arm::Candidate => {
+                // A panic in `call` drops the instance it happened in (it may be left
+                // inconsistent); the one kept is a clone made before.
                 let ready = self.candidate.clone();
                 let mut ready = std::mem::replace(&mut self.candidate, ready);
                 match std::panic::catch_unwind(AssertUnwindSafe(move || ready.call(request))) {

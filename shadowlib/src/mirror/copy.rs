@@ -81,9 +81,29 @@ impl RequestCopy {
         &self.method
     }
 
-    /// The request target: the path and, if there was one, `?` and the query.
+    /// The request target: the path and, if there was one, `?` and the query (or the
+    /// whole URI, for a request that came with one, as HTTP/2 requests do).
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// The path: the target without the query, and without scheme and authority when
+    /// the target is a whole URI.
+    pub fn path(&self) -> &str {
+        let target = self.target.as_str();
+        let path = match target.find("://") {
+            Some(scheme_end) if !target.starts_with('/') => {
+                let after_scheme = &target[scheme_end + 3..];
+                after_scheme
+                    .find(['/', '?'])
+                    .map_or("/", |start| &after_scheme[start..])
+            }
+            _ => target,
+        };
+        match path.split('?').next() {
+            Some(path) if path.starts_with('/') => path,
+            _ => "/",
+        }
     }
 
     /// The HTTP version.
@@ -254,22 +274,42 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The slots not in use, for the next mirrored reads.
+/// The slots not in use, for the next mirrored reads, and what the live path needs to
+/// capture a live response into one.
 ///
 /// A slot is taken on the live path and given back by whichever of the live path and the
 /// worker is done with it last; its buffers keep their allocations from one read to the
 /// next, so in a steady state mirroring allocates nothing.
+///
+/// Aligned to two cache lines so that, behind an `Arc`, the reference count the live
+/// path changes per read is on a line of its own.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct SlotPool {
     free: ArrayQueue<Arc<CopySlot>>,
+    compared_headers: Arc<[String]>,
+    body_limit: usize,
 }
 
 impl SlotPool {
-    /// A pool keeping at most `capacity` free slots (more are freed).
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A pool keeping at most `capacity` free slots (more are freed), for live responses
+    /// captured with `compared_headers` and up to `body_limit` bytes of body.
+    pub(crate) fn new(capacity: usize, compared_headers: Arc<[String]>, body_limit: usize) -> Self {
         Self {
             free: ArrayQueue::new(capacity.max(1)),
+            compared_headers,
+            body_limit,
         }
+    }
+
+    /// The response headers compared.
+    pub(crate) fn compared_headers(&self) -> &[String] {
+        &self.compared_headers
+    }
+
+    /// The largest body captured, in bytes.
+    pub(crate) fn body_limit(&self) -> usize {
+        self.body_limit
     }
 
     /// A slot for a new read: its live response awaited, its request to be filled with
@@ -360,6 +400,27 @@ mod tests {
     }
 
     #[test]
+    fn the_path_leaves_out_query_scheme_and_authority() {
+        let headers = HeaderList::default();
+        let mut copy = RequestCopy::default();
+        for (target, path) in [
+            ("/items?page=2", "/items"),
+            ("/", "/"),
+            ("https://example.com/items/7?x=1", "/items/7"),
+            ("https://example.com", "/"),
+            ("https://example.com?x=1", "/"),
+            ("*", "/"),
+        ] {
+            copy.fill_head(
+                &RequestHead::new("GET", path, &headers),
+                target,
+                &HeaderPolicy::new(),
+            );
+            assert_eq!(copy.path(), path, "{target}");
+        }
+    }
+
+    #[test]
     fn the_body_stops_at_the_limit() {
         let mut copy = RequestCopy::default();
         copy.start_body(4);
@@ -370,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_slot_returns_to_the_pool_only_from_its_last_holder() {
-        let pool = SlotPool::new(4);
+        let pool = SlotPool::new(4, Arc::from([]), 16);
         let slot = pool.take(16);
         let other = Arc::clone(&slot);
         slot.live().progress = LiveProgress::Seen;

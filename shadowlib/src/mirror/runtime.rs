@@ -74,7 +74,9 @@ struct Shared {
     config: ShadowConfig,
     recorder: Arc<KpiRecorder>,
     stats: Arc<ShadowStats>,
-    slots: SlotPool,
+    /// Its own allocation: the live path clones it per mirrored read, and its reference
+    /// count must not share a cache line with what the worker reads.
+    slots: Arc<SlotPool>,
     /// The shadow's response summaries the worker has compared, kept for the next ones
     /// (only the worker's thread makes and frees them).
     recycled: Recycled,
@@ -90,7 +92,6 @@ struct Inner {
     steerer: Arc<dyn TrafficSteerer>,
     status: watch::Receiver<RolloutStatus>,
     queue: Arc<CopyQueue>,
-    labels: RouteLabels,
 }
 
 impl Drop for Inner {
@@ -161,8 +162,6 @@ impl CopyQueue {
 /// A copy waiting for a worker.
 struct Task {
     slot: Arc<CopySlot>,
-    route: Arc<str>,
-    request_bytes: u64,
     /// Whether the live response is observed, so there is something to compare with.
     observed: bool,
 }
@@ -257,14 +256,15 @@ impl ShadowRuntime {
         });
         // Enough for every copy queued or running and as many whose live response is
         // still on its way; beyond that a slot is made (and later freed).
-        let slots = SlotPool::new(
+        let slots = Arc::new(SlotPool::new(
             config
                 .budget
                 .queue_capacity
                 .saturating_add(config.budget.concurrency)
                 .saturating_mul(2),
-        );
-        let labels = RouteLabels::new(config.max_routes);
+            Arc::clone(&config.compared_headers),
+            config.body_limit,
+        ));
         let shared = Arc::new(Shared {
             stats: Arc::new(ShadowStats::new(config.max_routes)),
             config,
@@ -274,6 +274,7 @@ impl ShadowRuntime {
         });
         let worker = ShadowWorker {
             queue: Arc::clone(&queue),
+            labels: RouteLabels::new(shared.config.max_routes),
             shared: Arc::clone(&shared),
         };
         let inner = Arc::new(Inner {
@@ -281,7 +282,6 @@ impl ShadowRuntime {
             steerer,
             status: rollout.watch(),
             queue,
-            labels,
         });
         Ok((Self { inner }, worker))
     }
@@ -327,7 +327,6 @@ impl ShadowRuntime {
         let ticket = MirrorTicket {
             runtime: self.clone(),
             slot: Some(shared.slots.take(config.body_limit)),
-            route: self.inner.labels.label(config, head.method, head.path),
             observed: false,
         };
         Route {
@@ -413,7 +412,6 @@ pub struct MirrorTicket {
     runtime: ShadowRuntime,
     /// Until settled.
     slot: Option<Arc<CopySlot>>,
-    route: Arc<str>,
     observed: bool,
 }
 
@@ -476,7 +474,7 @@ impl MirrorTicket {
         LiveObserver {
             watch: self.slot.as_ref().map(|slot| LiveWatch {
                 slot: Arc::clone(slot),
-                shared: Arc::clone(&self.runtime.inner.shared),
+                pool: Arc::clone(&self.runtime.inner.shared.slots),
             }),
         }
     }
@@ -487,11 +485,8 @@ impl MirrorTicket {
         let Some(slot) = self.slot.take() else {
             return false;
         };
-        let request_bytes = slot.request().body_len();
         let task = Task {
             slot,
-            route: Arc::clone(&self.route),
-            request_bytes,
             observed: self.observed,
         };
         let shared = &self.runtime.inner.shared;
@@ -501,6 +496,7 @@ impl MirrorTicket {
                 true
             }
             Err(task) => {
+                let request_bytes = task.slot.request().body_len();
                 shared.slots.give_back(task.slot);
                 ShadowStats::bump(&shared.stats.dropped_queue_full);
                 shared.recorder.record(
@@ -526,7 +522,6 @@ impl MirrorTicket {
 impl fmt::Debug for MirrorTicket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MirrorTicket")
-            .field("route", &self.route)
             .field("observed", &self.observed)
             .field("settled", &self.slot.is_none())
             .finish_non_exhaustive()
@@ -598,14 +593,14 @@ fn fill_summary(
 /// The slot a live response is reported into.
 struct LiveWatch {
     slot: Arc<CopySlot>,
-    shared: Arc<Shared>,
+    pool: Arc<SlotPool>,
 }
 
 impl LiveWatch {
     /// Reports how the live response ended and lets the slot go.
     fn end(self, progress: LiveProgress) {
         self.slot.live().progress = progress;
-        self.shared.slots.give_back(self.slot);
+        self.pool.give_back(self.slot);
     }
 }
 
@@ -635,10 +630,14 @@ impl LiveObserver {
         };
         let body = {
             let mut live = watch.slot.live();
-            let compared = &watch.shared.config.compared_headers;
-            fill_summary(&mut live.summary, compared, status, headers);
+            fill_summary(
+                &mut live.summary,
+                watch.pool.compared_headers(),
+                status,
+                headers,
+            );
             let buffer = std::mem::take(&mut live.summary.body);
-            BodyCapture::reusing(watch.shared.config.body_limit, buffer)
+            BodyCapture::reusing(watch.pool.body_limit(), buffer)
         };
         LiveBodyObserver {
             watch: Some(watch),
@@ -716,6 +715,8 @@ impl Drop for LiveBodyObserver {
 pub struct ShadowWorker {
     queue: Arc<CopyQueue>,
     shared: Arc<Shared>,
+    /// Route labels are made here, off the live path, from the copy's method and path.
+    labels: RouteLabels,
 }
 
 impl fmt::Debug for ShadowWorker {
@@ -753,8 +754,19 @@ impl ShadowWorker {
             while running.len() < concurrency {
                 match queue.tasks.pop() {
                     Some(task) => {
-                        let job = make_job(&task.slot.request(), capture.clone());
-                        running.push(execute(&self.shared, task, job));
+                        let (job, route, request_bytes) = {
+                            let copy = task.slot.request();
+                            let route =
+                                self.labels
+                                    .label(&self.shared.config, copy.method(), copy.path());
+                            (make_job(&copy, capture.clone()), route, copy.body_len())
+                        };
+                        let copy = Running {
+                            task,
+                            route,
+                            request_bytes,
+                        };
+                        running.push(execute(&self.shared, copy, job));
                     }
                     None => break,
                 }
@@ -792,9 +804,16 @@ impl ShadowWorker {
     }
 }
 
+/// A copy the worker runs: its task, its route label and the size of its request body.
+struct Running {
+    task: Task,
+    route: Arc<str>,
+    request_bytes: u64,
+}
+
 /// Runs one copy under the timeout, records its outcome and compares its response; when
 /// the live response is not there yet, returns the shadow's to compare later.
-async fn execute<J>(shared: &Shared, task: Task, job: J) -> Option<AwaitingLive>
+async fn execute<J>(shared: &Shared, copy: Running, job: J) -> Option<AwaitingLive>
 where
     J: Future<Output = ShadowResult>,
 {
@@ -811,7 +830,7 @@ where
         Err(_elapsed) => Some((&stats.timed_out, Outcome::Timeout)),
         Ok(Err(_panic)) => Some((&stats.panicked, Outcome::Panic)),
         Ok(Ok(Err(ShadowError(why)))) => {
-            tracing::debug!(route = %task.route, %why, "shadow request failed");
+            tracing::debug!(route = %copy.route, %why, "shadow request failed");
             Some((&stats.failed, Outcome::ServerError))
         }
         Ok(Ok(Ok(reply))) => {
@@ -820,10 +839,10 @@ where
                 Arm::Candidate,
                 Outcome::from_http_status(reply.response.status),
                 reply.latency,
-                task.request_bytes,
+                copy.request_bytes,
                 reply.response.body_len,
             );
-            return settle(shared, task, reply.response, timeout);
+            return settle(shared, copy, reply.response, timeout);
         }
     };
     if let Some((counter, outcome)) = failure {
@@ -832,11 +851,11 @@ where
             Arm::Candidate,
             outcome,
             started.elapsed(),
-            task.request_bytes,
+            copy.request_bytes,
             0,
         );
     }
-    shared.slots.give_back(task.slot);
+    shared.slots.give_back(copy.task.slot);
     None
 }
 
@@ -844,20 +863,20 @@ where
 /// it to compare later if not yet.
 fn settle(
     shared: &Shared,
-    task: Task,
+    copy: Running,
     shadow: ResponseSummary,
     timeout: Duration,
 ) -> Option<AwaitingLive> {
-    if !task.observed {
+    if !copy.task.observed {
         ShadowStats::bump(&shared.stats.comparison_missed);
         let _ = shared.recycled.push(shadow);
-        shared.slots.give_back(task.slot);
+        shared.slots.give_back(copy.task.slot);
         return None;
     }
     let now = Instant::now();
     let pair = AwaitingLive {
-        slot: task.slot,
-        route: task.route,
+        slot: copy.task.slot,
+        route: copy.route,
         shadow,
         deadline: now + timeout,
     };
