@@ -9,7 +9,6 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crossbeam_queue::ArrayQueue;
@@ -63,34 +62,36 @@ pub enum HttpVersion {
 /// ```
 #[derive(Clone, Default)]
 pub struct RequestCopy {
-    method: String,
-    target: String,
+    /// Method, target, then each forwarded header, one after another (see
+    /// [`PackedHeaders`]): one buffer, so the copy the live path writes and the worker
+    /// reads spans as few cache lines as it can.
+    head: Vec<u8>,
+    method_len: usize,
+    target_len: usize,
     version: HttpVersion,
     peer_addr: Option<SocketAddr>,
-    /// Every forwarded header name, one after another; `headers` holds where each ends.
-    names: String,
-    /// Every forwarded header value, one after another.
-    values: Vec<u8>,
-    headers: Vec<(Range<usize>, Range<usize>)>,
     body: BodyCapture,
 }
 
 impl RequestCopy {
     /// The method, as it was sent.
     pub fn method(&self) -> &str {
-        &self.method
+        text(self.head.get(..self.method_len))
     }
 
     /// The request target: the path and, if there was one, `?` and the query (or the
     /// whole URI, for a request that came with one, as HTTP/2 requests do).
     pub fn target(&self) -> &str {
-        &self.target
+        text(
+            self.head
+                .get(self.method_len..self.method_len + self.target_len),
+        )
     }
 
     /// The path: the target without the query, and without scheme and authority when
     /// the target is a whole URI.
     pub fn path(&self) -> &str {
-        let target = self.target.as_str();
+        let target = self.target();
         let path = match target.find("://") {
             Some(scheme_end) if !target.starts_with('/') => {
                 let after_scheme = &target[scheme_end + 3..];
@@ -118,12 +119,8 @@ impl RequestCopy {
 
     /// The forwarded headers as `(lowercase name, value)`, in the live request's order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(name, value)| {
-            (
-                self.names.get(name.clone()).unwrap_or_default(),
-                self.values.get(value.clone()).unwrap_or_default(),
-            )
-        })
+        let start = (self.method_len + self.target_len).min(self.head.len());
+        PackedHeaders(&self.head[start..])
     }
 
     /// The body (complete: only bodies within the limit are mirrored).
@@ -135,15 +132,12 @@ impl RequestCopy {
     /// `target`, keeping the buffers' allocations; the version is reset to HTTP/1.1 and
     /// the peer address to none. The body is left as it is.
     pub fn fill_head(&mut self, head: &RequestHead<'_>, target: &str, policy: &HeaderPolicy) {
-        self.method.clear();
-        self.method.push_str(head.method);
-        self.target.clear();
-        self.target.push_str(target);
+        self.head.clear();
+        self.head.extend_from_slice(head.method.as_bytes());
+        self.head.extend_from_slice(target.as_bytes());
+        (self.method_len, self.target_len) = (head.method.len(), target.len());
         self.version = HttpVersion::default();
         self.peer_addr = None;
-        self.names.clear();
-        self.values.clear();
-        self.headers.clear();
         let filter = policy.filter(head.headers);
         head.headers.each(&mut |name, value| {
             let value = match filter.forward(name) {
@@ -151,12 +145,7 @@ impl RequestCopy {
                 ForwardHeader::Replace(replacement) => replacement,
                 ForwardHeader::Drop => return,
             };
-            let name_start = self.names.len();
-            self.names.push_str(name);
-            let value_start = self.values.len();
-            self.values.extend_from_slice(value);
-            self.headers
-                .push((name_start..self.names.len(), value_start..self.values.len()));
+            PackedHeaders::push(&mut self.head, name, value);
         });
     }
 
@@ -203,13 +192,56 @@ impl HeaderView for RequestCopy {
     }
 }
 
+/// Text the copy wrote from a `&str` (so valid UTF-8); empty if a range is off.
+fn text(bytes: Option<&[u8]>) -> &str {
+    bytes
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Headers packed one after another into a byte buffer, each as the name's length (two
+/// bytes), the value's length (four bytes), the name, the value. Iterating reads them
+/// back in order.
+struct PackedHeaders<'a>(&'a [u8]);
+
+impl PackedHeaders<'_> {
+    /// Appends a header to `buffer`. Names longer than 64 KiB and values longer than
+    /// 4 GiB do not occur in HTTP (servers refuse heads far smaller); such a header is
+    /// left out rather than written wrong.
+    fn push(buffer: &mut Vec<u8>, name: &str, value: &[u8]) {
+        let (Ok(name_len), Ok(value_len)) = (u16::try_from(name.len()), u32::try_from(value.len()))
+        else {
+            return;
+        };
+        buffer.extend_from_slice(&name_len.to_le_bytes());
+        buffer.extend_from_slice(&value_len.to_le_bytes());
+        buffer.extend_from_slice(name.as_bytes());
+        buffer.extend_from_slice(value);
+    }
+}
+
+impl<'a> Iterator for PackedHeaders<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (name_len, rest) = self.0.split_first_chunk::<2>()?;
+        let (value_len, rest) = rest.split_first_chunk::<4>()?;
+        let name_len = usize::from(u16::from_le_bytes(*name_len));
+        let value_len = usize::try_from(u32::from_le_bytes(*value_len)).ok()?;
+        let (name, rest) = rest.split_at_checked(name_len)?;
+        let (value, rest) = rest.split_at_checked(value_len)?;
+        self.0 = rest;
+        Some((text(Some(name)), value))
+    }
+}
+
 impl fmt::Debug for RequestCopy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Header values may be secrets the policy does not redact: names only.
         let names: Vec<&str> = self.headers().map(|(name, _)| name).collect();
         f.debug_struct("RequestCopy")
-            .field("method", &self.method)
-            .field("target", &self.target)
+            .field("method", &self.method())
+            .field("target", &self.target())
             .field("version", &self.version)
             .field("headers", &names)
             .field("body_len", &self.body.seen())
@@ -229,11 +261,48 @@ pub(crate) enum LiveProgress {
     Lost,
 }
 
-/// The live response of a mirrored read, for the shadow to compare with.
+/// The live response of a mirrored read, for the shadow to compare with: status, the
+/// compared headers packed into one buffer, and the body's first bytes.
 #[derive(Debug)]
 pub(crate) struct LiveSide {
-    pub(crate) summary: ResponseSummary,
+    status: u16,
+    headers: Vec<u8>,
+    pub(crate) body: Vec<u8>,
+    body_len: u64,
+    truncated: bool,
     pub(crate) progress: LiveProgress,
+}
+
+impl LiveSide {
+    /// Starts capturing a response with `status` and the `compared` headers of `headers`.
+    pub(crate) fn fill_head(&mut self, status: u16, compared: &[String], headers: &dyn HeaderView) {
+        self.status = status;
+        self.headers.clear();
+        for name in compared {
+            headers.each_value(name, &mut |value| {
+                PackedHeaders::push(&mut self.headers, name, value);
+            });
+        }
+    }
+
+    /// Sets the body from a capture.
+    pub(crate) fn set_body(&mut self, body: BodyCapture) {
+        self.body_len = body.seen();
+        self.truncated = body.overflowed();
+        self.body = body.into_bytes();
+    }
+
+    /// Writes the captured response into `summary`, reusing its allocations.
+    pub(crate) fn summarize(&self, summary: &mut ResponseSummary) {
+        summary.refill(self.status, |push| {
+            for (name, value) in PackedHeaders(&self.headers) {
+                push(name, value);
+            }
+        });
+        summary.body.extend_from_slice(&self.body);
+        summary.body_len = self.body_len;
+        summary.truncated = self.truncated;
+    }
 }
 
 /// One mirrored read on its way: the copy the live path made, and the live response once
@@ -250,7 +319,11 @@ impl CopySlot {
         Self {
             request: Mutex::new(RequestCopy::default()),
             live: Mutex::new(LiveSide {
-                summary: ResponseSummary::default(),
+                status: 0,
+                headers: Vec::new(),
+                body: Vec::new(),
+                body_len: 0,
+                truncated: false,
                 progress: LiveProgress::Awaited,
             }),
         }
@@ -355,6 +428,14 @@ mod tests {
     use super::*;
     use crate::mirror::HeaderList;
 
+    impl RequestCopy {
+        fn each_value_count(&self, name: &str) -> usize {
+            let mut count = 0;
+            self.each_value(name, &mut |_| count += 1);
+            count
+        }
+    }
+
     #[test]
     fn a_refilled_copy_keeps_nothing_of_the_last_request() {
         let policy = HeaderPolicy::new();
@@ -418,6 +499,25 @@ mod tests {
             );
             assert_eq!(copy.path(), path, "{target}");
         }
+    }
+
+    #[test]
+    fn headers_come_back_in_order_whatever_their_values() {
+        let long = vec![b'v'; 70_000];
+        let headers = HeaderList(vec![
+            ("x-empty", b"".as_slice()),
+            ("x-binary", b"\x00\xff\r".as_slice()),
+            ("x-long", long.as_slice()),
+            ("x-empty", b"".as_slice()),
+        ]);
+        let mut copy = RequestCopy::default();
+        copy.fill_head(
+            &RequestHead::new("GET", "/", &headers),
+            "/",
+            &HeaderPolicy::new(),
+        );
+        assert_eq!(copy.headers().collect::<Vec<_>>(), headers.0);
+        assert_eq!(copy.each_value_count("x-empty"), 2);
     }
 
     #[test]

@@ -630,13 +630,8 @@ impl LiveObserver {
         };
         let body = {
             let mut live = watch.slot.live();
-            fill_summary(
-                &mut live.summary,
-                watch.pool.compared_headers(),
-                status,
-                headers,
-            );
-            let buffer = std::mem::take(&mut live.summary.body);
+            live.fill_head(status, watch.pool.compared_headers(), headers);
+            let buffer = std::mem::take(&mut live.body);
             BodyCapture::reusing(watch.pool.body_limit(), buffer)
         };
         LiveBodyObserver {
@@ -689,9 +684,9 @@ impl LiveBodyObserver {
         {
             let mut live = watch.slot.live();
             match progress {
-                LiveProgress::Seen => live.summary.set_body(body),
+                LiveProgress::Seen => live.set_body(body),
                 // The buffer is kept for the slot's next read.
-                LiveProgress::Awaited | LiveProgress::Lost => live.summary.body = body.into_bytes(),
+                LiveProgress::Awaited | LiveProgress::Lost => live.body = body.into_bytes(),
             }
         }
         watch.end(progress);
@@ -911,17 +906,26 @@ impl AwaitingLive {
 
     /// Compares the pair if the live response was sent whole, else counts a miss.
     fn settle(self, shared: &Shared) {
+        let mut live = None;
         {
-            let live = self.slot.live();
-            if live.progress == LiveProgress::Seen {
-                compare(shared, &self.route, &live.summary, &self.shadow);
-            } else {
-                ShadowStats::bump(&shared.stats.comparison_missed);
+            let captured = self.slot.live();
+            if captured.progress == LiveProgress::Seen {
+                // Unpacked into a summary of the worker's own, to compare as summaries.
+                let mut summary = shared.recycled.pop().unwrap_or_default();
+                captured.summarize(&mut summary);
+                live = Some(summary);
             }
         }
-        // A full pool frees the rest: it only has to cover the copies in flight.
-        let _ = shared.recycled.push(self.shadow);
         shared.slots.give_back(self.slot);
+        match live {
+            Some(live) => {
+                compare(shared, &self.route, &live, &self.shadow);
+                // A full pool frees the rest: it only has to cover the copies in flight.
+                let _ = shared.recycled.push(live);
+            }
+            None => ShadowStats::bump(&shared.stats.comparison_missed),
+        }
+        let _ = shared.recycled.push(self.shadow);
     }
 }
 
