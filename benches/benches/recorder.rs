@@ -1,8 +1,12 @@
-//! Cost of recording one request (latency + outcome + bytes) in the `KpiRecorder`.
+//! Cost of recording one request (latency + outcome + bytes) in the `KpiRecorder`, and of
+//! the other read the live path makes on every request: the rollout's phase.
 //!
 //! Goal: under 100 ns per record single-threaded, and no collapse when two threads record
 //! at once. `global_mutex` is the design the sharded recorder replaced (one lock per arm),
-//! measured the same way for comparison.
+//! measured the same way for comparison. The phase is read three ways: the lock-free
+//! `RolloutHandle::phase`, a borrow of a status watch receiver (what the live path did
+//! before: a read lock, so an atomic write on a line every reader shares) and a full
+//! `status()` copy.
 //!
 //! Multi-thread figures come in two clocks. `wall` is the time until every thread is done:
 //! with two free cores and no contention it equals the one-thread figure, but on a machine
@@ -11,14 +15,17 @@
 //! but contention (cache lines bouncing between cores, lock spinning, futex calls) does.
 
 use std::hint::black_box;
-use std::sync::{Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{
     BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
 };
 use shadowlib::metrics::{RequestRecord, thread_cpu_time};
-use shadowlib::{Arm, ArmEvidence, KpiRecorder, Outcome, Version};
+use shadowlib::{
+    Arm, ArmEvidence, KpiRecorder, Outcome, RolloutController, RolloutPolicy, ThresholdPredictor,
+    Version, WeightedSteerer,
+};
 
 /// Latencies spread over several histogram buckets, as real traffic is.
 fn latencies() -> Vec<Duration> {
@@ -134,5 +141,30 @@ fn bench_recorder(c: &mut Criterion) {
     reads.finish();
 }
 
-criterion_group!(benches, bench_recorder);
+fn bench_phase(c: &mut Criterion) {
+    let controller = RolloutController::new(
+        Version::new("bench", "1"),
+        Version::new("bench", "2"),
+        RolloutPolicy::default(),
+        ThresholdPredictor::default(),
+        Arc::new(WeightedSteerer::new()),
+    )
+    .expect("the default policy is valid");
+    let handle = controller.handle();
+    handle.start().expect("starts from idle");
+    let watch = handle.watch();
+    let mut group = c.benchmark_group("phase");
+    on_threads(&mut group, "lock_free", &|_| {
+        black_box(black_box(&handle).phase());
+    });
+    on_threads(&mut group, "watch_borrow", &|_| {
+        black_box(black_box(&watch).borrow().phase);
+    });
+    on_threads(&mut group, "status_copy", &|_| {
+        black_box(black_box(&handle).status().phase);
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_recorder, bench_phase);
 criterion_main!(benches);

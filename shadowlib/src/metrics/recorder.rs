@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -260,9 +261,7 @@ type ArmsStats = [Stats; 2];
 
 /// A shard on its own cache lines, so that threads recording into neighbouring shards do
 /// not invalidate each other's caches.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Shard(Mutex<ArmsStats>);
+type Shard = CachePadded<Mutex<ArmsStats>>;
 
 #[derive(Debug)]
 struct Folded {
@@ -346,7 +345,7 @@ impl KpiRecorder {
 
     fn shard(&self) -> MutexGuard<'_, ArmsStats> {
         // The shard count is a power of two, so the mask spreads the seeds evenly.
-        lock(&self.shards[thread_shard_seed() & (self.shards.len() - 1)].0)
+        lock(&self.shards[thread_shard_seed() & (self.shards.len() - 1)])
     }
 
     /// Records one request.
@@ -451,7 +450,7 @@ impl KpiRecorder {
 
     fn fold_shards(&self, folded: &mut Folded) {
         for shard in &self.shards {
-            let mut shard = lock(&shard.0);
+            let mut shard = lock(shard);
             for arm in 0..2 {
                 folded.interval[arm].absorb(&self.bounds, &mut shard[arm]);
             }
@@ -660,7 +659,9 @@ struct Stats {
     alloc_count: Option<LazyHistogram>,
     comparisons: Comparisons,
     /// By route index; the index past the last admitted route is the overflow bucket.
-    routes: Vec<Option<Box<RouteStats>>>,
+    /// Each on its own cache lines: every record writes its route's counters, and two
+    /// shards' boxes may sit side by side on the heap.
+    routes: Vec<Option<Box<CachePadded<RouteStats>>>>,
     /// By custom KPI index.
     custom: Vec<Moments>,
 }

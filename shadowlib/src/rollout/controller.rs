@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::phase::{Phase, RolloutMachine, Transition, TransitionError};
+use super::phase::{AtomicPhase, Phase, RolloutMachine, Transition, TransitionError};
 use super::release::ReleaseSwitch;
 use crate::{
     Action, Arm, ConfigError, Decision, Evidence, MetricSource, Prediction, Predictor, Reason,
@@ -78,6 +78,9 @@ struct Shared {
     release_switch: Option<Arc<dyn ReleaseSwitch>>,
     events: broadcast::Sender<RolloutEvent>,
     status: watch::Sender<RolloutStatus>,
+    /// `status.phase`, readable without the watch channel's lock: stored with the status,
+    /// under its write lock, so the two never disagree once a transition has returned.
+    phase: AtomicPhase,
     /// Wakes the controller when an operator ends the rollout between looks.
     ended: Notify,
 }
@@ -150,6 +153,7 @@ impl Shared {
         self.status.send_modify(|status| {
             status.phase = transition.to;
             status.share = transition.share_after;
+            self.phase.store(transition.to);
         });
         if transition.to.is_terminal() {
             self.ended.notify_one();
@@ -197,6 +201,35 @@ impl RolloutHandle {
         self.shared.status.borrow().clone()
     }
 
+    /// The current phase: the same as `status().phase`, read without a lock or a copy, for
+    /// code that asks on every request.
+    ///
+    /// It changes with the status, under the same lock, so once a transition has returned
+    /// both say the same; between two transitions it is one atomic load, with no write to
+    /// memory other readers share.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use shadowlib::*;
+    /// # let controller = RolloutController::new(
+    /// #     Version::new("api", "1"), Version::new("api", "2"), RolloutPolicy::default(),
+    /// #     ThresholdPredictor::default(), Arc::new(WeightedSteerer::new()),
+    /// # ).unwrap();
+    /// let handle = controller.handle();
+    /// assert_eq!(handle.phase(), Phase::Idle);
+    /// handle.start().unwrap();
+    /// if handle.phase().is_live() {
+    ///     // mirror reads, steer by share, …
+    /// }
+    /// handle.pause("load test").unwrap();
+    /// assert_eq!(handle.phase(), Phase::Paused { from: LivePhase::Shadowing });
+    /// assert_eq!(handle.phase(), handle.status().phase);
+    /// ```
+    #[inline]
+    pub fn phase(&self) -> Phase {
+        self.shared.phase.load()
+    }
+
     /// A receiver that sees every status change.
     pub fn watch(&self) -> watch::Receiver<RolloutStatus> {
         self.shared.status.subscribe()
@@ -239,7 +272,7 @@ impl RolloutHandle {
             .apply(decision, None, 0, samples)?
             .ok_or(TransitionError {
                 action,
-                phase: self.status().phase,
+                phase: self.phase(),
             })
     }
 
@@ -350,6 +383,7 @@ where
             steerer: Arc::clone(&steerer) as Arc<dyn TrafficSteerer>,
             release_switch: None,
             events: broadcast::channel(EVENT_BUFFER).0,
+            phase: AtomicPhase::new(status.phase),
             status: watch::channel(status).0,
             ended: Notify::new(),
         });
@@ -401,14 +435,14 @@ where
     /// or rolled back (by the evidence or by a handle), and returns the final status.
     pub async fn run(mut self) -> RolloutStatus {
         let handle = self.handle();
-        if handle.status().phase == Phase::Idle {
+        if handle.phase() == Phase::Idle {
             // Only an already-started rollout can refuse, and then there is nothing to do.
             let _ = handle.start();
         }
         let interval = self.shared.policy.interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        while !handle.status().phase.is_terminal() {
+        while !handle.phase().is_terminal() {
             tokio::select! {
                 _ = ticker.tick() => {
                     self.look().await;
@@ -606,5 +640,135 @@ where
             )
         };
         (decision.with_reasons(cited), Some(prediction))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KpiRecorder, LivePhase, Outcome, ThresholdPredictor, WeightedSteerer};
+
+    fn versions() -> (Version, Version) {
+        (Version::new("svc", "1"), Version::new("svc", "2"))
+    }
+
+    fn policy() -> RolloutPolicy {
+        RolloutPolicy {
+            steps: [1.0, 10.0, 100.0]
+                .map(|p| Share::from_percent(p).expect("valid"))
+                .to_vec(),
+            min_samples: 50,
+            min_samples_per_step: 0,
+            ..RolloutPolicy::default()
+        }
+    }
+
+    fn controller(
+        recorder: &Arc<KpiRecorder>,
+    ) -> RolloutController<ThresholdPredictor, WeightedSteerer> {
+        let (stable, candidate) = versions();
+        RolloutController::new(
+            stable,
+            candidate,
+            policy(),
+            ThresholdPredictor::default(),
+            Arc::new(WeightedSteerer::new()),
+        )
+        .expect("valid policy")
+        .with_metric_source(Arc::clone(recorder) as Arc<dyn MetricSource>)
+    }
+
+    fn feed(recorder: &KpiRecorder, candidate_outcome: Outcome) {
+        for _ in 0..200 {
+            let latency = Duration::from_millis(5);
+            recorder.record(Arm::Stable, Outcome::Success, latency, 0, 0);
+            recorder.record(Arm::Candidate, candidate_outcome, latency, 0, 0);
+        }
+    }
+
+    /// The lock-free phase and the status agree, and are `expected`.
+    #[track_caller]
+    fn assert_phase(handle: &RolloutHandle, expected: Phase) {
+        assert_eq!(handle.status().phase, expected, "status");
+        assert_eq!(handle.phase(), expected, "phase()");
+    }
+
+    #[test]
+    fn operator_transitions_move_phase_and_status_together() {
+        let recorder = Arc::new(KpiRecorder::new(versions().0, versions().1));
+        let handle = controller(&recorder).handle();
+        assert_phase(&handle, Phase::Idle);
+        let check = |moved: Result<Transition, TransitionError>, expected: Phase| {
+            assert_eq!(moved.expect("a legal move").to, expected);
+            assert_phase(&handle, expected);
+        };
+        check(handle.start(), Phase::Shadowing);
+        let from = LivePhase::Shadowing;
+        check(handle.pause("test"), Phase::Paused { from });
+        check(handle.resume("test"), Phase::Shadowing);
+        check(handle.promote_now("test"), Phase::Promoted);
+        // A refused move changes neither.
+        handle.abort("too late").expect_err("promoted is terminal");
+        assert_phase(&handle, Phase::Promoted);
+    }
+
+    #[tokio::test]
+    async fn controller_transitions_move_phase_and_status_together() {
+        let recorder = Arc::new(KpiRecorder::new(versions().0, versions().1));
+        let mut controller = controller(&recorder);
+        let handle = controller.handle();
+        let mut events = handle.subscribe();
+        handle.start().expect("starts from idle");
+        feed(&recorder, Outcome::Success);
+
+        let canary = |step| Phase::Canary { step };
+        let mut seen = vec![handle.phase()];
+        while !handle.phase().is_terminal() {
+            let decision = controller.look().await;
+            assert_eq!(decision.action, Action::StepUp, "{decision}");
+            assert_eq!(handle.phase(), handle.status().phase);
+            seen.push(handle.phase());
+            if handle.phase() == canary(1) {
+                // An operator's pause in the middle of the canary carries its step.
+                let paused = handle.pause("test").expect("legal in canary");
+                let from = LivePhase::Canary { step: 1 };
+                assert_phase(&handle, Phase::Paused { from });
+                handle.resume("test").expect("legal when paused");
+                assert_phase(&handle, canary(1));
+                seen.extend([paused.to, canary(1)]);
+            }
+        }
+        let paused = Phase::Paused {
+            from: LivePhase::Canary { step: 1 },
+        };
+        assert_eq!(
+            seen,
+            [
+                Phase::Shadowing,
+                canary(0),
+                canary(1),
+                paused,
+                canary(1),
+                canary(2),
+                Phase::Promoted
+            ]
+        );
+        // Each event's phase was the one published with it.
+        for expected in &seen {
+            let event = events.try_recv().expect("one event per transition");
+            assert_eq!(event.transition.to, *expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rollback_by_the_evidence_shows_in_phase() {
+        let recorder = Arc::new(KpiRecorder::new(versions().0, versions().1));
+        let mut controller = controller(&recorder);
+        let handle = controller.handle();
+        handle.start().expect("starts from idle");
+        feed(&recorder, Outcome::ServerError);
+        let decision = controller.look().await;
+        assert_eq!(decision.action, Action::RollBack, "{decision}");
+        assert_phase(&handle, Phase::RolledBack);
     }
 }

@@ -1,7 +1,9 @@
 //! The phases of a rollout and the legal moves between them.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_utils::CachePadded;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -80,6 +82,85 @@ impl fmt::Display for Phase {
             Phase::Paused { from } => write!(f, "paused ({})", Phase::from(*from)),
             Phase::Promoted => f.write_str("promoted"),
             Phase::RolledBack => f.write_str("rolled back"),
+        }
+    }
+}
+
+/// A [`Phase`] readable without a lock: one atomic word, on cache lines of its own so that
+/// the readers (every live request) share them with no writer but the rare transition.
+///
+/// The word holds a tag in its low [`AtomicPhase::TAG_BITS`] bits and the canary step above
+/// them, which encodes every phase a rollout can be in without loss.
+#[derive(Debug)]
+pub(crate) struct AtomicPhase(CachePadded<AtomicU64>);
+
+impl AtomicPhase {
+    const TAG_BITS: u32 = 3;
+    const TAG_MASK: u64 = (1 << Self::TAG_BITS) - 1;
+    const IDLE: u64 = 0;
+    const SHADOWING: u64 = 1;
+    const CANARY: u64 = 2;
+    const PAUSED_SHADOWING: u64 = 3;
+    const PAUSED_CANARY: u64 = 4;
+    const PROMOTED: u64 = 5;
+    const ROLLED_BACK: u64 = 6;
+
+    pub(crate) fn new(phase: Phase) -> Self {
+        Self(CachePadded::new(AtomicU64::new(Self::encode(phase))))
+    }
+
+    /// The phase last stored. Pairs with [`AtomicPhase::store`], so a reader that sees a
+    /// phase also sees everything its writer did before storing it.
+    #[inline]
+    pub(crate) fn load(&self) -> Phase {
+        Self::decode(self.0.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn store(&self, phase: Phase) {
+        self.0.store(Self::encode(phase), Ordering::Release);
+    }
+
+    fn encode(phase: Phase) -> u64 {
+        // A canary step indexes the policy's `Vec<Share>`, so it is below
+        // `isize::MAX / size_of::<Share>()`: under 2^61 with 4-byte shares (checked below),
+        // which leaves the tag's 3 bits free above it.
+        const _: () = assert!(
+            std::mem::size_of::<Share>() >= 4 && usize::BITS <= 64,
+            "a canary step must fit in the bits above the tag"
+        );
+        let with_step = |tag: u64, step: usize| ((step as u64) << Self::TAG_BITS) | tag;
+        match phase {
+            Phase::Idle => Self::IDLE,
+            Phase::Shadowing => Self::SHADOWING,
+            Phase::Canary { step } => with_step(Self::CANARY, step),
+            Phase::Paused {
+                from: LivePhase::Shadowing,
+            } => Self::PAUSED_SHADOWING,
+            Phase::Paused {
+                from: LivePhase::Canary { step },
+            } => with_step(Self::PAUSED_CANARY, step),
+            Phase::Promoted => Self::PROMOTED,
+            Phase::RolledBack => Self::ROLLED_BACK,
+        }
+    }
+
+    #[inline]
+    fn decode(word: u64) -> Phase {
+        // Below 2^61 (see `encode`), so it fits a `usize` on every target `encode` ran on.
+        let step = (word >> Self::TAG_BITS) as usize;
+        match word & Self::TAG_MASK {
+            Self::IDLE => Phase::Idle,
+            Self::SHADOWING => Phase::Shadowing,
+            Self::CANARY => Phase::Canary { step },
+            Self::PAUSED_SHADOWING => Phase::Paused {
+                from: LivePhase::Shadowing,
+            },
+            Self::PAUSED_CANARY => Phase::Paused {
+                from: LivePhase::Canary { step },
+            },
+            Self::PROMOTED => Phase::Promoted,
+            Self::ROLLED_BACK => Phase::RolledBack,
+            tag => unreachable!("tag {tag}: only `encode` writes the word, and never this tag"),
         }
     }
 }
@@ -355,6 +436,32 @@ mod tests {
         assert_eq!(m.apply(Action::Hold), Ok(None));
         assert!(m.start().is_ok());
         assert!(m.start().is_err(), "starts once");
+    }
+
+    #[test]
+    fn atomic_phase_holds_every_phase_without_loss() {
+        let largest_step = usize::MAX >> AtomicPhase::TAG_BITS;
+        let mut phases = vec![
+            Phase::Idle,
+            Phase::Shadowing,
+            Phase::Paused {
+                from: LivePhase::Shadowing,
+            },
+            Phase::Promoted,
+            Phase::RolledBack,
+        ];
+        for step in [0, 1, 2, 7, 8, 1_000_000, largest_step] {
+            phases.push(Phase::Canary { step });
+            phases.push(Phase::Paused {
+                from: LivePhase::Canary { step },
+            });
+        }
+        let atomic = AtomicPhase::new(Phase::Idle);
+        for phase in phases {
+            atomic.store(phase);
+            assert_eq!(atomic.load(), phase);
+            assert_eq!(AtomicPhase::new(phase).load(), phase);
+        }
     }
 
     #[test]
