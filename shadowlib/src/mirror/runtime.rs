@@ -21,7 +21,6 @@ use futures::stream::FuturesUnordered;
 use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 use thiserror::Error;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::copy::{CopySlot, LiveProgress, SlotPool};
@@ -32,7 +31,7 @@ use super::{
     ShadowConfig,
 };
 use crate::budget::BudgetError;
-use crate::{Arm, KpiRecorder, Outcome, Phase, RolloutHandle, RolloutStatus, TrafficSteerer};
+use crate::{Arm, KpiRecorder, Outcome, Phase, RolloutHandle, TrafficSteerer};
 
 tokio::task_local! {
     static IN_SHADOW: ();
@@ -90,7 +89,7 @@ const RECYCLED_SUMMARIES: usize = 256;
 struct Inner {
     shared: Arc<Shared>,
     steerer: Arc<dyn TrafficSteerer>,
-    status: watch::Receiver<RolloutStatus>,
+    rollout: RolloutHandle,
     queue: Arc<CopyQueue>,
 }
 
@@ -280,14 +279,10 @@ impl ShadowRuntime {
         let inner = Arc::new(Inner {
             shared,
             steerer,
-            status: rollout.watch(),
+            rollout: rollout.clone(),
             queue,
         });
         Ok((Self { inner }, worker))
-    }
-
-    fn phase(&self) -> Phase {
-        self.inner.status.borrow().phase
     }
 
     /// Picks the build for a request, and decides whether it is mirrored.
@@ -299,14 +294,13 @@ impl ShadowRuntime {
     pub fn route(&self, head: &RequestHead<'_>) -> Route {
         let shared = &self.inner.shared;
         let config = &shared.config;
-        // Read at most once per request: the phase is behind a lock shared with the controller.
-        let mut phase = None;
-        let mut phase = || *phase.get_or_insert_with(|| self.phase());
+        // One atomic load, shared with nobody who writes per request.
+        let phase = self.inner.rollout.phase();
         let overridden = config
             .arm_override
             .as_ref()
             .and_then(|o| o.requested(head.headers))
-            .filter(|_| phase() != Phase::RolledBack);
+            .filter(|_| phase != Phase::RolledBack);
         let arm = match overridden {
             Some(arm) => {
                 ShadowStats::bump(&shared.stats.overridden);
@@ -317,7 +311,7 @@ impl ShadowRuntime {
                 self.inner.steerer.pick(key)
             }
         };
-        if arm == Arm::Candidate || !phase().is_live() {
+        if arm == Arm::Candidate || !phase.is_live() {
             return Route { arm, mirror: None };
         }
         if !config.classifier.classify(head).is_read() {
