@@ -11,12 +11,17 @@
 //! 2. **Mirroring.** A request served by stable, while the rollout is shadowing, in canary
 //!    or paused, that the classifier calls a read (deny by default: `GET`, `HEAD`,
 //!    `OPTIONS`, plus routes the application declares), is copied to the candidate.
+//!    The live path copies method, target, the forwarded headers and the body as bytes
+//!    into a buffer that is used again and again (hop-by-hop headers stripped and a
+//!    configurable list of headers redacted as they are copied); the worker builds the
+//!    request the candidate takes from that copy, on its side, so no memory moves from
+//!    one thread to the other to be freed there.
 //!    The copy goes to a bounded lock-free queue served by the shadow's own worker task,
 //!    which takes copies on a 1 ms [tick](shadowlib::mirror::SHADOW_TICK) rather than
 //!    being woken per copy; the live request never waits for it, and when the queue is
-//!    full the copy is dropped and counted. Hop-by-hop headers are stripped from the copy and a configurable list of
-//!    headers redacted. Each copy has a timeout, after which it is cancelled and recorded
-//!    as a timeout; a panic in the candidate is caught and recorded as a candidate panic.
+//!    full the copy is dropped and counted. Each copy has a timeout, after which it is
+//!    cancelled and recorded as a timeout; a panic in the candidate is caught and
+//!    recorded as a candidate panic.
 //! 3. **Comparison.** For each mirrored read, status, the configured headers and the body
 //!    (up to the limit) of the live and shadow responses are compared, and mismatches
 //!    counted per route and in the evidence.
