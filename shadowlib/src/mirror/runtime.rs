@@ -1182,6 +1182,45 @@ mod tests {
         assert_eq!((counts.mismatched, counts.comparison_missed), (0, 0));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copies_from_many_threads_never_mix_two_reads() {
+        let f = fixture(budget(4096, 8));
+        start(f.worker);
+        let tasks: Vec<_> = (0..4_u16)
+            .map(|thread| {
+                let runtime = f.runtime.clone();
+                tokio::spawn(async move {
+                    let mut queued = 0;
+                    for round in 0..400_u16 {
+                        let status = 200 + (thread * 400 + round) % 300;
+                        let headers = HeaderList::default();
+                        let mut ticket = read(&runtime, &format!("/status/{status}"), &headers);
+                        let body = format!("{thread}-{round}");
+                        assert!(ticket.copy_body(body.as_bytes()));
+                        let live = ticket.observe_live();
+                        queued += u64::from(ticket.submit());
+                        let mut live = live.head(status, &headers);
+                        // Some live responses end after their copy has run.
+                        if round % 3 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                        live.chunk(body.as_bytes());
+                        live.finish();
+                    }
+                    queued
+                })
+            })
+            .collect();
+        let mut queued = 0;
+        for task in tasks {
+            queued += task.await.expect("no panic");
+        }
+        settle(&f.runtime, |c| c.compared + c.comparison_missed == queued).await;
+        let counts = f.runtime.stats().counts();
+        assert_eq!(counts.mismatched, 0, "{counts:?}");
+        assert_eq!(counts.comparison_missed, 0, "{counts:?}");
+    }
+
     #[tokio::test]
     async fn a_shadow_waiting_for_its_live_response_does_not_hold_a_copy_slot() {
         let f = fixture(budget(8, 1));
