@@ -1,7 +1,6 @@
 //! Where the shadow runs: dedicated threads, each an actix-style single-threaded runtime
 //! with its own instance of the candidate `App`, running the core's shadow workers.
 
-use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::pin::pin;
@@ -91,14 +90,12 @@ fn shadow_job(
 /// were never copied: they belong to the live connection. A copy that actix-web would
 /// not accept back fails the copy, with the reason.
 fn shadow_request(copy: &RequestCopy) -> Result<Request, ShadowError> {
-    let invalid = |what: &str, error: &dyn fmt::Display| {
-        ShadowError(format!("the copy's {what} is not valid HTTP: {error}"))
-    };
+    let invalid = |part: &str, reason: String| ShadowError::invalid_copy(part, reason);
     let mut request = Request::with_payload(Payload::from(Bytes::copy_from_slice(copy.body())));
     let head = request.head_mut();
-    head.method =
-        Method::from_bytes(copy.method().as_bytes()).map_err(|e| invalid("method", &e))?;
-    head.uri = Uri::try_from(copy.target()).map_err(|e| invalid("target", &e))?;
+    head.method = Method::from_bytes(copy.method().as_bytes())
+        .map_err(|e| invalid("method", e.to_string()))?;
+    head.uri = Uri::try_from(copy.target()).map_err(|e| invalid("target", e.to_string()))?;
     head.version = match copy.version() {
         HttpVersion::Http09 => Version::HTTP_09,
         HttpVersion::Http10 => Version::HTTP_10,
@@ -108,8 +105,9 @@ fn shadow_request(copy: &RequestCopy) -> Result<Request, ShadowError> {
     };
     head.peer_addr = copy.peer_addr();
     for (name, value) in copy.headers() {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid("header", &e))?;
-        let value = HeaderValue::from_bytes(value).map_err(|e| invalid("header", &e))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| invalid("header", e.to_string()))?;
+        let value = HeaderValue::from_bytes(value).map_err(|e| invalid("header", e.to_string()))?;
         head.headers.append(name, value);
     }
     Ok(request)

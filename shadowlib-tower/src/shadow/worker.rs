@@ -129,14 +129,13 @@ where
 /// live request). A copy that `http` would not accept back fails the copy, with the
 /// reason.
 fn shadow_request<B>(copy: &RequestCopy) -> Result<Request<ShadowBody<B>>, ShadowError> {
-    let invalid = |what: &str, error: &dyn fmt::Display| {
-        ShadowError(format!("the copy's {what} is not valid HTTP: {error}"))
-    };
+    let invalid = |part: &str, reason: String| ShadowError::invalid_copy(part, reason);
     let body = ShadowBody::copied(Bytes::copy_from_slice(copy.body()));
     let mut request = Request::new(body);
-    *request.method_mut() =
-        Method::from_bytes(copy.method().as_bytes()).map_err(|e| invalid("method", &e))?;
-    *request.uri_mut() = Uri::try_from(copy.target()).map_err(|e| invalid("target", &e))?;
+    *request.method_mut() = Method::from_bytes(copy.method().as_bytes())
+        .map_err(|e| invalid("method", e.to_string()))?;
+    *request.uri_mut() =
+        Uri::try_from(copy.target()).map_err(|e| invalid("target", e.to_string()))?;
     *request.version_mut() = match copy.version() {
         HttpVersion::Http09 => Version::HTTP_09,
         HttpVersion::Http10 => Version::HTTP_10,
@@ -146,8 +145,9 @@ fn shadow_request<B>(copy: &RequestCopy) -> Result<Request<ShadowBody<B>>, Shado
     };
     let headers = request.headers_mut();
     for (name, value) in copy.headers() {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid("header", &e))?;
-        let value = HeaderValue::from_bytes(value).map_err(|e| invalid("header", &e))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| invalid("header", e.to_string()))?;
+        let value = HeaderValue::from_bytes(value).map_err(|e| invalid("header", e.to_string()))?;
         headers.append(name, value);
     }
     Ok(request)

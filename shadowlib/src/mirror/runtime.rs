@@ -65,6 +65,21 @@ pub struct ShadowReply {
 #[error("the candidate failed the shadow request: {0}")]
 pub struct ShadowError(pub String);
 
+impl ShadowError {
+    /// The copy could not be made into a request for the candidate: `part` (method,
+    /// target, header) is not valid to the adapter's HTTP library, for the reason given.
+    ///
+    /// ```
+    /// use shadowlib::mirror::ShadowError;
+    ///
+    /// let error = ShadowError::invalid_copy("target", "spaces are not allowed");
+    /// assert_eq!(error.0, "the copy's target is not valid HTTP: spaces are not allowed");
+    /// ```
+    pub fn invalid_copy(part: &str, reason: impl fmt::Display) -> Self {
+        Self(format!("the copy's {part} is not valid HTTP: {reason}"))
+    }
+}
+
 /// What a shadow job resolves to.
 pub type ShadowResult = Result<ShadowReply, ShadowError>;
 
