@@ -51,6 +51,19 @@
 //! from the next request on (the steerer's share is one atomic); requests already on the
 //! candidate run to completion.
 //!
+//! # What it costs
+//!
+//! Measured on a 2-vCPU machine with a trivial (~0.9 µs) axum handler called in-process
+//! (`benches/`). The layer alone adds about 0.3 µs per request: two clock reads for the
+//! latency, steering, recording the request, and the body wrappers. A mirrored read adds
+//! about 0.55 µs more on the live thread, mostly the cost of handing the copy's cache
+//! lines to the shadow's core. The shadow spends about 2.5 µs of CPU per copy: the
+//! candidate's handler, plus building its request, the timeout, and the comparison. So
+//! with 100% of reads mirrored, plan for the candidate's handler cost, plus about 1.5 µs,
+//! on a core other than the one the live request runs on. [`ShadowLayer::new_on`] with a
+//! runtime of its own keeps that work off the live runtime's threads, which helps tail
+//! latency most.
+//!
 //! # Example
 //!
 //! ```
