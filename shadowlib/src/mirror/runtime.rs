@@ -17,7 +17,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
-use futures::future::{AbortHandle, Abortable, Aborted};
 use futures::stream::FuturesUnordered;
 use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
@@ -749,39 +748,41 @@ impl ShadowWorker {
         F: FnMut(&RequestCopy, ResponseCapture) -> J,
         J: Future<Output = ShadowResult>,
     {
-        let budget = &self.shared.config.budget;
+        let concurrency = self.shared.config.budget.concurrency;
         let capture = ResponseCapture::of(&self.shared);
         let queue = &*self.queue;
         let mut running = FuturesUnordered::new();
-        let mut deadlines = Deadlines::default();
         let mut awaiting = Vec::new();
         let mut idle_ticks = 0;
         loop {
-            while running.len() < budget.concurrency {
-                let Some(task) = queue.tasks.pop() else { break };
-                let (job, route, request_bytes) = {
-                    let copy = task.slot.request();
-                    let route = self
-                        .labels
-                        .label(&self.shared.config, copy.method(), copy.path());
-                    (make_job(&copy, capture.clone()), route, copy.body_len())
-                };
-                let started = Instant::now();
-                let (job, cancel) = futures::future::abortable(job);
-                let copy = Running {
-                    task,
-                    route,
-                    request_bytes,
-                    started,
-                    deadline: deadlines.insert(started + budget.timeout, cancel),
-                };
-                running.push(execute(&self.shared, copy, job));
+            while running.len() < concurrency {
+                match queue.tasks.pop() {
+                    Some(task) => {
+                        let (job, route, request_bytes) = {
+                            let copy = task.slot.request();
+                            let route =
+                                self.labels
+                                    .label(&self.shared.config, copy.method(), copy.path());
+                            (make_job(&copy, capture.clone()), route, copy.body_len())
+                        };
+                        let copy = Running {
+                            task,
+                            route,
+                            request_bytes,
+                        };
+                        running.push(execute(&self.shared, copy, job));
+                    }
+                    None => break,
+                }
             }
-            deadlines.cancel_expired(Instant::now());
             let waiting = settle_awaiting(&self.shared, &mut awaiting);
             let busy = !running.is_empty() || waiting;
             if !busy && queue.closed.load(Ordering::SeqCst) && queue.tasks.is_empty() {
                 return;
+            }
+            if running.len() >= concurrency {
+                awaiting.extend(running.next().await.flatten());
+                continue;
             }
             let park = !busy && idle_ticks >= IDLE_TICKS_BEFORE_PARKING;
             let wait_for_copies = async {
@@ -794,10 +795,7 @@ impl ShadowWorker {
             tokio::select! {
                 // Finishing copies first frees room for the next ones.
                 biased;
-                Some((deadline, done)) = running.next(), if !running.is_empty() => {
-                    deadlines.remove(deadline);
-                    awaiting.extend(done);
-                }
+                Some(done) = running.next(), if !running.is_empty() => awaiting.extend(done),
                 () = wait_for_copies => {
                     idle_ticks = if queue.tasks.is_empty() && !busy {
                         idle_ticks.saturating_add(1)
@@ -810,83 +808,16 @@ impl ShadowWorker {
     }
 }
 
-/// The deadlines of the copies running, to cancel each one the budget's timeout after it
-/// started.
-///
-/// One clock for all of them, read by the worker each time round its loop, rather than a
-/// timer per copy: a tokio timer is registered in, and removed from, the runtime's timer
-/// wheel under its lock, the same wheel and lock live requests' timers use when the
-/// shadow shares their runtime. A copy is cancelled at most a tick late.
-#[derive(Default)]
-struct Deadlines {
-    /// Indexed by the copy's entry; `None` for entries free for reuse.
-    entries: Vec<Option<(Instant, AbortHandle)>>,
-    free: Vec<usize>,
-    /// No entry expires before this (it may be earlier than the earliest left).
-    next_expiry: Option<Instant>,
-}
-
-impl Deadlines {
-    /// Tracks a copy to cancel at `deadline` with `cancel`; returns its entry.
-    fn insert(&mut self, deadline: Instant, cancel: AbortHandle) -> usize {
-        self.next_expiry = Some(self.next_expiry.map_or(deadline, |next| next.min(deadline)));
-        match self.free.pop() {
-            Some(entry) => {
-                self.entries[entry] = Some((deadline, cancel));
-                entry
-            }
-            None => {
-                self.entries.push(Some((deadline, cancel)));
-                self.entries.len() - 1
-            }
-        }
-    }
-
-    /// The copy of `entry` is done.
-    fn remove(&mut self, entry: usize) {
-        if let Some(slot) = self.entries.get_mut(entry)
-            && slot.take().is_some()
-        {
-            self.free.push(entry);
-        }
-    }
-
-    /// Cancels the copies past their deadline at `now`. A cancelled copy ends at its next
-    /// poll, which the cancellation wakes it for, and reports itself as timed out.
-    fn cancel_expired(&mut self, now: Instant) {
-        if self.next_expiry.is_none_or(|next| now < next) {
-            return;
-        }
-        self.next_expiry = None;
-        for (deadline, cancel) in self.entries.iter().flatten() {
-            if *deadline <= now {
-                cancel.abort();
-            } else {
-                let next = self.next_expiry.get_or_insert(*deadline);
-                *next = (*next).min(*deadline);
-            }
-        }
-    }
-}
-
-/// A copy the worker runs: its task, its route label, the size of its request body, when
-/// it started and its entry in the [`Deadlines`].
+/// A copy the worker runs: its task, its route label and the size of its request body.
 struct Running {
     task: Task,
     route: Arc<str>,
     request_bytes: u64,
-    started: Instant,
-    deadline: usize,
 }
 
-/// Runs one copy (cancelled through its abort handle at the timeout), records its outcome
-/// and compares its response; when the live response is not there yet, returns the
-/// shadow's to compare later. Returns the copy's entry in the [`Deadlines`] too.
-async fn execute<J>(
-    shared: &Shared,
-    copy: Running,
-    job: Abortable<J>,
-) -> (usize, Option<AwaitingLive>)
+/// Runs one copy under the timeout, records its outcome and compares its response; when
+/// the live response is not there yet, returns the shadow's to compare later.
+async fn execute<J>(shared: &Shared, copy: Running, job: J) -> Option<AwaitingLive>
 where
     J: Future<Output = ShadowResult>,
 {
@@ -897,11 +828,11 @@ where
         ..
     } = shared;
     let timeout = config.budget.timeout;
-    let deadline = copy.deadline;
+    let started = Instant::now();
     let job = IN_SHADOW.scope((), AssertUnwindSafe(job).catch_unwind());
-    let failure = match job.await {
-        Ok(Err(Aborted)) => Some((&stats.timed_out, Outcome::Timeout)),
-        Err(_panic) => Some((&stats.panicked, Outcome::Panic)),
+    let failure = match tokio::time::timeout(timeout, job).await {
+        Err(_elapsed) => Some((&stats.timed_out, Outcome::Timeout)),
+        Ok(Err(_panic)) => Some((&stats.panicked, Outcome::Panic)),
         Ok(Ok(Err(ShadowError(why)))) => {
             tracing::debug!(route = %copy.route, %why, "shadow request failed");
             Some((&stats.failed, Outcome::ServerError))
@@ -915,7 +846,7 @@ where
                 copy.request_bytes,
                 reply.response.body_len,
             );
-            return (deadline, settle(shared, copy, reply.response, timeout));
+            return settle(shared, copy, reply.response, timeout);
         }
     };
     if let Some((counter, outcome)) = failure {
@@ -923,13 +854,13 @@ where
         recorder.record(
             Arm::Candidate,
             outcome,
-            copy.started.elapsed(),
+            started.elapsed(),
             copy.request_bytes,
             0,
         );
     }
     shared.slots.give_back(copy.task.slot);
-    (deadline, None)
+    None
 }
 
 /// Compares an answered copy with its live response if that has been sent whole; keeps
