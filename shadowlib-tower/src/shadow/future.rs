@@ -24,7 +24,6 @@ pin_project! {
     enum Kind<SF, CF> {
         Stable { #[pin] future: SF },
         Candidate { #[pin] future: CatchUnwind<AssertUnwindSafe<CF>> },
-        CallPanicked,
     }
 }
 
@@ -59,13 +58,6 @@ impl<SF, CF: Future> ResponseFuture<SF, CF> {
             kind: Kind::Candidate {
                 future: AssertUnwindSafe(future).catch_unwind(),
             },
-            state: Some(state),
-        }
-    }
-
-    pub(crate) fn call_panicked(state: LiveState) -> Self {
-        Self {
-            kind: Kind::CallPanicked,
             state: Some(state),
         }
     }
@@ -127,10 +119,6 @@ where
         let (arm, result) = match this.kind.project() {
             KindProj::Stable { future } => (Arm::Stable, Ok(ready!(future.poll(cx)))),
             KindProj::Candidate { future } => (Arm::Candidate, ready!(future.poll(cx))),
-            KindProj::CallPanicked => (
-                Arm::Candidate,
-                Err(Box::new("panicked in `call`") as Box<dyn Any + Send>),
-            ),
         };
         let state = this
             .state

@@ -27,10 +27,16 @@ pub enum ShadowLayerError {
 
 /// Wraps the stable build in a [`ShadowService`] that also holds the candidate build.
 /// See the [module docs](super).
-#[derive(Clone)]
 pub struct ShadowLayer<C> {
-    candidate: C,
-    shared: Arc<LayerShared>,
+    shared: Arc<LayerShared<C>>,
+}
+
+impl<C> Clone for ShadowLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
 
 impl<C> ShadowLayer<C> {
@@ -64,8 +70,7 @@ impl<C> ShadowLayer<C> {
         let (shadow, worker) =
             ShadowRuntime::new(config, rollout.steerer, &rollout.handle, rollout.recorder)?;
         Ok(Self {
-            candidate,
-            shared: Arc::new(LayerShared::new(shadow, worker, runtime.clone())),
+            shared: Arc::new(LayerShared::new(shadow, candidate, worker, runtime.clone())),
         })
     }
 
@@ -83,10 +88,10 @@ impl<C> fmt::Debug for ShadowLayer<C> {
     }
 }
 
-impl<S, C: Clone> Layer<S> for ShadowLayer<C> {
+impl<S, C> Layer<S> for ShadowLayer<C> {
     type Service = ShadowService<S, C>;
 
     fn layer(&self, stable: S) -> Self::Service {
-        ShadowService::new(stable, self.candidate.clone(), Arc::clone(&self.shared))
+        ShadowService::new(stable, Arc::clone(&self.shared))
     }
 }

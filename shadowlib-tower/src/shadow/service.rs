@@ -1,9 +1,8 @@
 //! The middleware service.
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -11,6 +10,7 @@ use http_body::Body;
 use shadowlib::Arm;
 use shadowlib::mirror::{BodySize, RequestHead, ShadowRuntime};
 use tokio::time::Instant;
+use tower::util::Oneshot;
 use tower::{BoxError, Service};
 
 use super::body::{ShadowBody, ShadowResponseBody};
@@ -22,21 +22,20 @@ use super::worker::{LayerShared, version_of};
 /// stable to the candidate in the background. Built by [`ShadowLayer`](super::ShadowLayer).
 ///
 /// Both builds receive `Request<ShadowBody<B>>` and must answer with the same response
-/// type; with axum, both are `Router`s. Readiness is the readiness of both builds, as with
-/// `tower::steer`, since the build is only chosen in `call`.
+/// type; with axum, both are `Router`s.
+///
+/// Readiness is the stable build's. A request sent to the candidate waits for the
+/// candidate's readiness in its own future (on a clone of the candidate, as
+/// `tower::util::Oneshot` does), so a candidate that is not ready, say one saturated by
+/// its canary share, holds back only the requests steered to it, never stable traffic.
 pub struct ShadowService<S, C> {
     stable: S,
-    candidate: C,
-    shared: Arc<LayerShared>,
+    shared: Arc<LayerShared<C>>,
 }
 
 impl<S, C> ShadowService<S, C> {
-    pub(crate) fn new(stable: S, candidate: C, shared: Arc<LayerShared>) -> Self {
-        Self {
-            stable,
-            candidate,
-            shared,
-        }
+    pub(crate) fn new(stable: S, shared: Arc<LayerShared<C>>) -> Self {
+        Self { stable, shared }
     }
 
     /// The runtime: counters, configuration and the KPI recorder.
@@ -45,11 +44,10 @@ impl<S, C> ShadowService<S, C> {
     }
 }
 
-impl<S: Clone, C: Clone> Clone for ShadowService<S, C> {
+impl<S: Clone, C> Clone for ShadowService<S, C> {
     fn clone(&self) -> Self {
         Self {
             stable: self.stable.clone(),
-            candidate: self.candidate.clone(),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -78,11 +76,10 @@ where
 {
     type Response = Response<ShadowResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, C::Future>;
+    type Future = ResponseFuture<S::Future, Oneshot<C, Request<ShadowBody<ReqBody>>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        ready!(self.stable.poll_ready(cx))?;
-        self.candidate.poll_ready(cx)
+        self.stable.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
@@ -103,7 +100,7 @@ where
         let body = match route.mirror.and_then(|ticket| ticket.admit(size)) {
             None => ShadowBody::live(body),
             Some(mut ticket) => {
-                self.shared.start_worker(&self.candidate);
+                self.shared.start_worker();
                 observer = Some(ticket.observe_live());
                 let version = version_of(parts.version);
                 match (parts.uri.scheme(), parts.uri.path_and_query()) {
@@ -132,16 +129,111 @@ where
         };
         match route.arm {
             Arm::Stable => ResponseFuture::stable(self.stable.call(request), state),
-            Arm::Candidate => {
-                // A panic in `call` drops the instance it happened in (it may be left
-                // inconsistent); the one kept is a clone made before.
-                let ready = self.candidate.clone();
-                let mut ready = std::mem::replace(&mut self.candidate, ready);
-                match std::panic::catch_unwind(AssertUnwindSafe(move || ready.call(request))) {
-                    Ok(future) => ResponseFuture::candidate(future, state),
-                    Err(_panic) => ResponseFuture::call_panicked(state),
-                }
+            // The candidate is called inside the future, where a panic in its `call` is
+            // caught like one in its future; it panics on a clone made for this request.
+            Arm::Candidate => ResponseFuture::candidate(
+                Oneshot::new(self.shared.candidate.clone(), request),
+                state,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::Ready;
+    use std::time::Duration;
+
+    use http::StatusCode;
+    use http_body_util::{BodyExt, Empty};
+    use shadowlib::mirror::{Rollout, ShadowConfig};
+    use shadowlib::{Share, Version};
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+    use crate::shadow::ShadowLayer;
+
+    type Answer = Response<Empty<Bytes>>;
+
+    /// A build that answers every request with an empty `200 OK`.
+    fn answers() -> impl Service<
+        Request<ShadowBody<Empty<Bytes>>>,
+        Response = Answer,
+        Error = Infallible,
+        Future = Ready<Result<Answer, Infallible>>,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(|_: Request<ShadowBody<Empty<Bytes>>>| {
+            std::future::ready(Ok(Response::new(Empty::new())))
+        })
+    }
+
+    /// A build that is never ready, or whose `call` panics.
+    #[derive(Clone)]
+    struct Broken {
+        ready: bool,
+    }
+
+    impl Service<Request<ShadowBody<Empty<Bytes>>>> for Broken {
+        type Response = Answer;
+        type Error = Infallible;
+        type Future = Ready<Result<Answer, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.ready {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
             }
         }
+
+        fn call(&mut self, _: Request<ShadowBody<Empty<Bytes>>>) -> Self::Future {
+            panic!("candidate bug in call")
+        }
+    }
+
+    fn rollout(candidate_share: Share) -> Rollout {
+        let rollout = Rollout::shadow_only(Version::new("t", "1"), Version::new("t", "2"));
+        rollout.steerer.set_share(candidate_share);
+        rollout
+    }
+
+    fn request() -> Request<Empty<Bytes>> {
+        Request::post("/items")
+            .body(Empty::new())
+            .expect("a valid request")
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_panics_in_call_answers_500() {
+        let layer = ShadowLayer::new(
+            Broken { ready: true },
+            rollout(Share::FULL),
+            ShadowConfig::new(),
+        )
+        .expect("valid configuration");
+        let service = layer.layer(answers());
+        let response = service.oneshot(request()).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.into_body().collect().await.is_ok());
+        assert_eq!(layer.runtime().stats().counts().canary_panics, 1);
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_is_never_ready_does_not_hold_back_stable() {
+        let layer = ShadowLayer::new(
+            Broken { ready: false },
+            rollout(Share::ZERO),
+            ShadowConfig::new(),
+        )
+        .expect("valid configuration");
+        let service = layer.layer(answers());
+        let response = tokio::time::timeout(Duration::from_secs(5), service.oneshot(request()))
+            .await
+            .expect("stable answers without waiting for the candidate")
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
     }
 }

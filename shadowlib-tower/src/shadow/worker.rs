@@ -22,10 +22,12 @@ use tower::{BoxError, Service};
 use super::body::ShadowBody;
 use super::headers::HeaderMapView;
 
-/// What the middleware shares between its clones: the core runtime, and the shadow's
-/// worker until it is started.
-pub(crate) struct LayerShared {
+/// What the middleware shares between its clones: the core runtime, the candidate build,
+/// and the shadow's worker until it is started.
+pub(crate) struct LayerShared<C> {
     pub(crate) runtime: ShadowRuntime,
+    /// Cloned for each canary request and by the worker for each copy.
+    pub(crate) candidate: C,
     worker: PendingWorker,
 }
 
@@ -39,10 +41,16 @@ struct PendingWorker {
     waiting: Mutex<Option<(ShadowWorker, Handle)>>,
 }
 
-impl LayerShared {
-    pub(crate) fn new(runtime: ShadowRuntime, worker: ShadowWorker, on: Handle) -> Self {
+impl<C> LayerShared<C> {
+    pub(crate) fn new(
+        runtime: ShadowRuntime,
+        candidate: C,
+        worker: ShadowWorker,
+        on: Handle,
+    ) -> Self {
         Self {
             runtime,
+            candidate,
             worker: PendingWorker {
                 started: AtomicBool::new(false),
                 waiting: Mutex::new(Some((worker, on))),
@@ -50,9 +58,9 @@ impl LayerShared {
         }
     }
 
-    /// Starts the shadow's worker, sending copies to clones of `candidate`, unless it
+    /// Starts the shadow's worker, sending copies to clones of the candidate, unless it
     /// runs already.
-    pub(crate) fn start_worker<C, ReqBody, ResBody>(&self, candidate: &C)
+    pub(crate) fn start_worker<ReqBody, ResBody>(&self)
     where
         C: Service<Request<ShadowBody<ReqBody>>, Response = Response<ResBody>>
             + Clone
@@ -74,7 +82,7 @@ impl LayerShared {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some((worker, on)) = waiting {
-            let candidate = candidate.clone();
+            let candidate = self.candidate.clone();
             on.spawn(worker.run(move |copy: &RequestCopy, capture| {
                 call_candidate(candidate.clone(), shadow_request(copy), capture)
             }));
