@@ -388,26 +388,10 @@ impl SlotPool {
     /// A slot for a new read: its live response awaited, its request to be filled with
     /// a body of at most `body_limit` bytes.
     pub(crate) fn take(&self, body_limit: usize) -> Arc<CopySlot> {
-        let mut slot = self.free.pop().unwrap_or_else(|| Arc::new(CopySlot::new()));
-        match Arc::get_mut(&mut slot) {
-            // Nobody else holds a slot in the pool or a new one: no lock needed.
-            Some(unique) => {
-                let live = unique
-                    .live
-                    .get_mut()
-                    .unwrap_or_else(PoisonError::into_inner);
-                live.progress = LiveProgress::Awaited;
-                let request = unique
-                    .request
-                    .get_mut()
-                    .unwrap_or_else(PoisonError::into_inner);
-                request.start_body(body_limit);
-            }
-            None => {
-                slot.live().progress = LiveProgress::Awaited;
-                slot.request().start_body(body_limit);
-            }
-        }
+        let slot = self.free.pop().unwrap_or_else(|| Arc::new(CopySlot::new()));
+        // Nobody else holds it, so neither lock is ever waited for.
+        slot.live().progress = LiveProgress::Awaited;
+        slot.request().start_body(body_limit);
         slot
     }
 

@@ -23,7 +23,7 @@ use futures::{FutureExt, StreamExt};
 use thiserror::Error;
 use tokio::time::Instant;
 
-use super::copy::{CopySlot, LiveProgress, SlotPool};
+use super::copy::{CopySlot, LiveProgress, LiveSide, SlotPool};
 use super::labels::RouteLabels;
 use super::stats::ShadowStats;
 use super::{
@@ -606,9 +606,14 @@ struct LiveWatch {
 }
 
 impl LiveWatch {
-    /// Reports how the live response ended and lets the slot go.
-    fn end(self, progress: LiveProgress) {
-        self.slot.live().progress = progress;
+    /// Reports how the live response ended, with `update` applied to it under the same
+    /// lock (so the worker never sees one without the other), and lets the slot go.
+    fn end(self, progress: LiveProgress, update: impl FnOnce(&mut LiveSide)) {
+        {
+            let mut live = self.slot.live();
+            update(&mut live);
+            live.progress = progress;
+        }
         self.pool.give_back(self.slot);
     }
 }
@@ -653,7 +658,7 @@ impl LiveObserver {
 impl Drop for LiveObserver {
     fn drop(&mut self) {
         if let Some(watch) = self.watch.take() {
-            watch.end(LiveProgress::Lost);
+            watch.end(LiveProgress::Lost, |_| {});
         }
     }
 }
@@ -690,15 +695,11 @@ impl LiveBodyObserver {
             return;
         };
         let body = std::mem::take(&mut self.body);
-        {
-            let mut live = watch.slot.live();
-            match progress {
-                LiveProgress::Seen => live.set_body(body),
-                // The buffer is kept for the slot's next read.
-                LiveProgress::Awaited | LiveProgress::Lost => live.body = body.into_bytes(),
-            }
-        }
-        watch.end(progress);
+        watch.end(progress, |live| match progress {
+            LiveProgress::Seen => live.set_body(body),
+            // The buffer is kept for the slot's next read.
+            LiveProgress::Awaited | LiveProgress::Lost => live.body = body.into_bytes(),
+        });
     }
 }
 
