@@ -27,6 +27,7 @@ use shadowlib::mirror::{
     HeaderPolicy, ReadRules, Rollout, ShadowConfig, ShadowCounts, ShadowStats, in_shadow,
 };
 use shadowlib::{Arm, KpiRecorder, RolloutHandle, Share, TrafficSteerer, Version};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Which build an [`App`] is.
@@ -64,7 +65,8 @@ pub struct Hit {
 }
 
 /// The application both builds run, framework-neutral. Paths:
-/// `/slow` takes 300 ms; on the candidate `/panic` panics and `/hang` never answers;
+/// `/slow` takes 300 ms, and live (not shadow) `/slow` requests also wait while the
+/// app's slow gate is held; on the candidate `/panic` panics and `/hang` never answers;
 /// everything else answers `200` with `"<tag> <body length>"`.
 #[derive(Debug)]
 pub struct App {
@@ -72,6 +74,7 @@ pub struct App {
     pub build: Build,
     hits: Mutex<Vec<Hit>>,
     in_flight_slow: AtomicUsize,
+    slow_gate_open: watch::Sender<bool>,
 }
 
 impl App {
@@ -81,6 +84,7 @@ impl App {
             build,
             hits: Mutex::new(Vec::new()),
             in_flight_slow: AtomicUsize::new(0),
+            slow_gate_open: watch::Sender::new(true),
         })
     }
 
@@ -93,19 +97,24 @@ impl App {
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> (StatusCode, String) {
+        let shadow = in_shadow();
         self.hits.lock().expect("log lock").push(Hit {
             method: method.to_owned(),
             path: path.to_owned(),
             body: body.to_vec(),
             headers,
-            shadow: in_shadow(),
+            shadow,
         });
         match (self.build, path) {
             (Build::Candidate, "/panic") => panic!("candidate bug on /panic"),
             (Build::Candidate, "/hang") => std::future::pending::<()>().await,
+            (_, "/slow") if shadow => tokio::time::sleep(Duration::from_millis(300)).await,
             (_, "/slow") => {
                 self.in_flight_slow.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(300)).await;
+                let mut gate = self.slow_gate_open.subscribe();
+                // The sender lives in `self`, so the channel cannot close while we wait.
+                let _ = gate.wait_for(|open| *open).await;
                 self.in_flight_slow.fetch_sub(1, Ordering::SeqCst);
             }
             _ => {}
@@ -126,9 +135,20 @@ impl App {
         self.hits().into_iter().filter(|h| h.shadow).collect()
     }
 
-    /// `/slow` requests being served now.
+    /// Live (not shadow) `/slow` requests being served now.
     pub fn in_flight_slow(&self) -> usize {
         self.in_flight_slow.load(Ordering::SeqCst)
+    }
+
+    /// Holds live `/slow` requests after their 300 ms until [`App::open_slow_gate`], so a
+    /// test can act while they are certainly in flight, however slow the machine.
+    pub fn hold_slow_gate(&self) {
+        self.slow_gate_open.send_replace(false);
+    }
+
+    /// Lets held live `/slow` requests finish.
+    pub fn open_slow_gate(&self) {
+        self.slow_gate_open.send_replace(true);
     }
 }
 
@@ -537,8 +557,11 @@ pub async fn rollback_under_load_fails_no_request(adapter: &impl AdapterUnderTes
     fixture
         .steerer
         .set_share(Share::from_percent(50.0).expect("valid share"));
+    // Requests on the candidate stay in flight until after the rollback, whatever the
+    // machine's speed; without the gate a descheduled test thread could roll back after
+    // they had all finished.
+    fixture.candidate.hold_slow_gate();
 
-    let aborted_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         let client = TestClient::new(server.addr);
@@ -557,12 +580,13 @@ pub async fn rollback_under_load_fails_no_request(adapter: &impl AdapterUnderTes
     })
     .await;
     let in_flight_on_candidate = fixture.candidate.in_flight_slow();
-    *aborted_at.lock().expect("lock") = Some(Instant::now());
     fixture
         .handle
         .abort("suite: rollback under load")
         .expect("a live rollout rolls back");
-    let rolled_back = aborted_at.lock().expect("lock").expect("set above");
+    // Taken once the rollback is done: anything sent later must be served by stable.
+    let rolled_back = Instant::now();
+    fixture.candidate.open_slow_gate();
 
     let mut finished_on_candidate_after_rollback = 0;
     let mut total = 0;
