@@ -150,6 +150,13 @@ impl ResponseSummary {
         self.body_len = capture.seen();
         self.body = capture.into_bytes();
     }
+
+    /// Drops the body, keeping its buffer: for responses that carry none on the wire.
+    pub(crate) fn clear_body(&mut self) {
+        self.body.clear();
+        self.body_len = 0;
+        self.truncated = false;
+    }
 }
 
 /// One way in which the two responses differ.

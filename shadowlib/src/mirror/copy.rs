@@ -286,6 +286,13 @@ impl LiveSide {
     }
 
     /// Sets the body from a capture.
+    /// An empty body, keeping the buffer for the slot's next read.
+    pub(crate) fn clear_body(&mut self) {
+        self.body.clear();
+        self.body_len = 0;
+        self.truncated = false;
+    }
+
     pub(crate) fn set_body(&mut self, body: BodyCapture) {
         self.body_len = body.seen();
         self.truncated = body.overflowed();

@@ -337,6 +337,7 @@ impl ShadowRuntime {
             runtime: self.clone(),
             slot: Some(shared.slots.take(config.body_limit)),
             observed: false,
+            bodiless: is_bodiless(head.method),
         };
         Route {
             arm,
@@ -422,6 +423,15 @@ pub struct MirrorTicket {
     /// Until settled.
     slot: Option<Arc<CopySlot>>,
     observed: bool,
+    /// The responses to this read carry no body (see [`is_bodiless`]).
+    bodiless: bool,
+}
+
+/// Whether responses to `method` carry no body: those to HEAD never do (RFC 9110,
+/// section 9.3.2), whatever the handler returned, and servers may drop that body without
+/// reading it. Such pairs are compared on status and headers alone.
+fn is_bodiless(method: &str) -> bool {
+    method == "HEAD"
 }
 
 impl MirrorTicket {
@@ -485,6 +495,7 @@ impl MirrorTicket {
                 slot: Arc::clone(slot),
                 pool: Arc::clone(&self.runtime.inner.shared.slots),
             }),
+            bodiless: self.bodiless,
         }
     }
 
@@ -623,18 +634,23 @@ impl LiveWatch {
 pub struct LiveObserver {
     /// `None` when the ticket was already settled: there is nothing to compare with.
     watch: Option<LiveWatch>,
+    /// The response is whole once its head is known.
+    bodiless: bool,
 }
 
 impl fmt::Debug for LiveObserver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LiveObserver")
             .field("watching", &self.watch.is_some())
+            .field("bodiless", &self.bodiless)
             .finish()
     }
 }
 
 impl LiveObserver {
-    /// The live response head arrived.
+    /// The live response head arrived. A response to HEAD is whole at its head (it has
+    /// no body on the wire, and servers may drop the handler's unread): the observer
+    /// returned then watches nothing.
     pub fn head(mut self, status: u16, headers: &dyn HeaderView) -> LiveBodyObserver {
         let Some(watch) = self.watch.take() else {
             return LiveBodyObserver {
@@ -642,6 +658,17 @@ impl LiveObserver {
                 body: BodyCapture::default(),
             };
         };
+        if self.bodiless {
+            let pool = Arc::clone(&watch.pool);
+            watch.end(LiveProgress::Seen, |live| {
+                live.fill_head(status, pool.compared_headers(), headers);
+                live.clear_body();
+            });
+            return LiveBodyObserver {
+                watch: None,
+                body: BodyCapture::default(),
+            };
+        }
         let body = {
             let mut live = watch.slot.live();
             live.fill_head(status, watch.pool.compared_headers(), headers);
@@ -759,17 +786,20 @@ impl ShadowWorker {
             while running.len() < concurrency {
                 match queue.tasks.pop() {
                     Some(task) => {
-                        let (job, route, request_bytes) = {
+                        let (job, route, request_bytes, bodiless) = {
                             let copy = task.slot.request();
                             let route =
                                 self.labels
                                     .label(&self.shared.config, copy.method(), copy.path());
-                            (make_job(&copy, capture.clone()), route, copy.body_len())
+                            let bodiless = is_bodiless(copy.method());
+                            let job = make_job(&copy, capture.clone());
+                            (job, route, copy.body_len(), bodiless)
                         };
                         let copy = Running {
                             task,
                             route,
                             request_bytes,
+                            bodiless,
                         };
                         running.push(execute(&self.shared, copy, job));
                     }
@@ -814,6 +844,8 @@ struct Running {
     task: Task,
     route: Arc<str>,
     request_bytes: u64,
+    /// Its response's body, if the candidate sent one, is not compared.
+    bodiless: bool,
 }
 
 /// Runs one copy under the timeout, records its outcome and compares its response; when
@@ -838,8 +870,11 @@ where
             tracing::debug!(route = %copy.route, %why, "shadow request failed");
             Some((&stats.failed, Outcome::ServerError))
         }
-        Ok(Ok(Ok(reply))) => {
+        Ok(Ok(Ok(mut reply))) => {
             ShadowStats::bump(&stats.completed);
+            if copy.bodiless {
+                reply.response.clear_body();
+            }
             recorder.record(
                 Arm::Candidate,
                 Outcome::from_http_status(reply.response.status),
@@ -1272,6 +1307,29 @@ mod tests {
         drop(live);
         settle(&f.runtime, |c| c.comparison_missed == 1).await;
         assert_eq!(f.runtime.stats().counts().compared, 0);
+    }
+
+    #[tokio::test]
+    async fn head_responses_are_compared_without_bodies() {
+        let f = fixture(ShadowConfig::new());
+        start(f.worker);
+        let headers = HeaderList::default();
+        let head = RequestHead::new("HEAD", "/r", &headers);
+        let mut ticket = f.runtime.route(&head).mirror.expect("HEAD is a read");
+        ticket.copy_head(&head, "/r", HttpVersion::Http11, None);
+        // The candidate echoes the copy's body, so its response to HEAD has one.
+        assert!(ticket.copy_body(b"a body the live server never sends"));
+        let live = ticket.observe_live();
+        assert!(ticket.submit());
+        // Servers drop a HEAD response's body unread: the live side ends at its head.
+        drop(live.head(200, &headers));
+        settle(&f.runtime, |c| c.compared == 1).await;
+        let counts = f.runtime.stats().counts();
+        assert_eq!(
+            (counts.mismatched, counts.comparison_missed),
+            (0, 0),
+            "{counts:?}"
+        );
     }
 
     struct PanickingComparator;
