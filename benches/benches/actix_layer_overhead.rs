@@ -6,7 +6,8 @@
 //! started (routing and KPI recording only, nothing mirrored); and behind the middleware
 //! while shadowing, every read mirrored. A final interleaved run (alternating batches, so
 //! drift in machine load hits every side alike) prints the ratios of per-call medians and
-//! what the shadow did with the copies.
+//! what the shadow did with the copies, and the same with 10% of reads mirrored
+//! (`ShadowConfig::with_mirror_share`).
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::rt::System;
 use actix_web::{App, test, web};
 use criterion::{Criterion, criterion_group};
+use shadowlib::Share;
 use shadowlib::mirror::ShadowConfig;
 use shadowlib_actix::Shadow;
 
@@ -30,10 +32,12 @@ fn app() -> App<
     App::new().route("/items/{id}", web::get().to(|| async { "ok" }))
 }
 
-/// The middleware; in the shadowing phase when `started`, so that every read is mirrored.
-fn shadow(started: bool) -> Shadow {
+/// The middleware; in the shadowing phase when `started`, so that `mirror_share` of the
+/// reads are mirrored.
+fn shadow(started: bool, mirror_share: Share) -> Shadow {
     let rollout = benches::bench_rollout(started);
-    Shadow::new(app, rollout, ShadowConfig::new()).expect("valid configuration")
+    let config = ShadowConfig::new().with_mirror_share(mirror_share);
+    Shadow::new(app, rollout, config).expect("valid configuration")
 }
 
 /// One request through `service`, its response body read to the end (which is when the
@@ -66,8 +70,8 @@ where
 fn overhead(c: &mut Criterion) {
     let system = System::new();
     let bare = system.block_on(test::init_service(app()));
-    let idle = system.block_on(test::init_service(app().wrap(shadow(false))));
-    let mirrored = system.block_on(test::init_service(app().wrap(shadow(true))));
+    let idle = system.block_on(test::init_service(app().wrap(shadow(false, Share::FULL))));
+    let mirrored = system.block_on(test::init_service(app().wrap(shadow(true, Share::FULL))));
     let mut group = c.benchmark_group("actix_layer_overhead");
     group.bench_function("bare", |b| {
         b.iter_custom(|iters| timed(&system, &bare, iters))
@@ -99,27 +103,33 @@ where
 
 fn interleaved_ratio() {
     let system = System::new();
-    let mirroring = shadow(true);
+    let mirroring = shadow(true, Share::FULL);
+    let sampling = shadow(true, Share::from_percent(10.0).expect("valid share"));
     let bare = system.block_on(test::init_service(app()));
-    let idle = system.block_on(test::init_service(app().wrap(shadow(false))));
+    let idle = system.block_on(test::init_service(app().wrap(shadow(false, Share::FULL))));
     let mirrored = system.block_on(test::init_service(app().wrap(mirroring.clone())));
+    let sampled = system.block_on(test::init_service(app().wrap(sampling.clone())));
     // Warm every path up.
     per_call(&system, &bare, 50);
     per_call(&system, &idle, 50);
     per_call(&system, &mirrored, 50);
+    per_call(&system, &sampled, 50);
     let (mut bare_samples, mut idle_samples, mut mirrored_samples) =
         (Vec::new(), Vec::new(), Vec::new());
+    let mut sampled_samples = Vec::new();
     for _ in 0..40 {
         bare_samples.extend(per_call(&system, &bare, 10));
         idle_samples.extend(per_call(&system, &idle, 10));
         mirrored_samples.extend(per_call(&system, &mirrored, 10));
+        sampled_samples.extend(per_call(&system, &sampled, 10));
     }
     // Let the shadow drain before reading its counters.
     std::thread::sleep(Duration::from_millis(200));
-    let (bare, idle, with_layer) = (
+    let (bare, idle, with_layer, tenth_mirrored) = (
         median(bare_samples),
         median(idle_samples),
         median(mirrored_samples),
+        median(sampled_samples),
     );
     let counts = mirroring.runtime().stats().counts();
     println!(
@@ -130,6 +140,11 @@ fn interleaved_ratio() {
         "actix_layer_overhead: live-path median ratio {:.3}x (goal <= 1.10x); {}",
         with_layer / bare,
         benches::copies(&counts),
+    );
+    println!(
+        "actix_layer_overhead: mirroring 10% of reads: {tenth_mirrored:.0} ns/call, live-path median ratio {:.3}x; {}",
+        tenth_mirrored / bare,
+        benches::copies(&sampling.runtime().stats().counts()),
     );
 }
 

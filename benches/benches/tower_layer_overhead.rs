@@ -1,6 +1,7 @@
 //! What the tower middleware costs the live path: a trivial axum handler called
 //! in-process, bare and behind the `ShadowLayer` mirroring 100% of reads to an identical
-//! shadow. Goal: live-path median ≤ 1.10× bare.
+//! shadow. Goal: live-path median ≤ 1.10× bare. The same with 10% of reads mirrored
+//! (`ShadowConfig::with_mirror_share`) shows what sampling buys back.
 //!
 //! The shadow runs where it would in production: on the caller's runtime
 //! (`ShadowLayer::new`), or on a one-thread runtime of its own (`ShadowLayer::new_on`);
@@ -17,6 +18,7 @@ use axum::body::Body;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group};
 use http_body_util::BodyExt;
+use shadowlib::Share;
 use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
 use shadowlib_tower::shadow::{ShadowLayer, ShadowService};
 use tower::{Layer, Service, ServiceExt};
@@ -26,18 +28,21 @@ fn app(build: &'static str) -> Router {
 }
 
 /// The middleware over `app("ok")` with an identical candidate; with `shadowing` the
-/// rollout is started, so every read is mirrored, without it nothing is. The shadow's
-/// worker runs on `shadow` when given, else on `rt` beside the live requests.
+/// rollout is started, so `mirror_share` of the reads are mirrored, without it nothing
+/// is. The shadow's worker runs on `shadow` when given, else on `rt` beside the live
+/// requests.
 fn layered(
     rt: &tokio::runtime::Runtime,
     shadow: Option<&tokio::runtime::Runtime>,
     shadowing: bool,
+    mirror_share: Share,
 ) -> ShadowService<Router, Router> {
     rt.block_on(async {
         let rollout = benches::bench_rollout(shadowing);
         let workers_on =
             shadow.map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
-        let layer = ShadowLayer::new_on(app("ok"), rollout, ShadowConfig::new(), &workers_on)
+        let config = ShadowConfig::new().with_mirror_share(mirror_share);
+        let layer = ShadowLayer::new_on(app("ok"), rollout, config, &workers_on)
             .expect("valid configuration");
         layer.layer(app("ok"))
     })
@@ -66,9 +71,9 @@ where
 fn overhead(c: &mut Criterion) {
     let (rt, shadow) = (benches::live_runtime(), benches::shadow_runtime());
     let bare = app("ok");
-    let idle = layered(&rt, None, false);
-    let shadowed = layered(&rt, None, true);
-    let shadowed_own = layered(&rt, Some(&shadow), true);
+    let idle = layered(&rt, None, false, Share::FULL);
+    let shadowed = layered(&rt, None, true, Share::FULL);
+    let shadowed_own = layered(&rt, Some(&shadow), true, Share::FULL);
     let mut group = c.benchmark_group("tower_layer_overhead");
     group.bench_function("bare", |b| b.to_async(&rt).iter(|| call(&bare)));
     group.bench_function("layer_not_mirroring", |b| {
@@ -140,32 +145,38 @@ fn median(mut samples: Vec<f64>) -> f64 {
 fn interleaved_ratio() {
     let (rt, shadow) = (benches::live_runtime(), benches::shadow_runtime());
     let bare = app("ok");
-    let idle = layered(&rt, None, false);
-    let shadowed = layered(&rt, None, true);
-    let shadowed_own = layered(&rt, Some(&shadow), true);
+    let idle = layered(&rt, None, false, Share::FULL);
+    let shadowed = layered(&rt, None, true, Share::FULL);
+    let shadowed_own = layered(&rt, Some(&shadow), true, Share::FULL);
+    let tenth = Share::from_percent(10.0).expect("valid share");
+    let sampled = layered(&rt, None, true, tenth);
     let (mut bare_samples, mut idle_samples, mut mirrored_samples, mut own_samples) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut sampled_samples = Vec::new();
     rt.block_on(async {
         // Warm every path up.
         median_per_call(&bare, 50).await;
         median_per_call(&idle, 50).await;
         median_per_call(&shadowed, 50).await;
         median_per_call(&shadowed_own, 50).await;
+        median_per_call(&sampled, 50).await;
         let (mirror, own) = (Some(shadowed.runtime()), Some(shadowed_own.runtime()));
         for _ in 0..20 {
             bare_samples.extend(block(&bare, None, 20).await);
             idle_samples.extend(block(&idle, None, 20).await);
             mirrored_samples.extend(block(&shadowed, mirror, 20).await);
             own_samples.extend(block(&shadowed_own, own, 20).await);
+            sampled_samples.extend(block(&sampled, Some(sampled.runtime()), 20).await);
         }
         // Let the shadow drain before reading its counters.
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
-    let (bare, not_mirroring, with_layer, own_runtime) = (
+    let (bare, not_mirroring, with_layer, own_runtime, tenth_mirrored) = (
         median(bare_samples),
         median(idle_samples),
         median(mirrored_samples),
         median(own_samples),
+        median(sampled_samples),
     );
     let counts = shadowed.runtime().stats().counts();
     let own_counts = shadowed_own.runtime().stats().counts();
@@ -182,6 +193,11 @@ fn interleaved_ratio() {
         "tower_layer_overhead: shadow on its own runtime: mirroring 100% {own_runtime:.0} ns, live-path median ratio {:.3}x (goal <= 1.10x); {}",
         own_runtime / bare,
         benches::copies(&own_counts),
+    );
+    println!(
+        "tower_layer_overhead: mirroring 10% of reads: {tenth_mirrored:.0} ns, live-path median ratio {:.3}x; {}",
+        tenth_mirrored / bare,
+        benches::copies(&sampled.runtime().stats().counts()),
     );
 }
 

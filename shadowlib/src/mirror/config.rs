@@ -7,6 +7,7 @@ use super::{
     ArmOverride, CompareResponses, ExactComparison, HeaderNameError, HeaderPolicy, PathPattern,
     ReadClassifier, ReadRules, StickyKey, header_name,
 };
+use crate::Share;
 use crate::budget::ShadowBudget;
 
 /// The default body limit: 64 KiB, per request body copied and per response body compared.
@@ -19,10 +20,11 @@ pub const DEFAULT_MAX_ROUTES: usize = 256;
 ///
 /// Framework-neutral: both adapters take one. The defaults are safe: only `GET`, `HEAD`
 /// and `OPTIONS` are mirrored, hop-by-hop headers are stripped, bodies up to 64 KiB are
-/// copied, `content-type` is compared along with status and body, no sticky key, no
-/// override header.
+/// copied, `content-type` is compared along with status and body, every read is mirrored,
+/// no sticky key, no override header.
 ///
 /// ```
+/// use shadowlib::Share;
 /// use shadowlib::mirror::{ReadRules, ShadowConfig, StickyKey};
 ///
 /// let config = ShadowConfig::new()
@@ -30,7 +32,8 @@ pub const DEFAULT_MAX_ROUTES: usize = 256;
 ///     .with_sticky_key(StickyKey::cookie("session")?)
 ///     .with_override_header("x-shadowlib-arm")?
 ///     .with_body_limit(16 * 1024)
-///     .with_compare_headers(["content-type", "cache-control"])?;
+///     .with_compare_headers(["content-type", "cache-control"])?
+///     .with_mirror_share(Share::from_percent(25.0)?);
 /// assert_eq!(config.body_limit(), 16 * 1024);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -41,6 +44,7 @@ pub struct ShadowConfig {
     pub(crate) sticky: Option<StickyKey>,
     pub(crate) arm_override: Option<ArmOverride>,
     pub(crate) body_limit: usize,
+    pub(crate) mirror_share: Share,
     pub(crate) compared_headers: Arc<[String]>,
     pub(crate) comparator: Arc<dyn CompareResponses>,
     pub(crate) route_labels: Vec<PathPattern>,
@@ -56,6 +60,7 @@ impl Default for ShadowConfig {
             sticky: None,
             arm_override: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            mirror_share: Share::FULL,
             compared_headers: Arc::from(["content-type".to_owned()]),
             comparator: Arc::new(ExactComparison),
             route_labels: Vec::new(),
@@ -72,6 +77,7 @@ impl fmt::Debug for ShadowConfig {
             .field("sticky", &self.sticky)
             .field("arm_override", &self.arm_override)
             .field("body_limit", &self.body_limit)
+            .field("mirror_share", &self.mirror_share)
             .field("compared_headers", &self.compared_headers)
             .field("route_labels", &self.route_labels)
             .field("max_routes", &self.max_routes)
@@ -115,6 +121,25 @@ impl ShadowConfig {
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
         self
+    }
+
+    /// The share of reads going to stable that are copied to the shadow, drawn at random
+    /// per read (default: all). The rest are counted as
+    /// [`not_sampled`](super::ShadowCounts::not_sampled) and cost the live path only the
+    /// draw.
+    ///
+    /// Mirroring is the live path's main cost beyond the layer itself (see the adapters'
+    /// "What it costs" docs): on handlers of a few microseconds, a share below 100% buys
+    /// most of it back, at the price of fewer comparisons and less shadow evidence per
+    /// minute, so a rollout waits longer for the same certainty.
+    pub fn with_mirror_share(mut self, share: Share) -> Self {
+        self.mirror_share = share;
+        self
+    }
+
+    /// The share of reads copied to the shadow.
+    pub fn mirror_share(&self) -> Share {
+        self.mirror_share
     }
 
     /// The response headers compared besides status and body.

@@ -31,7 +31,7 @@ use super::{
     ShadowConfig,
 };
 use crate::budget::BudgetError;
-use crate::{Arm, KpiRecorder, Outcome, Phase, RolloutHandle, TrafficSteerer};
+use crate::{Arm, KpiRecorder, Outcome, Phase, RolloutHandle, Share, TrafficSteerer};
 
 tokio::task_local! {
     static IN_SHADOW: ();
@@ -331,6 +331,11 @@ impl ShadowRuntime {
         }
         if !config.classifier.classify(head).is_read() {
             ShadowStats::bump(&shared.stats.not_read);
+            return Route { arm, mirror: None };
+        }
+        let sampled = config.mirror_share.ppm();
+        if sampled < Share::PPM_SCALE && rand::random_range(0..Share::PPM_SCALE) >= sampled {
+            ShadowStats::bump(&shared.stats.not_sampled);
             return Route { arm, mirror: None };
         }
         let ticket = MirrorTicket {
@@ -1307,6 +1312,25 @@ mod tests {
         drop(live);
         settle(&f.runtime, |c| c.comparison_missed == 1).await;
         assert_eq!(f.runtime.stats().counts().compared, 0);
+    }
+
+    #[tokio::test]
+    async fn the_mirror_share_decides_how_many_reads_are_copied() {
+        let headers = HeaderList::default();
+        let mirrored = |share: Share| {
+            let f = fixture(ShadowConfig::new().with_mirror_share(share));
+            let copied = (0..10_000)
+                .filter(|_| get(&f.runtime, &headers).mirror.is_some())
+                .count();
+            let counts = f.runtime.stats().counts();
+            assert_eq!(counts.not_sampled as usize, 10_000 - copied, "{counts:?}");
+            copied
+        };
+        assert_eq!(mirrored(Share::FULL), 10_000);
+        assert_eq!(mirrored(Share::ZERO), 0);
+        // Binomial(10,000, 0.25): the standard deviation is 43, so this is ±11σ.
+        let quarter = mirrored(Share::from_percent(25.0).expect("valid share"));
+        assert!((2_000..=3_000).contains(&quarter), "{quarter} of 10,000");
     }
 
     #[tokio::test]

@@ -17,6 +17,9 @@ pub const OTHER_ROUTES: &str = "(other routes)";
 pub struct ShadowCounts {
     /// Stable requests the classifier did not call reads: never mirrored.
     pub not_read: u64,
+    /// Reads left out by the configured mirror share
+    /// ([`ShadowConfig::with_mirror_share`](super::ShadowConfig::with_mirror_share)).
+    pub not_sampled: u64,
     /// Copies handed to the shadow queue.
     pub mirrored: u64,
     /// Reads not mirrored because their body was over the limit.
@@ -59,6 +62,7 @@ pub struct ShadowCounts {
 pub struct ShadowStats {
     // Bumped by the live path.
     pub(crate) not_read: Counter,
+    pub(crate) not_sampled: Counter,
     pub(crate) mirrored: Counter,
     pub(crate) skipped_oversize: Counter,
     pub(crate) skipped_unread_body: Counter,
@@ -87,6 +91,7 @@ impl ShadowStats {
     pub fn new(max_routes: usize) -> Self {
         Self {
             not_read: Counter::default(),
+            not_sampled: Counter::default(),
             mirrored: Counter::default(),
             skipped_oversize: Counter::default(),
             skipped_unread_body: Counter::default(),
@@ -116,6 +121,7 @@ impl ShadowStats {
         let get = |c: &Counter| c.load(Ordering::Relaxed);
         ShadowCounts {
             not_read: get(&self.not_read),
+            not_sampled: get(&self.not_sampled),
             mirrored: get(&self.mirrored),
             skipped_oversize: get(&self.skipped_oversize),
             skipped_unread_body: get(&self.skipped_unread_body),
@@ -198,7 +204,7 @@ mod tests {
     }
 
     /// Every counter, each with how many times the tests below bump it (all different).
-    fn counters(stats: &ShadowStats) -> [(&Counter, u64); 15] {
+    fn counters(stats: &ShadowStats) -> [(&Counter, u64); 16] {
         [
             (&stats.not_read, 1),
             (&stats.mirrored, 2),
@@ -215,6 +221,7 @@ mod tests {
             (&stats.not_comparable, 13),
             (&stats.canary_panics, 14),
             (&stats.overridden, 15),
+            (&stats.not_sampled, 16),
         ]
     }
 
@@ -244,6 +251,7 @@ mod tests {
                 not_comparable: 13,
                 canary_panics: 14,
                 overridden: 15,
+                not_sampled: 16,
             }
         );
     }
