@@ -262,7 +262,10 @@ async fn evidence_from_every_source_round_trips_through_serde() {
     let (v1, v2) = (Version::new("svc", "1"), Version::new("svc", "2"));
     let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
     let comparator = Arc::new(Comparator::default());
-    let sampler = Arc::new(ProcessSampler::new());
+    // One sample for the whole test: with the default gap (250 ms of real time), a thread
+    // descheduled between the two arms' collects would give the candidate a newer sample
+    // than stable's, and the two arms must share one.
+    let sampler = Arc::new(ProcessSampler::new().with_min_gap(Duration::from_secs(3600)));
 
     for arm in [Arm::Stable, Arm::Candidate] {
         let ((), usage) = busy_request().measured().await;

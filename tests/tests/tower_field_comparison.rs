@@ -62,10 +62,15 @@ async fn mirror_reads(
             .await
             .expect("the live body reads");
     }
-    for _ in 0..2_000 {
-        if runtime.stats().counts().compared >= reads {
-            break;
-        }
+    // A liveness wait only: generous for a loaded machine, and a shadow that never
+    // catches up fails here by name rather than as a short count below.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while runtime.stats().counts().compared < reads {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {reads} comparisons: {:?}",
+            runtime.stats().counts()
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     (comparator, runtime.stats().counts())

@@ -93,7 +93,8 @@
 //! let response = app.clone().oneshot(http::Request::new(axum::body::Body::empty())).await?;
 //! // Reading the live body to its end makes the live response complete, and comparable.
 //! assert_eq!(response.into_body().collect().await?.to_bytes(), "v1");
-//! for _ in 0..1_000 {
+//! // The shadow compares in the background: wait for it, generously for a loaded machine.
+//! for _ in 0..10_000 {
 //!     if app.runtime().stats().counts().compared == 1 {
 //!         break;
 //!     }
