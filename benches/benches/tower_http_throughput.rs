@@ -4,8 +4,9 @@
 //! The server runs on its own two-thread runtime; a hyper client with 32 connections on
 //! a one-thread runtime sends `GET /ping` for 3 s per round, rounds alternating between
 //! the servers: bare, mirroring with the shadow on the server's runtime, and mirroring
-//! with the shadow on a one-thread runtime of its own. For an external client, see the
-//! `axum_shadow` example's `--serve` mode and `wrk`.
+//! with the shadow on a one-thread runtime of its own, and mirroring 10% of reads
+//! (`ShadowConfig::with_mirror_share`). For an external client, see the `axum_shadow`
+//! example's `--serve` mode and `wrk`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use shadowlib::Share;
 use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
 use shadowlib_tower::shadow::ShadowLayer;
 use tokio::time::Instant;
@@ -42,12 +44,12 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
-/// The middleware over `app()` mirroring every read to an identical candidate, whose
-/// shadow worker runs on `shadow`.
-async fn mirrored_app(shadow: &tokio::runtime::Handle) -> (Router, ShadowRuntime) {
+/// The middleware over `app()` mirroring `share` of the reads to an identical candidate,
+/// whose shadow worker runs on `shadow`.
+async fn mirrored_app(shadow: &tokio::runtime::Handle, share: Share) -> (Router, ShadowRuntime) {
     let rollout = benches::bench_rollout(true);
-    let layer = ShadowLayer::new_on(app(), rollout, ShadowConfig::new(), shadow)
-        .expect("valid configuration");
+    let config = ShadowConfig::new().with_mirror_share(share);
+    let layer = ShadowLayer::new_on(app(), rollout, config, shadow).expect("valid configuration");
     let runtime = layer.runtime().clone();
     (Router::new().fallback_service(layer.layer(app())), runtime)
 }
@@ -99,22 +101,29 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     let bare_addr = server_rt.block_on(serve(app()));
-    let (mirrored, shadow) = server_rt.block_on(mirrored_app(server_rt.handle()));
+    let (mirrored, shadow) = server_rt.block_on(mirrored_app(server_rt.handle(), Share::FULL));
     let mirrored_addr = server_rt.block_on(serve(mirrored));
-    let (mirrored_own, shadow_own) = server_rt.block_on(mirrored_app(shadow_rt.handle()));
+    let (mirrored_own, shadow_own) =
+        server_rt.block_on(mirrored_app(shadow_rt.handle(), Share::FULL));
     let mirrored_own_addr = server_rt.block_on(serve(mirrored_own));
+    let tenth = Share::from_percent(10.0).expect("valid share");
+    let (sampled, shadow_sampled) = server_rt.block_on(mirrored_app(server_rt.handle(), tenth));
+    let sampled_addr = server_rt.block_on(serve(sampled));
 
     let (mut bare, mut with_layer, mut with_own) = (Vec::new(), Vec::new(), Vec::new());
+    let mut with_sampled = Vec::new();
     client_rt.block_on(async {
         round(bare_addr).await; // warm-up
         for _ in 0..ROUNDS {
             bare.push(round(bare_addr).await);
             with_layer.push(round(mirrored_addr).await);
             with_own.push(round(mirrored_own_addr).await);
+            with_sampled.push(round(sampled_addr).await);
         }
     });
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (bare, with_layer, with_own) = (mean(&bare), mean(&with_layer), mean(&with_own));
+    let with_sampled = mean(&with_sampled);
     let counts = shadow.stats().counts();
     let own_counts = shadow_own.stats().counts();
     println!(
@@ -129,5 +138,10 @@ fn main() {
         "tower_http_throughput: shadow on its own runtime: {with_own:.0} req/s, ratio {:.3} (goal >= 0.90); {}",
         with_own / bare,
         benches::copies(&own_counts),
+    );
+    println!(
+        "tower_http_throughput: mirroring 10% of reads: {with_sampled:.0} req/s, ratio {:.3}; {}",
+        with_sampled / bare,
+        benches::copies(&shadow_sampled.stats().counts()),
     );
 }

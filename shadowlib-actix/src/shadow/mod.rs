@@ -95,6 +95,11 @@
 //! of handing the copy's cache lines to the shadow thread's core. The shadow thread then
 //! spends the candidate's handler cost, plus about 1.5 µs, per copy.
 //!
+//! Where that is too much, mirror a share of the reads
+//! ([`ShadowConfig::with_mirror_share`](shadowlib::mirror::ShadowConfig::with_mirror_share)):
+//! a read left out costs one random draw. With 10% of reads mirrored, the same handler
+//! ran at 1.23× bare (against 1.19× for the middleware alone and 1.47× for every read).
+//!
 //! # Example
 //!
 //! ```

@@ -64,6 +64,12 @@
 //! runtime of its own keeps that work off the live runtime's threads, which helps tail
 //! latency most.
 //!
+//! Where that is too much, mirror a share of the reads
+//! ([`ShadowConfig::with_mirror_share`](shadowlib::mirror::ShadowConfig::with_mirror_share)):
+//! a read left out costs one random draw. With 10% of reads mirrored, the same handler
+//! ran at 1.38× bare (against 1.31× for the layer alone and 1.84× for every read), and
+//! HTTP throughput was 0.94 of bare (against 0.74 for every read).
+//!
 //! # Example
 //!
 //! ```
