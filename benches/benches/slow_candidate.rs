@@ -1,9 +1,12 @@
-//! A candidate 10× slower than stable (20 ms against 2 ms of waiting on a backend), three
-//! ways of running it beside the live path:
+//! A candidate 10× slower than stable (20 ms against 2 ms of waiting on a backend), run
+//! three ways beside the live path:
 //!
 //! * `bare`: stable alone, the baseline;
 //! * `mirrored`: shadowlib's design — the read is copied to the candidate off the request
-//!   path, through the bounded queue, and the live response never waits for it;
+//!   path, through the bounded queue, and the live response never waits for it; the
+//!   shadow runs on a thread of its own (`ShadowLayer::new`);
+//! * `mirrored_on_live_rt`: the same with the shadow on the live requests' runtime
+//!   (`ShadowLayer::new_on`);
 //! * `scientist`: the design of GitHub's Scientist and its ports — the candidate runs
 //!   inside the request, concurrently with stable, and the response is returned once both
 //!   are done (so they can be compared in place).
@@ -43,12 +46,9 @@ fn app(wait: Duration) -> Router {
     )
 }
 
-/// The middleware over stable, mirroring every read; the shadow's worker runs on `shadow`
-/// when given (a runtime of their own), else on `rt` beside the live requests.
-fn mirrored(
-    rt: &tokio::runtime::Runtime,
-    shadow: Option<&tokio::runtime::Runtime>,
-) -> ShadowService<Router, Router> {
+/// The middleware over stable, mirroring every read; the shadow runs on a thread of its
+/// own (the default), or with `on_live_runtime` on `rt` beside the live requests.
+fn mirrored(rt: &tokio::runtime::Runtime, on_live_runtime: bool) -> ShadowService<Router, Router> {
     rt.block_on(async {
         let rollout = benches::bench_rollout(true);
         // Room for the candidate to keep up: 16 clients at ~2.5 ms each is ~6,400 reads/s,
@@ -58,14 +58,17 @@ fn mirrored(
             concurrency: 512,
             timeout: Duration::from_secs(5),
         };
-        let workers_on =
-            shadow.map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
-        let layer = ShadowLayer::new_on(
-            app(CANDIDATE_WAIT),
-            rollout,
-            ShadowConfig::new().with_budget(budget),
-            &workers_on,
-        )
+        let (candidate, config) = (app(CANDIDATE_WAIT), ShadowConfig::new().with_budget(budget));
+        let layer = if on_live_runtime {
+            ShadowLayer::new_on(
+                candidate,
+                rollout,
+                config,
+                &tokio::runtime::Handle::current(),
+            )
+        } else {
+            ShadowLayer::new(candidate, rollout, config)
+        }
         .expect("valid configuration");
         layer.layer(app(STABLE_WAIT))
     })
@@ -107,7 +110,7 @@ async fn scientist(stable: &Router, candidate: &Router) {
 enum Design {
     Bare,
     Mirrored,
-    MirroredOwnRuntime,
+    MirroredOnLiveRuntime,
     Scientist,
 }
 
@@ -115,7 +118,7 @@ struct Services {
     stable: Router,
     candidate: Router,
     mirrored: ShadowService<Router, Router>,
-    mirrored_own_runtime: ShadowService<Router, Router>,
+    mirrored_on_live_runtime: ShadowService<Router, Router>,
 }
 
 impl Design {
@@ -123,7 +126,7 @@ impl Design {
         match self {
             Design::Bare => "bare",
             Design::Mirrored => "mirrored",
-            Design::MirroredOwnRuntime => "mirrored_own_runtime",
+            Design::MirroredOnLiveRuntime => "mirrored_on_live_rt",
             Design::Scientist => "scientist",
         }
     }
@@ -134,31 +137,31 @@ impl Services {
         match design {
             Design::Bare => call(&self.stable).await,
             Design::Mirrored => call(&self.mirrored).await,
-            Design::MirroredOwnRuntime => call(&self.mirrored_own_runtime).await,
+            Design::MirroredOnLiveRuntime => call(&self.mirrored_on_live_runtime).await,
             Design::Scientist => scientist(&self.stable, &self.candidate).await,
         }
     }
 }
 
-fn services(rt: &tokio::runtime::Runtime, shadow: &tokio::runtime::Runtime) -> Services {
+fn services(rt: &tokio::runtime::Runtime) -> Services {
     Services {
         stable: app(STABLE_WAIT),
         candidate: app(CANDIDATE_WAIT),
-        mirrored: mirrored(rt, None),
-        mirrored_own_runtime: mirrored(rt, Some(shadow)),
+        mirrored: mirrored(rt, false),
+        mirrored_on_live_runtime: mirrored(rt, true),
     }
 }
 
 const DESIGNS: [Design; 4] = [
     Design::Bare,
     Design::Mirrored,
-    Design::MirroredOwnRuntime,
+    Design::MirroredOnLiveRuntime,
     Design::Scientist,
 ];
 
 fn single_request(c: &mut Criterion) {
-    let (rt, shadow) = (benches::live_runtime(), benches::shadow_runtime());
-    let services = services(&rt, &shadow);
+    let rt = benches::live_runtime();
+    let services = services(&rt);
     let mut group = c.benchmark_group("slow_candidate");
     for design in DESIGNS {
         group.bench_function(design.name(), |b| {
@@ -192,8 +195,8 @@ async fn under_load(services: &Arc<Services>, design: Design, into: &mut Distrib
 }
 
 fn p99_under_load() {
-    let (rt, shadow) = (benches::live_runtime(), benches::shadow_runtime());
-    let services = Arc::new(services(&rt, &shadow));
+    let rt = benches::live_runtime();
+    let services = Arc::new(services(&rt));
     // p99 per design per round; rounds interleave the designs, and the median over
     // rounds keeps one burst of load from other processes from deciding the figure.
     let mut p99s: Vec<Vec<f64>> = DESIGNS.iter().map(|_| Vec::new()).collect();
@@ -233,14 +236,14 @@ fn p99_under_load() {
     }
     let ratio = |i: usize| median(&p99s[i]) / median(&p99s[0]);
     println!(
-        "slow_candidate: live p99 ratio to bare: mirrored {:.3}x, mirrored with the shadow on its own runtime {:.3}x (goal <= 1.05x), scientist-style {:.3}x",
+        "slow_candidate: live p99 ratio to bare: mirrored {:.3}x (goal <= 1.05x), mirrored with the shadow on the live runtime (new_on) {:.3}x, scientist-style {:.3}x",
         ratio(1),
         ratio(2),
         ratio(3)
     );
     for (name, service) in [
-        ("shared runtime", &services.mirrored),
-        ("own runtime", &services.mirrored_own_runtime),
+        ("own thread", &services.mirrored),
+        ("live runtime", &services.mirrored_on_live_runtime),
     ] {
         let counts = service.runtime().stats().counts();
         println!(

@@ -3,8 +3,8 @@
 //!
 //! The server runs on its own two-thread runtime; a hyper client with 32 connections on
 //! a one-thread runtime sends `GET /ping` for 3 s per round, rounds alternating between
-//! the servers: bare, mirroring with the shadow on the server's runtime, and mirroring
-//! with the shadow on a one-thread runtime of its own, and mirroring 10% of reads
+//! the servers: bare, mirroring with the shadow on a thread of its own (the default),
+//! mirroring with the shadow on the server's runtime, and mirroring 10% of reads
 //! (`ShadowConfig::with_mirror_share`). For an external client, see the `axum_shadow`
 //! example's `--serve` mode and `wrk`.
 
@@ -44,12 +44,18 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
-/// The middleware over `app()` mirroring `share` of the reads to an identical candidate,
-/// whose shadow worker runs on `shadow`.
-async fn mirrored_app(shadow: &tokio::runtime::Handle, share: Share) -> (Router, ShadowRuntime) {
+/// The middleware over `app()` mirroring `share` of the reads to an identical candidate;
+/// the shadow runs on a thread of its own (the default), or with `on_live_runtime` on the
+/// server's runtime.
+async fn mirrored_app(on_live_runtime: bool, share: Share) -> (Router, ShadowRuntime) {
     let rollout = benches::bench_rollout(true);
     let config = ShadowConfig::new().with_mirror_share(share);
-    let layer = ShadowLayer::new_on(app(), rollout, config, shadow).expect("valid configuration");
+    let layer = if on_live_runtime {
+        ShadowLayer::new_on(app(), rollout, config, &tokio::runtime::Handle::current())
+    } else {
+        ShadowLayer::new(app(), rollout, config)
+    }
+    .expect("valid configuration");
     let runtime = layer.runtime().clone();
     (Router::new().fallback_service(layer.layer(app())), runtime)
 }
@@ -94,38 +100,31 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let shadow_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("shadow")
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
     let bare_addr = server_rt.block_on(serve(app()));
-    let (mirrored, shadow) = server_rt.block_on(mirrored_app(server_rt.handle(), Share::FULL));
+    let (mirrored, shadow) = server_rt.block_on(mirrored_app(false, Share::FULL));
     let mirrored_addr = server_rt.block_on(serve(mirrored));
-    let (mirrored_own, shadow_own) =
-        server_rt.block_on(mirrored_app(shadow_rt.handle(), Share::FULL));
-    let mirrored_own_addr = server_rt.block_on(serve(mirrored_own));
+    let (mirrored_live_rt, shadow_live_rt) = server_rt.block_on(mirrored_app(true, Share::FULL));
+    let mirrored_live_rt_addr = server_rt.block_on(serve(mirrored_live_rt));
     let tenth = Share::from_percent(10.0).expect("valid share");
-    let (sampled, shadow_sampled) = server_rt.block_on(mirrored_app(server_rt.handle(), tenth));
+    let (sampled, shadow_sampled) = server_rt.block_on(mirrored_app(false, tenth));
     let sampled_addr = server_rt.block_on(serve(sampled));
 
-    let (mut bare, mut with_layer, mut with_own) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bare, mut with_layer, mut with_live_rt) = (Vec::new(), Vec::new(), Vec::new());
     let mut with_sampled = Vec::new();
     client_rt.block_on(async {
         round(bare_addr).await; // warm-up
         for _ in 0..ROUNDS {
             bare.push(round(bare_addr).await);
             with_layer.push(round(mirrored_addr).await);
-            with_own.push(round(mirrored_own_addr).await);
+            with_live_rt.push(round(mirrored_live_rt_addr).await);
             with_sampled.push(round(sampled_addr).await);
         }
     });
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (bare, with_layer, with_own) = (mean(&bare), mean(&with_layer), mean(&with_own));
+    let (bare, with_layer, with_live_rt) = (mean(&bare), mean(&with_layer), mean(&with_live_rt));
     let with_sampled = mean(&with_sampled);
     let counts = shadow.stats().counts();
-    let own_counts = shadow_own.stats().counts();
+    let live_rt_counts = shadow_live_rt.stats().counts();
     println!(
         "tower_http_throughput: bare {bare:.0} req/s, mirroring 100% of reads {with_layer:.0} req/s"
     );
@@ -135,9 +134,9 @@ fn main() {
         benches::copies(&counts),
     );
     println!(
-        "tower_http_throughput: shadow on its own runtime: {with_own:.0} req/s, ratio {:.3} (goal >= 0.90); {}",
-        with_own / bare,
-        benches::copies(&own_counts),
+        "tower_http_throughput: shadow on the server's runtime (new_on): {with_live_rt:.0} req/s, ratio {:.3} (goal >= 0.90); {}",
+        with_live_rt / bare,
+        benches::copies(&live_rt_counts),
     );
     println!(
         "tower_http_throughput: mirroring 10% of reads: {with_sampled:.0} req/s, ratio {:.3}; {}",

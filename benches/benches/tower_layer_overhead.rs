@@ -3,9 +3,9 @@
 //! shadow. Goal: live-path median ≤ 1.10× bare. The same with 10% of reads mirrored
 //! (`ShadowConfig::with_mirror_share`) shows what sampling buys back.
 //!
-//! The shadow runs where it would in production: on the caller's runtime
-//! (`ShadowLayer::new`), or on a one-thread runtime of its own (`ShadowLayer::new_on`);
-//! both are measured. Criterion measures each; a final interleaved run (alternating
+//! The shadow runs where it would in production: on a thread of its own
+//! (`ShadowLayer::new`, the default), or on the live requests' runtime
+//! (`ShadowLayer::new_on`); both are measured. Criterion measures each; a final interleaved run (alternating
 //! blocks, so drift in machine load hits every side alike) prints the ratios of per-call
 //! medians and what the shadow did with the copies. Each block is timed while its own
 //! shadow works beside it (after a few settling batches), and the next block waits until
@@ -29,21 +29,24 @@ fn app(build: &'static str) -> Router {
 
 /// The middleware over `app("ok")` with an identical candidate; with `shadowing` the
 /// rollout is started, so `mirror_share` of the reads are mirrored, without it nothing
-/// is. The shadow's worker runs on `shadow` when given, else on `rt` beside the live
-/// requests.
+/// is. The shadow runs on a thread of its own (the default), or with `on_live_runtime`
+/// on `rt` beside the live requests.
 fn layered(
     rt: &tokio::runtime::Runtime,
-    shadow: Option<&tokio::runtime::Runtime>,
+    on_live_runtime: bool,
     shadowing: bool,
     mirror_share: Share,
 ) -> ShadowService<Router, Router> {
     rt.block_on(async {
         let rollout = benches::bench_rollout(shadowing);
-        let workers_on =
-            shadow.map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
         let config = ShadowConfig::new().with_mirror_share(mirror_share);
-        let layer = ShadowLayer::new_on(app("ok"), rollout, config, &workers_on)
-            .expect("valid configuration");
+        let layer = if on_live_runtime {
+            let live = tokio::runtime::Handle::current();
+            ShadowLayer::new_on(app("ok"), rollout, config, &live)
+        } else {
+            ShadowLayer::new(app("ok"), rollout, config)
+        }
+        .expect("valid configuration");
         layer.layer(app("ok"))
     })
 }
@@ -69,11 +72,11 @@ where
 }
 
 fn overhead(c: &mut Criterion) {
-    let (rt, shadow) = (benches::live_runtime(), benches::shadow_runtime());
+    let rt = benches::live_runtime();
     let bare = app("ok");
-    let idle = layered(&rt, None, false, Share::FULL);
-    let shadowed = layered(&rt, None, true, Share::FULL);
-    let shadowed_own = layered(&rt, Some(&shadow), true, Share::FULL);
+    let idle = layered(&rt, false, false, Share::FULL);
+    let shadowed = layered(&rt, false, true, Share::FULL);
+    let shadowed_live_rt = layered(&rt, true, true, Share::FULL);
     let mut group = c.benchmark_group("tower_layer_overhead");
     group.bench_function("bare", |b| b.to_async(&rt).iter(|| call(&bare)));
     group.bench_function("layer_not_mirroring", |b| {
@@ -82,8 +85,8 @@ fn overhead(c: &mut Criterion) {
     group.bench_function("mirrored_100pct", |b| {
         b.to_async(&rt).iter(|| call(&shadowed))
     });
-    group.bench_function("mirrored_100pct_own_runtime", |b| {
-        b.to_async(&rt).iter(|| call(&shadowed_own))
+    group.bench_function("mirrored_100pct_on_live_runtime", |b| {
+        b.to_async(&rt).iter(|| call(&shadowed_live_rt))
     });
     group.finish();
 }
@@ -143,14 +146,14 @@ fn median(mut samples: Vec<f64>) -> f64 {
 }
 
 fn interleaved_ratio() {
-    let (rt, shadow) = (benches::live_runtime(), benches::shadow_runtime());
+    let rt = benches::live_runtime();
     let bare = app("ok");
-    let idle = layered(&rt, None, false, Share::FULL);
-    let shadowed = layered(&rt, None, true, Share::FULL);
-    let shadowed_own = layered(&rt, Some(&shadow), true, Share::FULL);
+    let idle = layered(&rt, false, false, Share::FULL);
+    let shadowed = layered(&rt, false, true, Share::FULL);
+    let shadowed_live_rt = layered(&rt, true, true, Share::FULL);
     let tenth = Share::from_percent(10.0).expect("valid share");
-    let sampled = layered(&rt, None, true, tenth);
-    let (mut bare_samples, mut idle_samples, mut mirrored_samples, mut own_samples) =
+    let sampled = layered(&rt, false, true, tenth);
+    let (mut bare_samples, mut idle_samples, mut mirrored_samples, mut live_rt_samples) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut sampled_samples = Vec::new();
     rt.block_on(async {
@@ -158,28 +161,28 @@ fn interleaved_ratio() {
         median_per_call(&bare, 50).await;
         median_per_call(&idle, 50).await;
         median_per_call(&shadowed, 50).await;
-        median_per_call(&shadowed_own, 50).await;
+        median_per_call(&shadowed_live_rt, 50).await;
         median_per_call(&sampled, 50).await;
-        let (mirror, own) = (Some(shadowed.runtime()), Some(shadowed_own.runtime()));
+        let (mirror, live_rt) = (Some(shadowed.runtime()), Some(shadowed_live_rt.runtime()));
         for _ in 0..20 {
             bare_samples.extend(block(&bare, None, 20).await);
             idle_samples.extend(block(&idle, None, 20).await);
             mirrored_samples.extend(block(&shadowed, mirror, 20).await);
-            own_samples.extend(block(&shadowed_own, own, 20).await);
+            live_rt_samples.extend(block(&shadowed_live_rt, live_rt, 20).await);
             sampled_samples.extend(block(&sampled, Some(sampled.runtime()), 20).await);
         }
         // Let the shadow drain before reading its counters.
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
-    let (bare, not_mirroring, with_layer, own_runtime, tenth_mirrored) = (
+    let (bare, not_mirroring, with_layer, on_live_runtime, tenth_mirrored) = (
         median(bare_samples),
         median(idle_samples),
         median(mirrored_samples),
-        median(own_samples),
+        median(live_rt_samples),
         median(sampled_samples),
     );
     let counts = shadowed.runtime().stats().counts();
-    let own_counts = shadowed_own.runtime().stats().counts();
+    let live_rt_counts = shadowed_live_rt.runtime().stats().counts();
     println!(
         "tower_layer_overhead: per-call medians: bare {bare:.0} ns, layer not mirroring {not_mirroring:.0} ns ({:.3}x), mirroring 100% {with_layer:.0} ns",
         not_mirroring / bare
@@ -190,9 +193,9 @@ fn interleaved_ratio() {
         benches::copies(&counts),
     );
     println!(
-        "tower_layer_overhead: shadow on its own runtime: mirroring 100% {own_runtime:.0} ns, live-path median ratio {:.3}x (goal <= 1.10x); {}",
-        own_runtime / bare,
-        benches::copies(&own_counts),
+        "tower_layer_overhead: shadow on the live runtime (new_on): mirroring 100% {on_live_runtime:.0} ns, live-path median ratio {:.3}x (goal <= 1.10x); {}",
+        on_live_runtime / bare,
+        benches::copies(&live_rt_counts),
     );
     println!(
         "tower_layer_overhead: mirroring 10% of reads: {tenth_mirrored:.0} ns, live-path median ratio {:.3}x; {}",

@@ -40,16 +40,6 @@ pub fn live_runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// A one-thread runtime for the shadow alone.
-pub fn shadow_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("shadow")
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 /// What the shadow did with the copies, for the figure lines: dropped copies are reported
 /// beside every ratio, so a fast live path cannot hide a shadow that gave up.
 pub fn copies(counts: &ShadowCounts) -> String {

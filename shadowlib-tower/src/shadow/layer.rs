@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 use tower::Layer;
 
 use super::ShadowService;
-use super::worker::LayerShared;
+use super::worker::{LayerShared, ShadowHome};
 
 /// The layer could not be built.
 #[derive(Debug, Error)]
@@ -18,11 +18,6 @@ pub enum ShadowLayerError {
     /// The shadow budget in the configuration is invalid.
     #[error(transparent)]
     Budget(#[from] BudgetError),
-    /// The shadow's worker needs a tokio runtime to run on.
-    #[error(
-        "no tokio runtime to run the shadow on: build the layer inside one, or use `ShadowLayer::new_on`"
-    )]
-    NoRuntime,
 }
 
 /// Wraps the stable build in a [`ShadowService`] that also holds the candidate build.
@@ -40,37 +35,56 @@ impl<C> Clone for ShadowLayer<C> {
 }
 
 impl<C> ShadowLayer<C> {
-    /// A layer serving `rollout` with `candidate` as the new build. The shadow's worker
-    /// is spawned on the current tokio runtime (when the first read is mirrored: only
-    /// then is the request body type known).
+    /// A layer serving `rollout` with `candidate` as the new build. The shadow runs on a
+    /// thread of its own (named `shadowlib-shadow`, with a one-thread tokio runtime),
+    /// started when the first read is mirrored (only then is the request body type
+    /// known), and ended once the layer and every service made from it are dropped and
+    /// the copies in flight are done.
+    ///
+    /// A thread of its own is what keeps the candidate from hurting live requests: a
+    /// candidate that blocks its thread (a synchronous call, a busy loop) while shadowing
+    /// stalls only the shadow, whose copies then time out or are dropped, never a thread
+    /// the live requests run on. It also did better in every bench on a 2-core machine
+    /// (`benches/`: slow-candidate p99 above all), since the shadow's burst of copies each
+    /// tick never queues behind live tasks, nor live tasks behind it. Use
+    /// [`ShadowLayer::new_on`] to run the shadow on a runtime of your choosing instead.
     pub fn new(
         candidate: C,
         rollout: Rollout,
         config: ShadowConfig,
     ) -> Result<Self, ShadowLayerError> {
-        let handle = Handle::try_current().map_err(|_| ShadowLayerError::NoRuntime)?;
-        Self::new_on(candidate, rollout, config, &handle)
+        Self::build(candidate, rollout, config, ShadowHome::OwnThread)
     }
 
-    /// As [`ShadowLayer::new`], spawning the shadow's worker on `runtime`. Give the
-    /// shadow its own runtime to keep its work off the live runtime's threads.
-    ///
-    /// A one-thread runtime of its own did better in every bench on a 2-core machine
-    /// (`benches/`: live-path overhead, HTTP throughput and slow-candidate p99): the shadow's
-    /// burst of copies each tick then never queues behind live tasks, nor live tasks behind
-    /// it. It is not the default because it is an OS thread the application did not ask
-    /// for, and because a runtime of its own does not share the caller's clock: tests on
-    /// paused tokio time would see the shadow's timeouts run in real time.
+    /// As [`ShadowLayer::new`], spawning the shadow's worker on `runtime` instead of a
+    /// thread of its own: for applications that account for every thread, and for tests
+    /// on paused tokio time, which a runtime of its own would not share (the shadow's
+    /// timeouts would run in real time). On the live requests' own runtime, a candidate
+    /// that blocks its thread while shadowing blocks one of theirs.
     pub fn new_on(
         candidate: C,
         rollout: Rollout,
         config: ShadowConfig,
         runtime: &Handle,
     ) -> Result<Self, ShadowLayerError> {
+        Self::build(
+            candidate,
+            rollout,
+            config,
+            ShadowHome::Runtime(runtime.clone()),
+        )
+    }
+
+    fn build(
+        candidate: C,
+        rollout: Rollout,
+        config: ShadowConfig,
+        home: ShadowHome,
+    ) -> Result<Self, ShadowLayerError> {
         let (shadow, worker) =
             ShadowRuntime::new(config, rollout.steerer, &rollout.handle, rollout.recorder)?;
         Ok(Self {
-            shared: Arc::new(LayerShared::new(shadow, candidate, worker, runtime.clone())),
+            shared: Arc::new(LayerShared::new(shadow, candidate, worker, home)),
         })
     }
 

@@ -16,9 +16,10 @@
 //!    configurable list of headers redacted as they are copied); the worker builds the
 //!    request the candidate takes from that copy, on its side, so no memory moves from
 //!    one thread to the other to be freed there.
-//!    The copy goes to a bounded lock-free queue served by the shadow's own worker task,
-//!    which takes copies on a 1 ms [tick](shadowlib::mirror::SHADOW_TICK) rather than
-//!    being woken per copy; the live request never waits for it, and when the queue is
+//!    The copy goes to a bounded lock-free queue served by the shadow's worker, on a
+//!    thread of its own unless told otherwise ([`ShadowLayer::new_on`]), which takes
+//!    copies on a 1 ms [tick](shadowlib::mirror::SHADOW_TICK) rather than being woken
+//!    per copy; the live request never waits for it, and when the queue is
 //!    full the copy is dropped and counted. Each copy has a timeout, after which it is
 //!    cancelled and recorded as a timeout; a panic in the candidate is caught and
 //!    recorded as a candidate panic.
@@ -60,9 +61,9 @@
 //! lines to the shadow's core. The shadow spends about 2.5 µs of CPU per copy: the
 //! candidate's handler, plus building its request, the timeout, and the comparison. So
 //! with 100% of reads mirrored, plan for the candidate's handler cost, plus about 1.5 µs,
-//! on a core other than the one the live request runs on. [`ShadowLayer::new_on`] with a
-//! runtime of its own keeps that work off the live runtime's threads, which helps tail
-//! latency most.
+//! on a core other than the one the live request runs on. The shadow's thread of its own
+//! (the default; see [`ShadowLayer::new`]) keeps that work off the live runtime's
+//! threads, which helps tail latency most.
 //!
 //! Where that is too much, mirror a share of the reads
 //! ([`ShadowConfig::with_mirror_share`](shadowlib::mirror::ShadowConfig::with_mirror_share)):

@@ -143,6 +143,8 @@ where
 mod tests {
     use std::convert::Infallible;
     use std::future::Ready;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, PoisonError};
     use std::time::Duration;
 
     use http::StatusCode;
@@ -219,6 +221,56 @@ mod tests {
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(response.into_body().collect().await.is_ok());
         assert_eq!(layer.runtime().stats().counts().canary_panics, 1);
+    }
+
+    /// With the default thread of its own, a candidate that blocks its thread while
+    /// shadowing stalls only the shadow. The test runs on a one-thread runtime, where a
+    /// shadow on the live requests' runtime would stall every one of them.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_candidate_that_blocks_its_thread_in_the_shadow_does_not_stall_live_requests() {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(std::sync::Mutex::new(released));
+        let (blocked, unblocked) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let candidate = tower::service_fn({
+            let (blocked, unblocked) = (Arc::clone(&blocked), Arc::clone(&unblocked));
+            move |_: Request<ShadowBody<Empty<Bytes>>>| {
+                blocked.store(true, Ordering::SeqCst);
+                // Blocks its thread until released; the bound only ends a failing run.
+                let receiver = released.lock().unwrap_or_else(PoisonError::into_inner);
+                let _ = receiver.recv_timeout(Duration::from_secs(10));
+                unblocked.store(true, Ordering::SeqCst);
+                std::future::ready(Ok::<_, Infallible>(Response::new(Empty::new())))
+            }
+        });
+        let layer = ShadowLayer::new(candidate, rollout(Share::ZERO), ShadowConfig::new())
+            .expect("valid configuration");
+        let service = layer.layer(answers());
+        let read = || {
+            Request::get("/items")
+                .body(Empty::new())
+                .expect("a valid request")
+        };
+
+        let first = service.clone().oneshot(read()).await.expect("infallible");
+        assert_eq!(first.status(), StatusCode::OK);
+        for _ in 0..10_000 {
+            if blocked.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(blocked.load(Ordering::SeqCst), "the read was mirrored");
+
+        let second = service.clone().oneshot(read()).await.expect("infallible");
+        assert_eq!(second.status(), StatusCode::OK);
+        assert!(
+            !unblocked.load(Ordering::SeqCst),
+            "the live request was answered only once the blocked shadow let go"
+        );
+        release.send(()).expect("the candidate is waiting");
     }
 
     #[tokio::test]

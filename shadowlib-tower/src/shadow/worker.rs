@@ -2,9 +2,10 @@
 //! the candidate gets for a copy.
 
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::thread;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -35,10 +36,54 @@ pub(crate) struct LayerShared<C> {
 ///
 /// The worker turns each copy into a request for the candidate, whose body type is the
 /// live request body's: only known when the layer's service is first called with a read
-/// to mirror. So it is started then, once, on the runtime given to the layer.
+/// to mirror. So it is started then, once, where the layer was told to run it.
 struct PendingWorker {
     started: AtomicBool,
-    waiting: Mutex<Option<(ShadowWorker, Handle)>>,
+    waiting: Mutex<Option<(ShadowWorker, ShadowHome)>>,
+}
+
+/// Where the shadow's worker runs.
+pub(crate) enum ShadowHome {
+    /// A thread of its own, with a one-thread tokio runtime.
+    OwnThread,
+    /// A task on this runtime.
+    Runtime(Handle),
+}
+
+impl ShadowHome {
+    /// Runs the worker here. A thread that cannot be started leaves the shadow without a
+    /// worker: its queue fills and further copies are dropped and counted, while live
+    /// requests go on as before.
+    fn run<F>(self, worker: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self {
+            ShadowHome::Runtime(handle) => {
+                handle.spawn(worker);
+            }
+            ShadowHome::OwnThread => {
+                let started = thread::Builder::new()
+                    .name("shadowlib-shadow".to_owned())
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            // Returns once every clone of the layer's runtime is gone and
+                            // the copies in flight are done; the thread ends with it.
+                            Ok(runtime) => runtime.block_on(worker),
+                            Err(error) => {
+                                tracing::error!(%error, "the shadow's runtime did not start; no read will be shadowed");
+                            }
+                        }
+                    });
+                if let Err(error) = started {
+                    tracing::error!(%error, "the shadow's thread did not start; no read will be shadowed");
+                }
+            }
+        }
+    }
 }
 
 impl<C> LayerShared<C> {
@@ -46,14 +91,14 @@ impl<C> LayerShared<C> {
         runtime: ShadowRuntime,
         candidate: C,
         worker: ShadowWorker,
-        on: Handle,
+        home: ShadowHome,
     ) -> Self {
         Self {
             runtime,
             candidate,
             worker: PendingWorker {
                 started: AtomicBool::new(false),
-                waiting: Mutex::new(Some((worker, on))),
+                waiting: Mutex::new(Some((worker, home))),
             },
         }
     }
@@ -81,9 +126,9 @@ impl<C> LayerShared<C> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some((worker, on)) = waiting {
+        if let Some((worker, home)) = waiting {
             let candidate = self.candidate.clone();
-            on.spawn(worker.run(move |copy: &RequestCopy, capture| {
+            home.run(worker.run(move |copy: &RequestCopy, capture| {
                 call_candidate(candidate.clone(), shadow_request(copy), capture)
             }));
         }
