@@ -57,8 +57,9 @@
 //! Measured on a 2-vCPU machine with a trivial (~0.9 µs) axum handler called in-process
 //! (`benches/`). The layer alone adds about 0.3 µs per request: two clock reads for the
 //! latency, steering, recording the request, and the body wrappers. A mirrored read adds
-//! about 0.55 µs more on the live thread, mostly the cost of handing the copy's cache
-//! lines to the shadow's core. The shadow spends about 2.5 µs of CPU per copy: the
+//! about 0.55 µs more on the live thread: copying the read, capturing the live response
+//! to compare, and the cache lines the copy shares with the shadow's thread, which cost
+//! more while the shadow works beside it. The shadow spends about 2.5 µs of CPU per copy: the
 //! candidate's handler, plus building its request, the timeout, and the comparison. So
 //! with 100% of reads mirrored, plan for the candidate's handler cost, plus about 1.5 µs,
 //! on a core other than the one the live request runs on. The shadow's thread of its own
@@ -68,8 +69,8 @@
 //! Where that is too much, mirror a share of the reads
 //! ([`ShadowConfig::with_mirror_share`](shadowlib::mirror::ShadowConfig::with_mirror_share)):
 //! a read left out costs one random draw. With 10% of reads mirrored, the same handler
-//! ran at 1.38× bare (against 1.31× for the layer alone and 1.84× for every read), and
-//! HTTP throughput was 0.94 of bare (against 0.74 for every read).
+//! ran at 1.38× bare (against 1.28× for the layer alone and 1.89× for every read), and
+//! HTTP throughput was 0.95 of bare (against 0.84 for every read).
 //!
 //! # Example
 //!
