@@ -105,6 +105,11 @@ async fn actix_writes_never_reach_the_shadow_and_reads_do() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_a_zero_mirror_share_copies_no_read() {
+    adapter_suite::a_zero_mirror_share_copies_no_read(&Actix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actix_shadow_panic_leaves_live_untouched() {
     adapter_suite::shadow_panic_leaves_live_untouched(&Actix).await;
 }

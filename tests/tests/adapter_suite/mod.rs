@@ -406,6 +406,31 @@ pub async fn writes_never_reach_the_shadow_and_reads_do(adapter: &impl AdapterUn
     assert_eq!(server.stats.counts().comparison_missed, 0);
 }
 
+/// With a mirror share of zero, reads are served as ever and none reaches the shadow;
+/// each is counted as not sampled.
+pub async fn a_zero_mirror_share_copies_no_read(adapter: &impl AdapterUnderTest) {
+    let fixture = Fixture::new();
+    let config = ShadowConfig::new().with_mirror_share(Share::ZERO);
+    let server = adapter.start(fixture.setup(config)).await;
+    let client = TestClient::new(server.addr);
+    for _ in 0..5 {
+        let answer = client
+            .send("GET", "/items", b"")
+            .await
+            .expect("live request");
+        assert_eq!(
+            (answer.status, answer.build.as_str()),
+            (StatusCode::OK, "v1")
+        );
+    }
+    let counts = server.stats.counts();
+    assert_eq!((counts.not_sampled, counts.mirrored), (5, 0), "{counts:?}");
+    assert!(
+        fixture.candidate.hits().is_empty(),
+        "no read reached the shadow"
+    );
+}
+
 /// A panic in the shadow changes nothing for the client and is recorded.
 pub async fn shadow_panic_leaves_live_untouched(adapter: &impl AdapterUnderTest) {
     let fixture = Fixture::new();
