@@ -64,7 +64,7 @@
 //! comparison. So with 100% of reads mirrored, plan for the candidate's handler cost,
 //! plus about 1.5 µs, on a core other than the one the live request runs on. Beside an
 //! endpoint with work to do (rendering a 150-row table, about 10 µs), mirroring every
-//! read cost the live path about 0.8 µs: 1.06× to 1.10× of bare over four runs. The
+//! read cost the live path about 0.8 µs, typically 1.06× to 1.10× of bare. The
 //! shadow's thread of its own (the default; see [`ShadowLayer::new`]) keeps its work off
 //! the live runtime's threads, which helps tail latency most.
 //!
