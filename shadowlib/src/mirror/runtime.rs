@@ -623,11 +623,12 @@ struct LiveWatch {
 
 impl LiveWatch {
     /// Reports how the live response ended, with `update` applied to it under the same
-    /// lock (so the worker never sees one without the other), and lets the slot go.
-    fn end(self, progress: LiveProgress, update: impl FnOnce(&mut LiveSide)) {
+    /// lock (so the worker never sees one without the other; `update` is given the pool
+    /// for the capture settings), and lets the slot go.
+    fn end(self, progress: LiveProgress, update: impl FnOnce(&mut LiveSide, &SlotPool)) {
         {
             let mut live = self.slot.live();
-            update(&mut live);
+            update(&mut live, &self.pool);
             live.progress = progress;
         }
         self.pool.give_back(self.slot);
@@ -664,8 +665,7 @@ impl LiveObserver {
             };
         };
         if self.bodiless {
-            let pool = Arc::clone(&watch.pool);
-            watch.end(LiveProgress::Seen, |live| {
+            watch.end(LiveProgress::Seen, |live, pool| {
                 live.fill_head(status, pool.compared_headers(), headers);
                 live.clear_body();
             });
@@ -690,7 +690,7 @@ impl LiveObserver {
 impl Drop for LiveObserver {
     fn drop(&mut self) {
         if let Some(watch) = self.watch.take() {
-            watch.end(LiveProgress::Lost, |_| {});
+            watch.end(LiveProgress::Lost, |_, _| {});
         }
     }
 }
@@ -727,7 +727,7 @@ impl LiveBodyObserver {
             return;
         };
         let body = std::mem::take(&mut self.body);
-        watch.end(progress, |live| match progress {
+        watch.end(progress, |live, _| match progress {
             LiveProgress::Seen => live.set_body(body),
             // The buffer is kept for the slot's next read.
             LiveProgress::Awaited | LiveProgress::Lost => live.body = body.into_bytes(),
