@@ -9,15 +9,66 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use shadowlib::mirror::{LiveResponse, MirrorTicket};
 
-/// Copies a data frame of a mirrored read's body into its ticket; gives the copy up
-/// (counted) when the body outgrows the limit.
-fn copy_frame(copy: &mut Option<MirrorTicket>, data: &[u8]) {
-    if let Some(ticket) = copy
-        && !ticket.copy_body(data)
-        && let Some(ticket) = copy.take()
-    {
-        // Over the limit: stop copying now rather than at the end.
-        ticket.skip_oversize();
+/// What a body wrapper feeds with the frames it passes on: the copy of a mirrored read's
+/// request body, or the recording of a live response.
+trait FrameWatcher: Sized {
+    /// A data frame passed; `watching` is left `None` if the watch ends here.
+    fn data(watching: &mut Option<Self>, data: &[u8]);
+    /// The body ended.
+    fn end(self);
+}
+
+impl FrameWatcher for MirrorTicket {
+    fn data(watching: &mut Option<Self>, data: &[u8]) {
+        if let Some(ticket) = watching
+            && !ticket.copy_body(data)
+            && let Some(ticket) = watching.take()
+        {
+            // Over the limit: the copy is given up (and counted) now rather than at the end.
+            ticket.skip_oversize();
+        }
+    }
+
+    fn end(self) {
+        self.submit();
+    }
+}
+
+impl FrameWatcher for LiveResponse {
+    fn data(watching: &mut Option<Self>, data: &[u8]) {
+        if let Some(response) = watching {
+            response.chunk(data);
+        }
+    }
+
+    fn end(self) {
+        self.finish();
+    }
+}
+
+/// Feeds `watcher` with a frame being passed on: its data, and the end of the body when
+/// `ended` says it came. An error ends the watch unfinished: the watcher is dropped,
+/// which records that (a copy never made, a live response sent in part).
+fn watch_frame<W: FrameWatcher, E>(
+    watcher: &mut Option<W>,
+    frame: &Option<Result<Frame<Bytes>, E>>,
+    ended: impl FnOnce() -> bool,
+) {
+    let ended = match frame {
+        Some(Ok(frame)) => {
+            if let Some(data) = frame.data_ref() {
+                W::data(watcher, data);
+            }
+            ended()
+        }
+        Some(Err(_)) => {
+            watcher.take();
+            false
+        }
+        None => true,
+    };
+    if ended && let Some(watcher) = watcher.take() {
+        watcher.end();
     }
 }
 
@@ -102,23 +153,7 @@ where
             }
             RequestKindProj::Live { mut body } => {
                 let frame = ready!(body.as_mut().poll_frame(cx));
-                let ended = match &frame {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            copy_frame(this.copy, data);
-                        }
-                        body.is_end_stream()
-                    }
-                    // An error ends the copy unfinished: dropping the ticket counts it.
-                    Some(Err(_)) => {
-                        this.copy.take();
-                        false
-                    }
-                    None => true,
-                };
-                if ended && let Some(ticket) = this.copy.take() {
-                    ticket.submit();
-                }
+                watch_frame(this.copy, &frame, || body.is_end_stream());
                 Poll::Ready(frame)
             }
         }
@@ -202,24 +237,7 @@ where
             ResponseKindProj::Inner { body } => body,
         };
         let frame = ready!(body.as_mut().poll_frame(cx));
-        let ended = match &frame {
-            Some(Ok(frame)) => {
-                if let (Some(completion), Some(data)) = (this.completion.as_mut(), frame.data_ref())
-                {
-                    completion.chunk(data);
-                }
-                body.is_end_stream()
-            }
-            Some(Err(_)) => {
-                // Sent in part: recorded as it is, not compared.
-                this.completion.take();
-                false
-            }
-            None => true,
-        };
-        if ended && let Some(completion) = this.completion.take() {
-            completion.finish();
-        }
+        watch_frame(this.completion, &frame, || body.is_end_stream());
         Poll::Ready(frame)
     }
 
