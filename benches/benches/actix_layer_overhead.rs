@@ -85,11 +85,6 @@ fn overhead(c: &mut Criterion) {
     group.finish();
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
 /// Per-call times of `batches` batches of 100 calls.
 fn per_call<S, B>(system: &actix_web::rt::SystemRunner, service: &S, batches: usize) -> Vec<f64>
 where
@@ -126,10 +121,10 @@ fn interleaved_ratio() {
     // Let the shadow drain before reading its counters.
     std::thread::sleep(Duration::from_millis(200));
     let (bare, idle, with_layer, tenth_mirrored) = (
-        median(bare_samples),
-        median(idle_samples),
-        median(mirrored_samples),
-        median(sampled_samples),
+        benches::median(&bare_samples),
+        benches::median(&idle_samples),
+        benches::median(&mirrored_samples),
+        benches::median(&sampled_samples),
     );
     let counts = mirroring.runtime().stats().counts();
     println!(

@@ -213,11 +213,6 @@ fn p99_under_load() {
         // Let the last copies finish before reading the counters.
         tokio::time::sleep(Duration::from_millis(300)).await;
     });
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let range = |v: &[f64]| {
         let (lo, hi) = v
             .iter()
@@ -228,13 +223,13 @@ fn p99_under_load() {
         println!(
             "slow_candidate: {:<20} live p50 {:>6.2} ms, p99 {:>6.2} ms (median of {ROUNDS} rounds of {} requests; p99 range {} ms)",
             design.name(),
-            median(&p50s[i]),
-            median(&p99s[i]),
+            benches::median(&p50s[i]),
+            benches::median(&p99s[i]),
             CLIENTS * REQUESTS_PER_CLIENT,
             range(&p99s[i]),
         );
     }
-    let ratio = |i: usize| median(&p99s[i]) / median(&p99s[0]);
+    let ratio = |i: usize| benches::median(&p99s[i]) / benches::median(&p99s[0]);
     println!(
         "slow_candidate: live p99 ratio to bare: mirrored {:.3}x (goal <= 1.05x), mirrored with the shadow on the live runtime (new_on) {:.3}x, scientist-style {:.3}x",
         ratio(1),

@@ -171,11 +171,6 @@ where
     samples
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
 fn interleaved_ratio() {
     let rt = benches::live_runtime();
     let bare = app("ok");
@@ -206,11 +201,11 @@ fn interleaved_ratio() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
     let (bare, not_mirroring, with_layer, on_live_runtime, tenth_mirrored) = (
-        median(bare_samples),
-        median(idle_samples),
-        median(mirrored_samples),
-        median(live_rt_samples),
-        median(sampled_samples),
+        benches::median(&bare_samples),
+        benches::median(&idle_samples),
+        benches::median(&mirrored_samples),
+        benches::median(&live_rt_samples),
+        benches::median(&sampled_samples),
     );
     let counts = shadowed.runtime().stats().counts();
     let live_rt_counts = shadowed_live_rt.runtime().stats().counts();
@@ -248,7 +243,10 @@ fn working_handler_ratio() {
             mirrored_samples.extend(block(&shadowed, Some(shadowed.runtime()), 10).await);
         }
     });
-    let (bare, mirrored) = (median(bare_samples), median(mirrored_samples));
+    let (bare, mirrored) = (
+        benches::median(&bare_samples),
+        benches::median(&mirrored_samples),
+    );
     println!(
         "tower_layer_overhead: a handler with work to do: bare {:.1} µs, mirroring 100% {:.1} µs, live-path median ratio {:.3}x; {}",
         bare / 1000.0,

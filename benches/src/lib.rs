@@ -40,6 +40,14 @@ pub fn live_runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// The middle of `samples` (the upper middle for an even count): the figures are medians
+/// so that one burst of load from other processes does not decide them.
+pub fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 /// What the shadow did with the copies, for the figure lines: dropped copies are reported
 /// beside every ratio, so a fast live path cannot hide a shadow that gave up.
 pub fn copies(counts: &ShadowCounts) -> String {
