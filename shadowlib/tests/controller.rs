@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use proptest::prelude::*;
+use shadowlib::metrics::KpiRecorder;
 use shadowlib::*;
 
 const INTERVAL: Duration = Duration::from_secs(10);
@@ -27,19 +28,19 @@ fn policy() -> RolloutPolicy {
     }
 }
 
-/// A controller for `versions()` with the threshold predictor and a fresh steerer.
-fn threshold_controller(
-    policy: RolloutPolicy,
-) -> RolloutController<ThresholdPredictor, WeightedSteerer> {
+/// A rollout of `versions()` under `policy`, judged by the threshold predictor.
+fn builder(policy: RolloutPolicy) -> RolloutBuilder {
     let (stable, candidate) = versions();
-    RolloutController::new(
-        stable,
-        candidate,
-        policy,
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("valid policy")
+    Rollout::builder(stable, candidate)
+        .policy(policy)
+        .predictor(ThresholdPredictor::default())
+        .without_process_sampling()
+}
+
+/// A recorder of the test's own, fed directly: a metric source like any other.
+fn recorder() -> Arc<KpiRecorder> {
+    let (stable, candidate) = versions();
+    Arc::new(KpiRecorder::new(stable, candidate))
 }
 
 /// Counts how often it is asked, and reports nothing.
@@ -81,22 +82,15 @@ fn feed(recorder: &KpiRecorder, n: usize, candidate_outcome: Outcome, candidate_
 
 #[tokio::test(start_paused = true)]
 async fn looks_exactly_once_per_interval() {
-    let (stable, candidate) = versions();
     let source = Arc::new(CountingSource::default());
-    let controller = RolloutController::new(
-        stable,
-        candidate,
-        RolloutPolicy {
-            no_data_deadline: INTERVAL * 1_000,
-            ..policy()
-        },
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("valid policy")
-    .with_metric_source(source.clone());
-    let handle = controller.handle();
-    tokio::spawn(controller.run());
+    let rollout = builder(RolloutPolicy {
+        no_data_deadline: INTERVAL * 1_000,
+        ..policy()
+    })
+    .metric_source(source.clone())
+    .build()
+    .expect("valid policy");
+    let handle = rollout.handle();
 
     tokio::time::sleep(INTERVAL / 2).await;
     assert_eq!(
@@ -115,9 +109,8 @@ async fn looks_exactly_once_per_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn no_data_holds_then_pauses_at_the_deadline() {
-    let controller = threshold_controller(policy());
-    let handle = controller.handle();
-    tokio::spawn(controller.run());
+    let rollout = builder(policy()).build().expect("valid policy");
+    let handle = rollout.handle();
 
     tokio::time::sleep(INTERVAL * 4 + INTERVAL / 2).await;
     let status = handle.status();
@@ -148,22 +141,18 @@ async fn no_data_holds_then_pauses_at_the_deadline() {
 #[tokio::test(start_paused = true)]
 async fn regression_is_rolled_back_with_reasons_and_the_stable_release_restored() {
     let (stable, candidate) = versions();
-    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
-    let releases = Arc::new(Releases::new(stable.clone(), 1u32, candidate.clone(), 2u32));
+    let recorder = recorder();
+    let releases = Arc::new(Releases::new(stable, 1u32, candidate, 2u32));
     let steerer = Arc::new(WeightedSteerer::new());
-    let controller = RolloutController::new(
-        stable,
-        candidate,
-        policy(),
-        ThresholdPredictor::default(),
-        steerer.clone(),
-    )
-    .expect("valid policy")
-    .with_metric_source(recorder.clone())
-    .with_release_switch(releases.clone());
-    let handle = controller.handle();
+    let (rollout, driver) = builder(policy())
+        .metric_source(recorder.clone())
+        .release_switch(releases.clone())
+        .steerer(steerer.clone())
+        .build_driven()
+        .expect("valid policy");
+    let handle = rollout.handle();
     let mut events = handle.subscribe();
-    let rollout = tokio::spawn(controller.run());
+    let rollout = tokio::spawn(driver.run());
 
     feed(&recorder, 500, Outcome::Success, 10);
     tokio::time::sleep(INTERVAL * 2 + INTERVAL / 2).await;
@@ -201,23 +190,19 @@ async fn regression_is_rolled_back_with_reasons_and_the_stable_release_restored(
 #[tokio::test(start_paused = true)]
 async fn healthy_candidate_is_promoted_through_every_step() {
     let (stable, candidate) = versions();
-    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
-    let releases = Arc::new(Releases::new(stable.clone(), 1u32, candidate.clone(), 2u32));
-    let controller = RolloutController::new(
-        stable,
-        candidate,
-        RolloutPolicy {
-            min_samples_per_step: 100,
-            ..policy()
-        },
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("valid policy")
-    .with_metric_source(recorder.clone())
-    .with_release_switch(releases.clone());
-    let mut events = controller.handle().subscribe();
-    let rollout = tokio::spawn(controller.run());
+    let recorder = recorder();
+    let releases = Arc::new(Releases::new(stable, 1u32, candidate, 2u32));
+    // Subscribed before the rollout starts, to see its first event too.
+    let (rollout, driver) = builder(RolloutPolicy {
+        min_samples_per_step: 100,
+        ..policy()
+    })
+    .metric_source(recorder.clone())
+    .release_switch(releases.clone())
+    .build_driven()
+    .expect("valid policy");
+    let mut events = rollout.handle().subscribe();
+    let rollout = tokio::spawn(driver.run());
     let feeder = tokio::spawn({
         let recorder = recorder.clone();
         async move {
@@ -238,7 +223,6 @@ async fn healthy_candidate_is_promoted_through_every_step() {
     assert_eq!(
         phases,
         vec![
-            Phase::Shadowing,
             Phase::Canary { step: 0 },
             Phase::Canary { step: 1 },
             Phase::Canary { step: 2 },
@@ -250,9 +234,9 @@ async fn healthy_candidate_is_promoted_through_every_step() {
 
 #[tokio::test(start_paused = true)]
 async fn operator_abort_ends_the_run_at_once() {
-    let controller = threshold_controller(policy());
-    let handle = controller.handle();
-    let rollout = tokio::spawn(controller.run());
+    let (rollout, driver) = builder(policy()).build_driven().expect("valid policy");
+    let handle = rollout.handle();
+    let rollout = tokio::spawn(driver.run());
     tokio::time::sleep(INTERVAL / 2).await;
     let transition = handle
         .abort("page from on-call")
@@ -270,20 +254,14 @@ async fn operator_abort_ends_the_run_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn pause_holds_the_share_and_resume_continues() {
-    let (stable, candidate) = versions();
-    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+    let recorder = recorder();
     let steerer = Arc::new(WeightedSteerer::new());
-    let controller = RolloutController::new(
-        stable,
-        candidate,
-        policy(),
-        ThresholdPredictor::default(),
-        steerer.clone(),
-    )
-    .expect("valid policy")
-    .with_metric_source(recorder.clone());
-    let handle = controller.handle();
-    tokio::spawn(controller.run());
+    let rollout = builder(policy())
+        .metric_source(recorder.clone())
+        .steerer(steerer.clone())
+        .build()
+        .expect("valid policy");
+    let handle = rollout.handle();
     feed(&recorder, 500, Outcome::Success, 10);
     tokio::time::sleep(INTERVAL + INTERVAL / 2).await;
     assert_eq!(handle.status().phase, Phase::Canary { step: 0 });
@@ -304,19 +282,23 @@ async fn pause_holds_the_share_and_resume_continues() {
 }
 
 #[test]
-fn an_invalid_policy_is_refused_by_the_controller() {
-    let (stable, candidate) = versions();
-    let result = RolloutController::new(
-        stable,
-        candidate,
-        RolloutPolicy {
-            steps: vec![],
-            ..policy()
-        },
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    );
-    assert!(matches!(result, Err(ConfigError::NoSteps)));
+fn an_invalid_policy_is_refused_by_the_builder() {
+    let result = builder(RolloutPolicy {
+        steps: vec![],
+        ..policy()
+    })
+    .build_driven();
+    assert!(matches!(
+        result,
+        Err(BuildError::Policy(ConfigError::NoSteps))
+    ));
+}
+
+#[test]
+fn building_outside_a_runtime_is_an_error_that_says_what_to_do() {
+    let error = builder(policy()).build().expect_err("no runtime here");
+    assert!(matches!(error, BuildError::NoRuntime));
+    assert!(error.to_string().contains("build_driven"), "{error}");
 }
 
 /// What the scripted predictor says at the next look.
@@ -376,17 +358,18 @@ proptest! {
     fn share_invariants_hold(steps in proptest::collection::vec(step(), 1..60)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
         runtime.block_on(async {
-            let (stable, candidate) = versions();
-            let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
+            let recorder = recorder();
             let verdict = Arc::new(Scripted(Mutex::new(Verdict::Good)));
             let steerer = Arc::new(WeightedSteerer::new());
             let policy = RolloutPolicy { min_samples_per_step: 50, ..policy() };
             let step_shares = policy.steps.clone();
-            let mut controller = RolloutController::new(stable, candidate, policy, verdict.clone(), steerer.clone())
-                .expect("valid policy")
-                .with_metric_source(recorder.clone());
-            let handle = controller.handle();
-            handle.start().expect("starts");
+            let (rollout, mut controller) = builder(policy)
+                .predictor(verdict.clone())
+                .steerer(steerer.clone())
+                .metric_source(recorder.clone())
+                .build_driven()
+                .expect("valid policy");
+            let handle = rollout.handle();
             let mut previous = Share::ZERO;
             for step in steps {
                 let before = handle.status().phase;
@@ -444,18 +427,12 @@ impl Predictor for Broken {
 
 #[tokio::test(start_paused = true)]
 async fn a_nan_prediction_holds_instead_of_deciding() {
-    let (stable, candidate) = versions();
-    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
-    let mut controller = RolloutController::new(
-        stable,
-        candidate,
-        policy(),
-        Broken,
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("valid policy")
-    .with_metric_source(recorder.clone());
-    controller.handle().start().expect("starts");
+    let recorder = recorder();
+    let (rollout, mut controller) = builder(policy())
+        .predictor(Broken)
+        .metric_source(recorder.clone())
+        .build_driven()
+        .expect("valid policy");
     feed(&recorder, 500, Outcome::Success, 10);
     let decision = controller.look().await;
     assert_eq!(decision.action, Action::Hold);
@@ -463,5 +440,5 @@ async fn a_nan_prediction_holds_instead_of_deciding() {
         decision.reasons[0].message.contains("not a number"),
         "{decision}"
     );
-    assert_eq!(controller.handle().status().phase, Phase::Shadowing);
+    assert_eq!(rollout.status().phase, Phase::Shadowing);
 }

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::AnalysisError;
 use super::error::positive;
-use crate::{ArmEvidence, Moments, Outcome};
+use crate::evidence::{ArmEvidence, Moments};
+use crate::model::Outcome;
 
 /// How the control charts on the candidate's stream are tuned.
 ///
@@ -369,7 +370,7 @@ pub fn novel_failures(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Version;
+    use crate::model::Version;
 
     fn totals(requests: u64, failures: u64, log_latency: Moments) -> StreamTotals {
         StreamTotals {

@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Distribution, SampleCount};
+use crate::evidence::Distribution;
+use crate::model::SampleCount;
 
 /// The result of a two-sided Mann–Whitney U test of the candidate against stable.
 ///
@@ -74,7 +75,7 @@ impl MannWhitney {
         Some(Self {
             u,
             z,
-            p_value: statrs::function::erf::erfc(z.abs() / std::f64::consts::SQRT_2),
+            p_value: 2.0 * super::normal_survival(z.abs()),
             samples: SampleCount {
                 stable: stable.count(),
                 candidate: candidate.count(),

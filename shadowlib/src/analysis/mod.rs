@@ -18,24 +18,16 @@
 //!
 //! [`SequentialPredictor`](crate::predict::SequentialPredictor) turns all of this into a
 //! [`Prediction`](crate::Prediction) for the controller.
-//!
-//! [`compare`] tells whether the builds answer the same: a [`Comparator`] diffs stable and
-//! candidate responses field by field and filters noise measured by re-running stable.
-
-pub mod compare;
 
 mod anomaly;
 mod error;
 mod mann_whitney;
 mod msprt;
+mod normal;
 mod regression;
 
 pub use anomaly::{
     Alarm, CandidateMonitor, Chart, ChartConfig, NovelFailure, StreamTotals, novel_failures,
-};
-pub use compare::{
-    Change, Comparator, CompareConfig, CompareConfigError, ComparisonReport, ComparisonVerdict,
-    FieldReport, FieldVerdict, ResponseParts, RouteComparison, is_noise,
 };
 pub use error::AnalysisError;
 pub use mann_whitney::MannWhitney;
@@ -43,6 +35,7 @@ pub use msprt::{
     ConfidenceSequence, DifferenceEstimate, MIN_VARIANCE_PER_SAMPLE, MixtureSprt, Proportion,
     SequentialTest, Verdict,
 };
+pub(crate) use normal::survival as normal_survival;
 pub use regression::{
     Assessment, KpiTest, Metric, SequentialAnalysis, SequentialConfig, Tolerances,
 };

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::AnalysisError;
 use super::error::{positive, unit_open};
-use crate::{Distribution, Moments, SampleCount};
+use crate::evidence::{Distribution, Moments};
+use crate::model::SampleCount;
 
 /// The smallest per-sample variance a mean is assumed to have.
 ///

@@ -9,8 +9,8 @@ use super::AnalysisError;
 use super::anomaly::{ChartConfig, NovelFailure, StreamTotals, novel_failures};
 use super::error::{positive, unit_open};
 use super::msprt::{DifferenceEstimate, MixtureSprt, Proportion, SequentialTest, Verdict};
-use crate::predict::{Degradation, Kpi};
-use crate::{Distribution, Evidence, SampleCount};
+use crate::evidence::{Distribution, Evidence};
+use crate::model::{Degradation, Kpi, SampleCount};
 
 /// The degradation the user tolerates on each KPI. Each is also the effect size its test
 /// is tuned to detect fastest (the mixing scale of the mSPRT).

@@ -61,7 +61,7 @@ pub trait Coalesce: Sized {
 #[serde(deny_unknown_fields)]
 pub struct Coalescing {
     /// The longest a committed change waits before it is published.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration")]
     pub window: Duration,
     /// The most deltas one frame holds.
     pub max_batch: usize,

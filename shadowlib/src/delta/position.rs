@@ -20,7 +20,7 @@ impl Epoch {
     /// 32 random bits keep the varint on the wire at 5 bytes or less; two restarts collide
     /// with probability 2⁻³².
     pub fn random() -> Self {
-        Self(u64::from(rand::random::<u32>()))
+        Self(crate::rng::next_u64() >> 32)
     }
 
     /// An epoch with a chosen value, for a publisher that persists its own counter.
@@ -149,7 +149,7 @@ pub struct StalenessBound {
     /// How long the shadow side may wait for the shadow to reach live's position before
     /// serving the read. The shadow runs off the live path, so waiting costs no live client
     /// anything.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration")]
     pub max_wait: Duration,
     /// Frames the shadow may lack at the start of the read.
     pub max_behind: u64,

@@ -14,7 +14,9 @@ use super::{
     Epoch, Frame, Freshness, Position, Received, StalenessBound, StateDelta, Subscription,
     Transport, TransportError,
 };
-use crate::{Arm, ArmEvidence, Distribution, MetricError, MetricSource, Moments};
+use crate::evidence::{ArmEvidence, Distribution, Moments};
+use crate::metrics::{MetricError, MetricSource};
+use crate::model::Arm;
 
 /// Why a follower replaced its state with a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

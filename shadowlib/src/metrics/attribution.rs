@@ -180,7 +180,10 @@ mod tests {
                 Poll::Pending
             }
         });
-        let (output, usage) = futures::executor::block_on(future.measured());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime without drivers always builds");
+        let (output, usage) = runtime.block_on(future.measured());
         assert_eq!(output, "done");
         assert_eq!(usage.polls, 2);
     }

@@ -1,16 +1,20 @@
 //! Measuring both builds: KPI sources for the evidence.
 //!
+//! * [`MetricSource`] is how every KPI reaches the controller: the rollout's own recorder,
+//!   the process sampler, and any source of yours
+//!   ([`RolloutBuilder::metric_source`](crate::RolloutBuilder::metric_source)).
 //! * [`KpiRecorder`] records every request of both builds — latency on HDR histograms,
-//!   outcome class, bytes, route label, CPU and allocations — without a global lock, and
-//!   serves the running totals and per-interval windows.
+//!   outcome class, bytes, route label, CPU and allocations — without a global lock. Every
+//!   rollout has one the adapters feed; keep one of your own for a service that is not HTTP.
 //! * [`Measured`] (from [`MeasureExt::measured`]) wraps a request's future and adds up the
 //!   thread CPU time, and with the `count-allocations` feature the allocations, of every
 //!   poll, wherever tokio runs it.
 //! * `CountingAllocator` (feature `count-allocations`) is the global allocator that makes
 //!   allocations countable; without it reports say "allocations: not measured".
-//! * [`ProcessSampler`] samples the process's CPU, memory and I/O at each look.
-//! * Custom KPIs go through [`KpiRecorder::record_custom`], or through your own
-//!   [`MetricSource`].
+//! * The process's CPU, memory and I/O are sampled at each look (on Linux), unless the
+//!   rollout is built [without it](crate::RolloutBuilder::without_process_sampling).
+//! * Custom KPIs go through [`Rollout::record_custom`](crate::Rollout::record_custom), or
+//!   through your own [`MetricSource`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -36,6 +40,8 @@
 mod alloc;
 mod attribution;
 mod labels;
+
+pub(crate) use labels::LabelSet;
 mod process;
 mod recorder;
 
@@ -46,13 +52,11 @@ use thiserror::Error;
 pub use alloc::CountingAllocator;
 pub use alloc::{Allocations, thread_allocations};
 pub use attribution::{MeasureExt, Measured, ResourceUsage, thread_cpu_time};
-pub use labels::OVERFLOW_LABEL;
-pub use process::{IoCounters, ProcessError, ProcessSample, ProcessSampler, sample_process};
-pub use recorder::{
-    ArmWindow, KpiRecorder, RecorderConfig, RecorderConfigError, RequestRecord, Window,
-};
+pub(crate) use process::ProcessSampler;
+pub use recorder::{KpiRecorder, RecorderConfig, RecorderConfigError, RequestRecord};
 
-use crate::{Arm, ArmEvidence};
+use crate::evidence::ArmEvidence;
+use crate::model::Arm;
 
 /// A KPI source could not deliver its measurements this look.
 #[derive(Debug, Error)]
@@ -101,4 +105,15 @@ pub trait MetricSource: Send + Sync {
 
     /// Adds this source's measurements of `arm` to `into`.
     async fn collect(&self, arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError>;
+}
+
+#[async_trait]
+impl<T: MetricSource + ?Sized> MetricSource for std::sync::Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn collect(&self, arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError> {
+        (**self).collect(arm, into).await
+    }
 }

@@ -11,36 +11,41 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use super::{MetricError, MetricSource};
-use crate::{Arm, ArmEvidence, ProcessEvidence};
+use crate::evidence::{ArmEvidence, ProcessEvidence};
+use crate::model::Arm;
 
 /// The process's cumulative counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcessSample {
+pub(crate) struct ProcessSample {
     /// CPU time used by all the process's threads since it started (user + system).
-    pub cpu_time: Duration,
+    pub(crate) cpu_time: Duration,
     /// Resident memory in bytes.
-    pub rss_bytes: u64,
+    pub(crate) rss_bytes: u64,
     /// I/O counters, where the kernel lets the process read them.
-    pub io: Option<IoCounters>,
+    pub(crate) io: Option<IoCounters>,
 }
 
 /// The process's cumulative I/O counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IoCounters {
+pub(crate) struct IoCounters {
     /// Bytes read through any descriptor (files, sockets, pipes).
-    pub read_bytes: u64,
+    pub(crate) read_bytes: u64,
     /// Bytes written through any descriptor (files, sockets, pipes).
-    pub write_bytes: u64,
+    pub(crate) write_bytes: u64,
     /// Bytes fetched from storage devices.
-    pub storage_read_bytes: u64,
+    pub(crate) storage_read_bytes: u64,
     /// Bytes sent to storage devices.
-    pub storage_write_bytes: u64,
+    pub(crate) storage_write_bytes: u64,
 }
 
 /// The process's counters could not be read.
 #[derive(Debug, Error)]
-pub enum ProcessError {
+pub(crate) enum ProcessError {
     /// This platform has no process statistics shadowlib can read (only Linux has).
+    #[cfg_attr(
+        target_os = "linux",
+        allow(dead_code, reason = "made where /proc is missing")
+    )]
     #[error("process statistics are not available on this platform")]
     Unsupported,
     /// A file under `/proc/self` could not be read or parsed.
@@ -54,49 +59,67 @@ pub enum ProcessError {
 }
 
 /// Reads the process's counters now.
-///
-/// ```
-/// # #[cfg(target_os = "linux")] {
-/// let sample = shadowlib::metrics::sample_process()?;
-/// assert!(sample.rss_bytes > 0);
-/// # }
-/// # Ok::<(), shadowlib::metrics::ProcessError>(())
-/// ```
-pub fn sample_process() -> Result<ProcessSample, ProcessError> {
+pub(crate) fn sample_process() -> Result<ProcessSample, ProcessError> {
     procfs_reader::sample()
 }
 
+/// Reads `/proc/self/stat` and `/proc/self/io` directly: four numbers from two short
+/// text files do not justify the `procfs` crate and its dependencies in every user's build.
 #[cfg(target_os = "linux")]
 mod procfs_reader {
     use std::time::Duration;
 
-    use procfs::process::Process;
-
     use super::{IoCounters, ProcessError, ProcessSample};
 
-    pub(super) fn sample() -> Result<ProcessSample, ProcessError> {
-        let read_error = |file| {
-            move |e: procfs::ProcError| ProcessError::Read {
-                file,
-                message: e.to_string(),
-            }
+    fn read(file: &'static str) -> Result<String, ProcessError> {
+        std::fs::read_to_string(format!("/proc/self/{file}")).map_err(|e| ProcessError::Read {
+            file,
+            message: e.to_string(),
+        })
+    }
+
+    /// `utime`, `stime` (clock ticks) and `rss` (pages) from the text of `/proc/self/stat`.
+    pub(super) fn parse_stat(stat: &str) -> Option<(u64, u64, u64)> {
+        // The command name (field 2) is in parentheses and may hold spaces or
+        // parentheses itself: the fields that follow start after the last `)`.
+        let after_name = &stat[stat.rfind(')')? + 1..];
+        // Field 3 (the state) is the first of these; utime is field 14.
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let field = |number: usize| fields.get(number - 3)?.parse::<u64>().ok();
+        Some((field(14)?, field(15)?, field(24)?))
+    }
+
+    /// The counters of `/proc/self/io`, from its text.
+    pub(super) fn parse_io(io: &str) -> Option<IoCounters> {
+        let value = |key: &str| {
+            io.lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        let me = Process::myself().map_err(read_error("stat"))?;
-        let stat = me.stat().map_err(read_error("stat"))?;
-        let ticks_per_second = procfs::ticks_per_second().max(1);
-        let ticks = stat.utime + stat.stime;
+        Some(IoCounters {
+            read_bytes: value("rchar")?,
+            write_bytes: value("wchar")?,
+            storage_read_bytes: value("read_bytes")?,
+            storage_write_bytes: value("write_bytes")?,
+        })
+    }
+
+    pub(super) fn sample() -> Result<ProcessSample, ProcessError> {
+        let stat = read("stat")?;
+        let (utime, stime, rss_pages) = parse_stat(&stat).ok_or_else(|| ProcessError::Read {
+            file: "stat",
+            message: "fields 14, 15 and 24 are not all numbers".to_owned(),
+        })?;
+        let ticks_per_second = rustix::param::clock_ticks_per_second().max(1);
+        let ticks = utime + stime;
         let cpu_time = Duration::from_secs(ticks / ticks_per_second)
             + Duration::from_nanos((ticks % ticks_per_second) * 1_000_000_000 / ticks_per_second);
         // Some sandboxes hide /proc/self/io; memory and CPU are still worth having.
-        let io = me.io().ok().map(|io| IoCounters {
-            read_bytes: io.rchar,
-            write_bytes: io.wchar,
-            storage_read_bytes: io.read_bytes,
-            storage_write_bytes: io.write_bytes,
-        });
+        let io = read("io").ok().and_then(|io| parse_io(&io));
+        let page_size = rustix::param::page_size() as u64;
         Ok(ProcessSample {
             cpu_time,
-            rss_bytes: stat.rss.saturating_mul(procfs::page_size()),
+            rss_bytes: rss_pages.saturating_mul(page_size),
             io,
         })
     }
@@ -118,21 +141,8 @@ mod procfs_reader {
 /// than the minimum gap (250 ms unless changed) are skipped, so both arms of one look see
 /// the same sample. A failed sample is logged and skipped: process context never holds a
 /// rollout up.
-///
-/// ```
-/// use std::sync::Arc;
-/// use shadowlib::metrics::ProcessSampler;
-///
-/// let sampler = Arc::new(ProcessSampler::new());
-/// # #[cfg(target_os = "linux")] {
-/// sampler.sample()?;
-/// assert_eq!(sampler.evidence().rss_bytes.count(), 1);
-/// # }
-/// // controller.with_metric_source(sampler.clone())
-/// # Ok::<(), shadowlib::metrics::ProcessError>(())
-/// ```
 #[derive(Debug)]
-pub struct ProcessSampler {
+pub(crate) struct ProcessSampler {
     min_gap: Duration,
     state: Mutex<SamplerState>,
 }
@@ -151,7 +161,7 @@ impl Default for ProcessSampler {
 
 impl ProcessSampler {
     /// A sampler with no samples yet and a minimum gap of 250 ms between samples.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             min_gap: Duration::from_millis(250),
             state: Mutex::new(SamplerState::default()),
@@ -159,13 +169,14 @@ impl ProcessSampler {
     }
 
     /// Sets the shortest time between two samples taken by [`collect`](MetricSource::collect).
-    pub fn with_min_gap(mut self, min_gap: Duration) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_min_gap(mut self, min_gap: Duration) -> Self {
         self.min_gap = min_gap;
         self
     }
 
     /// Takes a sample now and adds it to the evidence.
-    pub fn sample(&self) -> Result<(), ProcessError> {
+    pub(crate) fn sample(&self) -> Result<(), ProcessError> {
         let sample = sample_process()?;
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.add(Instant::now(), sample);
@@ -173,7 +184,7 @@ impl ProcessSampler {
     }
 
     /// Everything sampled so far.
-    pub fn evidence(&self) -> ProcessEvidence {
+    pub(crate) fn evidence(&self) -> ProcessEvidence {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -294,6 +305,26 @@ mod tests {
             .expect("never fails");
         assert_eq!(stable.process, candidate.process);
         assert_eq!(sampler.evidence().rss_bytes.count(), 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stat_and_io_are_read_field_by_field() {
+        // A command name with a space and a parenthesis, as a process may be named.
+        let stat = "4242 (web (v2) x) S 1 4242 4242 0 -1 4194560 2101 0 0 0 \
+                    157 42 0 0 20 0 9 0 1234 567890 321 18446744073709551615";
+        assert_eq!(procfs_reader::parse_stat(stat), Some((157, 42, 321)));
+        assert_eq!(procfs_reader::parse_stat("4242 (cut"), None);
+        let io = "rchar: 10\nwchar: 20\nsyscr: 3\nsyscw: 4\nread_bytes: 4096\nwrite_bytes: 8192\n";
+        assert_eq!(
+            procfs_reader::parse_io(io),
+            Some(IoCounters {
+                read_bytes: 10,
+                write_bytes: 20,
+                storage_read_bytes: 4096,
+                storage_write_bytes: 8192,
+            })
+        );
     }
 
     #[cfg(target_os = "linux")]

@@ -2,8 +2,8 @@
 //!
 //! Each thread records into one of several shards (chosen once per thread), under a lock
 //! that only the few threads mapped to that shard ever take: recording never waits on a
-//! global lock. Readers fold the shards into an interval accumulator, and closing an
-//! interval folds that into the running totals. Histograms start small and grow with the
+//! global lock. Readers fold the shards into the running totals. Histograms start small
+//! and grow with the
 //! values they see, so idle shards and routes cost little memory.
 
 use std::cell::Cell;
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use crossbeam_utils::CachePadded;
@@ -19,12 +19,14 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::labels::{LabelSet, OVERFLOW_LABEL};
+use super::labels::LabelSet;
 use super::{MetricError, MetricSource, ResourceUsage};
-use crate::{
-    Arm, ArmEvidence, Comparisons, Distribution, DistributionError, Moments, Outcome,
-    OutcomeCounts, RouteEvidence, Version,
+use crate::evidence::{
+    ArmEvidence, Comparisons, Distribution, DistributionError, Moments, OutcomeCounts,
+    RouteEvidence,
 };
+use crate::model::OTHER_ROUTES;
+use crate::model::{Arm, Outcome, Version};
 
 /// How a [`KpiRecorder`] keeps its statistics.
 ///
@@ -43,17 +45,17 @@ use crate::{
 #[serde(default, deny_unknown_fields)]
 pub struct RecorderConfig {
     /// The shortest latency told apart from zero (at least 1 µs; latency is kept in µs).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration")]
     pub latency_lowest: Duration,
     /// The longest latency kept as it is; longer ones count as this.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration")]
     pub latency_highest: Duration,
     /// Significant decimal digits of the latency histograms (1–5).
     pub latency_significant_figures: u8,
     /// Significant digits of the per-route latency histograms (1–5); fewer than the
     /// overall ones by default, as there are many routes.
     pub route_latency_significant_figures: u8,
-    /// The most distinct route labels kept; later routes share [`OVERFLOW_LABEL`].
+    /// The most distinct route labels kept; later routes share [`OTHER_ROUTES`].
     pub max_routes: usize,
     /// The most distinct custom KPI names kept; values of later names are dropped.
     pub max_custom_kpis: usize,
@@ -173,47 +175,21 @@ impl<'a> RequestRecord<'a> {
     }
 }
 
-/// One build's evidence for the interval just closed and since the recorder started.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ArmWindow {
-    /// What was recorded in the interval alone.
-    pub interval: ArmEvidence,
-    /// What was recorded since the recorder started, this interval included.
-    pub total: ArmEvidence,
-}
-
-/// What [`KpiRecorder::close_interval`] returns: both builds' interval and running totals.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Window {
-    /// How long the interval lasted.
-    #[serde(with = "humantime_serde")]
-    pub length: Duration,
-    /// The stable build's evidence.
-    pub stable: ArmWindow,
-    /// The candidate's evidence.
-    pub candidate: ArmWindow,
-}
-
-impl Window {
-    /// The window of one build.
-    pub fn arm(&self, arm: Arm) -> &ArmWindow {
-        match arm {
-            Arm::Stable => &self.stable,
-            Arm::Candidate => &self.candidate,
-        }
-    }
-}
-
 /// Records the latency, outcome, bytes, CPU and allocations of every request of both
 /// builds, per route, and serves them to the controller as a [`MetricSource`] (cumulative,
-/// as the trait asks) and to anyone else as interval windows.
+/// as the trait asks).
+///
+/// Every rollout has one, fed by the adapters. A service that is not HTTP, or that measures
+/// more of its own, can keep one and add it to the rollout with
+/// [`RolloutBuilder::metric_source`](crate::RolloutBuilder::metric_source).
 ///
 /// Recording is safe from any thread and takes no global lock: see the module docs.
 ///
 /// ```
 /// use std::time::Duration;
 /// use shadowlib::metrics::RequestRecord;
-/// use shadowlib::{Arm, KpiRecorder, Outcome, Version};
+/// use shadowlib::metrics::KpiRecorder;
+/// use shadowlib::{Arm, Outcome, Version};
 ///
 /// let recorder = KpiRecorder::new(Version::new("api", "1"), Version::new("api", "2"));
 /// recorder.record(Arm::Candidate, Outcome::Success, Duration::from_micros(850), 0, 512);
@@ -227,10 +203,6 @@ impl Window {
 /// assert_eq!(candidate.requests(), 2);
 /// assert_eq!(candidate.routes["GET /users/{id}"].outcomes.server_error, 1);
 /// assert_eq!(candidate.custom["db_queries"].mean(), 3.0);
-///
-/// let window = recorder.close_interval();
-/// assert_eq!(window.candidate.interval.requests(), 2);
-/// assert_eq!(recorder.close_interval().candidate.interval.requests(), 0);
 /// ```
 pub struct KpiRecorder {
     versions: [Version; 2],
@@ -263,11 +235,10 @@ type ArmsStats = [Stats; 2];
 /// not invalidate each other's caches.
 type Shard = CachePadded<Mutex<ArmsStats>>;
 
+/// Everything folded out of the shards so far.
 #[derive(Debug)]
 struct Folded {
-    interval: ArmsStats,
     total: ArmsStats,
-    interval_started: Instant,
 }
 
 fn arm_index(arm: Arm) -> usize {
@@ -336,9 +307,7 @@ impl KpiRecorder {
             custom: LabelSet::new(config.max_custom_kpis),
             custom_overflow_warned: AtomicBool::new(false),
             folded: Mutex::new(Folded {
-                interval: ArmsStats::default(),
                 total: ArmsStats::default(),
-                interval_started: Instant::now(),
             }),
         }
     }
@@ -367,14 +336,14 @@ impl KpiRecorder {
         // Resolved before taking the shard lock: it may (rarely) admit a new route.
         let route = request
             .route
-            .map(|label| self.routes.index_of(label).unwrap_or(self.routes.cap()));
+            .map(|label| self.routes.index_of(label).unwrap_or(self.routes.slots()));
         self.shard()[arm_index(request.arm)].record(&self.bounds, &request, route);
     }
 
     /// Records the comparison of one response pair, counted on the candidate.
     ///
     /// For comparisons field by field, with noise filtering and per route, use a
-    /// [`Comparator`](crate::analysis::Comparator) as the metric source instead: use one or
+    /// [`Comparator`](crate::compare::Comparator) as the metric source instead: use one or
     /// the other, or the comparisons are counted twice.
     pub fn record_comparison(&self, mismatched: bool) {
         let comparisons = &mut self.shard()[arm_index(Arm::Candidate)].comparisons;
@@ -412,49 +381,14 @@ impl KpiRecorder {
     /// Everything recorded for one build so far.
     pub fn snapshot(&self, arm: Arm) -> ArmEvidence {
         let mut folded = lock(&self.folded);
-        self.fold_shards(&mut folded);
-        let arm = arm_index(arm);
-        let mut everything = folded.total[arm].clone();
-        everything.merge(&self.bounds, &folded.interval[arm]);
-        self.evidence(arm, &everything)
-    }
-
-    /// Ends the current interval: returns what each build recorded in it and since the
-    /// start, and starts the next interval.
-    ///
-    /// Meant for one reader (a reporter, an anomaly detector): two readers would each see
-    /// only part of every interval. The controller does not call it; it reads totals.
-    pub fn close_interval(&self) -> Window {
-        let mut folded = lock(&self.folded);
-        self.fold_shards(&mut folded);
-        let now = Instant::now();
-        let length = now.duration_since(folded.interval_started);
-        folded.interval_started = now;
-        let Folded {
-            interval, total, ..
-        } = &mut *folded;
-        let [stable, candidate] = [0, 1].map(|arm| {
-            let interval_evidence = self.evidence(arm, &interval[arm]);
-            total[arm].absorb(&self.bounds, &mut interval[arm]);
-            ArmWindow {
-                interval: interval_evidence,
-                total: self.evidence(arm, &total[arm]),
-            }
-        });
-        Window {
-            length,
-            stable,
-            candidate,
-        }
-    }
-
-    fn fold_shards(&self, folded: &mut Folded) {
         for shard in &self.shards {
             let mut shard = lock(shard);
             for arm in 0..2 {
-                folded.interval[arm].absorb(&self.bounds, &mut shard[arm]);
+                folded.total[arm].absorb(&self.bounds, &mut shard[arm]);
             }
         }
+        let arm = arm_index(arm);
+        self.evidence(arm, &folded.total[arm])
     }
 
     fn evidence(&self, arm: usize, stats: &Stats) -> ArmEvidence {
@@ -482,16 +416,19 @@ impl KpiRecorder {
             .iter()
             .zip(&stats.custom)
             .filter(|(_, moments)| moments.count() > 0)
-            .map(|(name, moments)| (name.to_string(), *moments))
+            .filter_map(|(name, moments)| Some(((*name)?.to_owned(), *moments)))
             .collect();
 
         let route_names = self.routes.names();
         let mut routes = BTreeMap::new();
         for (index, route) in stats.routes.iter().enumerate() {
             let Some(route) = route else { continue };
+            // The index past the last slot is the overflow.
             let name = route_names
                 .get(index)
-                .map_or(OVERFLOW_LABEL, |name| &**name);
+                .copied()
+                .flatten()
+                .unwrap_or(OTHER_ROUTES);
             let evidence = route.to_evidence(&self.bounds.route_latency);
             match routes.get_mut(name) {
                 // A user route literally named like the overflow label: count them together.
@@ -647,7 +584,7 @@ impl LazyHistogram {
     }
 }
 
-/// One arm's statistics in one shard, interval or total.
+/// One arm's statistics in one shard, or in total.
 #[derive(Debug, Clone, Default)]
 struct Stats {
     outcomes: OutcomeCounts,
@@ -772,11 +709,6 @@ impl Stats {
             into.merge(&std::mem::take(from));
         }
     }
-
-    /// This plus `other`, leaving `other` as it is.
-    fn merge(&mut self, bounds: &Bounds, other: &Stats) {
-        self.absorb(bounds, &mut other.clone());
-    }
 }
 
 impl RouteStats {
@@ -881,53 +813,20 @@ mod tests {
     }
 
     #[test]
-    fn intervals_hold_their_delta_and_totals_keep_growing() {
+    fn snapshots_keep_growing_and_do_not_consume() {
         let recorder = recorder();
+        let record =
+            |outcome| recorder.record(Arm::Candidate, outcome, Duration::from_millis(1), 0, 0);
         for _ in 0..3 {
-            recorder.record(
-                Arm::Candidate,
-                Outcome::Success,
-                Duration::from_millis(1),
-                0,
-                0,
-            );
+            record(Outcome::Success);
         }
-        let first = recorder.close_interval();
-        recorder.record(
-            Arm::Candidate,
-            Outcome::Timeout,
-            Duration::from_secs(5),
-            0,
-            0,
-        );
-        let second = recorder.close_interval();
-        assert_eq!(first.candidate.interval.requests(), 3);
-        assert_eq!(second.candidate.interval.requests(), 1);
-        assert_eq!(second.candidate.interval.outcomes.timeout, 1);
-        assert_eq!(second.candidate.total.requests(), 4);
+        assert_eq!(recorder.snapshot(Arm::Candidate).requests(), 3);
+        record(Outcome::Timeout);
+        let candidate = recorder.snapshot(Arm::Candidate);
+        assert_eq!(candidate.requests(), 4);
+        assert_eq!(candidate.outcomes.timeout, 1);
         assert_eq!(recorder.snapshot(Arm::Candidate).requests(), 4);
-        assert_eq!(second.stable.total.requests(), 0);
-    }
-
-    #[test]
-    fn snapshot_includes_records_not_yet_in_a_closed_interval() {
-        let recorder = recorder();
-        recorder.record(
-            Arm::Stable,
-            Outcome::Success,
-            Duration::from_millis(1),
-            0,
-            0,
-        );
-        recorder.close_interval();
-        recorder.record(
-            Arm::Stable,
-            Outcome::Success,
-            Duration::from_millis(1),
-            0,
-            0,
-        );
-        assert_eq!(recorder.snapshot(Arm::Stable).requests(), 2);
+        assert_eq!(recorder.snapshot(Arm::Stable).requests(), 0);
     }
 
     #[test]

@@ -10,46 +10,6 @@ use super::{ReadClass, RequestHead};
 /// The methods HTTP defines as safe and that are read without any declaration.
 pub const SAFE_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 
-/// Decides whether a request is a read that may reach the shadow.
-///
-/// It must be deny-by-default: anything it cannot positively identify as a read is
-/// [`ReadClass::NotRead`]. Any `Fn(&RequestHead) -> ReadClass` is a classifier, so an
-/// application with its own notion of reads can plug it in (and delegate to [`ReadRules`]
-/// for the rest).
-///
-/// ```
-/// use shadowlib::mirror::{HeaderList, ReadClassifier, ReadRules, RequestHead};
-/// use shadowlib::ReadClass;
-///
-/// let rules = ReadRules::new();
-/// // GraphQL queries are reads, mutations are not: look at a header the client sets.
-/// let graphql = move |head: &RequestHead<'_>| {
-///     if head.method == "POST" && head.path == "/graphql" {
-///         match head.headers.first("x-graphql-operation") {
-///             Some(b"query") => ReadClass::Read,
-///             _ => ReadClass::NotRead("graphql operation is not a query"),
-///         }
-///     } else {
-///         rules.classify(head)
-///     }
-/// };
-/// let headers = HeaderList(vec![("x-graphql-operation", b"mutation".as_slice())]);
-/// assert!(!graphql.classify(&RequestHead::new("POST", "/graphql", &headers)).is_read());
-/// ```
-pub trait ReadClassifier: Send + Sync + 'static {
-    /// Whether the request may be mirrored.
-    fn classify(&self, head: &RequestHead<'_>) -> ReadClass;
-}
-
-impl<F> ReadClassifier for F
-where
-    F: Fn(&RequestHead<'_>) -> ReadClass + Send + Sync + 'static,
-{
-    fn classify(&self, head: &RequestHead<'_>) -> ReadClass {
-        self(head)
-    }
-}
-
 /// A route rule or path pattern that cannot be used, naming what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RuleError {
@@ -292,7 +252,7 @@ impl fmt::Display for RouteRule {
 /// the `GET /logout` that every application seems to have).
 ///
 /// ```
-/// use shadowlib::mirror::{HeaderList, ReadClassifier, ReadRules, RequestHead};
+/// use shadowlib::mirror::{HeaderList, ReadRules, RequestHead};
 ///
 /// let rules = ReadRules::new()
 ///     .allow("POST /search")?
@@ -341,8 +301,9 @@ impl ReadRules {
     }
 }
 
-impl ReadClassifier for ReadRules {
-    fn classify(&self, head: &RequestHead<'_>) -> ReadClass {
+impl ReadRules {
+    /// Whether the request may be mirrored under these rules.
+    pub fn classify(&self, head: &RequestHead<'_>) -> ReadClass {
         if self
             .denied
             .iter()

@@ -3,7 +3,7 @@
 use thiserror::Error;
 
 use super::HeaderView;
-use crate::Arm;
+use crate::model::Arm;
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1). The shadow is
 /// not on that connection, so they are never passed to it.

@@ -21,11 +21,11 @@
 //! sample of reads does not have; M/M/c needs only what every look has.
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, Normal};
 use thiserror::Error;
 
-use super::{Degradation, Kpi, Prediction, Predictor, Resource};
-use crate::{ArmEvidence, Evidence};
+use super::{Prediction, Predictor, Resource};
+use crate::evidence::{ArmEvidence, Evidence};
+use crate::model::{Degradation, Kpi};
 
 /// Fewest CPU measurements per build before the capacity model says anything.
 const MIN_CPU_SAMPLES: u64 = 30;
@@ -173,10 +173,7 @@ impl Demand {
         if self.standard_error <= 0.0 {
             return if self.mean >= limit { 1.0 } else { 0.0 };
         }
-        match Normal::new(self.mean, self.standard_error) {
-            Ok(normal) => normal.sf(limit),
-            Err(_) => 0.5,
-        }
+        crate::analysis::normal_survival((limit - self.mean) / self.standard_error)
     }
 }
 
@@ -338,7 +335,8 @@ impl Predictor for CapacityPredictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Distribution, Outcome, Version};
+    use crate::evidence::Distribution;
+    use crate::model::{Outcome, Version};
 
     fn evidence(stable_cpu_us: u64, candidate_cpu_us: u64) -> Evidence {
         let mut e = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));

@@ -1,7 +1,8 @@
 //! Several predictors stacked into one.
 
-use super::{Bottleneck, Certainty, Degradation, Prediction, Predictor};
-use crate::Evidence;
+use super::{Bottleneck, Certainty, Prediction, Predictor};
+use crate::evidence::Evidence;
+use crate::model::Degradation;
 
 /// How an [`Ensemble`] combines its members' failure probabilities.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -152,7 +153,7 @@ impl Predictor for Ensemble {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Version;
+    use crate::model::Version;
 
     struct Fixed(&'static str, Option<f64>);
 

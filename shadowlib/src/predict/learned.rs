@@ -18,8 +18,9 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{Degradation, Kpi, Prediction, Predictor};
-use crate::{Distribution, Evidence};
+use super::{Prediction, Predictor};
+use crate::evidence::{Distribution, Evidence};
+use crate::model::{Degradation, Kpi};
 
 /// One past rollout: what the evidence looked like and what happened afterwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -342,7 +343,7 @@ impl Predictor for LearnedPredictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Outcome, Version};
+    use crate::model::{Outcome, Version};
 
     fn record(latency_factor: f64, incident: bool) -> HistoryRecord {
         let mut evidence = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));

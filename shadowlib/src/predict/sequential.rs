@@ -3,11 +3,11 @@
 use std::sync::{Mutex, PoisonError};
 
 use super::{Prediction, Predictor, Resource};
-use crate::Evidence;
 use crate::analysis::{
     AnalysisError, Assessment, CandidateMonitor, Metric, SequentialAnalysis, SequentialConfig,
     Verdict,
 };
+use crate::evidence::Evidence;
 
 /// Judges the candidate with [`SequentialAnalysis`] and the control charts of
 /// [`CandidateMonitor`], and maps the verdict onto a [`Prediction`] the controller acts on:
@@ -179,7 +179,9 @@ impl Predictor for SequentialPredictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Certainty, Distribution, Outcome, Version};
+    use crate::evidence::Distribution;
+    use crate::model::{Outcome, Version};
+    use crate::predict::Certainty;
 
     #[test]
     fn default_configuration_is_valid() {

@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Degradation, Kpi, Prediction, Predictor};
-use crate::Evidence;
+use super::{Prediction, Predictor};
+use crate::evidence::Evidence;
+use crate::model::{Degradation, Kpi};
 
 /// The limits a [`ThresholdPredictor`] checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,7 +124,7 @@ impl Predictor for ThresholdPredictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Outcome, Version};
+    use crate::model::{Outcome, Version};
 
     fn evidence(candidate_latency: u64, candidate_errors: u64) -> Evidence {
         let mut e = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));

@@ -1,4 +1,5 @@
-//! The rollout state machine and the controller that drives it.
+//! The rollout: built once with [`Rollout::builder`], then driven by its loop and steered
+//! by operators.
 //!
 //! ```text
 //! Idle -> Shadowing -> Canary(1) -> ... -> Canary(n, 100%) -> Promoted
@@ -6,14 +7,25 @@
 //!                 Paused (resumes where it left) / RolledBack (share 0, terminal)
 //! ```
 //!
-//! [`RolloutMachine`] holds the phases and refuses illegal moves; [`RolloutController`]
-//! runs the seed's loop over it every interval; [`RolloutHandle`] gives operators pause,
-//! resume, promote and abort, and everyone the status and the event stream.
+//! [`RolloutMachine`] holds the phases and refuses illegal moves; the loop
+//! ([`RolloutDriver`]) runs the seed's loop over it every interval — collect, predict,
+//! then step up, hold or roll back, every [`Decision`] with its reasons; the
+//! [`RolloutHandle`] gives operators pause, resume, promote and abort, and everyone the
+//! status and the event stream.
 
+mod builder;
 mod controller;
-mod phase;
+mod decision;
+mod handle;
+mod machine;
+mod policy;
 mod release;
+mod state;
 
-pub use controller::{RolloutController, RolloutEvent, RolloutHandle, RolloutStatus};
-pub use phase::{LivePhase, Phase, RolloutMachine, Transition, TransitionError};
+pub use builder::{BuildError, Rollout, RolloutBuilder, RolloutDriver};
+pub use decision::{Decision, DecisionSource, Reason};
+pub use handle::RolloutHandle;
+pub use machine::{RolloutMachine, Transition, TransitionError};
+pub use policy::{ConfigError, RolloutPolicy, Thresholds};
 pub use release::{Release, ReleaseSwitch, Releases};
+pub use state::{RolloutEvent, RolloutStatus};

@@ -1,16 +1,21 @@
 //! The active (version, configuration) pair, switched atomically.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwap;
-
-use crate::{Arm, Version};
+use crate::model::{Arm, Version};
 
 /// Something the controller switches when a rollout ends: on promotion to the candidate,
 /// on rollback to stable.
 pub trait ReleaseSwitch: Send + Sync {
     /// Makes `arm`'s release the active one.
     fn activate(&self, arm: Arm);
+}
+
+impl<T: ReleaseSwitch + ?Sized> ReleaseSwitch for Arc<T> {
+    fn activate(&self, arm: Arm) {
+        (**self).activate(arm)
+    }
 }
 
 /// One build together with the configuration it runs with.
@@ -26,9 +31,10 @@ pub struct Release<C> {
 
 /// The stable and candidate releases and which one is active.
 ///
-/// Code and configuration travel together: the active release is one pointer, swapped
-/// atomically, so a reader sees either the whole stable pair or the whole candidate pair,
-/// never the candidate's code with stable's configuration. Readers never block.
+/// Code and configuration travel together: which release is active is one atomic flag
+/// choosing between two fixed pairs, so a reader sees either the whole stable pair or the
+/// whole candidate pair, never the candidate's code with stable's configuration. Readers
+/// never block.
 ///
 /// ```
 /// use shadowlib::{Arm, ReleaseSwitch, Releases, Version};
@@ -47,7 +53,7 @@ pub struct Release<C> {
 pub struct Releases<C> {
     stable: Arc<Release<C>>,
     candidate: Arc<Release<C>>,
-    active: ArcSwap<Release<C>>,
+    candidate_active: AtomicBool,
 }
 
 impl<C> Releases<C> {
@@ -64,15 +70,20 @@ impl<C> Releases<C> {
             config: candidate_config,
         });
         Self {
-            active: ArcSwap::new(Arc::clone(&stable)),
             stable,
             candidate,
+            candidate_active: AtomicBool::new(false),
         }
     }
 
     /// The active release.
     pub fn active(&self) -> Arc<Release<C>> {
-        self.active.load_full()
+        let arm = if self.candidate_active.load(Ordering::Acquire) {
+            Arm::Candidate
+        } else {
+            Arm::Stable
+        };
+        Arc::clone(self.release(arm))
     }
 
     /// The release of one build, active or not (a canary request routed to the candidate
@@ -87,7 +98,8 @@ impl<C> Releases<C> {
 
 impl<C: Send + Sync> ReleaseSwitch for Releases<C> {
     fn activate(&self, arm: Arm) {
-        self.active.store(Arc::clone(self.release(arm)));
+        self.candidate_active
+            .store(arm == Arm::Candidate, Ordering::Release);
     }
 }
 

@@ -1,7 +1,9 @@
 //! The fixed-sample judge most canary tools use, for comparison.
 
 use crate::analysis::MannWhitney;
-use crate::{Degradation, Evidence, Prediction, Predictor};
+use crate::evidence::Evidence;
+use crate::model::Degradation;
+use crate::predict::{Prediction, Predictor};
 
 /// A Kayenta-style judge: a Mann–Whitney U test on latency at a fixed confidence (98% by
 /// default), re-run on the cumulative evidence at every look; the candidate fails when it

@@ -15,8 +15,9 @@ use rand_distr::{Distribution as _, LogNormal, Normal};
 
 use super::model::{BuildModel, LatencyModel, RequestSampler};
 use super::{SimulationError, mix};
+use crate::evidence::{Distribution, Evidence};
+use crate::model::{Phase, Version};
 use crate::predict::{CapacityConfig, HistoryRecord};
-use crate::{Distribution, Evidence, Phase, Version};
 
 /// What a synthetic history looks like and when a rollout counts as an incident.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,5 @@
 //! The rollout simulator: synthetic stable and candidate request streams run through the
-//! real [`RolloutController`] under deterministic (paused) time, many rollouts per
+//! real rollout controller under deterministic (paused) time, many rollouts per
 //! scenario, to measure what matters about a predictor: how often it rolls back identical
 //! builds, how fast it catches real regressions, and whether its intervals cover the truth.
 //!
@@ -39,10 +39,10 @@ pub use history::{HistoryConfig, brier_score, synthetic_history};
 pub use model::{BuildModel, LatencyModel, Scenario, Tail, Traffic};
 pub use report::{ReportTable, RolloutRecord, ScenarioReport};
 
-use crate::{
-    Arm, ConfigError, KpiRecorder, Predictor, RolloutController, RolloutPolicy, Share,
-    TrafficSteerer, Version, WeightedSteerer,
-};
+use crate::model::{Arm, Share, Version};
+use crate::predict::Predictor;
+use crate::rollout::{BuildError, ConfigError, Rollout, RolloutPolicy};
+use crate::steer::{TrafficSteerer, WeightedSteerer};
 use model::RequestSampler;
 
 /// A simulation that cannot run, naming what is wrong.
@@ -69,6 +69,9 @@ pub enum SimulationError {
     /// The rollout policy is invalid.
     #[error(transparent)]
     Policy(#[from] ConfigError),
+    /// The rollout could not be built.
+    #[error("cannot build the rollout: {0}")]
+    Build(String),
     /// A sampling distribution refused its parameters.
     #[error("sampling distribution: {0}")]
     Distribution(String),
@@ -252,23 +255,19 @@ impl Simulation {
             Version::new(&scenario.name, "stable"),
             Version::new(&scenario.name, "candidate"),
         );
-        let recorder = Arc::new(KpiRecorder::new(
-            stable_version.clone(),
-            candidate_version.clone(),
-        ));
         let steerer = Arc::new(WeightedSteerer::new());
-        let mut controller = RolloutController::new(
-            stable_version,
-            candidate_version,
-            policy.clone(),
-            predictor,
-            Arc::clone(&steerer),
-        )?
-        .with_metric_source(recorder.clone());
-        let handle = controller.handle();
-        handle
-            .start()
-            .expect("a controller that was just built is idle, and idle rollouts can start");
+        let (rollout, mut controller) = Rollout::builder(stable_version, candidate_version)
+            .policy(policy.clone())
+            .predictor(predictor)
+            .steerer(Arc::clone(&steerer))
+            .without_process_sampling()
+            .build_driven()
+            .map_err(|e| match e {
+                BuildError::Policy(e) => SimulationError::Policy(e),
+                other => SimulationError::Build(other.to_string()),
+            })?;
+        let recorder = Arc::clone(rollout.recorder());
+        let handle = rollout.handle();
         let split = |n: u64, p: f64, rng: &mut SmallRng| {
             Binomial::new(n, p.clamp(0.0, 1.0)).map_or(0, |b| b.sample(rng))
         };

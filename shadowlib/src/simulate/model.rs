@@ -7,7 +7,7 @@ use rand_distr::{Bernoulli, Distribution as _, LogNormal, Poisson};
 use serde::{Deserialize, Serialize};
 
 use super::SimulationError;
-use crate::Outcome;
+use crate::model::Outcome;
 
 /// A share of requests that are slower by a factor: a tail mixture.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

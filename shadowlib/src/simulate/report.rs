@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Degradation, Phase, SampleCount};
+use crate::model::{Degradation, Phase, SampleCount};
 
 /// How one simulated rollout ended.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::{Arm, Share};
+use crate::model::{Arm, Share};
 
 /// Picks stable or candidate for each live request, by share, stickily per key.
 ///
@@ -72,13 +72,11 @@ impl WeightedSteerer {
 fn stable_hash(key: &[u8]) -> u64 {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = key.iter().fold(FNV_OFFSET, |h, &b| {
+    let h = key.iter().fold(FNV_OFFSET, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
     });
     // SplitMix64 finalizer: spreads FNV's weak low bits over the whole word.
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    crate::rng::mix(h)
 }
 
 impl TrafficSteerer for WeightedSteerer {
@@ -101,7 +99,7 @@ impl TrafficSteerer for WeightedSteerer {
         }
         let bucket = match key {
             Some(key) => Self::bucket(key),
-            None => rand::random_range(0..Share::PPM_SCALE),
+            None => crate::rng::below(Share::PPM_SCALE),
         };
         if bucket < share {
             Arm::Candidate

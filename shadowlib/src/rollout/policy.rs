@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::Share;
+use crate::model::Share;
 
 /// A policy that cannot be used, naming the field that is wrong.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -116,7 +116,7 @@ impl Default for Thresholds {
 #[serde(default, deny_unknown_fields)]
 pub struct RolloutPolicy {
     /// Time between two looks at the evidence.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration")]
     pub interval: Duration,
     /// Shares of live traffic for the candidate, one per canary step, strictly
     /// increasing and ending at 100%.
@@ -126,7 +126,7 @@ pub struct RolloutPolicy {
     /// Candidate requests needed at a canary step before stepping up from it.
     pub min_samples_per_step: u64,
     /// How long the controller waits for `min_samples` before it pauses with "no data".
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration")]
     pub no_data_deadline: Duration,
     /// The limits the predictions are held against.
     pub thresholds: Thresholds,

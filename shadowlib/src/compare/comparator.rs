@@ -8,13 +8,15 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::ResponseParts;
 use super::diff::{Change, diff};
 use super::report::{ComparisonReport, is_noise};
 use super::rules::IgnoreRules;
-use crate::metrics::{MetricError, MetricSource, OVERFLOW_LABEL};
-use crate::mirror::{CompareResponses, Comparison, Difference, ExactComparison, ResponseSummary};
-use crate::{Arm, ArmEvidence, FieldDifferences, RouteEvidence};
+use super::{
+    CompareResponses, Comparison, Difference, ExactComparison, ResponseParts, ResponseSummary,
+};
+use crate::evidence::{ArmEvidence, FieldDifferences, RouteEvidence};
+use crate::metrics::{MetricError, MetricSource};
+use crate::model::Arm;
 
 /// The field that differences in fields past [`CompareConfig::max_fields_per_route`] count under.
 pub const OVERFLOW_FIELD: &str = "(other fields)";
@@ -22,7 +24,7 @@ pub const OVERFLOW_FIELD: &str = "(other fields)";
 /// How responses are compared.
 ///
 /// ```
-/// use shadowlib::analysis::CompareConfig;
+/// use shadowlib::compare::CompareConfig;
 ///
 /// let config: CompareConfig = toml::from_str(r#"
 ///     ignore_json_paths = ["/**/updated_at", "/meta/request_id"]
@@ -48,8 +50,6 @@ pub struct CompareConfig {
     /// A field is noise when stable disagrees with itself on it at least this many times as
     /// often as the candidate disagrees with stable (see [`is_noise`]); positive.
     pub noise_ratio: f64,
-    /// The most distinct routes kept; later ones share [`OVERFLOW_LABEL`].
-    pub max_routes: usize,
     /// The most distinct fields kept per route; later ones share [`OVERFLOW_FIELD`].
     pub max_fields_per_route: usize,
     /// How many fields each route of a [`ComparisonReport`] lists.
@@ -75,7 +75,6 @@ impl Default for CompareConfig {
             noise_fraction: 0.05,
             noise_warmup: 20,
             noise_ratio: 0.5,
-            max_routes: 64,
             max_fields_per_route: 256,
             top_fields: 5,
         }
@@ -146,7 +145,7 @@ impl ComparisonVerdict {
 /// not both.
 ///
 /// ```
-/// use shadowlib::analysis::{Comparator, ResponseParts};
+/// use shadowlib::compare::{Comparator, ResponseParts};
 ///
 /// let comparator = Comparator::default();
 /// let stable = ResponseParts::new(200, br#"{"price": 10, "at": "12:00:01"}"#);
@@ -216,7 +215,7 @@ impl Comparator {
     /// [`noise_fraction`](CompareConfig::noise_fraction) of them.
     pub fn should_rerun_stable(&self, route: &str) -> bool {
         let mut routes = self.lock();
-        let state = route_state(&mut routes, route, self.config.max_routes);
+        let state = route_state(&mut routes, route);
         state.reads += 1;
         let after_warmup = state.reads.saturating_sub(self.config.noise_warmup);
         if after_warmup == 0 {
@@ -244,7 +243,7 @@ impl Comparator {
 
         let max_fields = self.config.max_fields_per_route;
         let mut routes = self.lock();
-        let evidence = &mut route_state(&mut routes, route, self.config.max_routes).evidence;
+        let evidence = &mut route_state(&mut routes, route).evidence;
         if let Some(noise) = &noise {
             evidence.noise_samples += 1;
             for field in noise.keys() {
@@ -294,19 +293,11 @@ impl Comparator {
     }
 }
 
-fn route_state<'a>(
-    routes: &'a mut HashMap<String, RouteState>,
-    route: &str,
-    max_routes: usize,
-) -> &'a mut RouteState {
-    // The overflow entry is not a route, so it does not count against the cap.
-    let admitted = routes.len() - usize::from(routes.contains_key(OVERFLOW_LABEL));
-    let key = if routes.contains_key(route) || admitted < max_routes {
-        route
-    } else {
-        OVERFLOW_LABEL
-    };
-    routes.entry(key.to_owned()).or_default()
+/// The state of one route. Route labels reaching the comparator through a rollout are
+/// already capped ([`OTHER_ROUTES`](crate::OTHER_ROUTES)); a caller of its own must bound
+/// them too.
+fn route_state<'a>(routes: &'a mut HashMap<String, RouteState>, route: &str) -> &'a mut RouteState {
+    routes.entry(route.to_owned()).or_default()
 }
 
 fn field_counts<'a>(
@@ -353,7 +344,7 @@ impl MetricSource for Comparator {
 }
 
 /// The field-level comparator plugged into an adapter's shadow runtime
-/// ([`ShadowConfig::with_comparator`](crate::mirror::ShadowConfig::with_comparator)):
+/// ([`ShadowConfig::with_comparator`](crate::shadow::ShadowConfig::with_comparator)):
 /// JSON bodies are compared key by key, the ignore rules apply, and each field that differs
 /// beyond noise is reported as a [`Difference::Field`]. Keep an `Arc` of the comparator to
 /// read its [`report`](Comparator::report) with the top differing fields per route.
@@ -366,8 +357,9 @@ impl MetricSource for Comparator {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use shadowlib::analysis::{Comparator, CompareConfig};
-/// use shadowlib::mirror::{CompareResponses, ResponseSummary, ShadowConfig};
+/// use shadowlib::compare::{Comparator, CompareConfig};
+/// use shadowlib::compare::{CompareResponses, ResponseSummary};
+/// use shadowlib::shadow::ShadowConfig;
 ///
 /// let comparator = Arc::new(Comparator::new(CompareConfig {
 ///     ignore_json_paths: vec!["/served_at".into()],
@@ -389,7 +381,7 @@ impl MetricSource for Comparator {
 /// assert_eq!(differences.len(), 1);
 /// assert_eq!(differences[0].to_string(), "field `/price` differs");
 /// # let _ = config;
-/// # Ok::<(), shadowlib::analysis::CompareConfigError>(())
+/// # Ok::<(), shadowlib::compare::CompareConfigError>(())
 /// ```
 impl CompareResponses for Comparator {
     fn compare(&self, route: &str, live: &ResponseSummary, shadow: &ResponseSummary) -> Comparison {
@@ -422,7 +414,7 @@ fn parts(side: &ResponseSummary) -> ResponseParts<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Version;
+    use crate::model::Version;
 
     fn json(body: &str) -> ResponseParts<'_> {
         ResponseParts::new(200, body.as_bytes())
@@ -498,9 +490,8 @@ mod tests {
     }
 
     #[test]
-    fn routes_and_fields_past_their_caps_overflow() {
+    fn fields_past_their_cap_overflow() {
         let comparator = Comparator::new(CompareConfig {
-            max_routes: 1,
             max_fields_per_route: 1,
             ..CompareConfig::default()
         })
@@ -511,9 +502,7 @@ mod tests {
             &json(r#"{"x": 2, "y": 2}"#),
             None,
         );
-        comparator.compare("b", &json("1"), &json("2"), None);
         let routes = comparator.routes();
-        assert_eq!(routes.keys().collect::<Vec<_>>(), ["(other)", "a"]);
         let fields: Vec<_> = routes["a"].differing_fields.keys().collect();
         assert_eq!(fields, ["(other fields)", "/x"]);
     }

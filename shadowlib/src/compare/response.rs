@@ -5,7 +5,7 @@
 /// building one copies nothing but the list of header references.
 ///
 /// ```
-/// use shadowlib::analysis::ResponseParts;
+/// use shadowlib::compare::ResponseParts;
 ///
 /// let body = br#"{"id": 7}"#;
 /// let response = ResponseParts::new(200, body)

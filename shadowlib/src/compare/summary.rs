@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Collects a body's first bytes, up to a limit, and counts all of them.
 ///
 /// ```
-/// use shadowlib::mirror::BodyCapture;
+/// use shadowlib::compare::BodyCapture;
 ///
 /// let mut capture = BodyCapture::new(4);
 /// assert!(capture.push(b"abc"));
@@ -176,7 +176,7 @@ pub enum Difference {
         name: String,
     },
     /// A field differs beyond noise, as a field-level comparator (such as
-    /// [`analysis::Comparator`](crate::analysis::Comparator)) names it: `status`,
+    /// [`analysis::Comparator`](crate::compare::Comparator)) names it: `status`,
     /// `header:<name>`, `body` or a JSON path.
     Field {
         /// The field.
@@ -217,7 +217,7 @@ pub struct Comparison {
     /// stateful shadow that was behind or ahead of live, say): the pair then counts
     /// neither as a match nor as a mismatch, only as [`ShadowCounts::not_comparable`].
     ///
-    /// [`ShadowCounts::not_comparable`]: crate::mirror::ShadowCounts::not_comparable
+    /// [`ShadowCounts::not_comparable`]: crate::shadow::ShadowCounts::not_comparable
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_comparable: Option<String>,
 }
@@ -226,7 +226,7 @@ impl Comparison {
     /// A pair that cannot be judged, and why.
     ///
     /// ```
-    /// use shadowlib::mirror::Comparison;
+    /// use shadowlib::compare::Comparison;
     ///
     /// let stale = Comparison::not_comparable("shadow state 3 frames behind live");
     /// assert!(!stale.mismatched());
@@ -269,7 +269,7 @@ impl<T: CompareResponses> CompareResponses for std::sync::Arc<T> {
 /// side are compared on their first bytes only, since that is all that was kept.
 ///
 /// ```
-/// use shadowlib::mirror::{CompareResponses, ExactComparison, ResponseSummary};
+/// use shadowlib::compare::{CompareResponses, ExactComparison, ResponseSummary};
 ///
 /// let live = ResponseSummary::new(200).header("content-type", b"application/json");
 /// let same = live.clone();

@@ -1,90 +1,12 @@
 //! The phases of a rollout and the legal moves between them.
 
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{Action, Share};
-
-/// A phase the rollout can be paused in, and resumed to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "phase")]
-pub enum LivePhase {
-    /// The candidate sees only copies of reads.
-    Shadowing,
-    /// The candidate serves the share of step `step` (0-based) of the schedule.
-    Canary {
-        /// Index into the policy's steps.
-        step: usize,
-    },
-}
-
-/// Where a rollout is.
-///
-/// `Idle -> Shadowing -> Canary(0) -> ... -> Canary(last) -> Promoted`, with `Paused` and
-/// `RolledBack` reachable from every live phase. `Promoted` and `RolledBack` are terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "phase")]
-pub enum Phase {
-    /// Not started.
-    Idle,
-    /// The candidate sees only copies of reads; all live traffic goes to stable.
-    Shadowing,
-    /// The candidate serves the share of step `step` of the schedule.
-    Canary {
-        /// Index into the policy's steps.
-        step: usize,
-    },
-    /// Not advancing; keeps the share of the phase it was paused in.
-    Paused {
-        /// The phase to resume to.
-        from: LivePhase,
-    },
-    /// The candidate serves all traffic. Terminal.
-    Promoted,
-    /// All traffic is back on stable. Terminal.
-    RolledBack,
-}
-
-impl Phase {
-    /// Whether the rollout is under way (shadowing, canary or paused).
-    pub fn is_live(self) -> bool {
-        matches!(
-            self,
-            Phase::Shadowing | Phase::Canary { .. } | Phase::Paused { .. }
-        )
-    }
-
-    /// Whether the rollout has ended (promoted or rolled back).
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Promoted | Phase::RolledBack)
-    }
-}
-
-impl From<LivePhase> for Phase {
-    fn from(live: LivePhase) -> Self {
-        match live {
-            LivePhase::Shadowing => Phase::Shadowing,
-            LivePhase::Canary { step } => Phase::Canary { step },
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Phase::Idle => f.write_str("idle"),
-            Phase::Shadowing => f.write_str("shadowing"),
-            Phase::Canary { step } => write!(f, "canary step {}", step + 1),
-            Phase::Paused { from } => write!(f, "paused ({})", Phase::from(*from)),
-            Phase::Promoted => f.write_str("promoted"),
-            Phase::RolledBack => f.write_str("rolled back"),
-        }
-    }
-}
+use crate::model::{Action, LivePhase, Phase, Share};
 
 /// A [`Phase`] readable without a lock: one atomic word, on cache lines of its own so that
 /// the readers (every live request) share them with no writer but the rare transition.

@@ -1,5 +1,9 @@
 //! Response comparison with noise filtering: do the builds answer the same?
 //!
+//! Adapters capture each side of a mirrored read into a [`ResponseSummary`] (status, the
+//! configured headers, the body up to the limit); a [`CompareResponses`] judges the pair.
+//! [`ExactComparison`] is plain equality; the [`Comparator`] understands fields.
+//!
 //! For a mirrored read both builds produce a response; the [`Comparator`] compares them
 //! field by field — status, each header, and the body: JSON bodies key by key and element
 //! by element, other bodies as bytes. Ignore rules leave out what differs by design
@@ -21,6 +25,7 @@ mod diff;
 mod report;
 mod response;
 mod rules;
+mod summary;
 
 pub use comparator::{
     Comparator, CompareConfig, CompareConfigError, ComparisonVerdict, FieldVerdict, OVERFLOW_FIELD,
@@ -28,3 +33,6 @@ pub use comparator::{
 pub use diff::Change;
 pub use report::{ComparisonReport, FieldReport, RouteComparison, is_noise};
 pub use response::ResponseParts;
+pub use summary::{
+    BodyCapture, CompareResponses, Comparison, Difference, ExactComparison, ResponseSummary,
+};

@@ -7,19 +7,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use serde::{Deserialize, Serialize};
 
-use crate::Comparisons;
+use crate::evidence::Comparisons;
 
-/// The label under which routes beyond [`ShadowStats`]'s route limit are counted.
-pub const OTHER_ROUTES: &str = "(other routes)";
-
-/// Counts of the shadow's work, readable at any time. See [`ShadowStats::counts`].
+/// Counts of the shadow's work, readable at any time (see
+/// [`Rollout::shadow_counts`](crate::Rollout::shadow_counts)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ShadowCounts {
     /// Stable requests the classifier did not call reads: never mirrored.
     pub not_read: u64,
     /// Reads left out by the configured mirror share
     /// ([`ShadowConfig::with_mirror_share`](super::ShadowConfig::with_mirror_share)).
     pub not_sampled: u64,
+    /// Reads not mirrored because the shadow's thread could not be started (the reason is
+    /// logged once).
+    pub no_executor: u64,
     /// Copies handed to the shadow queue.
     pub mirrored: u64,
     /// Reads not mirrored because their body was over the limit.
@@ -59,10 +61,11 @@ pub struct ShadowCounts {
 /// make each bump invalidate the other core's copy (false sharing). That costs about 2 KiB
 /// per runtime.
 #[derive(Debug)]
-pub struct ShadowStats {
+pub(crate) struct ShadowStats {
     // Bumped by the live path.
     pub(crate) not_read: Counter,
     pub(crate) not_sampled: Counter,
+    pub(crate) no_executor: Counter,
     pub(crate) mirrored: Counter,
     pub(crate) skipped_oversize: Counter,
     pub(crate) skipped_unread_body: Counter,
@@ -78,8 +81,9 @@ pub struct ShadowStats {
     pub(crate) mismatched: Counter,
     pub(crate) comparison_missed: Counter,
     pub(crate) not_comparable: Counter,
+    /// Route labels come capped (see [`OTHER_ROUTES`](crate::OTHER_ROUTES)), so the table
+    /// is bounded.
     routes: Mutex<BTreeMap<String, Comparisons>>,
-    max_routes: usize,
 }
 
 /// A counter alone on its cache lines. It dereferences to the atomic, so
@@ -87,11 +91,12 @@ pub struct ShadowStats {
 type Counter = CachePadded<AtomicU64>;
 
 impl ShadowStats {
-    /// Empty counters keeping per-route comparisons for at most `max_routes` routes.
-    pub fn new(max_routes: usize) -> Self {
+    /// Empty counters.
+    pub(crate) fn new() -> Self {
         Self {
             not_read: Counter::default(),
             not_sampled: Counter::default(),
+            no_executor: Counter::default(),
             mirrored: Counter::default(),
             skipped_oversize: Counter::default(),
             skipped_unread_body: Counter::default(),
@@ -107,7 +112,6 @@ impl ShadowStats {
             comparison_missed: Counter::default(),
             not_comparable: Counter::default(),
             routes: Mutex::new(BTreeMap::new()),
-            max_routes,
         }
     }
 
@@ -117,11 +121,12 @@ impl ShadowStats {
 
     /// The counts so far. Each counter is read on its own, so a snapshot taken while
     /// requests run may be a few requests apart between counters.
-    pub fn counts(&self) -> ShadowCounts {
+    pub(crate) fn counts(&self) -> ShadowCounts {
         let get = |c: &Counter| c.load(Ordering::Relaxed);
         ShadowCounts {
             not_read: get(&self.not_read),
             not_sampled: get(&self.not_sampled),
+            no_executor: get(&self.no_executor),
             mirrored: get(&self.mirrored),
             skipped_oversize: get(&self.skipped_oversize),
             skipped_unread_body: get(&self.skipped_unread_body),
@@ -139,9 +144,9 @@ impl ShadowStats {
         }
     }
 
-    /// Comparisons by route label (see
-    /// [`ShadowConfig::with_label_routes`](super::ShadowConfig::with_label_routes)).
-    pub fn route_comparisons(&self) -> BTreeMap<String, Comparisons> {
+    /// Comparisons by route label.
+    #[cfg(test)]
+    pub(crate) fn route_comparisons(&self) -> BTreeMap<String, Comparisons> {
         self.lock_routes().clone()
     }
 
@@ -158,14 +163,7 @@ impl ShadowStats {
         let mut routes = self.lock_routes();
         let entry = match routes.get_mut(route) {
             Some(entry) => entry,
-            None => {
-                let key = if routes.len() < self.max_routes {
-                    route
-                } else {
-                    OTHER_ROUTES
-                };
-                routes.entry(key.to_owned()).or_default()
-            }
+            None => routes.entry(route.to_owned()).or_default(),
         };
         entry.compared += 1;
         entry.mismatched += u64::from(mismatched);
@@ -177,14 +175,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_beyond_the_limit_share_one_label() {
-        let stats = ShadowStats::new(2);
+    fn comparisons_are_counted_per_route_and_in_total() {
+        let stats = ShadowStats::new();
         stats.record_comparison("GET /a", false);
         stats.record_comparison("GET /b", true);
-        stats.record_comparison("GET /c", true);
         stats.record_comparison("GET /a", true);
         let routes = stats.route_comparisons();
-        assert_eq!(routes.len(), 3);
+        assert_eq!(routes.len(), 2);
         assert_eq!(
             routes["GET /a"],
             Comparisons {
@@ -192,19 +189,12 @@ mod tests {
                 mismatched: 1
             }
         );
-        assert_eq!(
-            routes[OTHER_ROUTES],
-            Comparisons {
-                compared: 1,
-                mismatched: 1
-            }
-        );
         let counts = stats.counts();
-        assert_eq!((counts.compared, counts.mismatched), (4, 3));
+        assert_eq!((counts.compared, counts.mismatched), (3, 2));
     }
 
     /// Every counter, each with how many times the tests below bump it (all different).
-    fn counters(stats: &ShadowStats) -> [(&Counter, u64); 16] {
+    fn counters(stats: &ShadowStats) -> [(&Counter, u64); 17] {
         [
             (&stats.not_read, 1),
             (&stats.mirrored, 2),
@@ -222,12 +212,13 @@ mod tests {
             (&stats.canary_panics, 14),
             (&stats.overridden, 15),
             (&stats.not_sampled, 16),
+            (&stats.no_executor, 17),
         ]
     }
 
     #[test]
     fn each_counter_feeds_its_own_count() {
-        let stats = ShadowStats::new(1);
+        let stats = ShadowStats::new();
         for (counter, times) in counters(&stats) {
             for _ in 0..times {
                 ShadowStats::bump(counter);
@@ -252,13 +243,14 @@ mod tests {
                 canary_panics: 14,
                 overridden: 15,
                 not_sampled: 16,
+                no_executor: 17,
             }
         );
     }
 
     #[test]
     fn no_two_counters_share_a_cache_line() {
-        let stats = ShadowStats::new(1);
+        let stats = ShadowStats::new();
         // The target's cache line, or the pair of lines its prefetcher pulls together.
         let line = std::mem::align_of::<CachePadded<u8>>();
         let lines: Vec<usize> = counters(&stats)

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{FieldDifferences, RouteEvidence};
+use crate::evidence::{FieldDifferences, RouteEvidence};
 
 /// Whether a field that differs between the builds is noise.
 ///
@@ -17,7 +17,7 @@ use crate::{FieldDifferences, RouteEvidence};
 ///
 /// ```
 /// use shadowlib::FieldDifferences;
-/// use shadowlib::analysis::is_noise;
+/// use shadowlib::compare::is_noise;
 ///
 /// let timestamp = FieldDifferences { differed: 100, noise: 10 };
 /// let price = FieldDifferences { differed: 100, noise: 0 };

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use shadowlib::budget::ShadowBudget;
+//! use shadowlib::shadow::ShadowBudget;
 //!
 //! let budget = ShadowBudget::from_toml(r#"
 //!     queue_capacity = 256
@@ -18,7 +18,7 @@
 //! "#)?;
 //! assert_eq!(budget.timeout, Duration::from_secs(2));
 //! assert!(ShadowBudget { concurrency: 0, ..budget }.validate().is_err());
-//! # Ok::<(), shadowlib::budget::BudgetError>(())
+//! # Ok::<(), shadowlib::shadow::BudgetError>(())
 //! ```
 
 use std::time::Duration;
@@ -53,7 +53,7 @@ pub struct ShadowBudget {
     pub concurrency: usize,
     /// Time a copy may take on the candidate before it is cancelled and recorded as a
     /// timeout. The same bound applies to waiting for the live response to compare with.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration")]
     pub timeout: Duration,
 }
 

@@ -1,34 +1,30 @@
-//! Everything an adapter's mirroring and routing can be tuned with.
+//! How live requests are routed and how the shadow copies, compares and spends.
 
 use std::fmt;
 use std::sync::Arc;
 
-use super::{
-    ArmOverride, CompareResponses, ExactComparison, HeaderNameError, HeaderPolicy, PathPattern,
-    ReadClassifier, ReadRules, StickyKey, header_name,
-};
-use crate::Share;
-use crate::budget::ShadowBudget;
+use super::ShadowBudget;
+use crate::compare::{CompareResponses, ExactComparison};
+use crate::mirror::{ArmOverride, HeaderNameError, StickyKey, header_name};
+use crate::model::Share;
 
 /// The default body limit: 64 KiB, per request body copied and per response body compared.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
-/// The default number of distinct route labels with their own comparison counters.
-pub const DEFAULT_MAX_ROUTES: usize = 256;
-
-/// How requests are classified, routed and copied, and what the shadow may spend.
+/// How live requests are routed, how much of each read is copied and compared, and what
+/// the shadow may spend. Framework-neutral: both adapters follow the rollout's.
 ///
-/// Framework-neutral: both adapters take one. The defaults are safe: only `GET`, `HEAD`
-/// and `OPTIONS` are mirrored, hop-by-hop headers are stripped, bodies up to 64 KiB are
-/// copied, `content-type` is compared along with status and body, every read is mirrored,
-/// no sticky key, no override header.
+/// The defaults are safe: bodies up to 64 KiB are copied, `content-type` is compared along
+/// with status and body, every read is mirrored, no sticky key, no override header. Which
+/// requests are reads, and which headers a copy carries, is the rollout's
+/// [`Mirror`](crate::mirror::Mirror)'s to say.
 ///
 /// ```
 /// use shadowlib::Share;
-/// use shadowlib::mirror::{ReadRules, ShadowConfig, StickyKey};
+/// use shadowlib::mirror::StickyKey;
+/// use shadowlib::shadow::ShadowConfig;
 ///
 /// let config = ShadowConfig::new()
-///     .with_classifier(ReadRules::new().allow("POST /search")?)
 ///     .with_sticky_key(StickyKey::cookie("session")?)
 ///     .with_override_header("x-shadowlib-arm")?
 ///     .with_body_limit(16 * 1024)
@@ -39,32 +35,24 @@ pub const DEFAULT_MAX_ROUTES: usize = 256;
 /// ```
 #[derive(Clone)]
 pub struct ShadowConfig {
-    pub(crate) classifier: Arc<dyn ReadClassifier>,
-    pub(crate) headers: HeaderPolicy,
     pub(crate) sticky: Option<StickyKey>,
     pub(crate) arm_override: Option<ArmOverride>,
     pub(crate) body_limit: usize,
     pub(crate) mirror_share: Share,
     pub(crate) compared_headers: Arc<[String]>,
     pub(crate) comparator: Arc<dyn CompareResponses>,
-    pub(crate) route_labels: Vec<PathPattern>,
-    pub(crate) max_routes: usize,
     pub(crate) budget: ShadowBudget,
 }
 
 impl Default for ShadowConfig {
     fn default() -> Self {
         Self {
-            classifier: Arc::new(ReadRules::new()),
-            headers: HeaderPolicy::new(),
             sticky: None,
             arm_override: None,
             body_limit: DEFAULT_BODY_LIMIT,
             mirror_share: Share::FULL,
             compared_headers: Arc::from(["content-type".to_owned()]),
             comparator: Arc::new(ExactComparison),
-            route_labels: Vec::new(),
-            max_routes: DEFAULT_MAX_ROUTES,
             budget: ShadowBudget::default(),
         }
     }
@@ -73,14 +61,11 @@ impl Default for ShadowConfig {
 impl fmt::Debug for ShadowConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShadowConfig")
-            .field("headers", &self.headers)
             .field("sticky", &self.sticky)
             .field("arm_override", &self.arm_override)
             .field("body_limit", &self.body_limit)
             .field("mirror_share", &self.mirror_share)
             .field("compared_headers", &self.compared_headers)
-            .field("route_labels", &self.route_labels)
-            .field("max_routes", &self.max_routes)
             .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
@@ -90,18 +75,6 @@ impl ShadowConfig {
     /// The safe defaults described above.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Decides which requests are reads (default: [`ReadRules::new`]).
-    pub fn with_classifier(mut self, classifier: impl ReadClassifier) -> Self {
-        self.classifier = Arc::new(classifier);
-        self
-    }
-
-    /// Which headers the shadow's copy leaves out or redacts.
-    pub fn with_header_policy(mut self, policy: HeaderPolicy) -> Self {
-        self.headers = policy;
-        self
     }
 
     /// Where the sticky routing key is read from.
@@ -161,19 +134,6 @@ impl ShadowConfig {
         self
     }
 
-    /// Path patterns to count comparisons under (`/users/{id}`, labelled `GET /users/{id}`,
-    /// rather than one label per user). A path no pattern matches is counted under its own
-    /// path, up to `max_routes` labels, beyond which all are counted together.
-    pub fn with_label_routes(
-        mut self,
-        patterns: impl IntoIterator<Item = PathPattern>,
-        max_routes: usize,
-    ) -> Self {
-        self.route_labels = patterns.into_iter().collect();
-        self.max_routes = max_routes;
-        self
-    }
-
     /// What the shadow may spend (validated when the runtime is built).
     pub fn with_budget(mut self, budget: ShadowBudget) -> Self {
         self.budget = budget;
@@ -188,19 +148,5 @@ impl ShadowConfig {
     /// The shadow's budget.
     pub fn budget(&self) -> &ShadowBudget {
         &self.budget
-    }
-
-    /// The header policy applied to the shadow's copies.
-    pub fn header_policy(&self) -> &HeaderPolicy {
-        &self.headers
-    }
-
-    /// The label comparisons of a request are counted under: `METHOD pattern`.
-    pub fn route_label(&self, method: &str, path: &str) -> String {
-        let matched = self.route_labels.iter().find(|p| p.matches(path));
-        match matched {
-            Some(pattern) => format!("{method} {pattern}"),
-            None => format!("{method} {path}"),
-        }
     }
 }

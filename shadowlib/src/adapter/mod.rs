@@ -1,0 +1,420 @@
+//! What an adapter author needs to put shadowlib in front of a web framework.
+//!
+//! `shadowlib-tower` and `shadowlib-actix` are written on this module alone. An adapter
+//! translates; everything that decides — routing, classification through the rollout's
+//! [`Mirror`](crate::mirror::Mirror), the hand-off to the shadow, comparison, recording —
+//! is the core's. Per live request the adapter:
+//!
+//! 1. describes the request as a [`RequestHead`] (borrowed from the framework's request;
+//!    [`HeaderPairs`] views a header map) and starts a [`Tracker`] with it. The tracker says
+//!    which build serves the request ([`Tracker::arm`]) and, when the request is a mirrored
+//!    read with a body, hands back a [`BodyTee`] to copy the body through as the live
+//!    handler reads it;
+//! 2. calls that build, and tells the tracker about the response: its head
+//!    ([`Tracker::respond`]), each body chunk as it goes to the client
+//!    ([`Tracker::chunk`]), and its end ([`Tracker::finish`]); or that the build failed
+//!    ([`Tracker::fail`]) or panicked ([`Tracker::panicked`]). The tracker records the
+//!    request when it is dropped.
+//!
+//! On the shadow's side, the adapter registers a [`ShadowTarget`] once
+//! ([`Runtime::register`]): given a [`RequestCopy`], it calls a build's own instance and
+//! summarizes the response ([`ResponseCapture`]). It runs on the shadow's thread, which the
+//! core owns.
+//!
+//! ```
+//! use std::time::Duration;
+//! use shadowlib::adapter::{ResponseCapture, Runtime, ShadowCall, ShadowReply, ShadowTarget, TargetFactory, Tracker};
+//! use shadowlib::mirror::{BodySize, HeaderList, RequestCopy, RequestHead};
+//! use shadowlib::{Arm, Rollout, Version};
+//!
+//! /// The shadow's side: both builds answer 200 "same".
+//! struct Same;
+//!
+//! impl ShadowTarget for Same {
+//!     fn call(&self, _arm: Arm, _copy: &RequestCopy, capture: ResponseCapture) -> ShadowCall {
+//!         Box::pin(async move {
+//!             let mut summary = capture.head(200, &HeaderList::default());
+//!             let mut body = capture.body();
+//!             body.push(b"same");
+//!             summary.set_body(body);
+//!             Ok(ShadowReply { response: summary, latency: Duration::from_micros(80) })
+//!         })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let rollout = Rollout::builder(Version::new("api", "1"), Version::new("api", "2")).build()?;
+//! let runtime = Runtime::new(&rollout);
+//! let factory: TargetFactory = Box::new(|| Box::pin(async { Ok(Box::new(Same) as Box<dyn ShadowTarget>) }));
+//! let target = runtime.register(factory);
+//!
+//! // The live side of one request.
+//! let headers = HeaderList::default();
+//! let head = RequestHead::new("GET", "/items", &headers);
+//! let (mut tracker, tee) = Tracker::start(&runtime, target, &head, BodySize::Empty);
+//! assert_eq!(tracker.arm(), Arm::Stable);
+//! assert!(tee.is_none(), "no body to copy");
+//! tracker.respond(200, &headers);
+//! tracker.chunk(b"same");
+//! tracker.finish();
+//!
+//! // The shadow compares in the background: wait for it, generously for a loaded machine.
+//! for _ in 0..10_000 {
+//!     if rollout.shadow_counts().compared == 1 {
+//!         break;
+//!     }
+//!     tokio::time::sleep(Duration::from_millis(1)).await;
+//! }
+//! assert_eq!(rollout.shadow_counts().mismatched, 0);
+//! # Ok(()) }
+//! ```
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::compare::BodyCapture;
+use crate::model::{Arm, Outcome};
+use crate::rollout::Rollout;
+use crate::shadow::{CopySlot, LiveProgress, ShadowRuntime, ShadowStats, is_bodiless};
+
+pub use crate::mirror::{BodySize, HeaderPairs, HeaderView, HttpVersion, RequestCopy, RequestHead};
+pub use crate::shadow::{
+    ResponseCapture, ShadowCall, ShadowCounts, ShadowError, ShadowReply, ShadowResult,
+    ShadowTarget, TargetFactory, TargetId,
+};
+
+/// An adapter's handle on a rollout's shadow: cheap to clone, one per middleware.
+#[derive(Clone)]
+pub struct Runtime {
+    shadow: ShadowRuntime,
+    rollout: Rollout,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("rollout", &self.rollout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// The shadow runtime of `rollout`.
+    pub fn new(rollout: &Rollout) -> Self {
+        Self {
+            shadow: rollout.shadow_runtime().clone(),
+            rollout: rollout.clone(),
+        }
+    }
+
+    /// Registers a target, built by `factory` on the shadow's thread, and starts that
+    /// thread if it has not started yet (a thread that cannot start is logged, and no read
+    /// is shadowed: see [`ShadowCounts::no_executor`]). Register once per distinct pair of
+    /// builds, not per request.
+    pub fn register(&self, factory: TargetFactory) -> TargetId {
+        self.shadow.register(factory)
+    }
+
+    /// The rollout this runtime serves.
+    pub fn rollout(&self) -> &Rollout {
+        &self.rollout
+    }
+
+    /// The candidate cannot serve (its app failed to start on a worker thread): the
+    /// rollout is rolled back, with `why` as the reason.
+    pub fn candidate_cannot_start(&self, why: &str) {
+        self.rollout.candidate_cannot_start(why);
+    }
+}
+
+/// One live request, from its head to the end of its response: which build serves it, and
+/// what it measured. See the [module docs](self).
+///
+/// Dropping it records the request (latency to the response head, outcome from the status,
+/// bytes), unless no response was reported: a request the client abandoned before any
+/// response is not the build's doing. Only a response sent whole is compared with the
+/// shadow's.
+pub struct Tracker {
+    runtime: ShadowRuntime,
+    arm: Arm,
+    started: Instant,
+    request_bytes: u64,
+    response: Option<Responded>,
+    live: LiveCapture,
+}
+
+/// The response, once its head is known.
+struct Responded {
+    outcome: Outcome,
+    latency: Duration,
+    bytes: u64,
+    whole: bool,
+}
+
+/// How far the live response of a mirrored read has been captured for comparison.
+enum LiveCapture {
+    /// Not a mirrored read, or its response already handed to the shadow.
+    None,
+    /// Waiting for the response head.
+    Head {
+        slot: Arc<CopySlot>,
+        /// The response is whole once its head is known.
+        bodiless: bool,
+    },
+    /// Capturing the response body.
+    Body {
+        slot: Arc<CopySlot>,
+        body: BodyCapture,
+    },
+}
+
+impl fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracker")
+            .field("arm", &self.arm)
+            .field("mirrored", &!matches!(self.live, LiveCapture::None))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tracker {
+    /// Starts tracking a request: picks its build, and when it is a read to mirror, copies
+    /// its head for `target`. A mirrored read with a body comes with the [`BodyTee`] to copy
+    /// the body through; one without is handed to the shadow now.
+    pub fn start(
+        runtime: &Runtime,
+        target: TargetId,
+        head: &RequestHead<'_>,
+        body: BodySize,
+    ) -> (Tracker, Option<BodyTee>) {
+        let started = Instant::now();
+        let shadow = &runtime.shadow;
+        let route = shadow.route(head, body);
+        let request_bytes = match body {
+            BodySize::Empty => 0,
+            BodySize::Exact(bytes) | BodySize::AtLeast(bytes) => bytes,
+        };
+        let (live, tee) = match route.copy {
+            None => (LiveCapture::None, None),
+            Some(slot) => {
+                let live = LiveCapture::Head {
+                    slot: Arc::clone(&slot),
+                    bodiless: is_bodiless(head.method),
+                };
+                if body == BodySize::Empty {
+                    shadow.submit(slot, target);
+                    (live, None)
+                } else {
+                    let tee = BodyTee {
+                        runtime: shadow.clone(),
+                        slot: Some(slot),
+                        target,
+                    };
+                    (live, Some(tee))
+                }
+            }
+        };
+        let tracker = Tracker {
+            runtime: shadow.clone(),
+            arm: route.arm,
+            started,
+            request_bytes,
+            response: None,
+            live,
+        };
+        (tracker, tee)
+    }
+
+    /// The build that serves the request.
+    pub fn arm(&self) -> Arm {
+        self.arm
+    }
+
+    /// The response head is ready, with `status` and `headers`: the request's latency is
+    /// measured now. Report a response's head once.
+    pub fn respond(&mut self, status: u16, headers: &dyn HeaderView) {
+        self.response = Some(Responded {
+            outcome: Outcome::from_http_status(status),
+            latency: self.started.elapsed(),
+            bytes: 0,
+            whole: false,
+        });
+        let shared = self.runtime.shared();
+        self.live = match std::mem::replace(&mut self.live, LiveCapture::None) {
+            // A response to HEAD is whole at its head (it has no body on the wire, and
+            // servers may drop the handler's unread).
+            LiveCapture::Head {
+                slot,
+                bodiless: true,
+            } => {
+                {
+                    let mut live = slot.live();
+                    live.fill_head(status, &shared.config.compared_headers, headers);
+                    live.clear_body();
+                    live.progress = LiveProgress::Seen;
+                }
+                shared.slots.give_back(slot);
+                LiveCapture::None
+            }
+            LiveCapture::Head { slot, .. } => {
+                let body = {
+                    let mut live = slot.live();
+                    live.fill_head(status, &shared.config.compared_headers, headers);
+                    BodyCapture::reusing(shared.config.body_limit, std::mem::take(&mut live.body))
+                };
+                LiveCapture::Body { slot, body }
+            }
+            other => other,
+        };
+    }
+
+    /// A chunk of the response body went to the client.
+    pub fn chunk(&mut self, data: &[u8]) {
+        if let Some(response) = &mut self.response {
+            response.bytes += data.len() as u64;
+        }
+        if let LiveCapture::Body { body, .. } = &mut self.live {
+            body.push(data);
+        }
+    }
+
+    /// The response body was sent whole: the request is recorded, and compared if it was
+    /// mirrored.
+    pub fn finish(mut self) {
+        if let Some(response) = &mut self.response {
+            response.whole = true;
+        }
+    }
+
+    /// The build answered with an error value instead of a response; the framework answers
+    /// the client with `status`, which is what is recorded.
+    pub fn fail(mut self, status: u16) {
+        self.response = Some(Responded {
+            outcome: Outcome::from_http_status(status),
+            latency: self.started.elapsed(),
+            bytes: 0,
+            whole: false,
+        });
+    }
+
+    /// The candidate panicked on this live request: the adapter answers `500 Internal
+    /// Server Error`, and the panic is logged with its message and recorded.
+    pub fn panicked(mut self, panic: &(dyn Any + Send)) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        tracing::error!(
+            panic = message,
+            "the candidate panicked on a live request; answered 500"
+        );
+        ShadowStats::bump(&self.runtime.shared().stats.canary_panics);
+        self.response = Some(Responded {
+            outcome: Outcome::Panic,
+            latency: self.started.elapsed(),
+            bytes: 0,
+            whole: false,
+        });
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let shared = self.runtime.shared();
+        let whole = self.response.as_ref().is_some_and(|r| r.whole);
+        if let Some(response) = &self.response {
+            shared.recorder.record(
+                self.arm,
+                response.outcome,
+                response.latency,
+                self.request_bytes,
+                response.bytes,
+            );
+        }
+        // The shadow compares only a response it saw whole; anything else is a miss.
+        match std::mem::replace(&mut self.live, LiveCapture::None) {
+            LiveCapture::None => {}
+            LiveCapture::Head { slot, .. } => {
+                slot.live().progress = LiveProgress::Lost;
+                shared.slots.give_back(slot);
+            }
+            LiveCapture::Body { slot, body } => {
+                {
+                    let mut live = slot.live();
+                    if whole {
+                        live.set_body(body);
+                        live.progress = LiveProgress::Seen;
+                    } else {
+                        // The buffer is kept for the slot's next read.
+                        live.body = body.into_bytes();
+                        live.progress = LiveProgress::Lost;
+                    }
+                }
+                shared.slots.give_back(slot);
+            }
+        }
+    }
+}
+
+/// The copy of a mirrored read's body, made as the live handler reads it: feed it each
+/// chunk the handler reads ([`chunk`](Self::chunk)) and tell it when the body ended
+/// ([`end`](Self::end)), which hands the copy to the shadow.
+///
+/// A body larger than the limit is given up at the chunk that crosses it (counted as
+/// `skipped_oversize`); one never read to its end — dropped unfinished — is counted as
+/// `skipped_unread_body`. The live handler never waits for the copy.
+pub struct BodyTee {
+    runtime: ShadowRuntime,
+    /// Until the copy is handed over or given up.
+    slot: Option<Arc<CopySlot>>,
+    target: TargetId,
+}
+
+impl fmt::Debug for BodyTee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyTee")
+            .field("copying", &self.slot.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BodyTee {
+    /// A chunk of the request body was read. Returns whether the copy goes on; `false`
+    /// once the body has grown past the limit (the copy is given up then).
+    pub fn chunk(&mut self, data: &[u8]) -> bool {
+        let Some(slot) = &self.slot else {
+            return false;
+        };
+        if slot.request().push_body(data) {
+            return true;
+        }
+        if let Some(slot) = self.slot.take() {
+            self.runtime.abandon(slot, true);
+        }
+        false
+    }
+
+    /// The body ended: the copy goes to the shadow.
+    pub fn end(mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.runtime.submit(slot, self.target);
+        }
+    }
+}
+
+impl Drop for BodyTee {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.runtime.abandon(slot, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

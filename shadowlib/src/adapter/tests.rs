@@ -1,0 +1,644 @@
+//! The shadow's behaviour, driven through the tracker as an adapter drives it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::LocalSet;
+
+use super::*;
+use crate::compare::{CompareResponses, Comparison, ResponseSummary};
+use crate::mirror::{HeaderList, StickyKey};
+use crate::model::{Phase, Share, Version};
+use crate::rollout::RolloutPolicy;
+use crate::shadow::{ShadowBudget, ShadowConfig, Worker, in_shadow};
+use crate::steer::{TrafficSteerer, WeightedSteerer};
+
+/// A candidate that behaves as the copy's target says: `/hang` never answers, `/panic`
+/// panics, `/status/N` answers N, anything else 200. The body is the copy's body, with
+/// `content-type` from its `x-content-type` header, and the status is 599 outside the
+/// shadow scope.
+struct TestCandidate;
+
+impl ShadowTarget for TestCandidate {
+    fn call(&self, _arm: Arm, copy: &RequestCopy, capture: ResponseCapture) -> ShadowCall {
+        let target = copy.target().to_owned();
+        let body = copy.body().to_vec();
+        let content_type = copy.first("x-content-type").map(<[u8]>::to_vec);
+        Box::pin(async move {
+            match target.as_str() {
+                "/hang" => std::future::pending::<()>().await,
+                "/panic" => panic!("candidate bug"),
+                _ => {}
+            }
+            let status = target
+                .strip_prefix("/status/")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let status = if in_shadow() { status } else { 599 };
+            let headers = HeaderList(
+                content_type
+                    .iter()
+                    .map(|v| ("content-type", v.as_slice()))
+                    .collect(),
+            );
+            let mut summary = capture.head(status, &headers);
+            let mut copied = capture.body();
+            copied.push(&body);
+            summary.set_body(copied);
+            Ok(ShadowReply {
+                response: summary,
+                latency: Duration::from_millis(1),
+            })
+        })
+    }
+}
+
+struct Fixture {
+    rollout: Rollout,
+    runtime: Runtime,
+    target: TargetId,
+    steerer: Arc<WeightedSteerer>,
+    worker: Option<Worker>,
+}
+
+fn fixture(config: ShadowConfig) -> Fixture {
+    let steerer = Arc::new(WeightedSteerer::new());
+    let (rollout, _driver, worker) =
+        Rollout::builder(Version::new("t", "1"), Version::new("t", "2"))
+            .policy(RolloutPolicy::default())
+            .steerer(Arc::clone(&steerer))
+            .shadow(config)
+            .without_process_sampling()
+            .build_with_worker()
+            .expect("a valid configuration");
+    let runtime = Runtime::new(&rollout);
+    let target = runtime.register(Box::new(|| {
+        Box::pin(async { Ok(Box::new(TestCandidate) as Box<dyn ShadowTarget>) })
+    }));
+    Fixture {
+        rollout,
+        runtime,
+        target,
+        steerer,
+        worker: Some(worker),
+    }
+}
+
+impl Fixture {
+    /// Runs the worker on the current `LocalSet`.
+    fn start(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            tokio::task::spawn_local(worker.run());
+        }
+    }
+
+    fn counts(&self) -> ShadowCounts {
+        self.rollout.shadow_counts()
+    }
+
+    fn candidate(&self) -> crate::evidence::ArmEvidence {
+        self.rollout.recorder().snapshot(Arm::Candidate)
+    }
+
+    /// A read of `path`, with `headers`, and a body of `body_size`.
+    fn read(
+        &self,
+        path: &str,
+        headers: &HeaderList<'_>,
+        body: BodySize,
+    ) -> (Tracker, Option<BodyTee>) {
+        Tracker::start(
+            &self.runtime,
+            self.target,
+            &RequestHead::new("GET", path, headers),
+            body,
+        )
+    }
+
+    /// A mirrored read of `path` with `body`, its copy handed to the shadow, and its live
+    /// response answered with `status` and the same body.
+    fn mirrored(&self, path: &str, status: u16, body: &[u8]) {
+        let headers = HeaderList::default();
+        let (mut tracker, tee) = self.read(path, &headers, BodySize::Exact(body.len() as u64));
+        let mut tee = tee.expect("a read with a body while shadowing is mirrored");
+        assert!(tee.chunk(body));
+        tee.end();
+        tracker.respond(status, &headers);
+        tracker.chunk(body);
+        tracker.finish();
+    }
+
+    async fn settle(&self, done: impl Fn(&ShadowCounts) -> bool) {
+        for _ in 0..10_000 {
+            if done(&self.counts()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("shadow never settled: {:?}", self.counts());
+    }
+}
+
+fn budget(queue_capacity: usize, concurrency: usize) -> ShadowConfig {
+    ShadowConfig::new().with_budget(ShadowBudget {
+        queue_capacity,
+        concurrency,
+        timeout: Duration::from_secs(1),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_copies_time_out_and_a_full_queue_drops() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(budget(2, 1));
+            f.start();
+            let headers = HeaderList::default();
+            for _ in 0..5 {
+                let (_tracker, _) = f.read("/hang", &headers, BodySize::Empty);
+                // Let the worker's next look at the queue pick up the first copy before the
+                // next arrives.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            f.settle(|c| c.timed_out == 3).await;
+            let counts = f.counts();
+            assert_eq!(
+                (counts.mirrored, counts.dropped_queue_full, counts.completed),
+                (3, 2, 0),
+                "one running and two waiting; the rest dropped"
+            );
+            let candidate = f.candidate();
+            assert_eq!(candidate.outcomes.timeout, 3);
+            assert_eq!(candidate.outcomes.shed, 2);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn panics_are_recorded_and_the_worker_survives() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(budget(8, 1));
+            f.start();
+            f.mirrored("/panic", 200, b"");
+            f.mirrored("/fine", 200, b"x");
+            f.settle(|c| c.panicked == 1 && c.completed == 1).await;
+            assert_eq!(f.candidate().outcomes.panic, 1);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn copies_run_inside_the_shadow_scope_and_are_compared() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(ShadowConfig::new());
+            f.start();
+            let headers = HeaderList(vec![
+                ("content-type", b"text/plain".as_slice()),
+                ("x-content-type", b"text/html".as_slice()),
+            ]);
+            let (mut tracker, tee) = f.read("/r", &headers, BodySize::Exact(5));
+            let mut tee = tee.expect("mirrored");
+            assert!(tee.chunk(b"hello"));
+            tee.end();
+            tracker.respond(200, &headers);
+            tracker.chunk(b"hello");
+            tracker.finish();
+            f.settle(|c| c.compared == 1).await;
+            assert_eq!(f.counts().mismatched, 1, "content-type differs");
+            let shared = f.rollout.shadow_runtime().shared();
+            assert_eq!(shared.stats.route_comparisons()["GET /r"].mismatched, 1);
+            let candidate = f.candidate();
+            assert_eq!(
+                (
+                    candidate.outcomes.success,
+                    candidate.request_bytes,
+                    candidate.response_bytes
+                ),
+                (1, 5, 5)
+            );
+            assert_eq!(candidate.comparisons.mismatched, 1);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn copies_reuse_their_slots_and_never_mix_two_reads() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(budget(64, 4));
+            f.start();
+            // More reads than the pool keeps, each with its own status and body, compared
+            // with a live response that matches only when the copy went to the right pair.
+            for round in 0..300_u16 {
+                let status = 200 + round % 50;
+                f.mirrored(
+                    &format!("/status/{status}"),
+                    status,
+                    round.to_string().as_bytes(),
+                );
+                // Let the worker take the queue (capacity 64) before it fills.
+                if round % 32 == 31 {
+                    f.settle(|c| c.completed == u64::from(round) + 1).await;
+                }
+            }
+            f.settle(|c| c.compared == 300).await;
+            let counts = f.counts();
+            assert_eq!((counts.mismatched, counts.comparison_missed), (0, 0));
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_from_many_threads_never_mix_two_reads() {
+    // Shadow responses wait for live ones that a yield, or a descheduled thread on a loaded
+    // machine, holds back for real time: the wait is bounded far beyond any stall, so a
+    // missed comparison is a fault, not the machine's speed.
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(ShadowConfig::new().with_budget(ShadowBudget {
+                queue_capacity: 4096,
+                concurrency: 8,
+                timeout: Duration::from_secs(60),
+            }));
+            f.start();
+            let (runtime, target) = (f.runtime.clone(), f.target);
+            let tasks: Vec<_> = (0..4_u16)
+                .map(|thread| {
+                    let runtime = runtime.clone();
+                    tokio::spawn(async move {
+                        for round in 0..400_u16 {
+                            let status = 200 + (thread * 400 + round) % 300;
+                            let path = format!("/status/{status}");
+                            let body = format!("{thread}-{round}");
+                            let headers = HeaderList::default();
+                            let size = BodySize::Exact(body.len() as u64);
+                            let (mut tracker, tee) = {
+                                let head = RequestHead::new("GET", &path, &headers);
+                                Tracker::start(&runtime, target, &head, size)
+                            };
+                            let mut tee = tee.expect("mirrored");
+                            assert!(tee.chunk(body.as_bytes()));
+                            tee.end();
+                            tracker.respond(status, &headers);
+                            // Some live responses end after their copy has run.
+                            if round % 3 == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                            tracker.chunk(body.as_bytes());
+                            tracker.finish();
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("no panic");
+            }
+            let queued = f.counts().mirrored;
+            f.settle(|c| c.compared + c.comparison_missed == queued)
+                .await;
+            let counts = f.counts();
+            assert_eq!(counts.mismatched, 0, "{counts:?}");
+            assert_eq!(counts.comparison_missed, 0, "{counts:?}");
+        })
+        .await;
+}
+
+// Paused time: the first shadow response waits for its live one for the budget's second,
+// which a descheduled test thread could otherwise use up in real time.
+#[tokio::test(start_paused = true)]
+async fn a_shadow_waiting_for_its_live_response_does_not_hold_a_copy_slot() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(budget(8, 1));
+            f.start();
+            let headers = HeaderList::default();
+            let (mut first, _) = f.read("/r", &headers, BodySize::Empty);
+            first.respond(200, &headers);
+            f.settle(|c| c.completed == 1).await;
+
+            // With one copy at a time, the second runs while the first waits for live.
+            let (mut second, _) = f.read("/r", &headers, BodySize::Empty);
+            second.respond(200, &headers);
+            second.finish();
+            f.settle(|c| c.compared == 1).await;
+
+            first.finish();
+            f.settle(|c| c.compared == 2).await;
+            assert_eq!(f.counts().comparison_missed, 0);
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_response_that_is_never_sent_whole_is_recorded_but_not_compared() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(ShadowConfig::new());
+            f.start();
+            let headers = HeaderList::default();
+            let (mut tracker, _) = f.read("/r", &headers, BodySize::Empty);
+            tracker.respond(200, &headers);
+            tracker.chunk(b"part");
+            drop(tracker);
+            f.settle(|c| c.comparison_missed == 1).await;
+            assert_eq!(f.counts().compared, 0);
+            let stable = f.rollout.recorder().snapshot(Arm::Stable);
+            assert_eq!((stable.outcomes.success, stable.response_bytes), (1, 4));
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_finished_response_is_recorded_with_its_bytes() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(ShadowConfig::new());
+            f.start();
+            let headers = HeaderList::default();
+            let (mut tracker, tee) = f.read("/r", &headers, BodySize::Exact(7));
+            let mut tee = tee.expect("mirrored");
+            assert!(tee.chunk(b"payload"));
+            tee.end();
+            tracker.respond(200, &headers);
+            tracker.chunk(b"pay");
+            tracker.chunk(b"load");
+            tracker.finish();
+            f.settle(|c| c.compared == 1).await;
+            assert_eq!(f.counts().mismatched, 0);
+            let stable = f.rollout.recorder().snapshot(Arm::Stable);
+            assert_eq!(
+                (
+                    stable.outcomes.success,
+                    stable.request_bytes,
+                    stable.response_bytes
+                ),
+                (1, 7, 7)
+            );
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn failures_and_panics_are_recorded_as_their_class() {
+    let f = fixture(ShadowConfig::new());
+    f.steerer.set_share(Share::FULL);
+    let headers = HeaderList::default();
+    let (tracker, _) = f.read("/r", &headers, BodySize::Empty);
+    assert_eq!(tracker.arm(), Arm::Candidate);
+    tracker.fail(503);
+    let (mut tracker, _) = f.read("/r", &headers, BodySize::Empty);
+    tracker.respond(404, &headers);
+    drop(tracker);
+    let (tracker, _) = f.read("/r", &headers, BodySize::Empty);
+    tracker.panicked(&"candidate bug");
+    let candidate = f.candidate();
+    assert_eq!(
+        (
+            candidate.outcomes.server_error,
+            candidate.outcomes.client_error,
+            candidate.outcomes.panic
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(f.counts().canary_panics, 1);
+}
+
+#[tokio::test]
+async fn a_request_abandoned_before_its_response_is_not_recorded() {
+    let f = fixture(ShadowConfig::new());
+    let headers = HeaderList::default();
+    drop(f.read("/r", &headers, BodySize::Empty));
+    assert_eq!(f.rollout.recorder().snapshot(Arm::Stable).requests(), 0);
+}
+
+#[tokio::test]
+async fn the_mirror_share_decides_how_many_reads_are_copied() {
+    let headers = HeaderList::default();
+    let mirrored = |share: Share| {
+        let f = fixture(ShadowConfig::new().with_mirror_share(share));
+        for _ in 0..10_000 {
+            drop(f.read("/r", &headers, BodySize::Empty));
+        }
+        // With no worker running, copies past the queue's capacity are dropped: copied all
+        // the same.
+        let counts = f.counts();
+        let copied = counts.mirrored + counts.dropped_queue_full;
+        assert_eq!(counts.not_sampled + copied, 10_000, "{counts:?}");
+        copied
+    };
+    assert_eq!(mirrored(Share::FULL), 10_000);
+    assert_eq!(mirrored(Share::ZERO), 0);
+    // Binomial(10,000, 0.25): the standard deviation is 43, so this is ±11σ.
+    let quarter = mirrored(Share::from_percent(25.0).expect("valid share"));
+    assert!((2_000..=3_000).contains(&quarter), "{quarter} of 10,000");
+}
+
+#[tokio::test]
+async fn head_responses_are_compared_without_bodies() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(ShadowConfig::new());
+            f.start();
+            let headers = HeaderList::default();
+            let head = RequestHead::new("HEAD", "/r", &headers);
+            // The candidate echoes the copy's body, so its response to HEAD has one.
+            let (mut tracker, tee) =
+                Tracker::start(&f.runtime, f.target, &head, BodySize::Exact(34));
+            let mut tee = tee.expect("HEAD is a read");
+            assert!(tee.chunk(b"a body the live server never sends"));
+            tee.end();
+            // Servers drop a HEAD response's body unread: the live side ends at its head.
+            tracker.respond(200, &headers);
+            drop(tracker);
+            f.settle(|c| c.compared == 1).await;
+            let counts = f.counts();
+            assert_eq!(
+                (counts.mismatched, counts.comparison_missed),
+                (0, 0),
+                "{counts:?}"
+            );
+        })
+        .await;
+}
+
+struct PanickingComparator;
+
+impl CompareResponses for PanickingComparator {
+    fn compare(&self, _: &str, _: &ResponseSummary, _: &ResponseSummary) -> Comparison {
+        panic!("comparator bug")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_comparator_does_not_stop_the_worker() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(ShadowConfig::new().with_comparator(PanickingComparator));
+            f.start();
+            for expected in 1..=2 {
+                f.mirrored("/r", 200, b"x");
+                f.settle(|c| c.comparison_missed == expected).await;
+            }
+            assert_eq!(f.counts().completed, 2);
+        })
+        .await;
+}
+
+struct NeverComparable;
+
+impl CompareResponses for NeverComparable {
+    fn compare(&self, _: &str, _: &ResponseSummary, _: &ResponseSummary) -> Comparison {
+        Comparison::not_comparable("shadow state ahead of live")
+    }
+}
+
+#[tokio::test]
+async fn pairs_judged_not_comparable_are_neither_matches_nor_mismatches() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(ShadowConfig::new().with_comparator(NeverComparable));
+            f.start();
+            f.mirrored("/status/500", 200, b"x");
+            f.settle(|c| c.not_comparable == 1).await;
+            let counts = f.counts();
+            assert_eq!((counts.compared, counts.mismatched), (0, 0));
+            assert_eq!(f.candidate().comparisons.compared, 0);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn unread_and_oversize_bodies_are_counted() {
+    let f = fixture(ShadowConfig::new().with_body_limit(10));
+    let headers = HeaderList::default();
+    let (_tracker, tee) = f.read("/r", &headers, BodySize::AtLeast(0));
+    drop(tee.expect("may fit"));
+    let (_tracker, tee) = f.read("/r", &headers, BodySize::Exact(11));
+    assert!(tee.is_none(), "announced larger than the limit");
+    let (_tracker, tee) = f.read("/r", &headers, BodySize::AtLeast(10));
+    let mut tee = tee.expect("may still fit");
+    assert!(tee.chunk(&[0; 10]));
+    assert!(!tee.chunk(&[0; 1]), "one byte over the limit");
+    tee.end();
+    let counts = f.counts();
+    assert_eq!(
+        (
+            counts.skipped_unread_body,
+            counts.skipped_oversize,
+            counts.mirrored
+        ),
+        (1, 2, 0)
+    );
+}
+
+#[tokio::test]
+async fn writes_candidates_and_finished_rollouts_are_never_mirrored() {
+    let config = ShadowConfig::new()
+        .with_override_header("x-arm")
+        .expect("valid name");
+    let f = fixture(config);
+    let none = HeaderList::default();
+    let (tracker, _) = Tracker::start(
+        &f.runtime,
+        f.target,
+        &RequestHead::new("DELETE", "/r", &none),
+        BodySize::Empty,
+    );
+    assert_eq!(tracker.arm(), Arm::Stable);
+    drop(tracker);
+    assert_eq!(f.counts().not_read, 1);
+
+    let forced = HeaderList(vec![("x-arm", b"candidate".as_slice())]);
+    let (tracker, _) = f.read("/r", &forced, BodySize::Empty);
+    assert_eq!(tracker.arm(), Arm::Candidate);
+    drop(tracker);
+    assert_eq!(
+        f.counts().mirrored,
+        0,
+        "requests served by the candidate are not copied to it"
+    );
+
+    f.steerer.set_share(Share::FULL);
+    assert_eq!(f.read("/r", &none, BodySize::Empty).0.arm(), Arm::Candidate);
+
+    f.rollout
+        .handle()
+        .abort("test")
+        .expect("live rollouts abort");
+    assert_eq!(f.rollout.phase(), Phase::RolledBack);
+    let (tracker, _) = f.read("/r", &forced, BodySize::Empty);
+    assert_eq!(
+        tracker.arm(),
+        Arm::Stable,
+        "the override is ignored after a rollback"
+    );
+    drop(tracker);
+    let counts = f.counts();
+    assert_eq!(counts.mirrored, 0, "nothing is mirrored after a rollback");
+    assert_eq!(counts.overridden, 1);
+}
+
+#[tokio::test]
+async fn sticky_keys_pick_consistently() {
+    let f =
+        fixture(ShadowConfig::new().with_sticky_key(StickyKey::header("x-user").expect("valid")));
+    f.steerer
+        .set_share(Share::from_percent(50.0).expect("valid"));
+    for user in 0..50 {
+        let id = user.to_string();
+        let headers = HeaderList(vec![("x-user", id.as_bytes())]);
+        let expected = f.steerer.pick(Some(id.as_bytes()));
+        for _ in 0..3 {
+            assert_eq!(f.read("/r", &headers, BodySize::Empty).0.arm(), expected);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_worker_ends_when_every_handle_is_dropped() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(ShadowConfig::new());
+            let worker = f.worker.take().expect("not started");
+            let worker = tokio::task::spawn_local(worker.run());
+            drop(f);
+            tokio::time::timeout(Duration::from_secs(5), worker)
+                .await
+                .expect("worker ended")
+                .expect("worker did not panic");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_target_that_cannot_be_built_rolls_the_rollout_back() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(ShadowConfig::new());
+            let broken = f.runtime.register(Box::new(|| {
+                Box::pin(async { Err("the app's data factory failed".to_owned()) })
+            }));
+            f.start();
+            let headers = HeaderList::default();
+            let (mut tracker, _) = Tracker::start(
+                &f.runtime,
+                broken,
+                &RequestHead::new("GET", "/r", &headers),
+                BodySize::Empty,
+            );
+            tracker.respond(200, &headers);
+            tracker.finish();
+            f.settle(|c| c.failed == 1).await;
+            assert_eq!(f.rollout.phase(), Phase::RolledBack);
+            let reasons = f
+                .rollout
+                .status()
+                .last_decision
+                .expect("a decision")
+                .to_string();
+            assert!(reasons.contains("data factory failed"), "{reasons}");
+        })
+        .await;
+}

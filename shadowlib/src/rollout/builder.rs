@@ -1,0 +1,376 @@
+//! The one entry point: a rollout built whole, with the loop that drives it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use super::controller::Controller;
+use super::decision::Decision;
+use super::handle::RolloutHandle;
+use super::policy::{ConfigError, RolloutPolicy};
+use super::release::ReleaseSwitch;
+use super::state::{RolloutStatus, Shared};
+use crate::metrics::{
+    KpiRecorder, MetricSource, ProcessSampler, RecorderConfig, RecorderConfigError,
+};
+use crate::mirror::{
+    HttpMirror, HttpMirrorRef, Mirror, PathPattern, RequestCopy, RequestHead, RouteLabels,
+};
+use crate::model::{Arm, Phase, Version};
+use crate::predict::{Predictor, SequentialPredictor};
+use crate::shadow::{BudgetError, Placement, ShadowConfig, ShadowCounts, ShadowRuntime};
+use crate::steer::{TrafficSteerer, WeightedSteerer};
+
+/// A rollout that cannot be built, naming what is wrong.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The rollout policy is invalid.
+    #[error(transparent)]
+    Policy(#[from] ConfigError),
+    /// The shadow's budget is invalid.
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+    /// The KPI recorder's configuration is invalid.
+    #[error(transparent)]
+    Recorder(#[from] RecorderConfigError),
+    /// [`RolloutBuilder::build`] was called outside a tokio runtime, so the loop that
+    /// drives the rollout has nowhere to run. Call it inside one, or use
+    /// [`RolloutBuilder::build_driven`] and run the driver yourself.
+    #[error(
+        "no tokio runtime to drive the rollout on: call build() inside one, or use build_driven()"
+    )]
+    NoRuntime,
+}
+
+/// Builds a [`Rollout`]: every part has a default, and [`build`](Self::build) wires them
+/// together, so a rollout cannot be half wired. See [`Rollout::builder`].
+///
+/// The parts are the five seams of the library, each with a default to replace:
+///
+/// | part | default |
+/// |---|---|
+/// | [`Predictor`] | [`SequentialPredictor`]: always-valid sequential tests |
+/// | [`TrafficSteerer`] | [`WeightedSteerer`]: share by sticky key hash |
+/// | [`Mirror`] | [`HttpMirror`]: `GET`, `HEAD`, `OPTIONS` are reads |
+/// | [`MetricSource`]s | the KPI recorder the adapters feed, and the process sampler |
+/// | [`StateDelta`](crate::delta::StateDelta) | none (a stateless service) |
+#[must_use = "a builder does nothing until it is built"]
+pub struct RolloutBuilder {
+    stable: Version,
+    candidate: Version,
+    policy: RolloutPolicy,
+    predictor: Box<dyn Predictor>,
+    steerer: Arc<dyn TrafficSteerer>,
+    sources: Vec<Arc<dyn MetricSource>>,
+    release_switch: Option<Arc<dyn ReleaseSwitch>>,
+    mirror: HttpMirrorRef,
+    shadow: ShadowConfig,
+    recorder: RecorderConfig,
+    route_patterns: Vec<PathPattern>,
+    process_sampling: bool,
+    shadow_only: bool,
+}
+
+impl fmt::Debug for RolloutBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RolloutBuilder")
+            .field("stable", &self.stable)
+            .field("candidate", &self.candidate)
+            .field("policy", &self.policy)
+            .field("predictor", &self.predictor.name())
+            .field("shadow", &self.shadow)
+            .field("shadow_only", &self.shadow_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RolloutBuilder {
+    fn new(stable: Version, candidate: Version) -> Self {
+        Self {
+            stable,
+            candidate,
+            policy: RolloutPolicy::default(),
+            predictor: Box::new(SequentialPredictor::default()),
+            steerer: Arc::new(WeightedSteerer::new()),
+            sources: Vec::new(),
+            release_switch: None,
+            mirror: Arc::new(HttpMirror::new()),
+            shadow: ShadowConfig::new(),
+            recorder: RecorderConfig::default(),
+            route_patterns: Vec::new(),
+            process_sampling: true,
+            shadow_only: false,
+        }
+    }
+
+    /// How the rollout proceeds: steps, interval, samples, thresholds (validated by
+    /// [`build`](Self::build)).
+    pub fn policy(mut self, policy: RolloutPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// What judges the evidence at every look.
+    pub fn predictor(mut self, predictor: impl Predictor + 'static) -> Self {
+        self.predictor = Box::new(predictor);
+        self
+    }
+
+    /// What picks the build for each live request. The rollout sets its share; keep an
+    /// `Arc` of it to read the share in force.
+    pub fn steerer(mut self, steerer: impl TrafficSteerer + 'static) -> Self {
+        self.steerer = Arc::new(steerer);
+        self
+    }
+
+    /// A further source of KPIs, merged into the evidence of every look (for example a
+    /// database's query counts per build). Add as many as needed.
+    pub fn metric_source(mut self, source: impl MetricSource + 'static) -> Self {
+        self.sources.push(Arc::new(source));
+        self
+    }
+
+    /// Which requests are reads, and what their copy carries (see [`Mirror`]).
+    pub fn mirror<M>(mut self, mirror: M) -> Self
+    where
+        M: for<'a> Mirror<RequestHead<'a>, Copy = RequestCopy> + 'static,
+    {
+        self.mirror = Arc::new(mirror);
+        self
+    }
+
+    /// How live requests are routed, and how the shadow copies, compares and spends.
+    pub fn shadow(mut self, config: ShadowConfig) -> Self {
+        self.shadow = config;
+        self
+    }
+
+    /// How the KPIs are kept (histogram ranges, the cap on distinct routes).
+    pub fn recorder(mut self, config: RecorderConfig) -> Self {
+        self.recorder = config;
+        self
+    }
+
+    /// Path patterns that route labels follow (`/users/{id}`, labelled `GET /users/{id}`,
+    /// rather than one label per user). A path no pattern matches is labelled by itself,
+    /// within the cap on distinct routes ([`RecorderConfig::max_routes`]).
+    pub fn route_patterns(mut self, patterns: impl IntoIterator<Item = PathPattern>) -> Self {
+        self.route_patterns = patterns.into_iter().collect();
+        self
+    }
+
+    /// What is switched, with the code, when the rollout ends: the configuration that goes
+    /// with each build (see [`Releases`](crate::Releases)).
+    pub fn release_switch(mut self, switch: impl ReleaseSwitch + 'static) -> Self {
+        self.release_switch = Some(Arc::new(switch));
+        self
+    }
+
+    /// Leaves out the process's CPU, memory and I/O from the evidence (sampled once per
+    /// look by default, where the platform tells them).
+    pub fn without_process_sampling(mut self) -> Self {
+        self.process_sampling = false;
+        self
+    }
+
+    /// Compares the builds without rolling anything out, the way GitHub Scientist or
+    /// Diffy are used: every read is mirrored and judged, the status and events say what
+    /// the evidence shows, and no live request ever goes to the candidate.
+    pub fn shadow_only(mut self) -> Self {
+        self.shadow_only = true;
+        self
+    }
+
+    /// Builds the rollout, starts it (it shadows from now on) and spawns the loop that
+    /// drives it onto the current tokio runtime. The loop ends when the rollout is
+    /// promoted or rolled back.
+    pub fn build(self) -> Result<Rollout, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let (rollout, driver) = self.build_driven()?;
+        runtime.spawn(driver.run());
+        Ok(rollout)
+    }
+
+    /// Builds the rollout and starts it, and returns the driver for you to run: for a
+    /// runtime of your choosing, or for tests that take one look at a time.
+    pub fn build_driven(self) -> Result<(Rollout, RolloutDriver), BuildError> {
+        let (rollout, driver, _) = self.build_placed(Placement::OwnThread)?;
+        Ok((rollout, driver))
+    }
+
+    /// As [`build_driven`](Self::build_driven), with the shadow's worker handed back for
+    /// the test to run where it likes (on paused time, on its `LocalSet`).
+    #[cfg(test)]
+    pub(crate) fn build_with_worker(
+        self,
+    ) -> Result<(Rollout, RolloutDriver, crate::shadow::Worker), BuildError> {
+        let (rollout, driver, worker) = self.build_placed(Placement::Manual)?;
+        let worker = worker.ok_or(BuildError::NoRuntime)?;
+        Ok((rollout, driver, worker))
+    }
+
+    fn build_placed(
+        self,
+        placement: Placement,
+    ) -> Result<(Rollout, RolloutDriver, Option<crate::shadow::Worker>), BuildError> {
+        self.policy.validate()?;
+        self.recorder.validate()?;
+        let recorder = Arc::new(KpiRecorder::with_config(
+            self.stable.clone(),
+            self.candidate.clone(),
+            &self.recorder,
+        )?);
+        let shared = Arc::new(Shared::new(
+            self.stable.clone(),
+            self.candidate.clone(),
+            self.policy,
+            Arc::clone(&self.steerer),
+            self.release_switch,
+        ));
+        let handle = RolloutHandle {
+            shared: Arc::clone(&shared),
+        };
+        let labels = RouteLabels::new(self.route_patterns, self.recorder.max_routes);
+        let (shadow, worker) = ShadowRuntime::new(
+            self.shadow,
+            self.mirror,
+            self.steerer,
+            Arc::new(handle.clone()),
+            Arc::clone(&recorder),
+            labels,
+            placement,
+        )?;
+        let mut sources: Vec<Arc<dyn MetricSource>> = vec![Arc::clone(&recorder) as _];
+        if self.process_sampling {
+            sources.push(Arc::new(ProcessSampler::new()));
+        }
+        sources.extend(self.sources);
+        let controller = Controller::new(self.predictor, sources, shared, self.shadow_only);
+        // Only an idle rollout can be started, and this one was just made.
+        let _ = handle.start();
+        let rollout = Rollout {
+            inner: Arc::new(Inner {
+                handle,
+                shadow,
+                recorder,
+            }),
+        };
+        Ok((rollout, RolloutDriver { controller }, worker))
+    }
+}
+
+/// The loop that drives a rollout: every interval it collects the evidence, asks the
+/// predictor, and steps up, holds, pauses or rolls back. [`RolloutBuilder::build`] runs it
+/// for you; [`RolloutBuilder::build_driven`] hands it to you.
+pub struct RolloutDriver {
+    controller: Controller,
+}
+
+impl fmt::Debug for RolloutDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RolloutDriver").finish_non_exhaustive()
+    }
+}
+
+impl RolloutDriver {
+    /// Looks once per interval until the rollout is promoted or rolled back (by the
+    /// evidence or by an operator), and returns the final status.
+    pub async fn run(self) -> RolloutStatus {
+        self.controller.run().await
+    }
+
+    /// Takes one look now: collects the evidence, decides, and applies the decision.
+    /// Returns the decision (a hold when the rollout is not live).
+    pub async fn look(&mut self) -> Decision {
+        self.controller.look().await
+    }
+}
+
+/// A rollout of a candidate build beside the stable one: built once with
+/// [`Rollout::builder`], then handed to an adapter (`shadowlib_tower::ShadowLayer::new`,
+/// `shadowlib_actix::Shadow::new`) and watched or steered through its
+/// [`handle`](Self::handle). Cheap to clone; every clone is the same rollout.
+///
+/// ```
+/// use shadowlib::{Phase, Rollout, RolloutPolicy, Version};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let rollout = Rollout::builder(Version::new("shop", "1.41.0"), Version::new("shop", "1.42.0"))
+///     .policy(RolloutPolicy::from_toml(r#"
+///         interval = "10s"
+///         steps = [1, 5, 25, 50, 100]
+///     "#)?)
+///     .build()?;
+/// assert_eq!(rollout.status().phase, Phase::Shadowing);
+/// // Hand `&rollout` to the adapter; operators use `rollout.handle()`.
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Rollout {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: RolloutHandle,
+    shadow: ShadowRuntime,
+    recorder: Arc<KpiRecorder>,
+}
+
+impl fmt::Debug for Rollout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rollout")
+            .field("handle", &self.inner.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rollout {
+    /// A builder for a rollout of `candidate` beside `stable`, with every part at its
+    /// default (see [`RolloutBuilder`]).
+    pub fn builder(stable: Version, candidate: Version) -> RolloutBuilder {
+        RolloutBuilder::new(stable, candidate)
+    }
+
+    /// The operator's handle: status, events, pause, resume, promote, abort.
+    pub fn handle(&self) -> RolloutHandle {
+        self.inner.handle.clone()
+    }
+
+    /// Where the rollout is now.
+    pub fn status(&self) -> RolloutStatus {
+        self.inner.handle.status()
+    }
+
+    /// The phase now: one atomic load, for code that asks on every request.
+    pub fn phase(&self) -> Phase {
+        self.inner.handle.phase()
+    }
+
+    /// What happened to every read the shadow could have seen.
+    pub fn shadow_counts(&self) -> ShadowCounts {
+        self.inner.shadow.counts()
+    }
+
+    /// Records a value of a KPI of your own for a request served by `arm` (cache hits,
+    /// queries per request), kept beside the built-in KPIs in the evidence.
+    pub fn record_custom(&self, arm: Arm, name: &str, value: f64) {
+        self.inner.recorder.record_custom(arm, name, value);
+    }
+
+    /// The recorder the adapters feed (for the simulator and tests, which play their part).
+    #[cfg(any(test, feature = "simulate"))]
+    pub(crate) fn recorder(&self) -> &Arc<KpiRecorder> {
+        &self.inner.recorder
+    }
+
+    pub(crate) fn shadow_runtime(&self) -> &ShadowRuntime {
+        &self.inner.shadow
+    }
+
+    pub(crate) fn candidate_cannot_start(&self, why: &str) {
+        crate::shadow::RolloutLink::candidate_cannot_start(&self.inner.handle, why);
+    }
+}

@@ -1,0 +1,217 @@
+//! What the controller and every handle share: the machine, the status, the events, and
+//! the one place a decision is applied.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::time::Instant;
+
+use super::decision::Decision;
+use super::machine::{AtomicPhase, RolloutMachine, Transition, TransitionError};
+use super::policy::RolloutPolicy;
+use super::release::ReleaseSwitch;
+use crate::model::{Arm, Phase, SampleCount, Share, Version};
+use crate::predict::Prediction;
+use crate::steer::TrafficSteerer;
+
+/// How many events a subscriber may fall behind before it misses some.
+pub(crate) const EVENT_BUFFER: usize = 1024;
+
+/// A change of phase, with the decision that caused it and the evidence behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RolloutEvent {
+    /// 1 for the first event of the rollout, then 2, 3, …
+    pub sequence: u64,
+    /// Time since the rollout started.
+    #[serde(with = "crate::duration")]
+    pub elapsed: Duration,
+    /// The look that produced it (0 for operator commands between looks and the start).
+    pub look: u64,
+    /// The change of phase and share.
+    pub transition: Transition,
+    /// The decision, with its reasons.
+    pub decision: Decision,
+    /// The prediction the decision was based on, when there was one.
+    pub prediction: Option<Prediction>,
+    /// The requests seen on each build when it was made.
+    pub samples: SampleCount,
+}
+
+/// Where the rollout is, readable at any time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RolloutStatus {
+    /// The stable build.
+    pub stable: Version,
+    /// The candidate build.
+    pub candidate: Version,
+    /// The current phase.
+    pub phase: Phase,
+    /// The candidate's share of live traffic.
+    pub share: Share,
+    /// Looks taken so far.
+    pub looks: u64,
+    /// The last decision, holds included.
+    pub last_decision: Option<Decision>,
+    /// The last prediction.
+    pub last_prediction: Option<Prediction>,
+    /// The requests seen on each build at the last look.
+    pub samples: SampleCount,
+}
+
+pub(crate) struct State {
+    pub(crate) machine: RolloutMachine,
+    pub(crate) started: Option<Instant>,
+    pub(crate) looks: u64,
+    pub(crate) events: u64,
+    /// Candidate requests seen at the last look, and when the current step began.
+    pub(crate) candidate_requests: u64,
+    pub(crate) step_baseline: u64,
+}
+
+/// What the controller and its handles share.
+pub(crate) struct Shared {
+    pub(crate) policy: RolloutPolicy,
+    pub(crate) stable: Version,
+    pub(crate) candidate: Version,
+    pub(crate) state: Mutex<State>,
+    pub(crate) steerer: Arc<dyn TrafficSteerer>,
+    pub(crate) release_switch: Option<Arc<dyn ReleaseSwitch>>,
+    pub(crate) events: broadcast::Sender<RolloutEvent>,
+    pub(crate) status: watch::Sender<RolloutStatus>,
+    /// `status.phase`, readable without the watch channel's lock: stored with the status,
+    /// under its write lock, so the two never disagree once a transition has returned.
+    pub(crate) phase: AtomicPhase,
+    /// Wakes the controller when an operator ends the rollout between looks.
+    pub(crate) ended: Notify,
+}
+
+impl Shared {
+    /// A rollout in `Idle` for this pair of builds.
+    pub(crate) fn new(
+        stable: Version,
+        candidate: Version,
+        policy: RolloutPolicy,
+        steerer: Arc<dyn TrafficSteerer>,
+        release_switch: Option<Arc<dyn ReleaseSwitch>>,
+    ) -> Self {
+        steerer.set_share(Share::ZERO);
+        let machine = RolloutMachine::new(policy.steps.clone());
+        let status = RolloutStatus {
+            stable: stable.clone(),
+            candidate: candidate.clone(),
+            phase: machine.phase(),
+            share: Share::ZERO,
+            looks: 0,
+            last_decision: None,
+            last_prediction: None,
+            samples: SampleCount::default(),
+        };
+        Self {
+            policy,
+            stable,
+            candidate,
+            state: Mutex::new(State {
+                machine,
+                started: None,
+                looks: 0,
+                events: 0,
+                candidate_requests: 0,
+                step_baseline: 0,
+            }),
+            steerer,
+            release_switch,
+            events: broadcast::channel(EVENT_BUFFER).0,
+            phase: AtomicPhase::new(status.phase),
+            status: watch::channel(status).0,
+            ended: Notify::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update of `State` is a few assignments that cannot panic half-way, so the
+        // state behind a poisoned lock is consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a decision: moves the machine, and for a change of phase sets the share,
+    /// switches the release and publishes the event, all under one lock so that every
+    /// observer sees the changes in the same order.
+    pub(crate) fn apply(
+        &self,
+        decision: Decision,
+        prediction: Option<Prediction>,
+        look: u64,
+        samples: SampleCount,
+    ) -> Result<Option<Transition>, TransitionError> {
+        let mut state = self.lock();
+        let transition = state.machine.apply(decision.action)?;
+        if let Some(transition) = transition {
+            self.publish(
+                &mut state,
+                transition,
+                decision.clone(),
+                prediction.clone(),
+                look,
+                samples,
+            );
+        }
+        self.status.send_modify(|status| {
+            status.last_decision = Some(decision);
+            if prediction.is_some() {
+                status.last_prediction = prediction;
+            }
+        });
+        Ok(transition)
+    }
+
+    pub(crate) fn publish(
+        &self,
+        state: &mut State,
+        transition: Transition,
+        decision: Decision,
+        prediction: Option<Prediction>,
+        look: u64,
+        samples: SampleCount,
+    ) {
+        // Traffic first: from the next request on, new requests follow the new share.
+        self.steerer.set_share(transition.share_after);
+        if let Some(switch) = &self.release_switch {
+            match transition.to {
+                Phase::RolledBack => switch.activate(Arm::Stable),
+                Phase::Promoted => switch.activate(Arm::Candidate),
+                _ => {}
+            }
+        }
+        if matches!(transition.to, Phase::Canary { .. }) && transition.from != transition.to {
+            state.step_baseline = state.candidate_requests;
+        }
+        state.events += 1;
+        let elapsed = state.started.map(|s| s.elapsed()).unwrap_or_default();
+        tracing::info!(
+            from = %transition.from, to = %transition.to, share = %transition.share_after,
+            decision = %decision, "rollout transition"
+        );
+        self.status.send_modify(|status| {
+            status.phase = transition.to;
+            status.share = transition.share_after;
+            self.phase.store(transition.to);
+        });
+        if transition.to.is_terminal() {
+            self.ended.notify_one();
+        }
+        // No subscriber is fine: the status still says where the rollout is.
+        let _ = self.events.send(RolloutEvent {
+            sequence: state.events,
+            elapsed,
+            look,
+            transition,
+            decision,
+            prediction,
+            samples,
+        });
+    }
+}

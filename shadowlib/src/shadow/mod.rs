@@ -1,0 +1,66 @@
+//! The shadow: where copies of live reads run on the candidate, beside the live path and
+//! never in its way.
+//!
+//! Each rollout has one shadow executor: a thread of its own (`shadowlib-shadow`, with a
+//! one-thread tokio runtime), started when the first adapter attaches. Copies reach it
+//! through a bounded lock-free queue the live path pushes to without waiting; when the
+//! queue is full the copy is dropped and counted. At most
+//! [`ShadowBudget::concurrency`] copies run at once, each under
+//! [`ShadowBudget::timeout`], with panics caught. A build that blocks its thread stalls
+//! only the shadow, never a thread live requests run on.
+//!
+//! [`ShadowConfig`] sets what is copied and compared and what the shadow may spend;
+//! [`ShadowCounts`] says what happened to every read the shadow could have seen;
+//! [`in_shadow`] tells application code it is running as the shadow.
+
+mod budget;
+mod config;
+mod queue;
+mod runtime;
+mod slots;
+mod stats;
+mod target;
+mod thread;
+mod worker;
+
+pub use budget::{BudgetError, ShadowBudget};
+pub use config::{DEFAULT_BODY_LIMIT, ShadowConfig};
+pub use stats::ShadowCounts;
+pub use target::{
+    ResponseCapture, ShadowCall, ShadowError, ShadowReply, ShadowResult, ShadowTarget,
+    TargetFactory, TargetId,
+};
+
+pub(crate) use runtime::{Placement, ShadowRuntime};
+pub(crate) use slots::{CopySlot, LiveProgress};
+pub(crate) use stats::ShadowStats;
+pub(crate) use worker::{Worker, is_bodiless};
+
+use crate::model::Phase;
+
+tokio::task_local! {
+    static IN_SHADOW: ();
+}
+
+/// Whether the current task is running a shadow copy.
+///
+/// Application code (and guards around side effects) can refuse to write while it is
+/// true: the shadow must never change data the live build owns. Only the task that runs
+/// the copy is marked; work it spawns onto other tasks is not.
+///
+/// ```
+/// assert!(!shadowlib::shadow::in_shadow());
+/// ```
+pub fn in_shadow() -> bool {
+    IN_SHADOW.try_with(|_| ()).is_ok()
+}
+
+/// What the shadow needs to know of the rollout it serves, and tell it: the shadow depends
+/// on this small trait, not on the controller.
+pub(crate) trait RolloutLink: Send + Sync + 'static {
+    /// The rollout's phase now: one atomic load.
+    fn phase(&self) -> Phase;
+
+    /// The candidate cannot run (its app failed to start): the rollout must end.
+    fn candidate_cannot_start(&self, why: &str);
+}

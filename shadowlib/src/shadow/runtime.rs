@@ -1,0 +1,293 @@
+//! The live side of the shadow: what routes each request and hands copies to the worker.
+//!
+//! The live path's share of a copy is kept to copying bytes into a reused
+//! [`RequestCopy`](crate::mirror::RequestCopy) and a push onto a lock-free queue: it never
+//! wakes the shadow's thread while the shadow is busy or only between copies, never waits
+//! for it, and in a steady state allocates nothing for it.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+
+use super::queue::{CopyQueue, Task};
+use super::slots::{CopySlot, SlotPool};
+use super::stats::ShadowStats;
+use super::target::{RECYCLED_SUMMARIES, Recycled, ResponseCapture, TargetFactory, TargetId};
+use super::worker::Worker;
+use super::{BudgetError, RolloutLink, ShadowConfig, ShadowCounts};
+use crate::metrics::KpiRecorder;
+use crate::mirror::{BodySize, HttpMirrorRef, RequestHead, RouteLabels};
+use crate::model::{Arm, Outcome, Share};
+use crate::rng;
+use crate::steer::TrafficSteerer;
+
+/// Where the worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// A thread of its own, started when the first target is registered.
+    OwnThread,
+    /// Wherever the caller runs the worker [`ShadowRuntime::new`] hands back (tests).
+    #[cfg(test)]
+    Manual,
+}
+
+/// The executor's state, for the live path to read with one load.
+const NOT_STARTED: u8 = 0;
+const RUNNING: u8 = 1;
+const FAILED: u8 = 2;
+
+/// What the live path, the worker and the rollout share.
+pub(crate) struct Shared {
+    pub(crate) config: ShadowConfig,
+    pub(crate) mirror: HttpMirrorRef,
+    pub(crate) steerer: Arc<dyn TrafficSteerer>,
+    pub(crate) link: Arc<dyn RolloutLink>,
+    pub(crate) recorder: Arc<KpiRecorder>,
+    pub(crate) stats: ShadowStats,
+    /// Its own allocation: the live path clones it per mirrored read, and its reference
+    /// count must not share a cache line with what the worker reads.
+    pub(crate) slots: Arc<SlotPool>,
+    pub(crate) recycled: Recycled,
+    pub(crate) queue: CopyQueue,
+    pub(crate) labels: RouteLabels,
+    /// Targets registered and not yet handed to the worker.
+    pub(crate) registrations: Mutex<Vec<(TargetId, TargetFactory)>>,
+    next_target: Mutex<usize>,
+    placement: Placement,
+    executor: AtomicU8,
+    /// The worker until its thread starts.
+    pending_worker: Mutex<Option<Worker>>,
+}
+
+impl Shared {
+    /// How a response is captured for comparison.
+    pub(crate) fn capture(&self) -> ResponseCapture {
+        ResponseCapture::new(
+            Arc::clone(&self.config.compared_headers),
+            self.config.body_limit,
+            Arc::clone(&self.recycled),
+        )
+    }
+}
+
+/// The live side's handle: cheap to clone, and the last clone to go closes the queue, so
+/// the worker finishes what it holds and ends.
+#[derive(Clone)]
+pub(crate) struct ShadowRuntime {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.queue.close();
+    }
+}
+
+/// A request's route: the build that serves it, and the copy when it is mirrored.
+pub(crate) struct Route {
+    pub(crate) arm: Arm,
+    pub(crate) copy: Option<Arc<CopySlot>>,
+}
+
+impl ShadowRuntime {
+    /// A runtime with the worker unstarted, or (for [`Placement::Manual`]) handed back.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: ShadowConfig,
+        mirror: HttpMirrorRef,
+        steerer: Arc<dyn TrafficSteerer>,
+        link: Arc<dyn RolloutLink>,
+        recorder: Arc<KpiRecorder>,
+        labels: RouteLabels,
+        placement: Placement,
+    ) -> Result<(Self, Option<Worker>), BudgetError> {
+        config.budget.validate()?;
+        let budget = &config.budget;
+        // Enough for every copy queued or running and as many whose live response is
+        // still on its way; beyond that a slot is made (and later freed).
+        let slots = Arc::new(SlotPool::new(
+            budget
+                .queue_capacity
+                .saturating_add(budget.concurrency)
+                .saturating_mul(2),
+        ));
+        let shared = Arc::new(Shared {
+            queue: CopyQueue::new(budget.queue_capacity),
+            config,
+            mirror,
+            steerer,
+            link,
+            recorder,
+            stats: ShadowStats::new(),
+            slots,
+            recycled: Arc::new(ArrayQueue::new(RECYCLED_SUMMARIES)),
+            labels,
+            registrations: Mutex::new(Vec::new()),
+            next_target: Mutex::new(0),
+            placement,
+            executor: AtomicU8::new(NOT_STARTED),
+            pending_worker: Mutex::new(None),
+        });
+        let worker = Worker::new(Arc::clone(&shared));
+        let handed_back = match placement {
+            Placement::OwnThread => {
+                *lock(&shared.pending_worker) = Some(worker);
+                None
+            }
+            #[cfg(test)]
+            Placement::Manual => {
+                shared.executor.store(RUNNING, Ordering::Release);
+                Some(worker)
+            }
+        };
+        let handle = Arc::new(Handle { shared });
+        Ok((Self { handle }, handed_back))
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// The shadow's counters.
+    pub(crate) fn counts(&self) -> ShadowCounts {
+        self.shared().stats.counts()
+    }
+
+    /// Registers a target, to be built on the shadow's thread, and starts that thread if
+    /// it has not started yet.
+    pub(crate) fn register(&self, factory: TargetFactory) -> TargetId {
+        let shared = self.shared();
+        let id = {
+            let mut next = lock(&shared.next_target);
+            let id = TargetId(*next);
+            *next += 1;
+            id
+        };
+        lock(&shared.registrations).push((id, factory));
+        if shared.placement == Placement::OwnThread {
+            self.start_executor();
+        }
+        // A parked worker picks the target up now rather than at the next copy.
+        shared.queue.wake_if_parked();
+        id
+    }
+
+    fn start_executor(&self) {
+        let shared = self.shared();
+        let Some(worker) = lock(&shared.pending_worker).take() else {
+            return;
+        };
+        match super::thread::spawn(worker) {
+            Ok(()) => shared.executor.store(RUNNING, Ordering::Release),
+            Err(error) => {
+                shared.executor.store(FAILED, Ordering::Release);
+                tracing::error!(%error, "the shadow's thread did not start; no read will be shadowed");
+            }
+        }
+    }
+
+    /// Picks the build for a request and, when it is a read to mirror, takes a slot with
+    /// the copy of its head.
+    ///
+    /// * The override header, when configured and not rolled back, wins.
+    /// * Otherwise the steerer picks, by the sticky key when the request carries one.
+    /// * A request going to stable while the rollout is live that the mirror calls a read,
+    ///   within the mirror share and the body limit, is copied.
+    pub(crate) fn route(&self, head: &RequestHead<'_>, body: BodySize) -> Route {
+        let shared = self.shared();
+        let config = &shared.config;
+        // One atomic load, shared with nobody who writes per request.
+        let phase = shared.link.phase();
+        let overridden = config
+            .arm_override
+            .as_ref()
+            .and_then(|o| o.requested(head.headers))
+            .filter(|_| phase != crate::model::Phase::RolledBack);
+        let arm = match overridden {
+            Some(arm) => {
+                ShadowStats::bump(&shared.stats.overridden);
+                arm
+            }
+            None => {
+                let key = config.sticky.as_ref().and_then(|k| k.extract(head.headers));
+                shared.steerer.pick(key)
+            }
+        };
+        let no_copy = Route { arm, copy: None };
+        if arm == Arm::Candidate || !phase.is_live() {
+            return no_copy;
+        }
+        if !shared.mirror.classify(head).is_read() {
+            ShadowStats::bump(&shared.stats.not_read);
+            return no_copy;
+        }
+        let sampled = config.mirror_share.ppm();
+        if sampled < Share::PPM_SCALE && rng::below(Share::PPM_SCALE) >= sampled {
+            ShadowStats::bump(&shared.stats.not_sampled);
+            return no_copy;
+        }
+        if shared.executor.load(Ordering::Acquire) != RUNNING {
+            ShadowStats::bump(&shared.stats.no_executor);
+            return no_copy;
+        }
+        if body.exceeds(config.body_limit) {
+            ShadowStats::bump(&shared.stats.skipped_oversize);
+            return no_copy;
+        }
+        let slot = shared.slots.take(config.body_limit);
+        shared.mirror.copy(head, &mut slot.request());
+        Route {
+            arm,
+            copy: Some(slot),
+        }
+    }
+
+    /// Hands a complete copy to the worker without waiting. Returns whether it was
+    /// queued; when the queue is full it is dropped, counted, and recorded as shed.
+    pub(crate) fn submit(&self, slot: Arc<CopySlot>, target: TargetId) -> bool {
+        let shared = self.shared();
+        match shared.queue.push(Task { slot, target }) {
+            Ok(()) => {
+                ShadowStats::bump(&shared.stats.mirrored);
+                true
+            }
+            Err(task) => {
+                let request_bytes = task.slot.request().body_len();
+                shared.slots.give_back(task.slot);
+                ShadowStats::bump(&shared.stats.dropped_queue_full);
+                shared.recorder.record(
+                    Arm::Candidate,
+                    Outcome::Shed,
+                    Duration::ZERO,
+                    request_bytes,
+                    0,
+                );
+                false
+            }
+        }
+    }
+
+    /// A copy given up before it was complete: its body was larger than the limit, or
+    /// never read to its end.
+    pub(crate) fn abandon(&self, slot: Arc<CopySlot>, oversize: bool) {
+        let shared = self.shared();
+        shared.slots.give_back(slot);
+        ShadowStats::bump(if oversize {
+            &shared.stats.skipped_oversize
+        } else {
+            &shared.stats.skipped_unread_body
+        });
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every value behind these locks is valid at every point (a list, a counter, an
+    // option), so a lock poisoned by a panic elsewhere is used as it is.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
