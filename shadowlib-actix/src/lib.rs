@@ -2,13 +2,30 @@
 //!
 //! [actix-web](https://docs.rs/actix-web) middleware for [shadowlib]: give the stable
 //! `App` a candidate build — a second `App` factory, the same kind of closure
-//! `HttpServer::new` takes — and let the rollout controller mirror reads to it, steer a
-//! growing share of traffic to it, or roll it back.
+//! `HttpServer::new` takes — and let the rollout mirror reads to it, steer a growing share
+//! of traffic to it, or roll it back.
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer, web};
+//! use shadowlib::{Rollout, Version};
+//! use shadowlib_actix::Shadow;
+//!
+//! #[actix_web::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let rollout = Rollout::builder(Version::new("shop", "1"), Version::new("shop", "2")).build()?;
+//!     let shadow = Shadow::new(|| App::new().route("/", web::get().to(|| async { "v2" })), &rollout);
+//!     HttpServer::new(move || App::new().route("/", web::get().to(|| async { "v1" })).wrap(shadow.clone()))
+//!         .bind(("127.0.0.1", 8080))?
+//!         .run()
+//!         .await?;
+//!     Ok(())
+//! }
+//! ```
 //!
 //! The middleware only translates actix-web's types (which are `http` 0.2's) into the
-//! core's vocabulary; routing, classification, the shadow's queue and workers, comparison
-//! and recording are [`shadowlib::mirror`]'s, shared with the tower adapter. See
-//! [`shadow`].
+//! core's vocabulary through [`shadowlib::adapter`]; routing, classification, the shadow's
+//! queue and worker, comparison and recording are the core's, shared with the tower
+//! adapter. See [`shadow`].
 
 #![warn(missing_docs)]
 

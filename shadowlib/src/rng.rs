@@ -34,7 +34,7 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 
 /// A draw uniform in `[0, bound)` (Lemire's multiply-shift; the bias is below 2^-32).
 pub(crate) fn below(bound: u32) -> u32 {
-    ((next_u64() >> 32) * u64::from(bound) >> 32) as u32
+    (((next_u64() >> 32) * u64::from(bound)) >> 32) as u32
 }
 
 #[cfg(test)]

@@ -9,29 +9,29 @@ use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use bytes::Bytes;
-use futures::Stream;
+use futures_util::Stream;
 use pin_project_lite::pin_project;
-use shadowlib::mirror::{LiveResponse, MirrorTicket};
+use shadowlib::adapter::{BodyTee, Tracker};
 
 pin_project! {
     /// The live request's payload, passed through chunk by chunk as the handler reads it,
     /// each chunk also copied (up to the body limit). Once the handler has read the body
     /// to its end the copy goes to the shadow; if the body grows past the limit the copy
     /// is abandoned there; if the handler stops early, or the payload fails, dropping
-    /// the ticket counts the read as never read whole. The handler never waits for it.
+    /// the tee counts the read as never read whole. The handler never waits for it.
     pub(crate) struct TeePayload {
         #[pin]
         payload: Payload,
-        copy: Option<MirrorTicket>,
+        copy: Option<BodyTee>,
     }
 }
 
 impl TeePayload {
-    /// The live payload, copied into `ticket` (whose head is already copied).
-    pub(crate) fn new(payload: Payload, ticket: MirrorTicket) -> Self {
+    /// The live payload, copied through `tee`.
+    pub(crate) fn new(payload: Payload, tee: BodyTee) -> Self {
         Self {
             payload,
-            copy: Some(ticket),
+            copy: Some(tee),
         }
     }
 }
@@ -44,20 +44,19 @@ impl Stream for TeePayload {
         let item = ready!(this.payload.poll_next(cx));
         match &item {
             Some(Ok(chunk)) => {
-                if let Some(ticket) = this.copy
-                    && !ticket.copy_body(chunk)
-                    && let Some(ticket) = this.copy.take()
+                if let Some(tee) = this.copy
+                    && !tee.chunk(chunk)
                 {
-                    // Over the limit: give up the copy now rather than at the end.
-                    ticket.skip_oversize();
+                    // Over the limit: the copy was given up (and counted) there.
+                    this.copy.take();
                 }
             }
             Some(Err(_)) => {
                 this.copy.take();
             }
             None => {
-                if let Some(ticket) = this.copy.take() {
-                    ticket.submit();
+                if let Some(tee) = this.copy.take() {
+                    tee.end();
                 }
             }
         }
@@ -78,12 +77,12 @@ pin_project! {
         body: EitherBody<B>,
         // Boxed: a response body is moved several times on its way out, and this keeps it
         // small.
-        live: Option<Box<LiveResponse>>,
+        live: Option<Box<Tracker>>,
     }
 }
 
 impl<B: MessageBody + 'static> ShadowResponseBody<B> {
-    pub(crate) fn new(body: EitherBody<B>, live: Option<LiveResponse>) -> Self {
+    pub(crate) fn new(body: EitherBody<B>, live: Option<Tracker>) -> Self {
         // actix-web never polls a body it knows is empty: it is complete now.
         let live = match body.size() {
             BodySize::None | BodySize::Sized(0) => {
@@ -155,46 +154,55 @@ impl<B: MessageBody + 'static> MessageBody for ShadowResponseBody<B> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use actix_web::body::BoxBody;
-    use futures::StreamExt;
-    use shadowlib::mirror::{
-        HeaderList, HttpVersion, RequestHead, Rollout, ShadowConfig, ShadowRuntime, ShadowWorker,
-    };
-    use shadowlib::{Arm, KpiRecorder, Version};
+    use futures_util::StreamExt;
+    use shadowlib::adapter::{BodySize, Runtime, ShadowTarget, TargetId};
+    use shadowlib::mirror::{HeaderList, RequestHead};
+    use shadowlib::{Rollout, RolloutPolicy, Version};
 
     use super::*;
 
-    /// A runtime whose rollout is shadowing, and its recorder. Its worker is returned
-    /// unstarted, so that submitted copies stay in the queue while they are held.
-    fn runtime(body_limit: usize) -> (ShadowRuntime, Arc<KpiRecorder>, ShadowWorker) {
-        let rollout = Rollout::shadow_only(Version::new("t", "1"), Version::new("t", "2"));
-        let recorder = Arc::clone(&rollout.recorder);
-        let (runtime, worker) = ShadowRuntime::new(
-            ShadowConfig::new().with_body_limit(body_limit),
-            rollout.steerer,
-            &rollout.handle,
-            rollout.recorder,
-        )
-        .expect("valid budget");
-        (runtime, recorder, worker)
+    /// A runtime whose rollout is shadowing, and a target whose factory never finishes,
+    /// so that copies stay in the queue while the test holds them.
+    fn runtime(body_limit: usize) -> (Rollout, Runtime, TargetId) {
+        let rollout = Rollout::builder(Version::new("t", "1"), Version::new("t", "2"))
+            .policy(RolloutPolicy::default())
+            .shadow(shadowlib::shadow::ShadowConfig::new().with_body_limit(body_limit))
+            .shadow_only()
+            .build()
+            .expect("a valid configuration, in a runtime");
+        let runtime = Runtime::new(&rollout);
+        let target = runtime.register(Box::new(|| {
+            Box::pin(async {
+                std::future::pending::<()>().await;
+                Err::<Box<dyn ShadowTarget>, _>("never built".to_owned())
+            })
+        }));
+        (rollout, runtime, target)
     }
 
-    fn teed(runtime: &ShadowRuntime, chunks: &[&'static str]) -> TeePayload {
+    fn tracked(runtime: &Runtime, target: TargetId, size: BodySize) -> (Tracker, Option<BodyTee>) {
         let headers = HeaderList::default();
-        let head = RequestHead::new("GET", "/r", &headers);
-        let mut ticket = runtime.route(&head).mirror.expect("a read while shadowing");
-        ticket.copy_head(&head, "/r", HttpVersion::Http11, None);
-        let stream = futures::stream::iter(
+        Tracker::start(
+            runtime,
+            target,
+            &RequestHead::new("GET", "/r", &headers),
+            size,
+        )
+    }
+
+    fn teed(runtime: &Runtime, target: TargetId, chunks: &[&'static str]) -> TeePayload {
+        let (_tracker, tee) = tracked(runtime, target, BodySize::AtLeast(0));
+        let stream = futures_util::stream::iter(
             chunks
                 .iter()
                 .map(|c| Ok::<_, PayloadError>(Bytes::from_static(c.as_bytes())))
                 .collect::<Vec<_>>(),
         );
         let payload = Payload::from(Box::pin(stream) as actix_http::BoxedPayloadStream);
-        TeePayload::new(payload, ticket)
+        TeePayload::new(payload, tee.expect("a read while shadowing"))
     }
 
     async fn read_all(payload: TeePayload) -> Vec<u8> {
@@ -206,63 +214,62 @@ mod tests {
 
     #[actix_web::test]
     async fn a_payload_read_to_its_end_is_handed_over_whole() {
-        let (runtime, _, _worker) = runtime(1024);
-        let payload = teed(&runtime, &["ab", "cd"]);
+        let (rollout, runtime, target) = runtime(1024);
+        let payload = teed(&runtime, target, &["ab", "cd"]);
         assert_eq!(read_all(payload).await, b"abcd");
-        let counts = runtime.stats().counts();
+        let counts = rollout.shadow_counts();
         assert_eq!((counts.mirrored, counts.skipped_oversize), (1, 0));
-        assert_eq!(runtime.queued(), 1);
     }
 
     #[actix_web::test]
     async fn a_payload_over_the_limit_is_abandoned_as_it_passes_it() {
-        let (runtime, _, _worker) = runtime(3);
-        let mut payload = teed(&runtime, &["ab", "cd", "ef"]);
+        let (rollout, runtime, target) = runtime(3);
+        let mut payload = teed(&runtime, target, &["ab", "cd", "ef"]);
         assert!(payload.next().await.is_some());
-        assert_eq!(runtime.stats().counts().skipped_oversize, 0);
+        assert_eq!(rollout.shadow_counts().skipped_oversize, 0);
         assert!(payload.next().await.is_some());
         assert_eq!(
-            runtime.stats().counts().skipped_oversize,
+            rollout.shadow_counts().skipped_oversize,
             1,
             "given up at the chunk that crossed the limit"
         );
         assert_eq!(read_all(payload).await, b"ef", "the live handler reads on");
-        assert_eq!(runtime.stats().counts().mirrored, 0);
+        assert_eq!(rollout.shadow_counts().mirrored, 0);
     }
 
     #[actix_web::test]
     async fn a_payload_left_unread_is_not_mirrored() {
-        let (runtime, _, _worker) = runtime(1024);
-        let mut payload = teed(&runtime, &["ab", "cd"]);
+        let (rollout, runtime, target) = runtime(1024);
+        let mut payload = teed(&runtime, target, &["ab", "cd"]);
         assert!(payload.next().await.is_some());
         drop(payload);
-        let counts = runtime.stats().counts();
+        let counts = rollout.shadow_counts();
         assert_eq!((counts.skipped_unread_body, counts.mirrored), (1, 0));
     }
 
     #[actix_web::test]
-    async fn an_empty_response_is_recorded_at_once_and_a_full_one_as_it_ends() {
-        let (runtime, recorder, _worker) = runtime(1024);
-        let live = runtime.live_response(Arm::Stable, 204, Duration::from_millis(1), 0, None);
+    async fn an_empty_response_is_complete_at_once_and_a_full_one_as_it_ends() {
+        let (rollout, runtime, target) = runtime(1024);
+        let headers = HeaderList::default();
+        let (mut tracker, _) = tracked(&runtime, target, BodySize::Empty);
+        tracker.respond(204, &headers);
         let empty =
-            ShadowResponseBody::<BoxBody>::new(EitherBody::right(BoxBody::new(())), Some(live));
-        assert_eq!(recorder.snapshot(Arm::Stable).requests(), 1);
+            ShadowResponseBody::<BoxBody>::new(EitherBody::right(BoxBody::new(())), Some(tracker));
+        assert!(empty.live.is_none(), "finished without being polled");
         drop(empty);
-        assert_eq!(
-            recorder.snapshot(Arm::Stable).requests(),
-            1,
-            "recorded once"
-        );
 
-        let live = runtime.live_response(Arm::Stable, 200, Duration::from_millis(1), 0, None);
-        let body =
-            ShadowResponseBody::new(EitherBody::left(Bytes::from_static(b"hello")), Some(live));
-        assert_eq!(recorder.snapshot(Arm::Stable).requests(), 1);
+        let (mut tracker, _) = tracked(&runtime, target, BodySize::Empty);
+        tracker.respond(200, &headers);
+        let body = ShadowResponseBody::new(
+            EitherBody::left(Bytes::from_static(b"hello")),
+            Some(tracker),
+        );
         let bytes = actix_web::body::to_bytes(body)
             .await
             .expect("in-memory body");
         assert_eq!(bytes, "hello");
-        let stable = recorder.snapshot(Arm::Stable);
-        assert_eq!((stable.requests(), stable.response_bytes), (2, 5));
+        // Both reads were mirrored and wait in the queue: neither was lost.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(rollout.shadow_counts().mirrored, 2);
     }
 }

@@ -1,6 +1,5 @@
 //! The response future of [`ShadowMiddleware`](super::ShadowMiddleware).
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -9,15 +8,12 @@ use std::task::{Context, Poll, ready};
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::ServiceResponse;
 use actix_web::{Error, HttpRequest, HttpResponse};
-use futures::FutureExt;
-use futures::future::{CatchUnwind, LocalBoxFuture};
+use futures_util::FutureExt;
+use futures_util::future::{CatchUnwind, LocalBoxFuture};
 use pin_project_lite::pin_project;
-use shadowlib::mirror::{LiveObserver, ShadowRuntime};
-use shadowlib::{Arm, Outcome};
-use tokio::time::Instant;
+use shadowlib::adapter::{HeaderPairs, Tracker};
 
 use super::body::ShadowResponseBody;
-use super::headers::HeaderMapView;
 
 /// The candidate's response future: boxed, as its service is.
 pub(crate) type CandidateFuture = LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, Error>>;
@@ -32,7 +28,6 @@ pin_project! {
             // Stable's view of the request, kept to answer a candidate panic with.
             request: Option<HttpRequest>,
         },
-        CallPanicked { request: Option<HttpRequest> },
     }
 }
 
@@ -42,91 +37,39 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
-        live: Option<LiveState>,
+        tracker: Option<Tracker>,
     }
 }
 
-/// What the future needs to record the request once it has a response.
-pub(crate) struct LiveState {
-    pub(crate) runtime: ShadowRuntime,
-    pub(crate) started: Instant,
-    pub(crate) request_bytes: u64,
-    pub(crate) observer: Option<LiveObserver>,
-}
-
 impl<F> ResponseFuture<F> {
-    pub(crate) fn stable(future: F, live: LiveState) -> Self {
+    pub(crate) fn stable(future: F, tracker: Tracker) -> Self {
         Self {
             kind: Kind::Stable { future },
-            live: Some(live),
+            tracker: Some(tracker),
         }
     }
 
     pub(crate) fn candidate(
         future: CandidateFuture,
         request: HttpRequest,
-        live: LiveState,
+        tracker: Tracker,
     ) -> Self {
         Self {
             kind: Kind::Candidate {
                 future: AssertUnwindSafe(future).catch_unwind(),
                 request: Some(request),
             },
-            live: Some(live),
-        }
-    }
-
-    pub(crate) fn call_panicked(request: HttpRequest, live: LiveState) -> Self {
-        Self {
-            kind: Kind::CallPanicked {
-                request: Some(request),
-            },
-            live: Some(live),
+            tracker: Some(tracker),
         }
     }
 }
 
-impl LiveState {
-    fn respond<B: MessageBody + 'static>(
-        self,
-        arm: Arm,
-        response: ServiceResponse<EitherBody<B>>,
-    ) -> ServiceResponse<ShadowResponseBody<B>> {
-        let latency = self.started.elapsed();
-        let status = response.status().as_u16();
-        let observer = self
-            .observer
-            .map(|observer| observer.head(status, &HeaderMapView(response.headers())));
-        let live = self
-            .runtime
-            .live_response(arm, status, latency, self.request_bytes, observer);
-        response.map_body(|_, body| ShadowResponseBody::new(body, Some(live)))
-    }
-
-    /// The build answered with an error value, which actix-web turns into a response
-    /// with the error's status: recorded as that, not compared.
-    fn failed(self, arm: Arm, error: &Error) {
-        let status = error.as_response_error().status_code().as_u16();
-        self.runtime.record_live(
-            arm,
-            Outcome::from_http_status(status),
-            self.started.elapsed(),
-            self.request_bytes,
-            0,
-        );
-    }
-
-    fn panicked<B: MessageBody + 'static>(
-        self,
-        request: HttpRequest,
-        panic: &(dyn Any + Send),
-    ) -> ServiceResponse<ShadowResponseBody<B>> {
-        self.runtime
-            .record_canary_panic(panic, self.started.elapsed(), self.request_bytes);
-        let response = HttpResponse::InternalServerError().finish();
-        ServiceResponse::new(request, response)
-            .map_body(|_, body| ShadowResponseBody::new(EitherBody::right(body), None))
-    }
+fn respond<B: MessageBody + 'static>(
+    mut tracker: Tracker,
+    response: ServiceResponse<EitherBody<B>>,
+) -> ServiceResponse<ShadowResponseBody<B>> {
+    tracker.respond(response.status().as_u16(), &HeaderPairs(response.headers()));
+    response.map_body(|_, body| ShadowResponseBody::new(body, Some(tracker)))
 }
 
 impl<F, B> Future for ResponseFuture<F>
@@ -138,40 +81,34 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let (arm, result) = match this.kind.project() {
-            KindProj::Stable { future } => (
-                Arm::Stable,
-                Ok(ready!(future.poll(cx)).map(ServiceResponse::map_into_left_body)),
-            ),
-            KindProj::Candidate { future, request } => (
-                Arm::Candidate,
-                match ready!(future.poll(cx)) {
-                    Ok(result) => Ok(result.map(ServiceResponse::map_into_right_body)),
-                    Err(panic) => Err((panic, request.take())),
-                },
-            ),
-            KindProj::CallPanicked { request } => (
-                Arm::Candidate,
-                Err((
-                    Box::new("panicked in `call`") as Box<dyn Any + Send>,
-                    request.take(),
-                )),
-            ),
+        let result = match this.kind.project() {
+            KindProj::Stable { future } => {
+                Ok(ready!(future.poll(cx)).map(ServiceResponse::map_into_left_body))
+            }
+            KindProj::Candidate { future, request } => match ready!(future.poll(cx)) {
+                Ok(result) => Ok(result.map(ServiceResponse::map_into_right_body)),
+                Err(panic) => Err((panic, request.take())),
+            },
         };
-        let live = this
-            .live
+        let tracker = this
+            .tracker
             .take()
             .expect("a ResponseFuture is not polled again after it completed");
         Poll::Ready(match result {
-            Ok(Ok(response)) => Ok(live.respond(arm, response)),
+            Ok(Ok(response)) => Ok(respond(tracker, response)),
+            // The build answered with an error value, which actix-web turns into a
+            // response with the error's status: recorded as that, not compared.
             Ok(Err(error)) => {
-                live.failed(arm, &error);
+                tracker.fail(error.as_response_error().status_code().as_u16());
                 Err(error)
             }
             Err((panic, request)) => {
+                tracker.panicked(&*panic);
                 let request =
                     request.expect("the request is taken once, when the future completes");
-                Ok(live.panicked(request, &*panic))
+                let response = HttpResponse::InternalServerError().finish();
+                Ok(ServiceResponse::new(request, response)
+                    .map_body(|_, body| ShadowResponseBody::new(EitherBody::right(body), None)))
             }
         })
     }

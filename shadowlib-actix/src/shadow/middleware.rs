@@ -1,9 +1,9 @@
 //! The middleware service.
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
+use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use actix_http::Request;
 use actix_web::body::MessageBody;
@@ -11,48 +11,50 @@ use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use actix_web::{Error, HttpMessage, HttpRequest};
 use shadowlib::Arm;
-use shadowlib::mirror::{self, BodySize, ShadowRuntime};
-use tokio::time::Instant;
+use shadowlib::adapter::{
+    BodySize, HeaderPairs, HttpVersion, RequestHead, Runtime, TargetId, Tracker,
+};
 
 use super::body::{ShadowResponseBody, TeePayload};
-use super::executor::{CandidateService, version_of};
-use super::future::{LiveState, ResponseFuture};
-use super::headers::HeaderMapView;
+use super::future::ResponseFuture;
+use super::target::{CandidateService, VERSIONS};
 
 /// Routes each request to the stable `App` it wraps or to this worker's instance of the
-/// candidate `App`, and mirrors reads served by stable to the shadow threads. Built by
+/// candidate `App`, and mirrors reads served by stable to the shadow. Built by
 /// [`Shadow`](super::Shadow), one per actix worker.
+///
+/// Readiness is the stable build's. A request sent to the candidate waits for the
+/// candidate's readiness in its own future, so a candidate that is not ready holds back
+/// only the requests steered to it, never stable traffic.
 pub struct ShadowMiddleware<S> {
     stable: S,
     /// `None` when the candidate failed to start on this worker: everything goes to
     /// stable (and the rollout was rolled back).
     candidate: Option<Rc<CandidateService>>,
-    runtime: ShadowRuntime,
+    runtime: Runtime,
+    target: TargetId,
 }
 
 impl<S> ShadowMiddleware<S> {
     pub(crate) fn new(
         stable: S,
         candidate: Option<CandidateService>,
-        runtime: ShadowRuntime,
+        runtime: Runtime,
+        target: TargetId,
     ) -> Self {
         Self {
             stable,
             candidate: candidate.map(Rc::new),
             runtime,
+            target,
         }
-    }
-
-    /// The runtime: counters, configuration and the KPI recorder.
-    pub fn runtime(&self) -> &ShadowRuntime {
-        &self.runtime
     }
 }
 
 impl<S> fmt::Debug for ShadowMiddleware<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShadowMiddleware")
-            .field("config", self.runtime.config())
+            .field("runtime", &self.runtime)
             .field("candidate_started", &self.candidate.is_some())
             .finish_non_exhaustive()
     }
@@ -68,68 +70,45 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        ready!(self.stable.poll_ready(cx))?;
-        match &self.candidate {
-            Some(candidate) => candidate.poll_ready(cx),
-            None => Poll::Ready(Ok(())),
-        }
+        self.stable.poll_ready(cx)
     }
 
     fn call(&self, mut request: ServiceRequest) -> Self::Future {
-        let started = Instant::now();
         let size = body_size(&request);
-        let request_bytes = match size {
-            BodySize::Exact(bytes) => bytes,
-            BodySize::Empty | BodySize::AtLeast(_) => 0,
+        let (tracker, tee) = {
+            let headers = HeaderPairs(request.headers());
+            let live = request.head();
+            let head = RequestHead::new(live.method.as_str(), live.uri.path(), &headers)
+                .with_query(live.uri.query())
+                .with_origin(
+                    live.uri.scheme_str(),
+                    live.uri.authority().map(|authority| authority.as_str()),
+                )
+                .with_version(HttpVersion::from_table(&VERSIONS, &live.version))
+                .with_peer(live.peer_addr);
+            Tracker::start(&self.runtime, self.target, &head, size)
         };
-        let headers = HeaderMapView(request.headers());
-        let head = mirror::RequestHead::new(request.method().as_str(), request.path(), &headers);
-        let route = self.runtime.route(&head);
-        let observer = route
-            .mirror
-            .and_then(|ticket| ticket.admit(size))
-            .map(|mut ticket| {
-                let live = request.head();
-                let (version, peer) = (version_of(live.version), live.peer_addr);
-                match (live.uri.scheme(), live.uri.path_and_query()) {
-                    // Origin form, what HTTP/1.1 clients send: copied as it is.
-                    (None, Some(target)) => {
-                        ticket.copy_head(&head, target.as_str(), version, peer);
-                    }
-                    // Absolute form (HTTP/2, proxies): the whole URI.
-                    _ => ticket.copy_head(&head, &live.uri.to_string(), version, peer),
-                }
-                let observer = ticket.observe_live();
-                (ticket, observer)
-            });
-        let observer = observer.map(|(ticket, observer)| {
-            if size == BodySize::Empty {
-                ticket.submit();
-            } else {
-                let payload = TeePayload::new(request.take_payload(), ticket);
-                request.set_payload(Payload::from(
-                    Box::pin(payload) as actix_http::BoxedPayloadStream
-                ));
-            }
-            observer
-        });
-
-        let live = LiveState {
-            runtime: self.runtime.clone(),
-            started,
-            request_bytes,
-            observer,
-        };
-        match (route.arm, &self.candidate) {
+        if let Some(tee) = tee {
+            let payload = TeePayload::new(request.take_payload(), tee);
+            request.set_payload(Payload::from(
+                Box::pin(payload) as actix_http::BoxedPayloadStream
+            ));
+        }
+        match (tracker.arm(), &self.candidate) {
             (Arm::Candidate, Some(candidate)) => {
                 let (request, stable_view) = candidate_request(request);
-                match std::panic::catch_unwind(AssertUnwindSafe(|| candidate.call(request))) {
-                    Ok(future) => ResponseFuture::candidate(future, stable_view, live),
-                    Err(_panic) => ResponseFuture::call_panicked(stable_view, live),
-                }
+                let candidate = Rc::clone(candidate);
+                // Readiness, and `call` itself, inside the future: a candidate that is not
+                // ready waits there, and a panic in `call` is caught like one in its
+                // future.
+                let future = Box::pin(async move {
+                    poll_fn(|cx| candidate.poll_ready(cx)).await?;
+                    candidate.call(request).await
+                });
+                ResponseFuture::candidate(future, stable_view, tracker)
             }
             (Arm::Stable, _) | (Arm::Candidate, None) => {
-                ResponseFuture::stable(self.stable.call(request), live)
+                ResponseFuture::stable(self.stable.call(request), tracker)
             }
         }
     }

@@ -17,24 +17,22 @@
 //!
 //! # Where the shadow runs, and why
 //!
-//! Copies of reads run on a **dedicated shadow thread**, not on actix-web's workers. It is an actix
-//! `System` — a single-threaded tokio runtime with a `LocalSet`, exactly what a worker
-//! is, so candidate handlers that use `actix_web::rt::spawn` or other thread-local actix
-//! machinery behave as they do live — with its own instance of the candidate `App`, and it
-//! runs the core's shadow worker ([`shadowlib::mirror::ShadowWorker`]), which polls up to
-//! the budget's concurrency of copies at once.
+//! Copies of reads run on the rollout's **shadow thread**, not on actix-web's workers. It
+//! runs a single-threaded tokio runtime with a `LocalSet`, as an actix worker does, so
+//! candidate handlers that use `actix_web::rt::spawn` behave as they do live; it holds its
+//! own instance of the candidate `App`, and the core's shadow worker there polls up to the
+//! budget's concurrency of copies at once.
 //!
 //! * The live path copies each read as plain bytes (method, target, the headers the
 //!   header policy forwards, peer address, body) into the core's reused
 //!   [`RequestCopy`](shadowlib::mirror::RequestCopy) buffers and hands it over through the
 //!   core's bounded queue, with a non-blocking push: no actix type crosses a thread, the
 //!   live request never waits, it does not wake the shadow thread (which takes copies on
-//!   a 1 ms tick, see [`SHADOW_TICK`](shadowlib::mirror::SHADOW_TICK)), and nothing
-//!   allocated on one thread is freed on the other. When the queue is full the copy is
-//!   dropped and counted.
+//!   a 1 ms tick), and nothing allocated on one thread is freed on the other. When the
+//!   queue is full the copy is dropped and counted.
 //! * The shadow thread builds the candidate's request from the copy, and the core's
 //!   worker applies the timeout, catches panics and marks the task as the shadow
-//!   ([`in_shadow`](shadowlib::mirror::in_shadow)) around the call of the thread's own
+//!   ([`in_shadow`](shadowlib::shadow::in_shadow)) around the call of the thread's own
 //!   candidate instance.
 //! * The shadow's CPU stays off the workers that serve live traffic, and within the
 //!   threads given to it: a slow or spinning candidate costs at most those threads.
@@ -48,7 +46,7 @@
 //! 1. **Routing.** The [`TrafficSteerer`](shadowlib::TrafficSteerer) the rollout
 //!    controller drives picks the build, by share, stickily per key when a
 //!    [`StickyKey`](shadowlib::mirror::StickyKey) header or cookie is configured. An
-//!    [override header](shadowlib::mirror::ShadowConfig::with_override_header) can pin a
+//!    [override header](shadowlib::shadow::ShadowConfig::with_override_header) can pin a
 //!    request to a build for testing (ignored after a rollback).
 //! 2. **Mirroring.** A request served by stable, while the rollout is shadowing, in canary
 //!    or paused, that the classifier calls a read (deny by default: `GET`, `HEAD`,
@@ -60,9 +58,8 @@
 //!    (up to the limit) of the live and shadow responses are compared, and mismatches
 //!    counted per route and in the evidence.
 //! 4. **KPIs.** Latency (to the response head), outcome class and bytes of every request
-//!    are recorded per build in the [`KpiRecorder`](shadowlib::KpiRecorder) the
-//!    controller reads. An error value from a build is recorded with the status actix-web
-//!    answers it with.
+//!    are recorded per build in the rollout's recorder, which the controller reads. An
+//!    error value from a build is recorded with the status actix-web answers it with.
 //!
 //! # Bodies
 //!
@@ -96,17 +93,15 @@
 //! spends the candidate's handler cost, plus about 1.5 µs, per copy.
 //!
 //! Where that is too much, mirror a share of the reads
-//! ([`ShadowConfig::with_mirror_share`](shadowlib::mirror::ShadowConfig::with_mirror_share)):
+//! ([`ShadowConfig::with_mirror_share`](shadowlib::shadow::ShadowConfig::with_mirror_share)):
 //! a read left out costs one random draw. With 10% of reads mirrored, the same handler
 //! ran at 1.23× bare (against 1.19× for the middleware alone and 1.47× for every read).
 //!
 //! # Example
 //!
 //! ```
-//! use std::sync::Arc;
 //! use actix_web::{App, test, web};
-//! use shadowlib::mirror::{Rollout, ShadowConfig};
-//! use shadowlib::*;
+//! use shadowlib::{Rollout, Version};
 //! use shadowlib_actix::Shadow;
 //!
 //! fn v1() -> App<impl actix_web::dev::ServiceFactory<actix_web::dev::ServiceRequest,
@@ -116,17 +111,8 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # actix_web::rt::System::new().block_on(async {
-//! let (stable, candidate) = (Version::new("shop", "1"), Version::new("shop", "2"));
-//! let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
-//! let controller = RolloutController::new(stable, candidate, RolloutPolicy::default(),
-//!         ThresholdPredictor::default(), Arc::new(WeightedSteerer::new()))?
-//!     .with_metric_source(recorder.clone());
-//! let shadow = Shadow::new(
-//!     || App::new().route("/", web::get().to(|| async { "v2" })),
-//!     Rollout::of(&controller, recorder.clone()),
-//!     ShadowConfig::new(),
-//! )?;
-//! controller.handle().start()?; // or tokio::spawn(controller.run())
+//! let rollout = Rollout::builder(Version::new("shop", "1"), Version::new("shop", "2")).build()?;
+//! let shadow = Shadow::new(|| App::new().route("/", web::get().to(|| async { "v2" })), &rollout);
 //!
 //! // Serve it with `HttpServer::new(move || v1().wrap(shadow.clone()))`.
 //! let app = test::init_service(v1().wrap(shadow.clone())).await;
@@ -134,24 +120,23 @@
 //! assert_eq!(body, "v1");
 //! // The shadow compares in the background: wait for it, generously for a loaded machine.
 //! for _ in 0..10_000 {
-//!     if shadow.runtime().stats().counts().compared == 1 {
+//!     if rollout.shadow_counts().compared == 1 {
 //!         break;
 //!     }
 //!     actix_web::rt::time::sleep(std::time::Duration::from_millis(1)).await;
 //! }
-//! assert_eq!(shadow.runtime().stats().counts().mismatched, 1); // "v1" != "v2"
+//! assert_eq!(rollout.shadow_counts().mismatched, 1); // "v1" != "v2"
 //! # Ok(()) })
 //! # }
 //! ```
 
 mod body;
-mod executor;
 mod future;
-mod headers;
 mod middleware;
+mod target;
 mod transform;
 
 pub use body::ShadowResponseBody;
 pub use future::ResponseFuture;
 pub use middleware::ShadowMiddleware;
-pub use transform::{Shadow, ShadowSetupError};
+pub use transform::Shadow;

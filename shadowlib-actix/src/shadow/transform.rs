@@ -1,57 +1,41 @@
 //! The middleware factory and what it is built from.
 
 use std::fmt;
-use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_service::ServiceFactory;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::{App, Error};
-use futures::future::LocalBoxFuture;
-use shadowlib::RolloutHandle;
-use shadowlib::budget::BudgetError;
-use shadowlib::mirror::{Rollout, ShadowConfig, ShadowRuntime};
-use thiserror::Error;
+use futures_util::future::LocalBoxFuture;
+use shadowlib::Rollout;
+use shadowlib::adapter::{Runtime, ShadowCounts, ShadowTarget, TargetId};
 
 use super::body::ShadowResponseBody;
-use super::executor::{BuildCandidate, candidate_builder, candidate_failed, spawn_shadow_thread};
 use super::middleware::ShadowMiddleware;
-
-/// The middleware could not be built.
-#[derive(Debug, Error)]
-pub enum ShadowSetupError {
-    /// The shadow budget in the configuration is invalid.
-    #[error(transparent)]
-    Budget(#[from] BudgetError),
-    /// A shadow thread could not be started.
-    #[error("could not start a shadow thread: {0}")]
-    Thread(#[from] io::Error),
-}
+use super::target::{ActixTarget, BuildCandidate, candidate_builder};
 
 /// The middleware factory: wrap the stable `App` with it (`App::new().wrap(shadow.clone())`
 /// inside the `HttpServer::new` closure). See the [module docs](super).
 ///
-/// Build it once, outside `HttpServer::new`: it owns the shadow threads and the counters
-/// every worker's [`ShadowMiddleware`] shares, and is cheap to clone.
+/// Build it once, outside `HttpServer::new`: every worker's [`ShadowMiddleware`] shares
+/// what it holds, and it is cheap to clone.
 #[derive(Clone)]
 pub struct Shadow {
     candidate: BuildCandidate,
-    rollout: RolloutHandle,
-    runtime: ShadowRuntime,
+    runtime: Runtime,
+    target: TargetId,
 }
 
 impl Shadow {
-    /// Middleware serving `rollout` with the `App`s `candidate` builds as the new build,
-    /// with one shadow thread.
+    /// Middleware serving `rollout` with the `App`s `candidate` builds as the new build.
     ///
     /// `candidate` is the same kind of closure `HttpServer::new` takes: it is called once
-    /// per actix worker (the candidate's instance for canary traffic) and once per shadow
-    /// thread, on that thread.
-    pub fn new<F, T, B>(
-        candidate: F,
-        rollout: Rollout,
-        config: ShadowConfig,
-    ) -> Result<Self, ShadowSetupError>
+    /// per actix worker (the candidate's instance for canary traffic) and once on the
+    /// rollout's shadow thread, there. A candidate `App` that fails to start rolls the
+    /// rollout back, and the live build keeps serving.
+    pub fn new<F, T, B>(candidate: F, rollout: &Rollout) -> Self
     where
         F: Fn() -> App<T> + Send + Sync + 'static,
         T: ServiceFactory<
@@ -64,26 +48,33 @@ impl Shadow {
         B: MessageBody + 'static,
     {
         let candidate = candidate_builder(candidate);
-        let (runtime, worker) =
-            ShadowRuntime::new(config, rollout.steerer, &rollout.handle, rollout.recorder)?;
-        spawn_shadow_thread(&candidate, &rollout.handle, worker)?;
-        Ok(Self {
+        let runtime = Runtime::new(rollout);
+        let build = Arc::clone(&candidate);
+        let target = runtime.register(Box::new(move || {
+            Box::pin(async move {
+                let candidate = build()
+                    .await
+                    .map_err(|()| "the candidate app did not start".to_owned())?;
+                Ok(Box::new(ActixTarget::new(Rc::new(candidate))) as Box<dyn ShadowTarget>)
+            })
+        }));
+        Self {
             candidate,
-            rollout: rollout.handle,
             runtime,
-        })
+            target,
+        }
     }
 
-    /// The runtime: counters, configuration and the KPI recorder.
-    pub fn runtime(&self) -> &ShadowRuntime {
-        &self.runtime
+    /// What happened to every read the shadow could have seen.
+    pub fn counts(&self) -> ShadowCounts {
+        self.runtime.rollout().shadow_counts()
     }
 }
 
 impl fmt::Debug for Shadow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shadow")
-            .field("config", self.runtime.config())
+            .field("runtime", &self.runtime)
             .finish_non_exhaustive()
     }
 }
@@ -101,18 +92,19 @@ where
 
     fn new_transform(&self, stable: S) -> Self::Future {
         let candidate = (self.candidate)();
-        let rollout = self.rollout.clone();
-        let runtime = self.runtime.clone();
+        let (runtime, target) = (self.runtime.clone(), self.target);
         Box::pin(async move {
             // A candidate that cannot start must not keep the live build from serving.
             let candidate = match candidate.await {
                 Ok(candidate) => Some(candidate),
                 Err(()) => {
-                    candidate_failed(&rollout, "an actix worker");
+                    runtime.candidate_cannot_start(
+                        "the candidate app failed to start on an actix worker",
+                    );
                     None
                 }
             };
-            Ok(ShadowMiddleware::new(stable, candidate, runtime))
+            Ok(ShadowMiddleware::new(stable, candidate, runtime, target))
         })
     }
 }

@@ -7,10 +7,10 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use shadowlib::mirror::{LiveResponse, MirrorTicket};
+use shadowlib::adapter::{BodyTee, Tracker};
 
 /// What a body wrapper feeds with the frames it passes on: the copy of a mirrored read's
-/// request body, or the recording of a live response.
+/// request body, or the tracker of a live response.
 trait FrameWatcher: Sized {
     /// A data frame passed; `watching` is left `None` if the watch ends here.
     fn data(watching: &mut Option<Self>, data: &[u8]);
@@ -18,26 +18,25 @@ trait FrameWatcher: Sized {
     fn end(self);
 }
 
-impl FrameWatcher for MirrorTicket {
+impl FrameWatcher for BodyTee {
     fn data(watching: &mut Option<Self>, data: &[u8]) {
-        if let Some(ticket) = watching
-            && !ticket.copy_body(data)
-            && let Some(ticket) = watching.take()
+        if let Some(tee) = watching
+            && !tee.chunk(data)
         {
-            // Over the limit: the copy is given up (and counted) now rather than at the end.
-            ticket.skip_oversize();
+            // Over the limit: the copy was given up (and counted) there.
+            watching.take();
         }
     }
 
     fn end(self) {
-        self.submit();
+        self.end();
     }
 }
 
-impl FrameWatcher for LiveResponse {
+impl FrameWatcher for Tracker {
     fn data(watching: &mut Option<Self>, data: &[u8]) {
-        if let Some(response) = watching {
-            response.chunk(data);
+        if let Some(tracker) = watching {
+            tracker.chunk(data);
         }
     }
 
@@ -91,7 +90,7 @@ pin_project! {
     pub struct ShadowBody<B> {
         #[pin]
         kind: RequestKind<B>,
-        copy: Option<MirrorTicket>,
+        copy: Option<BodyTee>,
     }
 }
 
@@ -103,12 +102,12 @@ impl<B> ShadowBody<B> {
         }
     }
 
-    /// The live body, each data frame also copied into `ticket`, which is submitted
-    /// when the body ends.
-    pub(crate) fn teed(body: B, ticket: MirrorTicket) -> Self {
+    /// The live body, each data frame also copied through `tee`, which hands the copy
+    /// to the shadow when the body ends.
+    pub(crate) fn teed(body: B, tee: BodyTee) -> Self {
         Self {
             kind: RequestKind::Live { body },
-            copy: Some(ticket),
+            copy: Some(tee),
         }
     }
 
@@ -192,12 +191,12 @@ pin_project! {
     pub struct ShadowResponseBody<B> {
         #[pin]
         kind: ResponseKind<B>,
-        completion: Option<LiveResponse>,
+        completion: Option<Tracker>,
     }
 }
 
 impl<B> ShadowResponseBody<B> {
-    pub(crate) fn new(body: B, completion: Option<LiveResponse>) -> Self {
+    pub(crate) fn new(body: B, completion: Option<Tracker>) -> Self {
         Self {
             kind: ResponseKind::Inner { body },
             completion,

@@ -7,17 +7,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::CatchUnwind;
+use futures_util::FutureExt;
+use futures_util::future::CatchUnwind;
 use http::{Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use shadowlib::mirror::{LiveObserver, ShadowRuntime};
-use shadowlib::{Arm, Outcome};
-use tokio::time::Instant;
+use shadowlib::adapter::{HeaderPairs, Tracker};
 
 use super::body::ShadowResponseBody;
-use super::headers::HeaderMapView;
 
 pin_project! {
     #[project = KindProj]
@@ -33,77 +30,49 @@ pin_project! {
     pub struct ResponseFuture<SF, CF> {
         #[pin]
         kind: Kind<SF, CF>,
-        state: Option<LiveState>,
+        tracker: Option<Tracker>,
     }
-}
-
-/// What the future needs to record the request once it has a response.
-pub(crate) struct LiveState {
-    pub(crate) runtime: ShadowRuntime,
-    pub(crate) started: Instant,
-    pub(crate) request_bytes: u64,
-    pub(crate) observer: Option<LiveObserver>,
 }
 
 impl<SF, CF: Future> ResponseFuture<SF, CF> {
-    pub(crate) fn stable(future: SF, state: LiveState) -> Self {
+    pub(crate) fn stable(future: SF, tracker: Tracker) -> Self {
         Self {
             kind: Kind::Stable { future },
-            state: Some(state),
+            tracker: Some(tracker),
         }
     }
 
-    pub(crate) fn candidate(future: CF, state: LiveState) -> Self {
+    pub(crate) fn candidate(future: CF, tracker: Tracker) -> Self {
         Self {
             kind: Kind::Candidate {
                 future: AssertUnwindSafe(future).catch_unwind(),
             },
-            state: Some(state),
+            tracker: Some(tracker),
         }
     }
 }
 
-impl LiveState {
-    fn respond<B>(self, arm: Arm, response: Response<B>) -> Response<ShadowResponseBody<B>>
-    where
-        B: Body<Data = Bytes>,
-    {
-        let latency = self.started.elapsed();
-        let (parts, body) = response.into_parts();
-        let status = parts.status.as_u16();
-        let observer = self
-            .observer
-            .map(|observer| observer.head(status, &HeaderMapView(&parts.headers)));
-        let completion =
-            self.runtime
-                .live_response(arm, status, latency, self.request_bytes, observer);
-        // A body that is already over is never polled; it is complete now.
-        let completion = if body.is_end_stream() {
-            completion.finish();
-            None
-        } else {
-            Some(completion)
-        };
-        Response::from_parts(parts, ShadowResponseBody::new(body, completion))
-    }
+fn respond<B>(mut tracker: Tracker, response: Response<B>) -> Response<ShadowResponseBody<B>>
+where
+    B: Body<Data = Bytes>,
+{
+    let (parts, body) = response.into_parts();
+    tracker.respond(parts.status.as_u16(), &HeaderPairs(&parts.headers));
+    // A body that is already over is never polled; it is complete now.
+    let tracker = if body.is_end_stream() {
+        tracker.finish();
+        None
+    } else {
+        Some(tracker)
+    };
+    Response::from_parts(parts, ShadowResponseBody::new(body, tracker))
+}
 
-    fn failed(self, arm: Arm) {
-        self.runtime.record_live(
-            arm,
-            Outcome::ServerError,
-            self.started.elapsed(),
-            self.request_bytes,
-            0,
-        );
-    }
-
-    fn panicked<B>(self, panic: &(dyn Any + Send)) -> Response<ShadowResponseBody<B>> {
-        self.runtime
-            .record_canary_panic(panic, self.started.elapsed(), self.request_bytes);
-        let mut response = Response::new(ShadowResponseBody::empty());
-        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        response
-    }
+fn panicked<B>(tracker: Tracker, panic: &(dyn Any + Send)) -> Response<ShadowResponseBody<B>> {
+    tracker.panicked(panic);
+    let mut response = Response::new(ShadowResponseBody::empty());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
 }
 
 impl<SF, CF, B, E> Future for ResponseFuture<SF, CF>
@@ -116,21 +85,23 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let (arm, result) = match this.kind.project() {
-            KindProj::Stable { future } => (Arm::Stable, Ok(ready!(future.poll(cx)))),
-            KindProj::Candidate { future } => (Arm::Candidate, ready!(future.poll(cx))),
+        let result = match this.kind.project() {
+            KindProj::Stable { future } => Ok(ready!(future.poll(cx))),
+            KindProj::Candidate { future } => ready!(future.poll(cx)),
         };
-        let state = this
-            .state
+        let tracker = this
+            .tracker
             .take()
             .expect("a ResponseFuture is not polled again after it completed");
         Poll::Ready(match result {
-            Ok(Ok(response)) => Ok(state.respond(arm, response)),
+            Ok(Ok(response)) => Ok(respond(tracker, response)),
             Ok(Err(error)) => {
-                state.failed(arm);
+                // hyper answers a service error by closing the connection; as a status,
+                // that is the server's failure.
+                tracker.fail(500);
                 Err(error)
             }
-            Err(panic) => Ok(state.panicked(&*panic)),
+            Err(panic) => Ok(panicked(tracker, &*panic)),
         })
     }
 }

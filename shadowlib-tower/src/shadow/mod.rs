@@ -6,7 +6,7 @@
 //! 1. **Routing.** The [`TrafficSteerer`](shadowlib::TrafficSteerer) the rollout
 //!    controller drives picks the build, by share, stickily per key when a
 //!    [`StickyKey`](shadowlib::mirror::StickyKey) header or cookie is configured. An
-//!    [override header](shadowlib::mirror::ShadowConfig::with_override_header) can pin a
+//!    [override header](shadowlib::shadow::ShadowConfig::with_override_header) can pin a
 //!    request to a build for testing (ignored after a rollback).
 //! 2. **Mirroring.** A request served by stable, while the rollout is shadowing, in canary
 //!    or paused, that the classifier calls a read (deny by default: `GET`, `HEAD`,
@@ -16,9 +16,8 @@
 //!    configurable list of headers redacted as they are copied); the worker builds the
 //!    request the candidate takes from that copy, on its side, so no memory moves from
 //!    one thread to the other to be freed there.
-//!    The copy goes to a bounded lock-free queue served by the shadow's worker, on a
-//!    thread of its own unless told otherwise ([`ShadowLayer::new_on`]), which takes
-//!    copies on a 1 ms [tick](shadowlib::mirror::SHADOW_TICK) rather than being woken
+//!    The copy goes to a bounded lock-free queue served by the shadow's worker, on the
+//!    rollout's shadow thread, which takes copies on a 1 ms tick rather than being woken
 //!    per copy; the live request never waits for it, and when the queue is
 //!    full the copy is dropped and counted. Each copy has a timeout, after which it is
 //!    cancelled and recorded as a timeout; a panic in the candidate is caught and
@@ -27,8 +26,7 @@
 //!    (up to the limit) of the live and shadow responses are compared, and mismatches
 //!    counted per route and in the evidence.
 //! 4. **KPIs.** Latency (to the response head), outcome class and bytes of every request
-//!    are recorded per build in the [`KpiRecorder`](shadowlib::KpiRecorder) the
-//!    controller reads.
+//!    are recorded per build in the rollout's recorder, which the controller reads.
 //!
 //! # Bodies
 //!
@@ -65,65 +63,65 @@
 //! plus about 1.5 µs, on a core other than the one the live request runs on. Beside an
 //! endpoint with work to do (rendering a 150-row table, about 10 µs), mirroring every
 //! read cost the live path about 0.8 µs, typically 1.06× to 1.10× of bare. The
-//! shadow's thread of its own (the default; see [`ShadowLayer::new`]) keeps its work off
-//! the live runtime's threads, which helps tail latency most.
+//! shadow's thread of its own keeps its work off the live runtime's threads, which helps
+//! tail latency most.
 //!
 //! Where that is too much, mirror a share of the reads
-//! ([`ShadowConfig::with_mirror_share`](shadowlib::mirror::ShadowConfig::with_mirror_share)):
+//! ([`ShadowConfig::with_mirror_share`](shadowlib::shadow::ShadowConfig::with_mirror_share)):
 //! a read left out costs one random draw. With 10% of reads mirrored, the same handler
 //! ran at 1.38× bare (against 1.28× for the layer alone and 1.89× for every read), and
 //! HTTP throughput was 0.95 of bare (against 0.84 for every read).
 //!
-//! # Example
+//! # Where to put it
+//!
+//! Around the whole stable app is where it belongs: each build then routes every request
+//! itself. With axum, [`ShadowLayer::around`] does that and gives back a `Router` to serve
+//! and layer further:
 //!
 //! ```
-//! use std::sync::Arc;
 //! use axum::{Router, routing::get};
 //! use http_body_util::BodyExt;
-//! use shadowlib::mirror::ShadowConfig;
-//! use shadowlib::*;
-//! use shadowlib_tower::shadow::{Rollout, ShadowLayer};
-//! use tower::{Layer, ServiceExt};
+//! use shadowlib::{Rollout, Version};
+//! use shadowlib_tower::ShadowLayer;
+//! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let stable: Router = Router::new().route("/", get(|| async { "v1" }));
-//! let candidate: Router = Router::new().route("/", get(|| async { "v2" }));
+//! let rollout = Rollout::builder(Version::new("shop", "1"), Version::new("shop", "2")).build()?;
+//! let v1: Router = Router::new().route("/", get(|| async { "v1" }));
+//! let v2: Router = Router::new().route("/", get(|| async { "v2" }));
+//! let app = ShadowLayer::new(v2, &rollout).around(v1);
 //!
-//! let (v1, v2) = (Version::new("shop", "1"), Version::new("shop", "2"));
-//! let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-//! let controller = RolloutController::new(v1, v2, RolloutPolicy::default(),
-//!         ThresholdPredictor::default(), Arc::new(WeightedSteerer::new()))?
-//!     .with_metric_source(recorder.clone());
-//! let layer = ShadowLayer::new(candidate, Rollout::of(&controller, recorder.clone()), ShadowConfig::new())?;
-//! controller.handle().start()?; // or tokio::spawn(controller.run())
-//!
-//! // Serve it with `axum::serve(listener, Router::new().fallback_service(app))`.
-//! let app = layer.layer(stable);
-//! let response = app.clone().oneshot(http::Request::new(axum::body::Body::empty())).await?;
+//! // Serve it with `axum::serve(listener, app)`; here, one request in-process.
+//! let response = app.oneshot(http::Request::new(axum::body::Body::empty())).await?;
 //! // Reading the live body to its end makes the live response complete, and comparable.
 //! assert_eq!(response.into_body().collect().await?.to_bytes(), "v1");
 //! // The shadow compares in the background: wait for it, generously for a loaded machine.
 //! for _ in 0..10_000 {
-//!     if app.runtime().stats().counts().compared == 1 {
+//!     if rollout.shadow_counts().compared == 1 {
 //!         break;
 //!     }
 //!     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
 //! }
-//! assert_eq!(app.runtime().stats().counts().mismatched, 1); // "v1" != "v2"
+//! assert_eq!(rollout.shadow_counts().mismatched, 1); // "v1" != "v2"
 //! # Ok(()) }
 //! ```
+//!
+//! It also works as `Router::layer` or `route_layer`, the way most axum middleware is
+//! added, where it runs after the stable router has routed the request. The stable build's
+//! route is then what serves and twins the request, and the candidate, a whole `Router`,
+//! routes it again: the stable router's routing state (matched path, path parameters) is
+//! taken off the request first, so the candidate's handlers see their own. With any other
+//! tower service, `ShadowLayer::new(candidate, &rollout).layer(stable)`.
 
 mod body;
 mod future;
-mod headers;
 mod layer;
+mod routing;
 mod service;
-mod worker;
+mod target;
 
 pub use body::{ShadowBody, ShadowResponseBody};
 pub use future::ResponseFuture;
-pub use layer::{ShadowLayer, ShadowLayerError};
+pub use layer::ShadowLayer;
 pub use service::ShadowService;
-/// The rollout the middleware serves: the core's, shared with the actix adapter.
-pub use shadowlib::mirror::Rollout;

@@ -1,25 +1,36 @@
 //! The middleware service.
 
+use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use shadowlib::Arm;
-use shadowlib::mirror::{BodySize, RequestHead, ShadowRuntime};
-use tokio::time::Instant;
+use shadowlib::adapter::{
+    BodySize, HeaderPairs, HttpVersion, RequestHead, Runtime, ShadowTarget, TargetId, Tracker,
+};
 use tower::util::Oneshot;
 use tower::{BoxError, Service};
 
 use super::body::{ShadowBody, ShadowResponseBody};
-use super::future::{LiveState, ResponseFuture};
-use super::headers::HeaderMapView;
-use super::worker::{LayerShared, version_of};
+use super::future::ResponseFuture;
+use super::routing;
+use super::target::TowerTarget;
+
+/// The `http` versions in the order [`HttpVersion::from_table`] maps them.
+pub(crate) const VERSIONS: [http::Version; 5] = [
+    http::Version::HTTP_09,
+    http::Version::HTTP_10,
+    http::Version::HTTP_11,
+    http::Version::HTTP_2,
+    http::Version::HTTP_3,
+];
 
 /// Routes each request to the stable or the candidate build and mirrors reads served by
-/// stable to the candidate in the background. Built by [`ShadowLayer`](super::ShadowLayer).
+/// stable to the shadow. Built by [`ShadowLayer`](super::ShadowLayer).
 ///
 /// Both builds receive `Request<ShadowBody<B>>` and must answer with the same response
 /// type; with axum, both are `Router`s.
@@ -30,25 +41,31 @@ use super::worker::{LayerShared, version_of};
 /// its canary share, holds back only the requests steered to it, never stable traffic.
 pub struct ShadowService<S, C> {
     stable: S,
-    shared: Arc<LayerShared<C>>,
+    candidate: C,
+    runtime: Runtime,
+    /// This pair of builds as the shadow runs it, registered at the first request (only
+    /// then is the request body type known). Shared by every clone.
+    target: Arc<OnceLock<TargetId>>,
 }
 
 impl<S, C> ShadowService<S, C> {
-    pub(crate) fn new(stable: S, shared: Arc<LayerShared<C>>) -> Self {
-        Self { stable, shared }
-    }
-
-    /// The runtime: counters, configuration and the KPI recorder.
-    pub fn runtime(&self) -> &ShadowRuntime {
-        &self.shared.runtime
+    pub(crate) fn new(stable: S, candidate: C, runtime: Runtime) -> Self {
+        Self {
+            stable,
+            candidate,
+            runtime,
+            target: Arc::new(OnceLock::new()),
+        }
     }
 }
 
-impl<S: Clone, C> Clone for ShadowService<S, C> {
+impl<S: Clone, C: Clone> Clone for ShadowService<S, C> {
     fn clone(&self) -> Self {
         Self {
             stable: self.stable.clone(),
-            shared: Arc::clone(&self.shared),
+            candidate: self.candidate.clone(),
+            runtime: self.runtime.clone(),
+            target: Arc::clone(&self.target),
         }
     }
 }
@@ -56,22 +73,21 @@ impl<S: Clone, C> Clone for ShadowService<S, C> {
 impl<S, C> fmt::Debug for ShadowService<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShadowService")
-            .field("config", self.runtime().config())
+            .field("runtime", &self.runtime)
             .finish_non_exhaustive()
     }
 }
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for ShadowService<S, C>
 where
-    S: Service<Request<ShadowBody<ReqBody>>, Response = Response<ResBody>>,
+    S: Service<Request<ShadowBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
     C: Service<Request<ShadowBody<ReqBody>>, Response = Response<ResBody>, Error = S::Error>
         + Clone
         + Send
         + 'static,
-    C::Future: Send + 'static,
     S::Error: fmt::Display,
-    ReqBody: Body<Data = Bytes> + Send + 'static,
-    ResBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody: Body<Data = Bytes> + 'static,
+    ResBody: Body<Data = Bytes> + 'static,
     ResBody::Error: Into<BoxError>,
 {
     type Response = Response<ShadowResponseBody<ResBody>>;
@@ -83,58 +99,58 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let started = Instant::now();
-        let (parts, body) = request.into_parts();
+        let target = *self.target.get_or_init(|| {
+            let (stable, candidate) = (self.stable.clone(), self.candidate.clone());
+            self.runtime.register(Box::new(move || {
+                Box::pin(async move {
+                    Ok(
+                        Box::new(TowerTarget::<_, _, ReqBody>::new(stable, candidate))
+                            as Box<dyn ShadowTarget>,
+                    )
+                })
+            }))
+        });
+        let (mut parts, body) = request.into_parts();
         let hint = body.size_hint();
-        let request_bytes = hint.exact().unwrap_or(hint.lower());
-        let view = HeaderMapView(&parts.headers);
-        let head = RequestHead::new(parts.method.as_str(), parts.uri.path(), &view);
-        let runtime = &self.shared.runtime;
-        let route = runtime.route(&head);
-        let size = match hint.exact() {
-            _ if body.is_end_stream() => BodySize::Empty,
-            exact => BodySize::from_hint(exact, hint.lower()),
+        let size = if body.is_end_stream() {
+            BodySize::Empty
+        } else {
+            BodySize::from_hint(hint.exact(), hint.lower())
         };
-
-        let mut observer = None;
-        let body = match route.mirror.and_then(|ticket| ticket.admit(size)) {
+        let (tracker, tee) = {
+            let headers = HeaderPairs(&parts.headers);
+            // Middleware outside this one may have left what both builds need here (the
+            // caller's identity, say): a copy carries them, cloned only when mirrored.
+            let extensions = || {
+                (!parts.extensions.is_empty())
+                    .then(|| Box::new(parts.extensions.clone()) as Box<dyn Any + Send>)
+            };
+            let head = RequestHead::new(parts.method.as_str(), parts.uri.path(), &headers)
+                .with_query(parts.uri.query())
+                .with_origin(
+                    parts.uri.scheme_str(),
+                    parts.uri.authority().map(|authority| authority.as_str()),
+                )
+                .with_version(HttpVersion::from_table(&VERSIONS, &parts.version))
+                .with_attachment(&extensions);
+            Tracker::start(&self.runtime, target, &head, size)
+        };
+        let body = match tee {
             None => ShadowBody::live(body),
-            Some(mut ticket) => {
-                self.shared.start_worker();
-                observer = Some(ticket.observe_live());
-                let version = version_of(parts.version);
-                match (parts.uri.scheme(), parts.uri.path_and_query()) {
-                    // Origin form, what HTTP/1.1 clients send: copied as it is.
-                    (None, Some(target)) => {
-                        ticket.copy_head(&head, target.as_str(), version, None);
-                    }
-                    // Absolute form (HTTP/2, proxies): the whole URI.
-                    _ => ticket.copy_head(&head, &parts.uri.to_string(), version, None),
-                }
-                if size == BodySize::Empty {
-                    ticket.submit();
-                    ShadowBody::live(body)
-                } else {
-                    ShadowBody::teed(body, ticket)
-                }
+            Some(tee) => ShadowBody::teed(body, tee),
+        };
+        match tracker.arm() {
+            Arm::Stable => {
+                let request = Request::from_parts(parts, body);
+                ResponseFuture::stable(self.stable.call(request), tracker)
             }
-        };
-
-        let request = Request::from_parts(parts, body);
-        let state = LiveState {
-            runtime: runtime.clone(),
-            started,
-            request_bytes,
-            observer,
-        };
-        match route.arm {
-            Arm::Stable => ResponseFuture::stable(self.stable.call(request), state),
             // The candidate is called inside the future, where a panic in its `call` is
             // caught like one in its future; it panics on a clone made for this request.
-            Arm::Candidate => ResponseFuture::candidate(
-                Oneshot::new(self.shared.candidate.clone(), request),
-                state,
-            ),
+            Arm::Candidate => {
+                routing::prepare_for_candidate(&mut parts.extensions);
+                let request = Request::from_parts(parts, body);
+                ResponseFuture::candidate(Oneshot::new(self.candidate.clone(), request), tracker)
+            }
         }
     }
 }
@@ -149,8 +165,7 @@ mod tests {
 
     use http::StatusCode;
     use http_body_util::{BodyExt, Empty};
-    use shadowlib::mirror::{Rollout, ShadowConfig};
-    use shadowlib::{Share, Version};
+    use shadowlib::{Rollout, RolloutPolicy, Share, Version, WeightedSteerer};
     use tower::{Layer, ServiceExt};
 
     use super::*;
@@ -196,9 +211,16 @@ mod tests {
         }
     }
 
+    /// A rollout that only shadows, with the candidate's share then forced to `share`.
     fn rollout(candidate_share: Share) -> Rollout {
-        let rollout = Rollout::shadow_only(Version::new("t", "1"), Version::new("t", "2"));
-        rollout.steerer.set_share(candidate_share);
+        let steerer = Arc::new(WeightedSteerer::new());
+        let rollout = Rollout::builder(Version::new("t", "1"), Version::new("t", "2"))
+            .policy(RolloutPolicy::default())
+            .steerer(Arc::clone(&steerer))
+            .shadow_only()
+            .build()
+            .expect("a valid policy, inside a runtime");
+        shadowlib::TrafficSteerer::set_share(&*steerer, candidate_share);
         rollout
     }
 
@@ -210,21 +232,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_candidate_that_panics_in_call_answers_500() {
-        let layer = ShadowLayer::new(
-            Broken { ready: true },
-            rollout(Share::FULL),
-            ShadowConfig::new(),
-        )
-        .expect("valid configuration");
+        let rollout = rollout(Share::FULL);
+        let layer = ShadowLayer::new(Broken { ready: true }, &rollout);
         let service = layer.layer(answers());
         let response = service.oneshot(request()).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(response.into_body().collect().await.is_ok());
-        assert_eq!(layer.runtime().stats().counts().canary_panics, 1);
+        assert_eq!(rollout.shadow_counts().canary_panics, 1);
     }
 
-    /// With the default thread of its own, a candidate that blocks its thread while
-    /// shadowing stalls only the shadow. The test runs on a one-thread runtime, where a
+    /// The shadow's thread of its own is what a candidate that blocks its thread while
+    /// shadowing stalls, never a live one. The test runs on a one-thread runtime, where a
     /// shadow on the live requests' runtime would stall every one of them.
     #[tokio::test(flavor = "current_thread")]
     async fn a_candidate_that_blocks_its_thread_in_the_shadow_does_not_stall_live_requests() {
@@ -245,9 +263,8 @@ mod tests {
                 std::future::ready(Ok::<_, Infallible>(Response::new(Empty::new())))
             }
         });
-        let layer = ShadowLayer::new(candidate, rollout(Share::ZERO), ShadowConfig::new())
-            .expect("valid configuration");
-        let service = layer.layer(answers());
+        let rollout = rollout(Share::ZERO);
+        let service = ShadowLayer::new(candidate, &rollout).layer(answers());
         let read = || {
             Request::get("/items")
                 .body(Empty::new())
@@ -275,13 +292,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_candidate_that_is_never_ready_does_not_hold_back_stable() {
-        let layer = ShadowLayer::new(
-            Broken { ready: false },
-            rollout(Share::ZERO),
-            ShadowConfig::new(),
-        )
-        .expect("valid configuration");
-        let service = layer.layer(answers());
+        let rollout = rollout(Share::ZERO);
+        let service = ShadowLayer::new(Broken { ready: false }, &rollout).layer(answers());
         let response = tokio::time::timeout(Duration::from_secs(5), service.oneshot(request()))
             .await
             .expect("stable answers without waiting for the candidate")

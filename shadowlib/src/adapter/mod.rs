@@ -82,7 +82,9 @@ use crate::model::{Arm, Outcome};
 use crate::rollout::Rollout;
 use crate::shadow::{CopySlot, LiveProgress, ShadowRuntime, ShadowStats, is_bodiless};
 
-pub use crate::mirror::{BodySize, HeaderPairs, HeaderView, HttpVersion, RequestCopy, RequestHead};
+pub use crate::mirror::{
+    Attach, BodySize, HeaderPairs, HeaderView, HttpVersion, RequestCopy, RequestHead,
+};
 pub use crate::shadow::{
     ResponseCapture, ShadowCall, ShadowCounts, ShadowError, ShadowReply, ShadowResult,
     ShadowTarget, TargetFactory, TargetId,

@@ -304,6 +304,11 @@ impl ReadRules {
 impl ReadRules {
     /// Whether the request may be mirrored under these rules.
     pub fn classify(&self, head: &RequestHead<'_>) -> ReadClass {
+        // Whatever its method, a request that asks to switch protocols takes over the
+        // connection it came on: no copy of it may run anywhere but live.
+        if head.headers.first("upgrade").is_some() {
+            return ReadClass::NotRead("the request asks to upgrade its connection");
+        }
         if self
             .denied
             .iter()
@@ -394,6 +399,17 @@ mod tests {
         ] {
             assert!(!class(&rules, method, "/x"), "{method}");
         }
+    }
+
+    #[test]
+    fn upgrade_requests_are_never_reads() {
+        let rules = ReadRules::new().allow("GET /ws").expect("valid");
+        let upgrade = HeaderList(vec![("upgrade", b"websocket".as_slice())]);
+        let head = RequestHead::new("GET", "/ws", &upgrade);
+        assert_eq!(
+            rules.classify(&head),
+            ReadClass::NotRead("the request asks to upgrade its connection")
+        );
     }
 
     #[test]

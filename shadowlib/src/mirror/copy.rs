@@ -4,6 +4,7 @@
 //! and the body, into buffers that are used again and again. The shadow's worker builds
 //! the request its candidate takes from that copy, on its own thread.
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -38,7 +39,7 @@ use crate::compare::BodyCapture;
 /// assert_eq!(copy.first("authorization"), None);
 /// # Ok::<(), shadowlib::mirror::HeaderNameError>(())
 /// ```
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct RequestCopy {
     /// Method, target, then each forwarded header, one after another (see
     /// [`PackedHeaders`]): one buffer, so the copy the live path writes and the worker
@@ -49,6 +50,7 @@ pub struct RequestCopy {
     version: HttpVersion,
     peer_addr: Option<SocketAddr>,
     body: BodyCapture,
+    attachment: Option<Box<dyn Any + Send>>,
 }
 
 impl RequestCopy {
@@ -104,6 +106,18 @@ impl RequestCopy {
     /// The body (complete: only bodies within the limit are mirrored).
     pub fn body(&self) -> &[u8] {
         self.body.bytes()
+    }
+
+    /// The adapter's own data for the copy, made by the live request's
+    /// [`RequestHead::attachment`] when it was mirrored: for the tower adapter, the live
+    /// request's extensions. Dropped once the builds' requests are made.
+    pub fn attachment(&self) -> Option<&(dyn Any + Send)> {
+        self.attachment.as_deref()
+    }
+
+    /// Replaces the attachment.
+    pub(crate) fn set_attachment(&mut self, attachment: Option<Box<dyn Any + Send>>) {
+        self.attachment = attachment;
     }
 
     /// Replaces the head with `head`'s method, target, version, peer address and headers

@@ -1,6 +1,7 @@
 //! A framework-neutral view of a request's head: what classification, steering and copying
 //! read.
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -132,7 +133,13 @@ pub struct RequestHead<'a> {
     pub peer: Option<SocketAddr>,
     /// The headers.
     pub headers: &'a dyn HeaderView,
+    /// Makes what the adapter's shadow side needs of the live request beyond bytes (its
+    /// framework's request extensions, say); called only when the request is mirrored.
+    pub attachment: Option<&'a Attach<'a>>,
 }
+
+/// What [`RequestHead::attachment`] calls: the adapter's own data for a copy, if any.
+pub type Attach<'a> = dyn Fn() -> Option<Box<dyn Any + Send>> + 'a;
 
 impl<'a> RequestHead<'a> {
     /// A view of one HTTP/1.1 request in origin form, without a query.
@@ -146,6 +153,7 @@ impl<'a> RequestHead<'a> {
             version: HttpVersion::Http11,
             peer: None,
             headers,
+            attachment: None,
         }
     }
 
@@ -171,6 +179,14 @@ impl<'a> RequestHead<'a> {
     /// Sets the client's address.
     pub fn with_peer(mut self, peer: Option<SocketAddr>) -> Self {
         self.peer = peer;
+        self
+    }
+
+    /// Sets what makes the adapter's own data for a copy (see
+    /// [`RequestCopy::attachment`](super::RequestCopy::attachment)): called only when the
+    /// request is mirrored, so the live path pays for it only then.
+    pub fn with_attachment(mut self, attach: &'a Attach<'a>) -> Self {
+        self.attachment = Some(attach);
         self
     }
 

@@ -24,7 +24,7 @@ mod labels;
 
 pub use classify::{PathPattern, ReadRules, RouteRule, RuleError, SAFE_METHODS};
 pub use copy::RequestCopy;
-pub use head::{BodySize, HeaderList, HeaderPairs, HeaderView, HttpVersion, RequestHead};
+pub use head::{Attach, BodySize, HeaderList, HeaderPairs, HeaderView, HttpVersion, RequestHead};
 pub use headers::{
     ArmOverride, ForwardHeader, HOP_BY_HOP, HeaderFilter, HeaderNameError, HeaderPolicy, StickyKey,
     header_name,

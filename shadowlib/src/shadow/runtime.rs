@@ -241,7 +241,11 @@ impl ShadowRuntime {
             return no_copy;
         }
         let slot = shared.slots.take(config.body_limit);
-        shared.mirror.copy(head, &mut slot.request());
+        {
+            let mut copy = slot.request();
+            shared.mirror.copy(head, &mut copy);
+            copy.set_attachment(head.attachment.and_then(|attach| attach()));
+        }
         Route {
             arm,
             copy: Some(slot),

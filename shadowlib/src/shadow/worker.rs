@@ -79,8 +79,11 @@ impl Targets {
     fn job(&self, shared: &Shared, id: TargetId, arm: Arm, slot: &CopySlot) -> Job {
         match self.0.get(id.0).and_then(Option::as_ref) {
             Some(Target::Ready(target)) => {
-                let copy = slot.request();
-                Job::Call(target.call(arm, &copy, shared.capture()))
+                let mut copy = slot.request();
+                let call = target.call(arm, &copy, shared.capture());
+                // The build's request is made: the attachment is not needed any more.
+                copy.set_attachment(None);
+                Job::Call(call)
             }
             Some(Target::Failed(why)) => Job::Failed(why.clone()),
             None => Job::Failed(format!("no shadow target {}", id.0)),

@@ -1,12 +1,10 @@
-//! Where the shadow runs: dedicated threads, each an actix-style single-threaded runtime
-//! with its own instance of the candidate `App`, running the core's shadow workers.
+//! The shadow's side: the candidate `App`'s own instance on the rollout's shadow thread, and
+//! the request it gets for each copy.
 
 use std::future::poll_fn;
-use std::io;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::thread;
 
 use actix_http::Request;
 use actix_service::boxed::{self, BoxService};
@@ -17,22 +15,20 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, Uri, Version};
 use actix_web::{App, Error};
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::LocalBoxFuture;
-use shadowlib::mirror::{
-    HttpVersion, RequestCopy, ResponseCapture, ShadowError, ShadowReply, ShadowResult, ShadowWorker,
+use futures_util::future::LocalBoxFuture;
+use shadowlib::Arm;
+use shadowlib::adapter::{
+    HeaderPairs, RequestCopy, ResponseCapture, ShadowCall, ShadowError, ShadowReply, ShadowResult,
+    ShadowTarget,
 };
-use shadowlib::{Phase, RolloutHandle};
 use tokio::time::Instant;
-
-use super::headers::HeaderMapView;
 
 /// One running instance of the candidate `App`, its response body boxed so that every
 /// candidate shares one type.
 pub(crate) type CandidateService = BoxService<Request, ServiceResponse<BoxBody>, Error>;
 
 /// Builds an instance of the candidate `App` on the calling thread: once per actix worker
-/// (for canary traffic) and once per shadow thread.
+/// (for canary traffic) and once on the shadow thread.
 pub(crate) type BuildCandidate =
     Arc<dyn Fn() -> LocalBoxFuture<'static, Result<CandidateService, ()>> + Send + Sync>;
 
@@ -65,28 +61,34 @@ where
     })
 }
 
-/// What a shadow job fails with when its thread has no candidate.
-const NO_CANDIDATE: &str = "the candidate app did not start on this shadow thread";
+/// The candidate as the shadow runs it: the shadow thread's own instance of the `App`.
+pub(crate) struct ActixTarget {
+    candidate: Rc<CandidateService>,
+}
 
-/// The job for one copy: the request built from it, sent to the shadow thread's
-/// candidate instance. Made on the shadow thread, by the worker, so nothing of it
-/// crosses threads.
-fn shadow_job(
-    candidate: Option<&Rc<CandidateService>>,
-    copy: &RequestCopy,
-    capture: ResponseCapture,
-) -> LocalBoxFuture<'static, ShadowResult> {
-    let request = shadow_request(copy);
-    let candidate = candidate.cloned();
-    async move {
-        let candidate = candidate.ok_or_else(|| ShadowError(NO_CANDIDATE.to_owned()))?;
-        call_candidate(&candidate, request?, capture).await
+impl ActixTarget {
+    pub(crate) fn new(candidate: Rc<CandidateService>) -> Self {
+        Self { candidate }
     }
-    .boxed_local()
+}
+
+impl ShadowTarget for ActixTarget {
+    fn call(&self, arm: Arm, copy: &RequestCopy, capture: ResponseCapture) -> ShadowCall {
+        let request = shadow_request(copy);
+        let candidate = Rc::clone(&self.candidate);
+        Box::pin(async move {
+            match arm {
+                Arm::Candidate => call_candidate(&candidate, request?, capture).await,
+                Arm::Stable => Err(ShadowError(
+                    "the actix adapter runs no stable twin in the shadow".to_owned(),
+                )),
+            }
+        })
+    }
 }
 
 /// The request the candidate gets for a copy: same method, target, version, peer
-/// address, the headers the policy forwarded, the body. Connection flags and extensions
+/// address, the headers the mirror forwarded, the body. Connection flags and extensions
 /// were never copied: they belong to the live connection. A copy that actix-web would
 /// not accept back fails the copy, with the reason.
 fn shadow_request(copy: &RequestCopy) -> Result<Request, ShadowError> {
@@ -96,13 +98,7 @@ fn shadow_request(copy: &RequestCopy) -> Result<Request, ShadowError> {
     head.method = Method::from_bytes(copy.method().as_bytes())
         .map_err(|e| invalid("method", e.to_string()))?;
     head.uri = Uri::try_from(copy.target()).map_err(|e| invalid("target", e.to_string()))?;
-    head.version = match copy.version() {
-        HttpVersion::Http09 => Version::HTTP_09,
-        HttpVersion::Http10 => Version::HTTP_10,
-        HttpVersion::Http2 => Version::HTTP_2,
-        HttpVersion::Http3 => Version::HTTP_3,
-        _ => Version::HTTP_11,
-    };
+    head.version = copy.version().in_table(&VERSIONS);
     head.peer_addr = copy.peer_addr();
     for (name, value) in copy.headers() {
         let name = HeaderName::from_bytes(name.as_bytes())
@@ -113,16 +109,14 @@ fn shadow_request(copy: &RequestCopy) -> Result<Request, ShadowError> {
     Ok(request)
 }
 
-/// The core's version of an actix-web request.
-pub(crate) fn version_of(version: Version) -> HttpVersion {
-    match version {
-        Version::HTTP_09 => HttpVersion::Http09,
-        Version::HTTP_10 => HttpVersion::Http10,
-        Version::HTTP_2 => HttpVersion::Http2,
-        Version::HTTP_3 => HttpVersion::Http3,
-        _ => HttpVersion::Http11,
-    }
-}
+/// actix-web's `http` versions in the order [`HttpVersion::from_table`] maps them.
+pub(crate) const VERSIONS: [Version; 5] = [
+    Version::HTTP_09,
+    Version::HTTP_10,
+    Version::HTTP_11,
+    Version::HTTP_2,
+    Version::HTTP_3,
+];
 
 /// Sends the copy to the candidate and summarizes the response. Runs inside the shadow
 /// worker, which applies the timeout, catches panics and marks the task as the shadow.
@@ -143,82 +137,24 @@ async fn call_candidate(
         Err(error) => error.error_response(),
     };
     let latency = started.elapsed();
-    let mut summary = capture.head(
-        response.status().as_u16(),
-        &HeaderMapView(response.headers()),
-    );
-    let mut copy = capture.body();
+    let mut summary = capture.head(response.status().as_u16(), &HeaderPairs(response.headers()));
     let body = response.into_body();
+    // actix-web never polls a body it knows is empty; neither does the shadow.
     if !matches!(body.size(), BodySize::None | BodySize::Sized(0)) {
         let mut body = pin!(body);
-        while let Some(chunk) = poll_fn(|cx| body.as_mut().poll_next(cx)).await {
-            let chunk = chunk.map_err(|e| ShadowError(format!("response body: {e}")))?;
-            // Past the limit nothing more would be compared: stop reading.
-            if !copy.push(&chunk) {
-                break;
-            }
-        }
+        let chunks = futures_util::stream::poll_fn(|cx| body.as_mut().poll_next(cx));
+        capture.read_body(&mut summary, chunks).await?;
     }
-    summary.set_body(copy);
     Ok(ShadowReply {
         response: summary,
         latency,
     })
 }
 
-/// Starts the shadow thread and runs the core's shadow worker on it.
-///
-/// The thread runs an actix `System` (a current-thread tokio runtime with a `LocalSet`,
-/// as on actix-web's own workers), builds its candidate instance, then runs the worker —
-/// which polls up to the budget's concurrency of copies at once — until the core closes
-/// the queue, that is until the last clone of the runtime is dropped. A candidate that
-/// fails to start rolls the rollout back: it could never serve.
-pub(crate) fn spawn_shadow_thread(
-    build: &BuildCandidate,
-    rollout: &RolloutHandle,
-    worker: ShadowWorker,
-) -> io::Result<()> {
-    let build = Arc::clone(build);
-    let rollout = rollout.clone();
-    thread::Builder::new()
-        .name("shadowlib-shadow".to_owned())
-        .spawn(move || run_shadow_thread(&build, &rollout, worker))?;
-    Ok(())
-}
-
-fn run_shadow_thread(build: &BuildCandidate, rollout: &RolloutHandle, worker: ShadowWorker) {
-    actix_web::rt::System::new().block_on(async move {
-        let candidate = match build().await {
-            Ok(candidate) => Some(Rc::new(candidate)),
-            Err(()) => {
-                candidate_failed(rollout, "the shadow thread");
-                None
-            }
-        };
-        // The worker catches the panics of the jobs it runs and returns when the queue
-        // closes; the candidate is dropped after it, inside the runtime it was built in.
-        worker
-            .run(|copy, capture| shadow_job(candidate.as_ref(), copy, capture))
-            .await;
-    });
-}
-
-/// Logs that the candidate app failed to start and rolls the rollout back.
-pub(crate) fn candidate_failed(rollout: &RolloutHandle, place: &str) {
-    let why = format!("the candidate app failed to start on {place}");
-    tracing::error!("{why}; rolling back");
-    // Every worker and shadow thread finds the same failure: the first one rolls back.
-    if rollout.status().phase == Phase::RolledBack {
-        return;
-    }
-    if let Err(refused) = rollout.abort(&why) {
-        tracing::warn!(%refused, "the rollout could not be rolled back");
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use shadowlib::mirror::{HeaderList, HeaderPolicy, RequestHead};
+    use shadowlib::adapter::HttpVersion;
+    use shadowlib::mirror::{HeaderList, HeaderPolicy, HttpMirror, Mirror, RequestHead};
 
     use super::*;
 
@@ -238,12 +174,12 @@ mod tests {
             .expect("valid names")
             .replace_with("redacted");
         let mut copy = RequestCopy::default();
-        copy.fill_head(
-            &RequestHead::new("GET", "/items", &headers),
-            "/items?page=2",
-            &policy,
-        );
-        copy.set_peer_addr(Some(([10, 0, 0, 1], 4242).into()));
+        let head = RequestHead::new("GET", "/items", &headers)
+            .with_query(Some("page=2"))
+            .with_peer(Some(([10, 0, 0, 1], 4242).into()));
+        HttpMirror::new()
+            .with_headers(policy)
+            .copy(&head, &mut copy);
         let request = shadow_request(&copy).expect("a valid copy");
         let head = request.head();
         assert_eq!(head.method, Method::GET);
@@ -259,13 +195,22 @@ mod tests {
     }
 
     #[test]
+    fn every_version_maps_there_and_back() {
+        for version in VERSIONS {
+            assert_eq!(
+                HttpVersion::from_table(&VERSIONS, &version).in_table(&VERSIONS),
+                version
+            );
+        }
+    }
+
+    #[test]
     fn a_copy_actix_would_not_accept_fails_with_the_reason() {
         let headers = HeaderList::default();
         let mut copy = RequestCopy::default();
-        copy.fill_head(
-            &RequestHead::new("GET", "/", &headers),
-            "not a target",
-            &HeaderPolicy::new(),
+        HttpMirror::new().copy(
+            &RequestHead::new("GET", "/not a target", &headers),
+            &mut copy,
         );
         let error = shadow_request(&copy).expect_err("spaces are not allowed");
         assert!(error.0.contains("target"), "{error}");
