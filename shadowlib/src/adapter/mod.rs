@@ -247,6 +247,9 @@ impl Tracker {
             whole: false,
         });
         let shared = self.runtime.shared();
+        // Where live's state stood once it had served the read: it is compared only if
+        // that is where it stood when the read arrived.
+        let state_position = shared.state.as_ref().map(|state| state.live_position());
         self.live = match std::mem::replace(&mut self.live, LiveCapture::None) {
             // A response to HEAD is whole at its head (it has no body on the wire, and
             // servers may drop the handler's unread).
@@ -258,6 +261,7 @@ impl Tracker {
                     let mut live = slot.live();
                     live.fill_head(status, &shared.config.compared_headers, headers);
                     live.clear_body();
+                    live.state_position = state_position;
                     live.progress = LiveProgress::Seen;
                 }
                 shared.slots.give_back(slot);
@@ -267,6 +271,7 @@ impl Tracker {
                 let body = {
                     let mut live = slot.live();
                     live.fill_head(status, &shared.config.compared_headers, headers);
+                    live.state_position = state_position;
                     BodyCapture::reusing(shared.config.body_limit, std::mem::take(&mut live.body))
                 };
                 LiveCapture::Body { slot, body }

@@ -642,3 +642,146 @@ async fn a_target_that_cannot_be_built_rolls_the_rollout_back() {
         })
         .await;
 }
+
+/// A stateful service: a counter, kept current in the shadow by deltas.
+#[cfg(feature = "delta")]
+mod stateful {
+    use super::*;
+    use crate::delta::{DeltaBus, LiveState, ShadowState, StalenessBound, StateDelta};
+
+    /// The state of its own this test plugs through the builder.
+    #[derive(Debug, Default)]
+    struct Counter(u64);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the counter would overflow")]
+    struct Overflow;
+
+    impl StateDelta for Counter {
+        type Delta = u64;
+        type Snapshot = u64;
+        type Error = Overflow;
+
+        fn apply(&mut self, by: &u64) -> Result<(), Overflow> {
+            self.0 = self.0.checked_add(*by).ok_or(Overflow)?;
+            Ok(())
+        }
+
+        fn snapshot(&self) -> u64 {
+            self.0
+        }
+
+        fn restore(&mut self, snapshot: u64) {
+            self.0 = snapshot;
+        }
+    }
+
+    /// The candidate answers with the counter as the shadow's state has it.
+    struct CountingCandidate(ShadowState<Counter>);
+
+    impl ShadowTarget for CountingCandidate {
+        fn call(&self, _arm: Arm, _copy: &RequestCopy, capture: ResponseCapture) -> ShadowCall {
+            let shadow = self.0.clone();
+            // Read when the call runs, as a handler would, once the shadow has caught up.
+            Box::pin(async move {
+                let value = shadow.read(|counter| counter.0).to_string();
+                let mut summary = capture.head(200, &HeaderList::default());
+                let mut body = capture.body();
+                body.push(value.as_bytes());
+                summary.set_body(body);
+                Ok(ShadowReply {
+                    response: summary,
+                    latency: Duration::from_millis(1),
+                })
+            })
+        }
+    }
+
+    struct Fixture {
+        rollout: Rollout,
+        runtime: Runtime,
+        target: TargetId,
+        live: LiveState<Counter>,
+        worker: Option<Worker>,
+    }
+
+    fn fixture() -> Fixture {
+        let bus = DeltaBus::<Counter>::in_process(64).expect("a valid buffer");
+        let live = bus.live(Counter::default()).start().expect("starts");
+        let shadow = bus.follow(Counter::default()).expect("follows");
+        let (rollout, _driver, worker) =
+            Rollout::builder(Version::new("t", "1"), Version::new("t", "2"))
+                .state_delta(&live, &shadow, StalenessBound::default())
+                .without_process_sampling()
+                .build_with_worker()
+                .expect("a valid configuration");
+        let runtime = Runtime::new(&rollout);
+        let target = runtime.register(Box::new(move || {
+            Box::pin(
+                async move { Ok(Box::new(CountingCandidate(shadow)) as Box<dyn ShadowTarget>) },
+            )
+        }));
+        Fixture {
+            rollout,
+            runtime,
+            target,
+            live,
+            worker: Some(worker),
+        }
+    }
+
+    impl Fixture {
+        /// A mirrored read live answers with its counter, with `meanwhile` committed while
+        /// live serves it.
+        fn read(&self, meanwhile: Option<u64>) {
+            let headers = HeaderList::default();
+            let head = RequestHead::new("GET", "/count", &headers);
+            let (mut tracker, _) =
+                Tracker::start(&self.runtime, self.target, &head, BodySize::Empty);
+            let answer = self.live.read(|counter| counter.0).to_string();
+            if let Some(by) = meanwhile {
+                self.live.commit(by).expect("no overflow");
+            }
+            tracker.respond(200, &headers);
+            tracker.chunk(answer.as_bytes());
+            tracker.finish();
+        }
+
+        async fn settle(&self, done: impl Fn(&ShadowCounts) -> bool) {
+            for _ in 0..10_000 {
+                if done(&self.rollout.shadow_counts()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("shadow never settled: {:?}", self.rollout.shadow_counts());
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_are_compared_only_when_the_shadow_served_the_state_live_did() {
+        LocalSet::new()
+            .run_until(async {
+                let mut f = fixture();
+                tokio::task::spawn_local(f.worker.take().expect("unstarted").run());
+                f.live.commit(5).expect("no overflow");
+                // The shadow catches up before the candidate serves the copy.
+                f.read(None);
+                f.settle(|c| c.compared == 1).await;
+                assert_eq!(f.rollout.shadow_counts().mismatched, 0);
+
+                // A write while live serves the read: live's answer belongs to neither
+                // state the shadow could stand at, so the pair is not compared.
+                f.read(Some(1));
+                f.settle(|c| c.not_comparable == 1).await;
+                let counts = f.rollout.shadow_counts();
+                assert_eq!((counts.compared, counts.mismatched), (1, 0));
+
+                // And once the state is still again, reads compare again.
+                f.read(None);
+                f.settle(|c| c.compared == 2).await;
+                assert_eq!(f.rollout.shadow_counts().mismatched, 0);
+            })
+            .await;
+    }
+}

@@ -109,6 +109,7 @@ mod bus;
 mod coalesce;
 mod codec;
 mod kv;
+mod link;
 mod live;
 mod position;
 mod shadow;
@@ -120,6 +121,8 @@ pub use coalesce::{Coalesce, Coalescing};
 pub use codec::CodecError;
 pub use kv::{KeyValueMap, KvDelta};
 pub use live::{CommitError, LiveBuilder, LiveState, LiveStats};
+
+pub(crate) use link::DeltaLink;
 pub use position::{Epoch, Freshness, Position, StalenessBound};
 pub use shadow::{FollowerStats, ReadFreshness, ReadSpan, ResyncCounts, ResyncReason, ShadowState};
 pub use transport::{

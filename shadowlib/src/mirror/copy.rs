@@ -51,6 +51,9 @@ pub struct RequestCopy {
     peer_addr: Option<SocketAddr>,
     body: BodyCapture,
     attachment: Option<Box<dyn Any + Send>>,
+    /// Where live's state stood when the request arrived, for a stateful service:
+    /// `(epoch, sequence)` of its delta stream.
+    pub(crate) state_position: Option<(u64, u64)>,
 }
 
 impl RequestCopy {

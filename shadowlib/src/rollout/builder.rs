@@ -19,7 +19,7 @@ use crate::mirror::{
 };
 use crate::model::{Arm, Phase, Version};
 use crate::predict::{Predictor, SequentialPredictor};
-use crate::shadow::{BudgetError, Placement, ShadowConfig, ShadowCounts, ShadowRuntime};
+use crate::shadow::{BudgetError, Placement, ShadowConfig, ShadowCounts, ShadowRuntime, StateLink};
 use crate::steer::{TrafficSteerer, WeightedSteerer};
 
 /// A rollout that cannot be built, naming what is wrong.
@@ -71,6 +71,7 @@ pub struct RolloutBuilder {
     route_patterns: Vec<PathPattern>,
     process_sampling: bool,
     shadow_only: bool,
+    state: Option<Arc<dyn StateLink>>,
 }
 
 impl fmt::Debug for RolloutBuilder {
@@ -102,6 +103,7 @@ impl RolloutBuilder {
             route_patterns: Vec::new(),
             process_sampling: true,
             shadow_only: false,
+            state: None,
         }
     }
 
@@ -175,6 +177,26 @@ impl RolloutBuilder {
         self
     }
 
+    /// The state of a stateful service, kept current in the shadow by deltas from live
+    /// (see [`delta`](crate::delta)): a mirrored read is then compared only when the
+    /// candidate served it from exactly the state live served it from (within `bound`),
+    /// and the shadow's lag joins the evidence.
+    #[cfg(feature = "delta")]
+    pub fn state_delta<S, T>(
+        mut self,
+        live: &crate::delta::LiveState<S, T>,
+        shadow: &crate::delta::ShadowState<S>,
+        bound: crate::delta::StalenessBound,
+    ) -> Self
+    where
+        S: crate::delta::StateDelta + 'static,
+        T: crate::delta::Transport,
+    {
+        self.sources.push(Arc::new(shadow.clone()));
+        self.state = Some(Arc::new(crate::delta::DeltaLink::new(live, shadow, bound)));
+        self
+    }
+
     /// Compares the builds without rolling anything out, the way GitHub Scientist or
     /// Diffy are used: every read is mirrored and judged, the status and events say what
     /// the evidence shows, and no live request ever goes to the candidate.
@@ -240,6 +262,7 @@ impl RolloutBuilder {
             Arc::new(handle.clone()),
             Arc::clone(&recorder),
             labels,
+            self.state,
             placement,
         )?;
         let mut sources: Vec<Arc<dyn MetricSource>> = vec![Arc::clone(&recorder) as _];

@@ -18,6 +18,7 @@ mod config;
 mod queue;
 mod runtime;
 mod slots;
+mod state;
 mod stats;
 mod target;
 mod thread;
@@ -33,6 +34,7 @@ pub use target::{
 
 pub(crate) use runtime::{Placement, ShadowRuntime};
 pub(crate) use slots::{CopySlot, LiveProgress};
+pub(crate) use state::{StateLink, StatePosition, StateSpan};
 pub(crate) use stats::ShadowStats;
 pub(crate) use worker::{Worker, is_bodiless};
 

@@ -16,7 +16,7 @@ use super::slots::{CopySlot, SlotPool};
 use super::stats::ShadowStats;
 use super::target::{RECYCLED_SUMMARIES, Recycled, ResponseCapture, TargetFactory, TargetId};
 use super::worker::Worker;
-use super::{BudgetError, RolloutLink, ShadowConfig, ShadowCounts};
+use super::{BudgetError, RolloutLink, ShadowConfig, ShadowCounts, StateLink};
 use crate::metrics::KpiRecorder;
 use crate::mirror::{BodySize, HttpMirrorRef, RequestHead, RouteLabels};
 use crate::model::{Arm, Outcome, Share};
@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) recycled: Recycled,
     pub(crate) queue: CopyQueue,
     pub(crate) labels: RouteLabels,
+    /// The delta stream of a stateful service.
+    pub(crate) state: Option<Arc<dyn StateLink>>,
     /// Targets registered and not yet handed to the worker.
     pub(crate) registrations: Mutex<Vec<(TargetId, TargetFactory)>>,
     next_target: Mutex<usize>,
@@ -105,6 +107,7 @@ impl ShadowRuntime {
         link: Arc<dyn RolloutLink>,
         recorder: Arc<KpiRecorder>,
         labels: RouteLabels,
+        state: Option<Arc<dyn StateLink>>,
         placement: Placement,
     ) -> Result<(Self, Option<Worker>), BudgetError> {
         config.budget.validate()?;
@@ -128,6 +131,7 @@ impl ShadowRuntime {
             slots,
             recycled: Arc::new(ArrayQueue::new(RECYCLED_SUMMARIES)),
             labels,
+            state,
             registrations: Mutex::new(Vec::new()),
             next_target: Mutex::new(0),
             placement,
@@ -245,6 +249,7 @@ impl ShadowRuntime {
             let mut copy = slot.request();
             shared.mirror.copy(head, &mut copy);
             copy.set_attachment(head.attachment.and_then(|attach| attach()));
+            copy.state_position = shared.state.as_ref().map(|state| state.live_position());
         }
         Route {
             arm,

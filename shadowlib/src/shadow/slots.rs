@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crossbeam_queue::ArrayQueue;
 
+use super::StatePosition;
 use crate::compare::{BodyCapture, ResponseSummary};
 use crate::mirror::{HeaderView, PackedHeaders, RequestCopy};
 
@@ -36,6 +37,8 @@ pub(crate) struct LiveSide {
     body_len: u64,
     truncated: bool,
     pub(crate) progress: LiveProgress,
+    /// Where live's state stood when its response head was ready, for a stateful service.
+    pub(crate) state_position: Option<StatePosition>,
 }
 
 impl LiveSide {
@@ -97,6 +100,7 @@ impl CopySlot {
                 body_len: 0,
                 truncated: false,
                 progress: LiveProgress::Awaited,
+                state_position: None,
             }),
         }
     }
@@ -146,7 +150,11 @@ impl SlotPool {
     pub(crate) fn take(&self, body_limit: usize) -> Arc<CopySlot> {
         let slot = self.free.pop().unwrap_or_else(|| Arc::new(CopySlot::new()));
         // Nobody else holds it, so neither lock is ever waited for.
-        slot.live().progress = LiveProgress::Awaited;
+        {
+            let mut live = slot.live();
+            live.progress = LiveProgress::Awaited;
+            live.state_position = None;
+        }
         slot.request().start_body(body_limit);
         slot
     }

@@ -24,6 +24,7 @@ use super::runtime::Shared;
 use super::slots::{CopySlot, LiveProgress};
 use super::stats::ShadowStats;
 use super::target::{ShadowError, ShadowResult, ShadowTarget, TargetId};
+use super::{StatePosition, StateSpan};
 use crate::compare::ResponseSummary;
 use crate::model::{Arm, Outcome};
 
@@ -125,10 +126,11 @@ impl Worker {
                 let Some(task) = queue.tasks.pop() else {
                     break;
                 };
-                let (route, request_bytes, bodiless) = {
+                let (route, request_bytes, bodiless, state_position) = {
                     let copy = task.slot.request();
                     let route = shared.labels.label(copy.method(), copy.path());
-                    (route, copy.body_len(), is_bodiless(copy.method()))
+                    let bodiless = is_bodiless(copy.method());
+                    (route, copy.body_len(), bodiless, copy.state_position)
                 };
                 let job = targets.job(&shared, task.target, Arm::Candidate, &task.slot);
                 let copy = Running {
@@ -136,6 +138,7 @@ impl Worker {
                     route,
                     request_bytes,
                     bodiless,
+                    state_position,
                 };
                 running.push(execute(&shared, copy, job));
             }
@@ -200,6 +203,8 @@ struct Running {
     request_bytes: u64,
     /// Its response's body, if the build sent one, is not compared.
     bodiless: bool,
+    /// Where live's state stood when the read arrived (a stateful service).
+    state_position: Option<StatePosition>,
 }
 
 /// Runs one copy under the timeout, records its outcome and compares its response; when
@@ -212,11 +217,17 @@ async fn execute(shared: &Shared, copy: Running, job: Job) -> Option<AwaitingLiv
         ..
     } = shared;
     let timeout = config.budget.timeout;
+    // A stateful service's shadow state is brought to where live's stood first.
+    let span = match (&shared.state, copy.state_position) {
+        (Some(state), Some(at)) => Some(state.catch_up(at).await),
+        _ => None,
+    };
     let started = Instant::now();
     let result = match job {
         Job::Call(call) => run_guarded(call, timeout).await,
         Job::Failed(why) => Guarded::Failed(ShadowError(why)),
     };
+    let state_held = span.map(StateSpan::held);
     let failure = match result {
         Guarded::TimedOut => (&stats.timed_out, Outcome::Timeout),
         Guarded::Panicked => (&stats.panicked, Outcome::Panic),
@@ -236,7 +247,7 @@ async fn execute(shared: &Shared, copy: Running, job: Job) -> Option<AwaitingLiv
                 copy.request_bytes,
                 reply.response.body_len,
             );
-            return settle(shared, copy, reply.response, timeout);
+            return settle(shared, copy, reply.response, state_held, timeout);
         }
     };
     let (counter, outcome) = failure;
@@ -277,13 +288,18 @@ fn settle(
     shared: &Shared,
     copy: Running,
     shadow: ResponseSummary,
+    state_held: Option<bool>,
     timeout: Duration,
 ) -> Option<AwaitingLive> {
     let now = Instant::now();
+    let state = copy
+        .state_position
+        .map(|at| (at, state_held.unwrap_or(false)));
     let pair = AwaitingLive {
         slot: copy.task.slot,
         route: copy.route,
         shadow,
+        state,
         deadline: now + timeout,
     };
     if pair.is_due(now) {
@@ -304,6 +320,9 @@ struct AwaitingLive {
     slot: Arc<CopySlot>,
     route: Arc<str>,
     shadow: ResponseSummary,
+    /// For a stateful service: where live's state stood when the read arrived, and
+    /// whether the shadow's stood there all through the copy.
+    state: Option<(StatePosition, bool)>,
     /// The live response is given up after the budget's timeout, as a copy would be.
     deadline: Instant,
 }
@@ -318,6 +337,7 @@ impl AwaitingLive {
     /// Compares the pair if the live response was sent whole, else counts a miss.
     fn settle(self, shared: &Shared) {
         let mut live = None;
+        let mut same_state = true;
         {
             let captured = self.slot.live();
             if captured.progress == LiveProgress::Seen {
@@ -325,10 +345,18 @@ impl AwaitingLive {
                 let mut summary = shared.recycled.pop().unwrap_or_default();
                 captured.summarize(&mut summary);
                 live = Some(summary);
+                if let Some((arrived_at, shadow_held)) = self.state {
+                    same_state = shadow_held && captured.state_position == Some(arrived_at);
+                }
             }
         }
         shared.slots.give_back(self.slot);
         match live {
+            Some(live) if !same_state => {
+                tracing::debug!(route = %self.route, "state moved during the read; pair not compared");
+                ShadowStats::bump(&shared.stats.not_comparable);
+                let _ = shared.recycled.push(live);
+            }
             Some(live) => {
                 compare(shared, &self.route, &live, &self.shadow);
                 // A full pool frees the rest: it only has to cover the copies in flight.
