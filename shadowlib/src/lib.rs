@@ -32,6 +32,8 @@ pub mod shadow;
 #[cfg(feature = "simulate")]
 pub mod simulate;
 
+#[cfg(feature = "delta")]
+pub use delta::StateDelta;
 pub use evidence::{
     ArmEvidence, Comparisons, Distribution, DistributionError, Evidence, FieldDifferences, Moments,
     OutcomeCounts, ProcessEvidence, RouteEvidence,

@@ -10,7 +10,6 @@ use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceRespon
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, HttpServer, web};
 use adapter_suite::{AdapterUnderTest, App as SuiteApp, RunningServer, Setup};
-use shadowlib::mirror::Rollout;
 use shadowlib_actix::Shadow;
 use tokio::sync::oneshot;
 
@@ -65,15 +64,8 @@ impl Drop for StopOnDrop {
 
 impl AdapterUnderTest for Actix {
     async fn start(&self, setup: Setup) -> RunningServer {
-        let rollout = Rollout {
-            handle: setup.handle,
-            steerer: setup.steerer,
-            recorder: setup.recorder,
-        };
         let candidate = setup.candidate;
-        let shadow = Shadow::new(move || app(Arc::clone(&candidate)), rollout, setup.config)
-            .expect("valid configuration");
-        let runtime = shadow.runtime().clone();
+        let shadow = Shadow::new(move || app(Arc::clone(&candidate)), &setup.rollout);
         let stable = setup.stable;
         let (started, ready) = oneshot::channel();
         std::thread::spawn(move || {
@@ -92,8 +84,6 @@ impl AdapterUnderTest for Actix {
         let (addr, handle) = ready.await.expect("the server thread started");
         RunningServer {
             addr,
-            stats: Arc::clone(runtime.stats()),
-            queued: Box::new(move || runtime.queued()),
             guard: Box::new(StopOnDrop(handle)),
         }
     }

@@ -9,26 +9,28 @@ use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, test as actix_test, web};
-use shadowlib::budget::ShadowBudget;
-use shadowlib::mirror::{HeaderPolicy, ReadRules, Rollout, ShadowConfig, ShadowCounts, in_shadow};
-use shadowlib::{Arm, KpiRecorder, Phase, RolloutHandle, Version};
+use shadowlib::mirror::{HeaderPolicy, HttpMirror};
+use shadowlib::shadow::{ShadowBudget, ShadowConfig, ShadowCounts, in_shadow};
+use shadowlib::{Arm, ArmEvidence, Phase, Rollout, RolloutBuilder, RolloutPolicy, Version};
 use shadowlib_actix::Shadow;
 
-/// A started rollout (shadowing) and its recorder.
-struct Fixture {
-    handle: RolloutHandle,
-    recorder: Arc<KpiRecorder>,
-    rollout: Rollout,
+/// A rollout that only shadows, built with `configure` applied to its builder.
+fn rollout(configure: impl FnOnce(RolloutBuilder) -> RolloutBuilder) -> Rollout {
+    let builder = Rollout::builder(Version::new("actix", "1"), Version::new("actix", "2"))
+        .policy(RolloutPolicy::default())
+        .without_process_sampling()
+        .shadow_only();
+    configure(builder)
+        .build()
+        .expect("a valid configuration, inside a runtime")
 }
 
-impl Fixture {
-    fn new() -> Self {
-        let rollout = Rollout::shadow_only(Version::new("actix", "1"), Version::new("actix", "2"));
-        Self {
-            handle: rollout.handle.clone(),
-            recorder: Arc::clone(&rollout.recorder),
-            rollout,
-        }
+/// What was recorded of `arm` so far.
+fn recorded(rollout: &Rollout, arm: Arm) -> ArmEvidence {
+    let evidence = rollout.evidence();
+    match arm {
+        Arm::Stable => evidence.stable,
+        Arm::Candidate => evidence.candidate,
     }
 }
 
@@ -96,15 +98,12 @@ fn seen(log: &Log) -> Vec<Seen> {
 /// Waits (up to 20 s, generous for a loaded machine) until the counts satisfy `done`.
 async fn eventually(shadow: &Shadow, what: &str, done: impl Fn(&ShadowCounts) -> bool) {
     for _ in 0..4_000 {
-        if done(&shadow.runtime().stats().counts()) {
+        if done(&shadow.counts()) {
             return;
         }
         actix_web::rt::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!(
-        "timed out waiting until {what}: {:?}",
-        shadow.runtime().stats().counts()
-    );
+    panic!("timed out waiting until {what}: {:?}", shadow.counts());
 }
 
 async fn get(
@@ -123,22 +122,15 @@ async fn get(
 
 #[actix_web::test]
 async fn copies_lose_hop_by_hop_and_redacted_headers_and_run_as_the_shadow() {
-    let fixture = Fixture::new();
     let candidate = log();
-    let config = ShadowConfig::new().with_header_policy(
-        HeaderPolicy::new()
-            .redact("authorization")
-            .and_then(|p| p.redact("cookie"))
-            .expect("valid names")
-            .replace_with("redacted"),
-    );
+    let policy = HeaderPolicy::new()
+        .redact("authorization")
+        .and_then(|p| p.redact("cookie"))
+        .expect("valid names")
+        .replace_with("redacted");
+    let rollout = rollout(|builder| builder.mirror(HttpMirror::new().with_headers(policy)));
     let candidate_log = Arc::clone(&candidate);
-    let shadow = Shadow::new(
-        move || app("v2", Arc::clone(&candidate_log)),
-        fixture.rollout,
-        config,
-    )
-    .expect("valid configuration");
+    let shadow = Shadow::new(move || app("v2", Arc::clone(&candidate_log)), &rollout);
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
 
     let request = actix_test::TestRequest::get()
@@ -173,10 +165,10 @@ async fn copies_lose_hop_by_hop_and_redacted_headers_and_run_as_the_shadow() {
 
 #[actix_web::test]
 async fn responses_are_compared_per_route() {
-    let fixture = Fixture::new();
     let config = ShadowConfig::new()
         .with_compare_headers(["content-type"])
         .expect("valid");
+    let rollout = rollout(|builder| builder.shadow(config));
     // The candidate answers `v1 <path>` like stable on every path but `/changed`.
     let shadow = Shadow::new(
         || {
@@ -188,22 +180,18 @@ async fn responses_are_compared_per_route() {
                         .body(format!("v1 {}", r.path()))
                 }))
         },
-        fixture.rollout,
-        config,
-    )
-    .expect("valid configuration");
+        &rollout,
+    );
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
     for path in ["/same", "/same", "/changed"] {
         get(&live, actix_test::TestRequest::get().uri(path)).await;
     }
     eventually(&shadow, "three comparisons", |c| c.compared == 3).await;
-    let routes = shadow.runtime().stats().route_comparisons();
-    assert_eq!(
-        (routes["GET /same"].compared, routes["GET /same"].mismatched),
-        (2, 0)
-    );
-    assert_eq!(routes["GET /changed"].mismatched, 1);
-    let candidate = fixture.recorder.snapshot(Arm::Candidate);
+    let candidate = recorded(&rollout, Arm::Candidate);
+    let routes = &candidate.routes;
+    let same = routes["GET /same"].comparisons;
+    assert_eq!((same.compared, same.mismatched), (2, 0));
+    assert_eq!(routes["GET /changed"].comparisons.mismatched, 1);
     assert_eq!(
         (
             candidate.comparisons.compared,
@@ -215,18 +203,13 @@ async fn responses_are_compared_per_route() {
 
 #[actix_web::test]
 async fn the_override_header_pins_a_request_to_the_candidate() {
-    let fixture = Fixture::new();
     let config = ShadowConfig::new()
         .with_override_header("x-arm")
         .expect("valid name");
+    let rollout = rollout(|builder| builder.shadow(config));
     let candidate = log();
     let candidate_log = Arc::clone(&candidate);
-    let shadow = Shadow::new(
-        move || app("v2", Arc::clone(&candidate_log)),
-        fixture.rollout,
-        config,
-    )
-    .expect("valid configuration");
+    let shadow = Shadow::new(move || app("v2", Arc::clone(&candidate_log)), &rollout);
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
     let forced = actix_test::TestRequest::get()
         .uri("/items")
@@ -235,26 +218,23 @@ async fn the_override_header_pins_a_request_to_the_candidate() {
         get(&live, forced).await,
         (StatusCode::OK, "v2 /items".to_owned())
     );
-    let counts = shadow.runtime().stats().counts();
+    let counts = shadow.counts();
     assert_eq!((counts.overridden, counts.mirrored), (1, 0));
     let copies = seen(&candidate);
     assert_eq!(copies.len(), 1);
     assert!(!copies[0].shadow, "served live, not as a shadow copy");
-    assert_eq!(
-        fixture.recorder.snapshot(Arm::Candidate).outcomes.success,
-        1
-    );
+    assert_eq!(recorded(&rollout, Arm::Candidate).outcomes.success, 1);
 }
 
 #[actix_web::test]
 async fn hung_copies_time_out_and_the_shadow_goes_on() {
-    let fixture = Fixture::new();
     let config = ShadowConfig::new().with_budget(ShadowBudget {
         queue_capacity: 8,
         concurrency: 2,
         timeout: Duration::from_millis(200),
     });
-    let shadow = Shadow::new(|| app("v2", log()), fixture.rollout, config).expect("valid");
+    let rollout = rollout(|builder| builder.shadow(config));
+    let shadow = Shadow::new(|| app("v2", log()), &rollout);
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
     for _ in 0..3 {
         assert_eq!(
@@ -267,33 +247,25 @@ async fn hung_copies_time_out_and_the_shadow_goes_on() {
     eventually(&shadow, "three copies timed out", |c| c.timed_out == 3).await;
     get(&live, actix_test::TestRequest::get().uri("/fine")).await;
     eventually(&shadow, "the next copy was answered", |c| c.completed == 1).await;
-    assert_eq!(
-        fixture.recorder.snapshot(Arm::Candidate).outcomes.timeout,
-        3
-    );
+    assert_eq!(recorded(&rollout, Arm::Candidate).outcomes.timeout, 3);
 }
 
 #[actix_web::test]
 async fn bodies_the_handler_does_not_read_are_not_mirrored() {
-    let fixture = Fixture::new();
-    let rules = ReadRules::new()
+    let mirror = HttpMirror::new()
         .allow("POST /upload")
-        .and_then(|r| r.allow("POST /search"))
+        .and_then(|m| m.allow("POST /search"))
         .expect("valid rules");
+    let rollout = rollout(|builder| builder.mirror(mirror));
     let candidate = log();
     let candidate_log = Arc::clone(&candidate);
-    let shadow = Shadow::new(
-        move || app("v2", Arc::clone(&candidate_log)),
-        fixture.rollout,
-        ShadowConfig::new().with_classifier(rules),
-    )
-    .expect("valid configuration");
+    let shadow = Shadow::new(move || app("v2", Arc::clone(&candidate_log)), &rollout);
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
     let upload = actix_test::TestRequest::post()
         .uri("/upload")
         .set_payload("abc");
     assert_eq!(get(&live, upload).await.0, StatusCode::OK);
-    assert_eq!(shadow.runtime().stats().counts().skipped_unread_body, 1);
+    assert_eq!(shadow.counts().skipped_unread_body, 1);
     let search = actix_test::TestRequest::post()
         .uri("/search")
         .set_payload("q=1");
@@ -305,9 +277,8 @@ async fn bodies_the_handler_does_not_read_are_not_mirrored() {
 
 #[actix_web::test]
 async fn errors_are_recorded_with_the_status_actix_answers_them_with() {
-    let fixture = Fixture::new();
-    let shadow = Shadow::new(|| app("v2", log()), fixture.rollout, ShadowConfig::new())
-        .expect("valid configuration");
+    let rollout = rollout(|builder| builder);
+    let shadow = Shadow::new(|| app("v2", log()), &rollout);
     // Inside the shadow middleware: a check that refuses `/private` with an error value,
     // as an auth middleware would, and a handler that fails on `/forbidden`.
     let live = actix_test::init_service(
@@ -346,7 +317,7 @@ async fn errors_are_recorded_with_the_status_actix_answers_them_with() {
     );
     let (status, _) = get(&live, actix_test::TestRequest::get().uri("/forbidden")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let stable = fixture.recorder.snapshot(Arm::Stable);
+    let stable = recorded(&rollout, Arm::Stable);
     assert_eq!(
         (stable.outcomes.client_error, stable.outcomes.server_error),
         (2, 0)
@@ -356,27 +327,90 @@ async fn errors_are_recorded_with_the_status_actix_answers_them_with() {
         c.completed == 2 && c.compared + c.comparison_missed == 2
     })
     .await;
-    assert_eq!(shadow.runtime().stats().counts().comparison_missed, 1);
+    assert_eq!(shadow.counts().comparison_missed, 1);
 }
 
 #[actix_web::test]
 async fn a_candidate_that_cannot_start_is_rolled_back_and_stable_serves() {
-    let fixture = Fixture::new();
+    let rollout = rollout(|builder| builder);
     let shadow = Shadow::new(
         || {
             App::new()
                 .data_factory(|| async { Err::<u32, _>("no database") })
                 .route("/", web::get().to(|| async { "v2" }))
         },
-        fixture.rollout,
-        ShadowConfig::new(),
-    )
-    .expect("the factory itself is valid");
+        &rollout,
+    );
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
-    assert_eq!(fixture.handle.status().phase, Phase::RolledBack);
+    assert_eq!(rollout.status().phase, Phase::RolledBack);
     assert_eq!(
         get(&live, actix_test::TestRequest::get().uri("/items")).await,
         (StatusCode::OK, "v1 /items".to_owned())
     );
-    assert_eq!(shadow.runtime().stats().counts().mirrored, 0);
+    assert_eq!(shadow.counts().mirrored, 0);
+}
+
+/// A candidate whose service is never ready holds back only the requests steered to it:
+/// stable's readiness alone gates the middleware.
+#[actix_web::test]
+async fn a_candidate_that_is_never_ready_does_not_hold_back_stable() {
+    use std::future::Ready;
+    use std::task::{Context, Poll};
+
+    use actix_web::dev::Transform;
+    use futures::future::LocalBoxFuture;
+
+    /// Middleware whose service is never ready: the candidate's app, wrapped in it, is
+    /// never ready either.
+    struct NeverReady;
+
+    struct NeverReadyService<S>(S);
+
+    impl<S, B> Transform<S, ServiceRequest> for NeverReady
+    where
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>
+            + 'static,
+    {
+        type Response = ServiceResponse<B>;
+        type Error = actix_web::Error;
+        type Transform = NeverReadyService<S>;
+        type InitError = ();
+        type Future = Ready<Result<Self::Transform, ()>>;
+
+        fn new_transform(&self, service: S) -> Self::Future {
+            std::future::ready(Ok(NeverReadyService(service)))
+        }
+    }
+
+    impl<S, B> Service<ServiceRequest> for NeverReadyService<S>
+    where
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>
+            + 'static,
+    {
+        type Response = ServiceResponse<B>;
+        type Error = actix_web::Error;
+        type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+
+        fn call(&self, request: ServiceRequest) -> Self::Future {
+            Box::pin(self.0.call(request))
+        }
+    }
+
+    let rollout = rollout(|builder| builder);
+    let shadow = Shadow::new(|| app("v2", log()).wrap(NeverReady), &rollout);
+    let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
+    // actix-web's dispatcher asks for readiness before every call; the test client does not.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        std::future::poll_fn(|cx| live.poll_ready(cx)),
+    )
+    .await
+    .expect("ready without waiting for the candidate")
+    .expect("ready");
+    let answer = get(&live, actix_test::TestRequest::get().uri("/items")).await;
+    assert_eq!(answer, (StatusCode::OK, "v1 /items".to_owned()));
 }

@@ -5,8 +5,9 @@ use std::hint::black_box;
 use std::task::Poll;
 use std::time::Duration;
 
+use shadowlib::metrics::KpiRecorder;
 use shadowlib::metrics::{CountingAllocator, MeasureExt, RequestRecord, thread_allocations};
-use shadowlib::{Arm, KpiRecorder, Outcome, Version};
+use shadowlib::{Arm, Outcome, Version};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator::system();

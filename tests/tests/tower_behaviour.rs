@@ -4,13 +4,16 @@ mod adapter_suite;
 
 use std::sync::Arc;
 
-use adapter_suite::{AdapterUnderTest, App, RunningServer, Setup};
+use adapter_suite::{AdapterUnderTest, App, Fixture, RunningServer, Setup, TestClient};
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Path, Request};
 use axum::response::IntoResponse;
-use shadowlib_tower::shadow::{Rollout, ShadowLayer};
+use axum::routing::get;
+use http::StatusCode;
+use shadowlib::Share;
+use shadowlib::TrafficSteerer;
+use shadowlib_tower::ShadowLayer;
 use tokio::net::TcpListener;
-use tower::Layer;
 
 /// The suite's app as an axum router: one catch-all handler.
 fn router(app: Arc<App>) -> Router {
@@ -39,7 +42,14 @@ fn router(app: Arc<App>) -> Router {
     })
 }
 
-struct Tower;
+/// Where the layer sits.
+#[derive(Clone, Copy)]
+enum Tower {
+    /// Around the whole stable router (`ShadowLayer::around`).
+    Around,
+    /// As `Router::layer`, after the stable router has routed.
+    RouterLayer,
+}
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -51,15 +61,17 @@ impl Drop for AbortOnDrop {
 
 impl AdapterUnderTest for Tower {
     async fn start(&self, setup: Setup) -> RunningServer {
-        let rollout = Rollout {
-            handle: setup.handle,
-            steerer: setup.steerer,
-            recorder: setup.recorder,
+        let layer = ShadowLayer::new(router(setup.candidate), &setup.rollout);
+        let app = match self {
+            Tower::Around => layer.around(router(setup.stable)),
+            Tower::RouterLayer => router(setup.stable).layer(layer),
         };
-        let layer = ShadowLayer::new(router(setup.candidate), rollout, setup.config)
-            .expect("valid configuration");
-        let runtime = layer.runtime().clone();
-        let app = Router::new().fallback_service(layer.layer(router(setup.stable)));
+        serve(app).await
+    }
+}
+
+async fn serve(app: Router) -> RunningServer {
+    {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port on loopback");
@@ -73,8 +85,6 @@ impl AdapterUnderTest for Tower {
         });
         RunningServer {
             addr,
-            stats: Arc::clone(runtime.stats()),
-            queued: Box::new(move || runtime.queued()),
             guard: Box::new(AbortOnDrop(server)),
         }
     }
@@ -82,40 +92,128 @@ impl AdapterUnderTest for Tower {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_writes_never_reach_the_shadow_and_reads_do() {
-    adapter_suite::writes_never_reach_the_shadow_and_reads_do(&Tower).await;
+    adapter_suite::writes_never_reach_the_shadow_and_reads_do(&Tower::Around).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_router_layer_writes_never_reach_the_shadow_and_reads_do() {
+    adapter_suite::writes_never_reach_the_shadow_and_reads_do(&Tower::RouterLayer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_a_zero_mirror_share_copies_no_read() {
-    adapter_suite::a_zero_mirror_share_copies_no_read(&Tower).await;
+    adapter_suite::a_zero_mirror_share_copies_no_read(&Tower::Around).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_router_layer_a_zero_mirror_share_copies_no_read() {
+    adapter_suite::a_zero_mirror_share_copies_no_read(&Tower::RouterLayer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_shadow_panic_leaves_live_untouched() {
-    adapter_suite::shadow_panic_leaves_live_untouched(&Tower).await;
+    adapter_suite::shadow_panic_leaves_live_untouched(&Tower::Around).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_router_layer_shadow_panic_leaves_live_untouched() {
+    adapter_suite::shadow_panic_leaves_live_untouched(&Tower::RouterLayer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_shadow_hang_is_bounded_and_dropped() {
-    adapter_suite::shadow_hang_is_bounded_and_dropped(&Tower).await;
+    adapter_suite::shadow_hang_is_bounded_and_dropped(&Tower::Around).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_router_layer_shadow_hang_is_bounded_and_dropped() {
+    adapter_suite::shadow_hang_is_bounded_and_dropped(&Tower::RouterLayer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_oversize_body_is_served_and_not_mirrored() {
-    adapter_suite::oversize_body_is_served_and_not_mirrored(&Tower).await;
+    adapter_suite::oversize_body_is_served_and_not_mirrored(&Tower::Around).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_router_layer_oversize_body_is_served_and_not_mirrored() {
+    adapter_suite::oversize_body_is_served_and_not_mirrored(&Tower::RouterLayer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_rollback_under_load_fails_no_request() {
-    adapter_suite::rollback_under_load_fails_no_request(&Tower).await;
+    adapter_suite::rollback_under_load_fails_no_request(&Tower::Around).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_router_layer_rollback_under_load_fails_no_request() {
+    adapter_suite::rollback_under_load_fails_no_request(&Tower::RouterLayer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_canary_panic_is_a_500() {
-    adapter_suite::canary_panic_is_a_500(&Tower).await;
+    adapter_suite::canary_panic_is_a_500(&Tower::Around).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_router_layer_canary_panic_is_a_500() {
+    adapter_suite::canary_panic_is_a_500(&Tower::RouterLayer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_shadow_copy_strips_hop_by_hop_and_redacts() {
-    adapter_suite::shadow_copy_strips_hop_by_hop_and_redacts(&Tower).await;
+    adapter_suite::shadow_copy_strips_hop_by_hop_and_redacts(&Tower::Around).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_router_layer_shadow_copy_strips_hop_by_hop_and_redacts() {
+    adapter_suite::shadow_copy_strips_hop_by_hop_and_redacts(&Tower::RouterLayer).await;
+}
+
+/// An item service with a path parameter, tagged with its build.
+fn items(tag: &'static str) -> Router {
+    Router::new().route(
+        "/items/{id}",
+        get(move |Path(id): Path<u64>| async move { format!("{tag} item {id}") }),
+    )
+}
+
+/// Under `Router::layer` the layer runs after the stable router has routed, and still each
+/// build extracts its own path parameters: the candidate's live answers and its shadow
+/// copies see one `id`, not the stable router's added to its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_router_layer_gives_each_build_its_own_path_parameters() {
+    let fixture = Fixture::new();
+    let app = items("v1").layer(ShadowLayer::new(items("v2"), &fixture.rollout));
+    let server = serve(app).await;
+    let client = TestClient::new(server.addr);
+
+    // Shadowing: the live answer is stable's, and the candidate's copy matches it but for
+    // the tag.
+    let answer = client
+        .send("GET", "/items/7", b"")
+        .await
+        .expect("live request");
+    assert_eq!(
+        (answer.status, answer.text.as_str()),
+        (StatusCode::OK, "v1 item 7")
+    );
+    adapter_suite::eventually("the copy was compared", || fixture.counts().compared == 1).await;
+    assert_eq!(fixture.counts().completed, 1);
+    assert_eq!(
+        fixture.recorded(shadowlib::Arm::Candidate).outcomes.success,
+        1,
+        "the candidate's copy found its path parameter"
+    );
+
+    // Canary: the candidate serves the request live, with its own path parameter.
+    fixture.steerer.set_share(Share::FULL);
+    let answer = client
+        .send("GET", "/items/8", b"")
+        .await
+        .expect("live request");
+    assert_eq!(
+        (answer.status, answer.text.as_str()),
+        (StatusCode::OK, "v2 item 8")
+    );
 }

@@ -8,10 +8,10 @@ use axum::Router;
 use axum::extract::Request;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
-use shadowlib::Version;
-use shadowlib::budget::ShadowBudget;
-use shadowlib::mirror::{ReadRules, RouteRule, ShadowConfig};
-use shadowlib_tower::shadow::{Rollout, ShadowLayer};
+use shadowlib::mirror::{HttpMirror, ReadRules, RouteRule};
+use shadowlib::shadow::{ShadowBudget, ShadowConfig};
+use shadowlib::{Rollout, RolloutPolicy, Version};
+use shadowlib_tower::ShadowLayer;
 use tower::{Layer, ServiceExt};
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -139,16 +139,20 @@ async fn mirrored_requests(
             read_rules.deny_rule(parsed)
         };
     }
-    let rollout = Rollout::shadow_only(Version::new("p", "1"), Version::new("p", "2"));
+    let config = ShadowConfig::new().with_budget(ShadowBudget {
+        concurrency: 1,
+        ..ShadowBudget::default()
+    });
+    // Built, not driven: a rollout that only shadows, with no loop looking at it.
+    let (rollout, _driver) = Rollout::builder(Version::new("p", "1"), Version::new("p", "2"))
+        .policy(RolloutPolicy::default())
+        .mirror(HttpMirror::new().with_rules(read_rules))
+        .shadow(config)
+        .without_process_sampling()
+        .build_driven()
+        .expect("a valid configuration");
     let shadow_log = Log::default();
-    let config = ShadowConfig::new()
-        .with_classifier(read_rules)
-        .with_budget(ShadowBudget {
-            concurrency: 1,
-            ..ShadowBudget::default()
-        });
-    let layer = ShadowLayer::new(recording_router(Arc::clone(&shadow_log)), rollout, config)
-        .expect("valid configuration");
+    let layer = ShadowLayer::new(recording_router(Arc::clone(&shadow_log)), &rollout);
     let service = layer.layer(recording_router(Log::default()));
     let request = http::Request::builder()
         .method(method)
@@ -162,16 +166,15 @@ async fn mirrored_requests(
         .await
         .expect("the stable body");
 
-    let stats = service.runtime().stats();
-    let mirrored = stats.counts().mirrored;
+    let mirrored = rollout.shadow_counts().mirrored;
     // A liveness wait only: generous for a loaded machine, and a copy that never
     // completes fails here by name rather than as a missing entry in the log.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while stats.counts().completed != mirrored {
+    while rollout.shadow_counts().completed != mirrored {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {mirrored} copies to complete: {:?}",
-            stats.counts()
+            rollout.shadow_counts()
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

@@ -7,10 +7,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use http_body_util::BodyExt;
-use shadowlib::Version;
-use shadowlib::analysis::{Comparator, CompareConfig};
-use shadowlib::mirror::{PathPattern, ShadowConfig};
-use shadowlib_tower::shadow::{Rollout, ShadowLayer};
+use shadowlib::compare::{Comparator, CompareConfig};
+use shadowlib::mirror::PathPattern;
+use shadowlib::shadow::{ShadowConfig, ShadowCounts};
+use shadowlib::{Rollout, RolloutPolicy, Version};
+use shadowlib_tower::ShadowLayer;
 use tower::{Layer, ServiceExt};
 
 /// A build that answers every read with its price and the time it served it.
@@ -32,11 +33,7 @@ fn build(price: u32) -> Router {
 
 /// Sends `reads` reads through the layer over v1 with `candidate` as the shadow, and
 /// returns the comparator once every copy was compared.
-async fn mirror_reads(
-    candidate: Router,
-    reads: u64,
-) -> (Arc<Comparator>, shadowlib::mirror::ShadowCounts) {
-    let rollout = Rollout::shadow_only(Version::new("shop", "1"), Version::new("shop", "2"));
+async fn mirror_reads(candidate: Router, reads: u64) -> (Arc<Comparator>, ShadowCounts) {
     let comparator = Arc::new(
         Comparator::new(CompareConfig {
             ignore_json_paths: vec!["/served_at".into()],
@@ -45,12 +42,14 @@ async fn mirror_reads(
         .expect("valid comparison settings"),
     );
     let items = PathPattern::new("/items/{id}").expect("a valid pattern");
-    let config = ShadowConfig::new()
-        .with_comparator(Arc::clone(&comparator))
-        .with_label_routes([items], 16);
-    let layer = ShadowLayer::new(candidate, rollout, config).expect("valid configuration");
-    let runtime = layer.runtime().clone();
-    let service = layer.layer(build(10));
+    let (rollout, _driver) = Rollout::builder(Version::new("shop", "1"), Version::new("shop", "2"))
+        .policy(RolloutPolicy::default())
+        .shadow(ShadowConfig::new().with_comparator(Arc::clone(&comparator)))
+        .route_patterns([items])
+        .without_process_sampling()
+        .build_driven()
+        .expect("a valid configuration");
+    let service = ShadowLayer::new(candidate, &rollout).layer(build(10));
     for id in 0..reads {
         let request = http::Request::get(format!("/items/{id}"))
             .body(axum::body::Body::empty())
@@ -65,15 +64,15 @@ async fn mirror_reads(
     // A liveness wait only: generous for a loaded machine, and a shadow that never
     // catches up fails here by name rather than as a short count below.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while runtime.stats().counts().compared < reads {
+    while rollout.shadow_counts().compared < reads {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {reads} comparisons: {:?}",
-            runtime.stats().counts()
+            rollout.shadow_counts()
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    (comparator, runtime.stats().counts())
+    (comparator, rollout.shadow_counts())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

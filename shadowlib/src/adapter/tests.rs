@@ -207,8 +207,8 @@ async fn copies_run_inside_the_shadow_scope_and_are_compared() {
             tracker.finish();
             f.settle(|c| c.compared == 1).await;
             assert_eq!(f.counts().mismatched, 1, "content-type differs");
-            let shared = f.rollout.shadow_runtime().shared();
-            assert_eq!(shared.stats.route_comparisons()["GET /r"].mismatched, 1);
+            let routes = f.rollout.evidence().candidate.routes;
+            assert_eq!(routes["GET /r"].comparisons.mismatched, 1);
             let candidate = f.candidate();
             assert_eq!(
                 (

@@ -141,7 +141,7 @@ impl ComparisonVerdict {
 ///
 /// The comparator is the [`MetricSource`] of comparisons: it adds the candidate's
 /// [`comparisons`](ArmEvidence::comparisons) and, per route, the mismatch counts and
-/// differing fields. Use it or [`KpiRecorder::record_comparison`](crate::KpiRecorder::record_comparison),
+/// differing fields. Use it or [`KpiRecorder::record_comparison`](crate::metrics::KpiRecorder::record_comparison),
 /// not both.
 ///
 /// ```

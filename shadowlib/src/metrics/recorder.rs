@@ -342,13 +342,18 @@ impl KpiRecorder {
 
     /// Records the comparison of one response pair, counted on the candidate.
     ///
-    /// For comparisons field by field, with noise filtering and per route, use a
-    /// [`Comparator`](crate::compare::Comparator) as the metric source instead: use one or
-    /// the other, or the comparisons are counted twice.
-    pub fn record_comparison(&self, mismatched: bool) {
-        let comparisons = &mut self.shard()[arm_index(Arm::Candidate)].comparisons;
-        comparisons.compared += 1;
-        comparisons.mismatched += u64::from(mismatched);
+    /// The comparison of one response pair of `route`, counted on the candidate, in total
+    /// and for the route.
+    pub fn record_comparison(&self, route: Option<&str>, mismatched: bool) {
+        let route = route.map(|label| self.routes.index_of(label).unwrap_or(self.routes.slots()));
+        let stats = &mut self.shard()[arm_index(Arm::Candidate)];
+        stats.comparisons.compared += 1;
+        stats.comparisons.mismatched += u64::from(mismatched);
+        if let Some(index) = route {
+            let comparisons = &mut stats.route(index).comparisons;
+            comparisons.compared += 1;
+            comparisons.mismatched += u64::from(mismatched);
+        }
     }
 
     /// Adds one observation of a custom KPI (database queries of a request, a cache hit as
@@ -376,6 +381,11 @@ impl KpiRecorder {
             custom.resize(index + 1, Moments::default());
         }
         custom[index].add(value);
+    }
+
+    /// The version of one build.
+    pub fn version(&self, arm: Arm) -> &Version {
+        &self.versions[arm_index(arm)]
     }
 
     /// Everything recorded for one build so far.
@@ -609,6 +619,7 @@ struct RouteStats {
     latency: LazyHistogram,
     request_bytes: u64,
     response_bytes: u64,
+    comparisons: Comparisons,
 }
 
 fn latency_micros(latency: Duration) -> u64 {
@@ -632,6 +643,14 @@ fn absorb_optional(
 }
 
 impl Stats {
+    /// The statistics of route `index`, made on first use.
+    fn route(&mut self, index: usize) -> &mut RouteStats {
+        if self.routes.len() <= index {
+            self.routes.resize_with(index + 1, || None);
+        }
+        self.routes[index].get_or_insert_with(Box::default)
+    }
+
     #[inline]
     fn record(&mut self, bounds: &Bounds, request: &RequestRecord<'_>, route: Option<usize>) {
         let ran = request.outcome != Outcome::Shed;
@@ -661,10 +680,7 @@ impl Stats {
             }
         }
         if let Some(index) = route {
-            if self.routes.len() <= index {
-                self.routes.resize_with(index + 1, || None);
-            }
-            let route = self.routes[index].get_or_insert_with(Box::default);
+            let route = self.route(index);
             route.outcomes.add(request.outcome, 1);
             if ran {
                 route.latency.record(&bounds.route_latency, micros);
@@ -718,6 +734,9 @@ impl RouteStats {
             .absorb(&bounds.route_latency, &mut other.latency);
         self.request_bytes += std::mem::take(&mut other.request_bytes);
         self.response_bytes += std::mem::take(&mut other.response_bytes);
+        let comparisons = std::mem::take(&mut other.comparisons);
+        self.comparisons.compared += comparisons.compared;
+        self.comparisons.mismatched += comparisons.mismatched;
     }
 
     fn to_evidence(&self, shape: &HistogramShape) -> RouteEvidence {
@@ -726,6 +745,7 @@ impl RouteStats {
             latency_us: self.latency.to_distribution(shape),
             request_bytes: self.request_bytes,
             response_bytes: self.response_bytes,
+            comparisons: self.comparisons,
             ..RouteEvidence::default()
         }
     }
@@ -959,8 +979,8 @@ mod tests {
     #[test]
     fn comparisons_are_counted_on_the_candidate() {
         let recorder = recorder();
-        recorder.record_comparison(false);
-        recorder.record_comparison(true);
+        recorder.record_comparison(Some("GET /a"), false);
+        recorder.record_comparison(None, true);
         let candidate = recorder.snapshot(Arm::Candidate);
         assert_eq!(candidate.comparisons.compared, 2);
         assert_eq!(candidate.comparisons.mismatched, 1);

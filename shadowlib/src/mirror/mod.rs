@@ -117,6 +117,18 @@ pub trait Mirror<Req: ?Sized>: Send + Sync {
     fn copy(&self, request: &Req, copy: &mut Self::Copy);
 }
 
+impl<Req: ?Sized, M: Mirror<Req> + ?Sized> Mirror<Req> for std::sync::Arc<M> {
+    type Copy = M::Copy;
+
+    fn classify(&self, request: &Req) -> ReadClass {
+        (**self).classify(request)
+    }
+
+    fn copy(&self, request: &Req, copy: &mut Self::Copy) {
+        (**self).copy(request, copy)
+    }
+}
+
 /// The mirror both HTTP adapters use unless told otherwise: [`ReadRules`] classify
 /// (`GET`, `HEAD` and `OPTIONS`, plus the routes you allow, minus the ones you deny), and
 /// the copy keeps every header but hop-by-hop ones and those the [`HeaderPolicy`] redacts.

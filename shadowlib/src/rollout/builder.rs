@@ -11,6 +11,7 @@ use super::handle::RolloutHandle;
 use super::policy::{ConfigError, RolloutPolicy};
 use super::release::ReleaseSwitch;
 use super::state::{RolloutStatus, Shared};
+use crate::evidence::Evidence;
 use crate::metrics::{
     KpiRecorder, MetricSource, ProcessSampler, RecorderConfig, RecorderConfigError,
 };
@@ -375,6 +376,23 @@ impl Rollout {
     /// What happened to every read the shadow could have seen.
     pub fn shadow_counts(&self) -> ShadowCounts {
         self.inner.shadow.counts()
+    }
+
+    /// What the adapters have recorded of both builds so far, as the controller's next look
+    /// will see it (before the further metric sources add theirs).
+    pub fn evidence(&self) -> Evidence {
+        let recorder = &self.inner.recorder;
+        let mut evidence = Evidence::new(
+            recorder.version(Arm::Stable).clone(),
+            recorder.version(Arm::Candidate).clone(),
+        );
+        let status = self.status();
+        evidence.phase = status.phase;
+        evidence.share = status.share;
+        evidence.look = status.looks;
+        evidence.stable = recorder.snapshot(Arm::Stable);
+        evidence.candidate = recorder.snapshot(Arm::Candidate);
+        evidence
     }
 
     /// Records a value of a KPI of your own for a request served by `arm` (cache hits,

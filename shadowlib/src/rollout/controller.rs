@@ -17,6 +17,8 @@ use crate::predict::{Prediction, Predictor};
 
 /// Runs a rollout: every interval it collects the evidence from the metric sources, asks
 /// the predictor, and steps up, holds, pauses or rolls back through the traffic steerer.
+/// It ends when the rollout is promoted or rolled back, or when nothing holds the rollout
+/// any more.
 ///
 /// * No data is not a verdict: below `min_samples` per build it holds, and once
 ///   `no_data_deadline` has passed without enough samples it pauses with "no data".
@@ -62,23 +64,29 @@ impl Controller {
     /// Starts the rollout if it is idle, then looks once per interval until it is promoted
     /// or rolled back (by the evidence or by a handle), and returns the final status.
     pub(crate) async fn run(mut self) -> RolloutStatus {
-        let handle = self.handle();
-        if handle.phase() == Phase::Idle {
+        if self.shared.phase.load() == Phase::Idle {
             // Only an already-started rollout can refuse, and then there is nothing to do.
-            let _ = handle.start();
+            let _ = self.handle().start();
         }
         let interval = self.shared.policy.interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let shared = Arc::clone(&self.shared);
-        while !handle.phase().is_terminal() {
-            let next_tick = pin!(ticker.tick());
-            let ended = pin!(shared.ended.notified());
-            if let Either::Left(_) = select(next_tick, ended).await {
+        while !self.shared.phase.load().is_terminal() {
+            let ticked = {
+                let next_tick = pin!(ticker.tick());
+                let ended = pin!(self.shared.ended.notified());
+                matches!(select(next_tick, ended).await, Either::Left(_))
+            };
+            // Once every `Rollout`, adapter and handle is gone, nobody can see the rollout
+            // or serve its traffic: the loop would only look at nothing.
+            if Arc::strong_count(&self.shared) == 1 {
+                break;
+            }
+            if ticked {
                 self.look().await;
             }
         }
-        handle.status()
+        self.shared.status.borrow().clone()
     }
 
     /// Takes one look: collects the evidence, decides, and applies the decision. Returns
@@ -419,5 +427,21 @@ mod tests {
                 .contains("shadow only: the evidence says roll back")
         );
         assert_phase(&rollout.handle(), Phase::Shadowing);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_ends_once_nothing_holds_the_rollout() {
+        let (rollout, driver) = rollout();
+        let running = tokio::spawn(driver.run());
+        tokio::time::sleep(policy().interval * 3).await;
+        assert!(!running.is_finished(), "looks while the rollout is held");
+        drop(rollout);
+        tokio::time::sleep(policy().interval * 2).await;
+        let status = running.await.expect("the loop ended without a panic");
+        assert_eq!(
+            status.phase,
+            Phase::Shadowing,
+            "ended as it was, decided nothing"
+        );
     }
 }

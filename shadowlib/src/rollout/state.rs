@@ -98,7 +98,7 @@ impl Shared {
         steerer: Arc<dyn TrafficSteerer>,
         release_switch: Option<Arc<dyn ReleaseSwitch>>,
     ) -> Self {
-        steerer.set_share(Share::ZERO);
+        // The share is set with the start's transition, like every other.
         let machine = RolloutMachine::new(policy.steps.clone());
         let status = RolloutStatus {
             stable: stable.clone(),

@@ -58,9 +58,8 @@ pub(crate) struct Shared {
     pub(crate) registrations: Mutex<Vec<(TargetId, TargetFactory)>>,
     next_target: Mutex<usize>,
     placement: Placement,
+    /// `NOT_STARTED`, `RUNNING` or `FAILED`; moved on from `NOT_STARTED` once.
     executor: AtomicU8,
-    /// The worker until its thread starts.
-    pending_worker: Mutex<Option<Worker>>,
 }
 
 impl Shared {
@@ -136,18 +135,15 @@ impl ShadowRuntime {
             next_target: Mutex::new(0),
             placement,
             executor: AtomicU8::new(NOT_STARTED),
-            pending_worker: Mutex::new(None),
         });
-        let worker = Worker::new(Arc::clone(&shared));
+        // The worker holds the shared state, so it is made only when it is about to run:
+        // a worker kept for later would keep the state, and the rollout, alive for ever.
         let handed_back = match placement {
-            Placement::OwnThread => {
-                *lock(&shared.pending_worker) = Some(worker);
-                None
-            }
+            Placement::OwnThread => None,
             #[cfg(test)]
             Placement::Manual => {
                 shared.executor.store(RUNNING, Ordering::Release);
-                Some(worker)
+                Some(Worker::new(Arc::clone(&shared)))
             }
         };
         let handle = Arc::new(Handle { shared });
@@ -184,10 +180,15 @@ impl ShadowRuntime {
 
     fn start_executor(&self) {
         let shared = self.shared();
-        let Some(worker) = lock(&shared.pending_worker).take() else {
+        let first = shared
+            .executor
+            .compare_exchange(NOT_STARTED, FAILED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !first {
             return;
-        };
-        match super::thread::spawn(worker) {
+        }
+        // `FAILED` until the thread is known to run: a copy routed meanwhile is not made.
+        match super::thread::spawn(Worker::new(Arc::clone(shared))) {
             Ok(()) => shared.executor.store(RUNNING, Ordering::Release),
             Err(error) => {
                 shared.executor.store(FAILED, Ordering::Release);

@@ -1,13 +1,9 @@
 //! Counters of what happened to the requests the shadow could have seen.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use serde::{Deserialize, Serialize};
-
-use crate::evidence::Comparisons;
 
 /// Counts of the shadow's work, readable at any time (see
 /// [`Rollout::shadow_counts`](crate::Rollout::shadow_counts)).
@@ -53,8 +49,8 @@ pub struct ShadowCounts {
     pub overridden: u64,
 }
 
-/// The shadow's counters, shared by the live path and the shadow worker. All counters are
-/// atomics; only the per-route comparison table, written by the worker, takes a lock.
+/// The shadow's counters, shared by the live path and the shadow worker: atomics only.
+/// Comparisons by route are in the evidence, counted once, by the recorder.
 ///
 /// Each counter sits on cache lines of its own: the live path bumps some on every request
 /// while the shadow worker bumps others on another thread, and counters sharing a line would
@@ -81,9 +77,6 @@ pub(crate) struct ShadowStats {
     pub(crate) mismatched: Counter,
     pub(crate) comparison_missed: Counter,
     pub(crate) not_comparable: Counter,
-    /// Route labels come capped (see [`OTHER_ROUTES`](crate::OTHER_ROUTES)), so the table
-    /// is bounded.
-    routes: Mutex<BTreeMap<String, Comparisons>>,
 }
 
 /// A counter alone on its cache lines. It dereferences to the atomic, so
@@ -111,7 +104,6 @@ impl ShadowStats {
             mismatched: Counter::default(),
             comparison_missed: Counter::default(),
             not_comparable: Counter::default(),
-            routes: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -144,54 +136,17 @@ impl ShadowStats {
         }
     }
 
-    /// Comparisons by route label.
-    #[cfg(test)]
-    pub(crate) fn route_comparisons(&self) -> BTreeMap<String, Comparisons> {
-        self.lock_routes().clone()
-    }
-
-    fn lock_routes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Comparisons>> {
-        // The table holds counters only; a panic mid-update cannot leave it inconsistent.
-        self.routes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn record_comparison(&self, route: &str, mismatched: bool) {
+    pub(crate) fn record_comparison(&self, mismatched: bool) {
         Self::bump(&self.compared);
         if mismatched {
             Self::bump(&self.mismatched);
         }
-        let mut routes = self.lock_routes();
-        let entry = match routes.get_mut(route) {
-            Some(entry) => entry,
-            None => routes.entry(route.to_owned()).or_default(),
-        };
-        entry.compared += 1;
-        entry.mismatched += u64::from(mismatched);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn comparisons_are_counted_per_route_and_in_total() {
-        let stats = ShadowStats::new();
-        stats.record_comparison("GET /a", false);
-        stats.record_comparison("GET /b", true);
-        stats.record_comparison("GET /a", true);
-        let routes = stats.route_comparisons();
-        assert_eq!(routes.len(), 2);
-        assert_eq!(
-            routes["GET /a"],
-            Comparisons {
-                compared: 2,
-                mismatched: 1
-            }
-        );
-        let counts = stats.counts();
-        assert_eq!((counts.compared, counts.mismatched), (3, 2));
-    }
 
     /// Every counter, each with how many times the tests below bump it (all different).
     fn counters(stats: &ShadowStats) -> [(&Counter, u64); 17] {

@@ -407,7 +407,7 @@ fn compare(shared: &Shared, route: &str, live: &ResponseSummary, shadow: &Respon
         if comparison.mismatched() {
             tracing::debug!(route, differences = ?comparison.differences, "shadow response differs");
         }
-        recorder.record_comparison(comparison.mismatched());
-        stats.record_comparison(route, comparison.mismatched());
+        recorder.record_comparison(Some(route), comparison.mismatched());
+        stats.record_comparison(comparison.mismatched());
     }
 }

@@ -22,11 +22,12 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use shadowlib::budget::ShadowBudget;
-use shadowlib::mirror::{
-    HeaderPolicy, ReadRules, Rollout, ShadowConfig, ShadowCounts, ShadowStats, in_shadow,
+use shadowlib::mirror::{HeaderPolicy, HttpMirror};
+use shadowlib::shadow::{ShadowBudget, ShadowConfig, ShadowCounts, in_shadow};
+use shadowlib::{
+    Arm, ArmEvidence, Rollout, RolloutBuilder, RolloutPolicy, Share, TrafficSteerer, Version,
+    WeightedSteerer,
 };
-use shadowlib::{Arm, KpiRecorder, RolloutHandle, Share, TrafficSteerer, Version};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -152,16 +153,10 @@ impl App {
     }
 }
 
-/// What an adapter is started with.
+/// What an adapter is started with: the rollout it serves, and the two builds.
 pub struct Setup {
-    /// Mirroring configuration.
-    pub config: ShadowConfig,
-    /// The rollout's handle.
-    pub handle: RolloutHandle,
-    /// The steerer the rollout drives.
-    pub steerer: Arc<dyn TrafficSteerer>,
-    /// Where KPIs go.
-    pub recorder: Arc<KpiRecorder>,
+    /// The rollout, shadowing.
+    pub rollout: Rollout,
     /// The stable app.
     pub stable: Arc<App>,
     /// The candidate app.
@@ -172,10 +167,6 @@ pub struct Setup {
 pub struct RunningServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The core's counters.
-    pub stats: Arc<ShadowStats>,
-    /// How many copies wait in the shadow queue now.
-    pub queued: Box<dyn Fn() -> usize + Send + Sync>,
     /// Stops the server when dropped.
     pub guard: Box<dyn Send>,
 }
@@ -186,39 +177,57 @@ pub trait AdapterUnderTest {
     fn start(&self, setup: Setup) -> impl Future<Output = RunningServer>;
 }
 
-/// The rollout and apps of one scenario, with the rollout started (shadowing).
+/// The rollout and apps of one scenario. The rollout only shadows (its controller never
+/// moves traffic), and the scenario sets the candidate's share through the steerer.
 pub struct Fixture {
-    pub handle: RolloutHandle,
-    pub steerer: Arc<dyn TrafficSteerer>,
-    pub recorder: Arc<KpiRecorder>,
+    pub rollout: Rollout,
+    pub steerer: Arc<WeightedSteerer>,
     pub stable: Arc<App>,
     pub candidate: Arc<App>,
 }
 
 impl Fixture {
     pub fn new() -> Self {
-        let Rollout {
-            handle,
-            steerer,
-            recorder,
-        } = Rollout::shadow_only(Version::new("suite", "v1"), Version::new("suite", "v2"));
+        Self::with(|builder| builder)
+    }
+
+    /// A fixture whose rollout is built with `configure` applied to the builder.
+    pub fn with(configure: impl FnOnce(RolloutBuilder) -> RolloutBuilder) -> Self {
+        let steerer = Arc::new(WeightedSteerer::new());
+        let builder = Rollout::builder(Version::new("suite", "v1"), Version::new("suite", "v2"))
+            .policy(RolloutPolicy::default())
+            .steerer(Arc::clone(&steerer))
+            .without_process_sampling()
+            .shadow_only();
+        let rollout = configure(builder)
+            .build()
+            .expect("a valid configuration, inside a tokio runtime");
         Self {
-            handle,
+            rollout,
             steerer,
-            recorder,
             stable: App::new(Build::Stable),
             candidate: App::new(Build::Candidate),
         }
     }
 
-    pub fn setup(&self, config: ShadowConfig) -> Setup {
+    pub fn setup(&self) -> Setup {
         Setup {
-            config,
-            handle: self.handle.clone(),
-            steerer: self.steerer.clone(),
-            recorder: Arc::clone(&self.recorder),
+            rollout: self.rollout.clone(),
             stable: Arc::clone(&self.stable),
             candidate: Arc::clone(&self.candidate),
+        }
+    }
+
+    pub fn counts(&self) -> ShadowCounts {
+        self.rollout.shadow_counts()
+    }
+
+    /// What was recorded of `arm` so far.
+    pub fn recorded(&self, arm: Arm) -> ArmEvidence {
+        let evidence = self.rollout.evidence();
+        match arm {
+            Arm::Stable => evidence.stable,
+            Arm::Candidate => evidence.candidate,
         }
     }
 }
@@ -333,11 +342,9 @@ fn settled(counts: &ShadowCounts) -> bool {
 /// GET, HEAD and OPTIONS reach the shadow; POST, PUT, PATCH and DELETE never do, unless a
 /// route is declared a safe read — and then the copy carries the same body.
 pub async fn writes_never_reach_the_shadow_and_reads_do(adapter: &impl AdapterUnderTest) {
-    let fixture = Fixture::new();
-    let rules = ReadRules::new().allow("POST /search").expect("valid rule");
-    let server = adapter
-        .start(fixture.setup(ShadowConfig::new().with_classifier(rules)))
-        .await;
+    let mirror = HttpMirror::new().allow("POST /search").expect("valid rule");
+    let fixture = Fixture::with(|builder| builder.mirror(mirror));
+    let server = adapter.start(fixture.setup()).await;
     let client = TestClient::new(server.addr);
 
     for method in ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"] {
@@ -357,7 +364,7 @@ pub async fn writes_never_reach_the_shadow_and_reads_do(adapter: &impl AdapterUn
     assert_eq!(answer.text, "v1 7");
 
     eventually("the shadow ran every copy", || {
-        let counts = server.stats.counts();
+        let counts = fixture.counts();
         counts.mirrored == 4 && settled(&counts)
     })
     .await;
@@ -396,22 +403,22 @@ pub async fn writes_never_reach_the_shadow_and_reads_do(adapter: &impl AdapterUn
         8,
         "stable served every request"
     );
-    assert_eq!(server.stats.counts().not_read, 4);
+    assert_eq!(fixture.counts().not_read, 4);
     // HEAD too: its live response has no body to send, and is still seen whole.
     eventually("every mirrored read was compared", || {
-        let counts = server.stats.counts();
+        let counts = fixture.counts();
         counts.compared + counts.comparison_missed == 4
     })
     .await;
-    assert_eq!(server.stats.counts().comparison_missed, 0);
+    assert_eq!(fixture.counts().comparison_missed, 0);
 }
 
 /// With a mirror share of zero, reads are served as ever and none reaches the shadow;
 /// each is counted as not sampled.
 pub async fn a_zero_mirror_share_copies_no_read(adapter: &impl AdapterUnderTest) {
-    let fixture = Fixture::new();
     let config = ShadowConfig::new().with_mirror_share(Share::ZERO);
-    let server = adapter.start(fixture.setup(config)).await;
+    let fixture = Fixture::with(|builder| builder.shadow(config));
+    let server = adapter.start(fixture.setup()).await;
     let client = TestClient::new(server.addr);
     for _ in 0..5 {
         let answer = client
@@ -423,7 +430,7 @@ pub async fn a_zero_mirror_share_copies_no_read(adapter: &impl AdapterUnderTest)
             (StatusCode::OK, "v1")
         );
     }
-    let counts = server.stats.counts();
+    let counts = fixture.counts();
     assert_eq!((counts.not_sampled, counts.mirrored), (5, 0), "{counts:?}");
     assert!(
         fixture.candidate.hits().is_empty(),
@@ -434,7 +441,7 @@ pub async fn a_zero_mirror_share_copies_no_read(adapter: &impl AdapterUnderTest)
 /// A panic in the shadow changes nothing for the client and is recorded.
 pub async fn shadow_panic_leaves_live_untouched(adapter: &impl AdapterUnderTest) {
     let fixture = Fixture::new();
-    let server = adapter.start(fixture.setup(ShadowConfig::new())).await;
+    let server = adapter.start(fixture.setup()).await;
     let client = TestClient::new(server.addr);
     for _ in 0..3 {
         let answer = client
@@ -447,17 +454,17 @@ pub async fn shadow_panic_leaves_live_untouched(adapter: &impl AdapterUnderTest)
         );
     }
     eventually("three shadow panics were recorded", || {
-        server.stats.counts().panicked == 3
+        fixture.counts().panicked == 3
     })
     .await;
-    assert_eq!(fixture.recorder.snapshot(Arm::Candidate).outcomes.panic, 3);
+    assert_eq!(fixture.recorded(Arm::Candidate).outcomes.panic, 3);
     // The worker survived the panics.
     client
         .send("GET", "/fine", b"")
         .await
         .expect("live request");
     eventually("the shadow still serves", || {
-        server.stats.counts().completed == 1
+        fixture.counts().completed == 1
     })
     .await;
 }
@@ -468,16 +475,14 @@ pub async fn shadow_hang_is_bounded_and_dropped(adapter: &impl AdapterUnderTest)
     const QUEUE: usize = 4;
     const WORKERS: usize = 2;
     const REQUESTS: u64 = 40;
-    let fixture = Fixture::new();
     let budget = ShadowBudget {
         queue_capacity: QUEUE,
         concurrency: WORKERS,
         // Far longer than the scenario: every copy is still hung when the live requests end.
         timeout: Duration::from_secs(60),
     };
-    let server = adapter
-        .start(fixture.setup(ShadowConfig::new().with_budget(budget)))
-        .await;
+    let fixture = Fixture::with(|builder| builder.shadow(ShadowConfig::new().with_budget(budget)));
+    let server = adapter.start(fixture.setup()).await;
     let client = TestClient::new(server.addr);
     for _ in 0..REQUESTS {
         let answer = client
@@ -488,9 +493,8 @@ pub async fn shadow_hang_is_bounded_and_dropped(adapter: &impl AdapterUnderTest)
             (answer.status, answer.build.as_str()),
             (StatusCode::OK, "v1")
         );
-        assert!((server.queued)() <= QUEUE, "the queue stays bounded");
     }
-    let counts = server.stats.counts();
+    let counts = fixture.counts();
     assert_eq!(
         counts.completed + counts.timed_out,
         0,
@@ -503,11 +507,11 @@ pub async fn shadow_hang_is_bounded_and_dropped(adapter: &impl AdapterUnderTest)
     );
     assert_eq!(counts.mirrored + counts.dropped_queue_full, REQUESTS);
     assert_eq!(
-        fixture.recorder.snapshot(Arm::Candidate).outcomes.shed,
+        fixture.recorded(Arm::Candidate).outcomes.shed,
         counts.dropped_queue_full
     );
     eventually("every live request was recorded", || {
-        fixture.recorder.snapshot(Arm::Stable).requests() == REQUESTS
+        fixture.recorded(Arm::Stable).requests() == REQUESTS
     })
     .await;
 }
@@ -515,11 +519,10 @@ pub async fn shadow_hang_is_bounded_and_dropped(adapter: &impl AdapterUnderTest)
 /// A body over the limit is served live as usual and not mirrored, whether its length is
 /// announced or streamed; one within the limit is mirrored whole.
 pub async fn oversize_body_is_served_and_not_mirrored(adapter: &impl AdapterUnderTest) {
-    let fixture = Fixture::new();
-    let config = ShadowConfig::new()
-        .with_classifier(ReadRules::new().allow("POST /search").expect("valid rule"))
-        .with_body_limit(1024);
-    let server = adapter.start(fixture.setup(config)).await;
+    let mirror = HttpMirror::new().allow("POST /search").expect("valid rule");
+    let config = ShadowConfig::new().with_body_limit(1024);
+    let fixture = Fixture::with(|builder| builder.mirror(mirror).shadow(config));
+    let server = adapter.start(fixture.setup()).await;
     let client = TestClient::new(server.addr);
 
     let big = vec![b'x'; 4096];
@@ -532,7 +535,7 @@ pub async fn oversize_body_is_served_and_not_mirrored(adapter: &impl AdapterUnde
         (StatusCode::OK, "v1 4096")
     );
     assert_eq!(
-        server.stats.counts().skipped_oversize,
+        fixture.counts().skipped_oversize,
         1,
         "announced length over the limit"
     );
@@ -547,7 +550,7 @@ pub async fn oversize_body_is_served_and_not_mirrored(adapter: &impl AdapterUnde
         (StatusCode::OK, "v1 2100")
     );
     eventually("the streamed body was skipped", || {
-        server.stats.counts().skipped_oversize == 2
+        fixture.counts().skipped_oversize == 2
     })
     .await;
 
@@ -558,7 +561,7 @@ pub async fn oversize_body_is_served_and_not_mirrored(adapter: &impl AdapterUnde
         .expect("live request");
     assert_eq!(answer.text, "v1 900");
     eventually("the small streamed body was mirrored", || {
-        let counts = server.stats.counts();
+        let counts = fixture.counts();
         counts.mirrored == 1 && settled(&counts)
     })
     .await;
@@ -578,7 +581,7 @@ pub async fn rollback_under_load_fails_no_request(adapter: &impl AdapterUnderTes
     const CLIENTS: usize = 8;
     const REQUESTS_PER_CLIENT: usize = 12;
     let fixture = Fixture::new();
-    let server = adapter.start(fixture.setup(ShadowConfig::new())).await;
+    let server = adapter.start(fixture.setup()).await;
     fixture
         .steerer
         .set_share(Share::from_percent(50.0).expect("valid share"));
@@ -606,7 +609,8 @@ pub async fn rollback_under_load_fails_no_request(adapter: &impl AdapterUnderTes
     .await;
     let in_flight_on_candidate = fixture.candidate.in_flight_slow();
     fixture
-        .handle
+        .rollout
+        .handle()
         .abort("suite: rollback under load")
         .expect("a live rollout rolls back");
     // Taken once the rollback is done: anything sent later must be served by stable.
@@ -637,13 +641,13 @@ pub async fn rollback_under_load_fails_no_request(adapter: &impl AdapterUnderTes
         finished_on_candidate_after_rollback >= 1,
         "requests in flight on the candidate at the rollback completed normally"
     );
-    assert_eq!(server.stats.counts().canary_panics, 0);
+    assert_eq!(fixture.counts().canary_panics, 0);
 }
 
 /// During canary a candidate panic on a live request becomes a 500 for that request only.
 pub async fn canary_panic_is_a_500(adapter: &impl AdapterUnderTest) {
     let fixture = Fixture::new();
-    let server = adapter.start(fixture.setup(ShadowConfig::new())).await;
+    let server = adapter.start(fixture.setup()).await;
     fixture.steerer.set_share(Share::FULL);
     let client = TestClient::new(server.addr);
     let answer = client
@@ -659,20 +663,20 @@ pub async fn canary_panic_is_a_500(adapter: &impl AdapterUnderTest) {
         (answer.status, answer.build.as_str()),
         (StatusCode::OK, "v2")
     );
-    assert_eq!(server.stats.counts().canary_panics, 1);
+    assert_eq!(fixture.counts().canary_panics, 1);
     // KPIs are recorded as the response body ends on the server, which may trail the
     // client's reading of it by a moment.
     eventually("both live requests were recorded", || {
-        fixture.recorder.snapshot(Arm::Candidate).requests() == 2
+        fixture.recorded(Arm::Candidate).requests() == 2
     })
     .await;
-    let candidate = fixture.recorder.snapshot(Arm::Candidate);
+    let candidate = fixture.recorded(Arm::Candidate);
     assert_eq!(
         (candidate.outcomes.panic, candidate.outcomes.success),
         (1, 1)
     );
     assert_eq!(
-        server.stats.counts().mirrored,
+        fixture.counts().mirrored,
         0,
         "nothing served by the candidate is mirrored"
     );
@@ -681,15 +685,13 @@ pub async fn canary_panic_is_a_500(adapter: &impl AdapterUnderTest) {
 /// The shadow's copy carries no hop-by-hop header (nor one the `Connection` header lists)
 /// and no redacted header; the live request keeps them all.
 pub async fn shadow_copy_strips_hop_by_hop_and_redacts(adapter: &impl AdapterUnderTest) {
-    let fixture = Fixture::new();
     let policy = HeaderPolicy::new()
         .redact("authorization")
         .and_then(|p| p.redact("x-api-key"))
         .expect("valid names")
         .replace_with("redacted");
-    let server = adapter
-        .start(fixture.setup(ShadowConfig::new().with_header_policy(policy)))
-        .await;
+    let fixture = Fixture::with(|builder| builder.mirror(HttpMirror::new().with_headers(policy)));
+    let server = adapter.start(fixture.setup()).await;
     let client = TestClient::new(server.addr);
     let headers = [
         ("authorization", "Bearer secret"),
@@ -703,7 +705,7 @@ pub async fn shadow_copy_strips_hop_by_hop_and_redacts(adapter: &impl AdapterUnd
         .await
         .expect("live request");
     assert_eq!(answer.status, StatusCode::OK);
-    eventually("the copy ran", || server.stats.counts().completed == 1).await;
+    eventually("the copy ran", || fixture.counts().completed == 1).await;
 
     let value = |hit: &Hit, name: &str| {
         hit.headers
