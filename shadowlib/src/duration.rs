@@ -150,13 +150,21 @@ mod tests {
 
     #[test]
     fn bad_durations_name_what_is_wrong() {
-        assert!(parse("").unwrap_err().contains("empty"));
-        assert!(parse("10").unwrap_err().contains("needs a unit"));
-        assert!(parse("10 parsecs").unwrap_err().contains("parsecs"));
-        assert!(parse("1..5s").unwrap_err().contains("not a number"));
+        assert!(parse("").expect_err("invalid").contains("empty"));
+        assert!(parse("10").expect_err("invalid").contains("needs a unit"));
+        assert!(
+            parse("10 parsecs")
+                .expect_err("invalid")
+                .contains("parsecs")
+        );
+        assert!(
+            parse("1..5s")
+                .expect_err("invalid")
+                .contains("not a number")
+        );
         assert!(
             parse("99999999999999999999999d")
-                .unwrap_err()
+                .expect_err("invalid")
                 .contains("too long")
         );
     }

@@ -4,6 +4,9 @@
 //! This binary installs its own counting allocator (the crate's `CountingAllocator` needs the
 //! `count-allocations` feature, which `cargo test -p shadowlib` leaves off).
 
+// A counting global allocator is unsafe to implement by definition.
+#![allow(unsafe_code)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;

@@ -10,7 +10,8 @@ use http::{Request, Response};
 use http_body::Body;
 use shadowlib::Arm;
 use shadowlib::adapter::{
-    BodySize, HeaderPairs, HttpVersion, RequestHead, Runtime, ShadowTarget, TargetId, Tracker,
+    BodySize, HeaderPairs, HttpVersion, RequestHead, Runtime, ShadowCounts, ShadowTarget, TargetId,
+    Tracker,
 };
 use tower::util::Oneshot;
 use tower::{BoxError, Service};
@@ -56,6 +57,11 @@ impl<S, C> ShadowService<S, C> {
             runtime,
             target: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// What happened to every read the shadow could have seen.
+    pub fn counts(&self) -> ShadowCounts {
+        self.runtime.rollout().shadow_counts()
     }
 }
 

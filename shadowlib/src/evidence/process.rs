@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Moments;
 
-/// The process's resource use, sampled at each look (see
-/// [`ProcessSampler`](crate::metrics::ProcessSampler)).
+/// The process's resource use, sampled by the rollout at each look (on Linux, unless it
+/// was built [without it](crate::RolloutBuilder::without_process_sampling)).
 ///
 /// Rates are per interval between two samples, so their [`Moments`] say both the typical
 /// level and how much it moved.

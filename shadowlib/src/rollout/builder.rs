@@ -56,7 +56,7 @@ pub enum BuildError {
 /// | [`TrafficSteerer`] | [`WeightedSteerer`]: share by sticky key hash |
 /// | [`Mirror`] | [`HttpMirror`]: `GET`, `HEAD`, `OPTIONS` are reads |
 /// | [`MetricSource`]s | the KPI recorder the adapters feed, and the process sampler |
-/// | [`StateDelta`](crate::delta::StateDelta) | none (a stateless service) |
+/// | `StateDelta` (feature `delta`, through `state_delta`) | none (a stateless service) |
 #[must_use = "a builder does nothing until it is built"]
 pub struct RolloutBuilder {
     stable: Version,

@@ -1,25 +1,4 @@
-//! What the shadow may spend: queue depth, concurrency and time per request.
-//!
-//! The shadow is work the live path did not ask for, so it is bounded in every direction:
-//! at most [`ShadowBudget::queue_capacity`] copies wait, at most
-//! [`ShadowBudget::concurrency`] run at once, and each one gets
-//! [`ShadowBudget::timeout`] before it is cancelled and recorded as a timeout. A copy that
-//! finds the queue full is dropped and counted; it never waits, so the live request that
-//! produced it never waits either.
-//!
-//! ```
-//! use std::time::Duration;
-//! use shadowlib::shadow::ShadowBudget;
-//!
-//! let budget = ShadowBudget::from_toml(r#"
-//!     queue_capacity = 256
-//!     concurrency = 4
-//!     timeout = "2s"
-//! "#)?;
-//! assert_eq!(budget.timeout, Duration::from_secs(2));
-//! assert!(ShadowBudget { concurrency: 0, ..budget }.validate().is_err());
-//! # Ok::<(), shadowlib::shadow::BudgetError>(())
-//! ```
+//! What the shadow may spend.
 
 use std::time::Duration;
 
@@ -43,7 +22,28 @@ pub enum BudgetError {
     ZeroTimeout,
 }
 
-/// The limits of the shadow's work. See the [module docs](self).
+/// What the shadow may spend: queue depth, concurrency and time per request.
+///
+/// The shadow is work the live path did not ask for, so it is bounded in every direction:
+/// at most [`ShadowBudget::queue_capacity`] copies wait, at most
+/// [`ShadowBudget::concurrency`] run at once, and each one gets
+/// [`ShadowBudget::timeout`] before it is cancelled and recorded as a timeout. A copy that
+/// finds the queue full is dropped and counted; it never waits, so the live request that
+/// produced it never waits either.
+///
+/// ```
+/// use std::time::Duration;
+/// use shadowlib::shadow::ShadowBudget;
+///
+/// let budget = ShadowBudget::from_toml(r#"
+///     queue_capacity = 256
+///     concurrency = 4
+///     timeout = "2s"
+/// "#)?;
+/// assert_eq!(budget.timeout, Duration::from_secs(2));
+/// assert!(ShadowBudget { concurrency: 0, ..budget }.validate().is_err());
+/// # Ok::<(), shadowlib::shadow::BudgetError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShadowBudget {

@@ -49,6 +49,31 @@ pub struct ShadowCounts {
     pub overridden: u64,
 }
 
+impl ShadowCounts {
+    /// Copies handed to the shadow whose end is not counted yet: queued, running, or
+    /// answered and waiting for their live response to compare with. Every copy ends as
+    /// exactly one of timed out, panicked, failed, compared, missed or not comparable.
+    ///
+    /// ```
+    /// use shadowlib::shadow::ShadowCounts;
+    ///
+    /// let mut counts = ShadowCounts::default();
+    /// counts.mirrored = 5;
+    /// counts.compared = 3;
+    /// counts.timed_out = 1;
+    /// assert_eq!(counts.in_flight(), 1);
+    /// ```
+    pub fn in_flight(&self) -> u64 {
+        let ended = self.timed_out
+            + self.panicked
+            + self.failed
+            + self.compared
+            + self.comparison_missed
+            + self.not_comparable;
+        self.mirrored.saturating_sub(ended)
+    }
+}
+
 /// The shadow's counters, shared by the live path and the shadow worker: atomics only.
 /// Comparisons by route are in the evidence, counted once, by the recorder.
 ///
