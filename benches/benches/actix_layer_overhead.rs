@@ -79,7 +79,7 @@ where
 fn overhead(c: &mut Criterion) {
     let system = System::new();
     let bare = system.block_on(test::init_service(app()));
-    let idle = system.block_on(test::init_service(app().wrap(not_mirroring(&system))));
+    let rolled_back = system.block_on(test::init_service(app().wrap(not_mirroring(&system))));
     let mirrored = system.block_on(test::init_service(
         app().wrap(mirroring(&system, Share::FULL)),
     ));
@@ -88,7 +88,7 @@ fn overhead(c: &mut Criterion) {
         b.iter_custom(|iters| timed(&system, &bare, iters))
     });
     group.bench_function("not_shadowing", |b| {
-        b.iter_custom(|iters| timed(&system, &idle, iters))
+        b.iter_custom(|iters| timed(&system, &rolled_back, iters))
     });
     group.bench_function("mirrored_100pct", |b| {
         b.iter_custom(|iters| timed(&system, &mirrored, iters))
@@ -112,34 +112,34 @@ fn interleaved_ratio() {
     let every_read = mirroring(&system, Share::FULL);
     let tenth = mirroring(&system, Share::from_percent(10.0).expect("valid share"));
     let bare = system.block_on(test::init_service(app()));
-    let idle = system.block_on(test::init_service(app().wrap(not_mirroring(&system))));
+    let rolled_back = system.block_on(test::init_service(app().wrap(not_mirroring(&system))));
     let mirrored = system.block_on(test::init_service(app().wrap(every_read.clone())));
     let sampled = system.block_on(test::init_service(app().wrap(tenth.clone())));
     // Warm every path up.
     per_call(&system, &bare, 50);
-    per_call(&system, &idle, 50);
+    per_call(&system, &rolled_back, 50);
     per_call(&system, &mirrored, 50);
     per_call(&system, &sampled, 50);
-    let (mut bare_samples, mut idle_samples, mut mirrored_samples) =
+    let (mut bare_samples, mut rolled_back_samples, mut mirrored_samples) =
         (Vec::new(), Vec::new(), Vec::new());
     let mut sampled_samples = Vec::new();
     for _ in 0..40 {
         bare_samples.extend(per_call(&system, &bare, 10));
-        idle_samples.extend(per_call(&system, &idle, 10));
+        rolled_back_samples.extend(per_call(&system, &rolled_back, 10));
         mirrored_samples.extend(per_call(&system, &mirrored, 10));
         sampled_samples.extend(per_call(&system, &sampled, 10));
     }
     // Let the shadow drain before reading its counters.
     std::thread::sleep(Duration::from_millis(200));
-    let (bare, idle, with_layer, tenth_mirrored) = (
+    let (bare, rolled_back, with_layer, tenth_mirrored) = (
         benches::median(&bare_samples),
-        benches::median(&idle_samples),
+        benches::median(&rolled_back_samples),
         benches::median(&mirrored_samples),
         benches::median(&sampled_samples),
     );
     println!(
-        "actix_layer_overhead: bare median {bare:.0} ns/call, not shadowing {idle:.0} ns/call ({:.3}x), mirrored median {with_layer:.0} ns/call",
-        idle / bare
+        "actix_layer_overhead: bare median {bare:.0} ns/call, not shadowing {rolled_back:.0} ns/call ({:.3}x), mirrored median {with_layer:.0} ns/call",
+        rolled_back / bare
     );
     println!(
         "actix_layer_overhead: live-path median ratio {:.3}x (goal <= 1.10x); {}",

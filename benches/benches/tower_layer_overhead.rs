@@ -98,12 +98,12 @@ where
 fn overhead(c: &mut Criterion) {
     let rt = benches::live_runtime();
     let bare = app("ok");
-    let idle = not_mirroring(&rt);
+    let rolled_back = not_mirroring(&rt);
     let shadowed = mirroring(&rt, Share::FULL);
     let mut group = c.benchmark_group("tower_layer_overhead");
     group.bench_function("bare", |b| b.to_async(&rt).iter(|| call(&bare)));
     group.bench_function("layer_not_mirroring", |b| {
-        b.to_async(&rt).iter(|| call(&idle.service))
+        b.to_async(&rt).iter(|| call(&rolled_back.service))
     });
     group.bench_function("mirrored_100pct", |b| {
         b.to_async(&rt).iter(|| call(&shadowed.service))
@@ -167,20 +167,20 @@ fn finished_every_copy(counts: &ShadowCounts) -> bool {
 fn interleaved_ratio() {
     let rt = benches::live_runtime();
     let bare = app("ok");
-    let idle = not_mirroring(&rt);
+    let rolled_back = not_mirroring(&rt);
     let shadowed = mirroring(&rt, Share::FULL);
     let sampled = mirroring(&rt, Share::from_percent(10.0).expect("valid share"));
-    let (mut bare_samples, mut idle_samples, mut mirrored_samples, mut sampled_samples) =
+    let (mut bare_samples, mut rolled_back_samples, mut mirrored_samples, mut sampled_samples) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
         // Warm every path up.
         median_per_call(&bare, 50).await;
-        median_per_call(&idle.service, 50).await;
+        median_per_call(&rolled_back.service, 50).await;
         median_per_call(&shadowed.service, 50).await;
         median_per_call(&sampled.service, 50).await;
         for _ in 0..20 {
             bare_samples.extend(block(&bare, None, 20).await);
-            idle_samples.extend(block(&idle.service, None, 20).await);
+            rolled_back_samples.extend(block(&rolled_back.service, None, 20).await);
             let mirrored = block(&shadowed.service, Some(&shadowed.rollout), 20).await;
             mirrored_samples.extend(mirrored);
             sampled_samples.extend(block(&sampled.service, Some(&sampled.rollout), 20).await);
@@ -190,7 +190,7 @@ fn interleaved_ratio() {
     });
     let (bare, not_mirroring, with_layer, tenth_mirrored) = (
         benches::median(&bare_samples),
-        benches::median(&idle_samples),
+        benches::median(&rolled_back_samples),
         benches::median(&mirrored_samples),
         benches::median(&sampled_samples),
     );
