@@ -15,17 +15,14 @@
 //! but contention (cache lines bouncing between cores, lock spinning, futex calls) does.
 
 use std::hint::black_box;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{
     BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
 };
-use shadowlib::metrics::{RequestRecord, thread_cpu_time};
-use shadowlib::{
-    Arm, ArmEvidence, KpiRecorder, Outcome, RolloutController, RolloutPolicy, ThresholdPredictor,
-    Version, WeightedSteerer,
-};
+use shadowlib::metrics::{KpiRecorder, RequestRecord, thread_cpu_time};
+use shadowlib::{Arm, ArmEvidence, Outcome, Rollout, Version};
 
 /// Latencies spread over several histogram buckets, as real traffic is.
 fn latencies() -> Vec<Duration> {
@@ -142,16 +139,15 @@ fn bench_recorder(c: &mut Criterion) {
 }
 
 fn bench_phase(c: &mut Criterion) {
-    let controller = RolloutController::new(
-        Version::new("bench", "1"),
-        Version::new("bench", "2"),
-        RolloutPolicy::default(),
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("the default policy is valid");
-    let handle = controller.handle();
-    handle.start().expect("starts from idle");
+    // Built started, in Shadowing. Its driver is never run: nothing writes the phase while
+    // it is read, so the figures are the reads alone.
+    let (rollout, _driver) =
+        Rollout::builder(Version::new("bench", "1"), Version::new("bench", "2"))
+            .shadow_only()
+            .without_process_sampling()
+            .build_driven()
+            .expect("the default configuration is valid");
+    let handle = rollout.handle();
     let watch = handle.watch();
     let mut group = c.benchmark_group("phase");
     on_threads(&mut group, "lock_free", &|_| {

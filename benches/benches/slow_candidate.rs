@@ -1,12 +1,12 @@
 //! A candidate 10× slower than stable (20 ms against 2 ms of waiting on a backend), run
-//! three ways beside the live path:
+//! two ways beside the live path, against a baseline:
 //!
 //! * `bare`: stable alone, the baseline;
 //! * `mirrored`: shadowlib's design — the read is copied to the candidate off the request
 //!   path, through the bounded queue, and the live response never waits for it; the
-//!   shadow runs on a thread of its own (`ShadowLayer::new`);
-//! * `mirrored_on_live_rt`: the same with the shadow on the live requests' runtime
-//!   (`ShadowLayer::new_on`);
+//!   shadow runs on its rollout's own thread. (A variant with the shadow on the live
+//!   requests' runtime, `ShadowLayer::new_on`, was measured here until the adapters moved
+//!   every shadow onto the rollout's thread; it is gone.)
 //! * `scientist`: the design of GitHub's Scientist and its ports — the candidate runs
 //!   inside the request, concurrently with stable, and the response is returned once both
 //!   are done (so they can be compared in place).
@@ -23,10 +23,9 @@ use axum::body::Body;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group};
 use http_body_util::BodyExt;
-use shadowlib::Distribution;
-use shadowlib::budget::ShadowBudget;
-use shadowlib::mirror::ShadowConfig;
-use shadowlib_tower::shadow::{ShadowLayer, ShadowService};
+use shadowlib::shadow::{ShadowBudget, ShadowConfig};
+use shadowlib::{Distribution, Rollout};
+use shadowlib_tower::{ShadowLayer, ShadowService};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -46,11 +45,10 @@ fn app(wait: Duration) -> Router {
     )
 }
 
-/// The middleware over stable, mirroring every read; the shadow runs on a thread of its
-/// own (the default), or with `on_live_runtime` on `rt` beside the live requests.
-fn mirrored(rt: &tokio::runtime::Runtime, on_live_runtime: bool) -> ShadowService<Router, Router> {
+/// The middleware over stable, mirroring every read, and the rollout it serves (built on
+/// `rt`, where its loop runs beside the live requests).
+fn mirrored(rt: &tokio::runtime::Runtime) -> (ShadowService<Router, Router>, Rollout) {
     rt.block_on(async {
-        let rollout = benches::bench_rollout(true);
         // Room for the candidate to keep up: 16 clients at ~2.5 ms each is ~6,400 reads/s,
         // which at 20 ms each is ~130 copies in flight.
         let budget = ShadowBudget {
@@ -58,19 +56,9 @@ fn mirrored(rt: &tokio::runtime::Runtime, on_live_runtime: bool) -> ShadowServic
             concurrency: 512,
             timeout: Duration::from_secs(5),
         };
-        let (candidate, config) = (app(CANDIDATE_WAIT), ShadowConfig::new().with_budget(budget));
-        let layer = if on_live_runtime {
-            ShadowLayer::new_on(
-                candidate,
-                rollout,
-                config,
-                &tokio::runtime::Handle::current(),
-            )
-        } else {
-            ShadowLayer::new(candidate, rollout, config)
-        }
-        .expect("valid configuration");
-        layer.layer(app(STABLE_WAIT))
+        let rollout = benches::shadowing_rollout(ShadowConfig::new().with_budget(budget));
+        let service = ShadowLayer::new(app(CANDIDATE_WAIT), &rollout).layer(app(STABLE_WAIT));
+        (service, rollout)
     })
 }
 
@@ -110,7 +98,6 @@ async fn scientist(stable: &Router, candidate: &Router) {
 enum Design {
     Bare,
     Mirrored,
-    MirroredOnLiveRuntime,
     Scientist,
 }
 
@@ -118,7 +105,8 @@ struct Services {
     stable: Router,
     candidate: Router,
     mirrored: ShadowService<Router, Router>,
-    mirrored_on_live_runtime: ShadowService<Router, Router>,
+    /// The rollout `mirrored` serves, whose counts say what the shadow did.
+    rollout: Rollout,
 }
 
 impl Design {
@@ -126,7 +114,6 @@ impl Design {
         match self {
             Design::Bare => "bare",
             Design::Mirrored => "mirrored",
-            Design::MirroredOnLiveRuntime => "mirrored_on_live_rt",
             Design::Scientist => "scientist",
         }
     }
@@ -137,27 +124,22 @@ impl Services {
         match design {
             Design::Bare => call(&self.stable).await,
             Design::Mirrored => call(&self.mirrored).await,
-            Design::MirroredOnLiveRuntime => call(&self.mirrored_on_live_runtime).await,
             Design::Scientist => scientist(&self.stable, &self.candidate).await,
         }
     }
 }
 
 fn services(rt: &tokio::runtime::Runtime) -> Services {
+    let (mirrored, rollout) = mirrored(rt);
     Services {
         stable: app(STABLE_WAIT),
         candidate: app(CANDIDATE_WAIT),
-        mirrored: mirrored(rt, false),
-        mirrored_on_live_runtime: mirrored(rt, true),
+        mirrored,
+        rollout,
     }
 }
 
-const DESIGNS: [Design; 4] = [
-    Design::Bare,
-    Design::Mirrored,
-    Design::MirroredOnLiveRuntime,
-    Design::Scientist,
-];
+const DESIGNS: [Design; 3] = [Design::Bare, Design::Mirrored, Design::Scientist];
 
 fn single_request(c: &mut Criterion) {
     let rt = benches::live_runtime();
@@ -231,21 +213,15 @@ fn p99_under_load() {
     }
     let ratio = |i: usize| benches::median(&p99s[i]) / benches::median(&p99s[0]);
     println!(
-        "slow_candidate: live p99 ratio to bare: mirrored {:.3}x (goal <= 1.05x), mirrored with the shadow on the live runtime (new_on) {:.3}x, scientist-style {:.3}x",
+        "slow_candidate: live p99 ratio to bare: mirrored {:.3}x (goal <= 1.05x), scientist-style {:.3}x",
         ratio(1),
-        ratio(2),
-        ratio(3)
+        ratio(2)
     );
-    for (name, service) in [
-        ("own thread", &services.mirrored),
-        ("live runtime", &services.mirrored_on_live_runtime),
-    ] {
-        let counts = service.runtime().stats().counts();
-        println!(
-            "slow_candidate: shadow copies ({name}): mirrored {}, dropped {}, completed {}, timed out {}",
-            counts.mirrored, counts.dropped_queue_full, counts.completed, counts.timed_out
-        );
-    }
+    let counts = services.rollout.shadow_counts();
+    println!(
+        "slow_candidate: shadow copies: mirrored {}, dropped {}, completed {}, timed out {}",
+        counts.mirrored, counts.dropped_queue_full, counts.completed, counts.timed_out
+    );
 }
 
 criterion_group! {

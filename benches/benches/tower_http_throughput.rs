@@ -3,10 +3,11 @@
 //!
 //! The server runs on its own two-thread runtime; a hyper client with 32 connections on
 //! a one-thread runtime sends `GET /ping` for 3 s per round, rounds alternating between
-//! the servers: bare, mirroring with the shadow on a thread of its own (the default),
-//! mirroring with the shadow on the server's runtime, and mirroring 10% of reads
-//! (`ShadowConfig::with_mirror_share`). For an external client, see the `axum_shadow`
-//! example's `--serve` mode and `wrk`.
+//! the servers: bare, mirroring every read, and mirroring 10% of reads
+//! (`ShadowConfig::with_mirror_share`). The shadow runs on its rollout's own thread. (A
+//! round with the shadow on the server's runtime, `ShadowLayer::new_on`, was measured here
+//! until the adapters moved every shadow onto the rollout's thread; it is gone.) For an
+//! external client, see the `axum_shadow` example's `--serve` mode and `wrk`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,11 +20,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use shadowlib::Share;
-use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
-use shadowlib_tower::shadow::ShadowLayer;
+use shadowlib::shadow::ShadowConfig;
+use shadowlib::{Rollout, Share};
+use shadowlib_tower::ShadowLayer;
 use tokio::time::Instant;
-use tower::Layer;
 
 const CONNECTIONS: usize = 32;
 const ROUND: Duration = Duration::from_secs(3);
@@ -44,20 +44,12 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
-/// The middleware over `app()` mirroring `share` of the reads to an identical candidate;
-/// the shadow runs on a thread of its own (the default), or with `on_live_runtime` on the
-/// server's runtime.
-async fn mirrored_app(on_live_runtime: bool, share: Share) -> (Router, ShadowRuntime) {
-    let rollout = benches::bench_rollout(true);
-    let config = ShadowConfig::new().with_mirror_share(share);
-    let layer = if on_live_runtime {
-        ShadowLayer::new_on(app(), rollout, config, &tokio::runtime::Handle::current())
-    } else {
-        ShadowLayer::new(app(), rollout, config)
-    }
-    .expect("valid configuration");
-    let runtime = layer.runtime().clone();
-    (Router::new().fallback_service(layer.layer(app())), runtime)
+/// The middleware around `app()` mirroring `share` of the reads to an identical
+/// candidate, and the rollout it serves (built on the server's runtime, where its loop
+/// runs).
+async fn mirrored_app(share: Share) -> (Router, Rollout) {
+    let rollout = benches::shadowing_rollout(ShadowConfig::new().with_mirror_share(share));
+    (ShadowLayer::new(app(), &rollout).around(app()), rollout)
 }
 
 /// Requests per second `CONNECTIONS` concurrent clients get from `addr` in one round.
@@ -101,46 +93,34 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     let bare_addr = server_rt.block_on(serve(app()));
-    let (mirrored, shadow) = server_rt.block_on(mirrored_app(false, Share::FULL));
+    let (mirrored, mirrored_rollout) = server_rt.block_on(mirrored_app(Share::FULL));
     let mirrored_addr = server_rt.block_on(serve(mirrored));
-    let (mirrored_live_rt, shadow_live_rt) = server_rt.block_on(mirrored_app(true, Share::FULL));
-    let mirrored_live_rt_addr = server_rt.block_on(serve(mirrored_live_rt));
     let tenth = Share::from_percent(10.0).expect("valid share");
-    let (sampled, shadow_sampled) = server_rt.block_on(mirrored_app(false, tenth));
+    let (sampled, sampled_rollout) = server_rt.block_on(mirrored_app(tenth));
     let sampled_addr = server_rt.block_on(serve(sampled));
 
-    let (mut bare, mut with_layer, mut with_live_rt) = (Vec::new(), Vec::new(), Vec::new());
-    let mut with_sampled = Vec::new();
+    let (mut bare, mut with_layer, mut with_sampled) = (Vec::new(), Vec::new(), Vec::new());
     client_rt.block_on(async {
         round(bare_addr).await; // warm-up
         for _ in 0..ROUNDS {
             bare.push(round(bare_addr).await);
             with_layer.push(round(mirrored_addr).await);
-            with_live_rt.push(round(mirrored_live_rt_addr).await);
             with_sampled.push(round(sampled_addr).await);
         }
     });
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (bare, with_layer, with_live_rt) = (mean(&bare), mean(&with_layer), mean(&with_live_rt));
-    let with_sampled = mean(&with_sampled);
-    let counts = shadow.stats().counts();
-    let live_rt_counts = shadow_live_rt.stats().counts();
+    let (bare, with_layer, with_sampled) = (mean(&bare), mean(&with_layer), mean(&with_sampled));
     println!(
         "tower_http_throughput: bare {bare:.0} req/s, mirroring 100% of reads {with_layer:.0} req/s"
     );
     println!(
         "tower_http_throughput: ratio {:.3} (goal >= 0.90); {}",
         with_layer / bare,
-        benches::copies(&counts),
-    );
-    println!(
-        "tower_http_throughput: shadow on the server's runtime (new_on): {with_live_rt:.0} req/s, ratio {:.3} (goal >= 0.90); {}",
-        with_live_rt / bare,
-        benches::copies(&live_rt_counts),
+        benches::copies(&mirrored_rollout.shadow_counts()),
     );
     println!(
         "tower_http_throughput: mirroring 10% of reads: {with_sampled:.0} req/s, ratio {:.3}; {}",
         with_sampled / bare,
-        benches::copies(&shadow_sampled.stats().counts()),
+        benches::copies(&sampled_rollout.shadow_counts()),
     );
 }

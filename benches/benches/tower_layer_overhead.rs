@@ -5,11 +5,12 @@
 //! handler that has work to do (rendering a 150-row table, about 15 µs) shows what the
 //! middleware costs next to a typical endpoint.
 //!
-//! The shadow runs where it would in production: on a thread of its own
-//! (`ShadowLayer::new`, the default), or on the live requests' runtime
-//! (`ShadowLayer::new_on`); both are measured. Criterion measures each; a final interleaved run (alternating
-//! blocks, so drift in machine load hits every side alike) prints the ratios of per-call
-//! medians and what the shadow did with the copies. Each block is timed while its own
+//! The shadow runs where it does in production: on its rollout's own thread. (This bench
+//! also measured the shadow on the live requests' runtime, `ShadowLayer::new_on`, until
+//! the adapters moved every shadow onto the rollout's thread; that variant is gone.)
+//! Criterion measures each; a final interleaved run (alternating blocks, so drift in
+//! machine load hits every side alike) prints the ratios of per-call medians and what the
+//! shadow did with the copies. Each block is timed while its own
 //! shadow works beside it (after a few settling batches), and the next block waits until
 //! that shadow has finished its copies, so no variant is charged another's shadow work.
 
@@ -21,9 +22,10 @@ use axum::body::Body;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group};
 use http_body_util::BodyExt;
-use shadowlib::Share;
-use shadowlib::mirror::{ShadowConfig, ShadowRuntime};
-use shadowlib_tower::shadow::{ShadowLayer, ShadowService};
+use shadowlib::shadow::{ShadowConfig, ShadowCounts};
+use shadowlib::{Rollout, Share};
+use shadowlib_tower::{ShadowLayer, ShadowService};
+use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
 
 fn app(build: &'static str) -> Router {
@@ -44,42 +46,33 @@ fn render_rows(rows: u64) -> String {
     table
 }
 
-/// The middleware over `app("ok")` with an identical candidate; with `shadowing` the
-/// rollout is started, so `mirror_share` of the reads are mirrored, without it nothing
-/// is. The shadow runs on a thread of its own (the default), or with `on_live_runtime`
-/// on `rt` beside the live requests.
-fn layered(
-    rt: &tokio::runtime::Runtime,
-    on_live_runtime: bool,
-    shadowing: bool,
-    mirror_share: Share,
-) -> ShadowService<Router, Router> {
+/// A stable build behind the middleware, and the rollout it serves (whose counts say what
+/// the shadow did with the copies).
+struct Layered {
+    service: ShadowService<Router, Router>,
+    rollout: Rollout,
+}
+
+/// `app()` behind the middleware with another `app()` as the candidate, serving the
+/// rollout `rollout` builds on `rt` (where its loop then runs, beside the live requests).
+fn layered(rt: &Runtime, app: impl Fn() -> Router, rollout: impl FnOnce() -> Rollout) -> Layered {
     rt.block_on(async {
-        let rollout = benches::bench_rollout(shadowing);
-        let config = ShadowConfig::new().with_mirror_share(mirror_share);
-        let layer = if on_live_runtime {
-            let live = tokio::runtime::Handle::current();
-            ShadowLayer::new_on(app("ok"), rollout, config, &live)
-        } else {
-            ShadowLayer::new(app("ok"), rollout, config)
-        }
-        .expect("valid configuration");
-        layer.layer(app("ok"))
+        let rollout = rollout();
+        let service = ShadowLayer::new(app(), &rollout).layer(app());
+        Layered { service, rollout }
     })
 }
 
-/// The middleware over `working_app()` with an identical candidate, mirroring every read
-/// to the shadow on its own thread.
-fn layered_working(rt: &tokio::runtime::Runtime) -> ShadowService<Router, Router> {
-    rt.block_on(async {
-        let layer = ShadowLayer::new(
-            working_app(),
-            benches::bench_rollout(true),
-            ShadowConfig::new(),
-        )
-        .expect("valid configuration");
-        layer.layer(working_app())
-    })
+/// The middleware over `app("ok")` with an identical candidate, mirroring `mirror_share`
+/// of the reads.
+fn mirroring(rt: &Runtime, mirror_share: Share) -> Layered {
+    let config = ShadowConfig::new().with_mirror_share(mirror_share);
+    layered(rt, || app("ok"), || benches::shadowing_rollout(config))
+}
+
+/// The middleware over `app("ok")` with its rollout rolled back, so nothing is mirrored.
+fn not_mirroring(rt: &Runtime) -> Layered {
+    layered(rt, || app("ok"), benches::rolled_back_rollout)
 }
 
 /// One request through `service`, its response body read to the end (which is when the
@@ -105,19 +98,15 @@ where
 fn overhead(c: &mut Criterion) {
     let rt = benches::live_runtime();
     let bare = app("ok");
-    let idle = layered(&rt, false, false, Share::FULL);
-    let shadowed = layered(&rt, false, true, Share::FULL);
-    let shadowed_live_rt = layered(&rt, true, true, Share::FULL);
+    let rolled_back = not_mirroring(&rt);
+    let shadowed = mirroring(&rt, Share::FULL);
     let mut group = c.benchmark_group("tower_layer_overhead");
     group.bench_function("bare", |b| b.to_async(&rt).iter(|| call(&bare)));
     group.bench_function("layer_not_mirroring", |b| {
-        b.to_async(&rt).iter(|| call(&idle))
+        b.to_async(&rt).iter(|| call(&rolled_back.service))
     });
     group.bench_function("mirrored_100pct", |b| {
-        b.to_async(&rt).iter(|| call(&shadowed))
-    });
-    group.bench_function("mirrored_100pct_on_live_runtime", |b| {
-        b.to_async(&rt).iter(|| call(&shadowed_live_rt))
+        b.to_async(&rt).iter(|| call(&shadowed.service))
     });
     group.finish();
 }
@@ -147,9 +136,9 @@ const SETTLING_BATCHES: usize = 5;
 
 /// One block of `batches` measured batches through `service`, after the settling ones,
 /// so the live calls are timed while the shadow works on the copies beside them.
-/// Then waits for `shadow` to finish its copies, so none of its work lands in the next
-/// block, which may be another variant's.
-async fn block<S, B>(service: &S, shadow: Option<&ShadowRuntime>, batches: usize) -> Vec<f64>
+/// Then waits for the shadow of `rollout` to finish its copies, so none of its work lands
+/// in the next block, which may be another variant's.
+async fn block<S, B>(service: &S, rollout: Option<&Rollout>, batches: usize) -> Vec<f64>
 where
     S: Service<http::Request<Body>, Response = http::Response<B>> + Clone,
     S::Error: std::fmt::Debug,
@@ -158,57 +147,53 @@ where
 {
     median_per_call(service, SETTLING_BATCHES).await;
     let samples = median_per_call(service, batches).await;
-    if let Some(shadow) = shadow {
-        loop {
-            let c = shadow.stats().counts();
-            let done = c.completed + c.timed_out + c.panicked + c.failed;
-            if shadow.queued() == 0 && done == c.mirrored {
-                break;
-            }
+    if let Some(rollout) = rollout {
+        while !finished_every_copy(&rollout.shadow_counts()) {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     }
     samples
 }
 
+/// Whether the shadow is done with every copy handed to it: each one answered, timed out,
+/// panicked or failed (a copy still queued or running is none of these), and each answered
+/// one compared with its live response or given up.
+fn finished_every_copy(counts: &ShadowCounts) -> bool {
+    let ended = counts.completed + counts.timed_out + counts.panicked + counts.failed;
+    let settled = counts.compared + counts.comparison_missed + counts.not_comparable;
+    ended == counts.mirrored && settled == counts.completed
+}
+
 fn interleaved_ratio() {
     let rt = benches::live_runtime();
     let bare = app("ok");
-    let idle = layered(&rt, false, false, Share::FULL);
-    let shadowed = layered(&rt, false, true, Share::FULL);
-    let shadowed_live_rt = layered(&rt, true, true, Share::FULL);
-    let tenth = Share::from_percent(10.0).expect("valid share");
-    let sampled = layered(&rt, false, true, tenth);
-    let (mut bare_samples, mut idle_samples, mut mirrored_samples, mut live_rt_samples) =
+    let rolled_back = not_mirroring(&rt);
+    let shadowed = mirroring(&rt, Share::FULL);
+    let sampled = mirroring(&rt, Share::from_percent(10.0).expect("valid share"));
+    let (mut bare_samples, mut rolled_back_samples, mut mirrored_samples, mut sampled_samples) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut sampled_samples = Vec::new();
     rt.block_on(async {
         // Warm every path up.
         median_per_call(&bare, 50).await;
-        median_per_call(&idle, 50).await;
-        median_per_call(&shadowed, 50).await;
-        median_per_call(&shadowed_live_rt, 50).await;
-        median_per_call(&sampled, 50).await;
-        let (mirror, live_rt) = (Some(shadowed.runtime()), Some(shadowed_live_rt.runtime()));
+        median_per_call(&rolled_back.service, 50).await;
+        median_per_call(&shadowed.service, 50).await;
+        median_per_call(&sampled.service, 50).await;
         for _ in 0..20 {
             bare_samples.extend(block(&bare, None, 20).await);
-            idle_samples.extend(block(&idle, None, 20).await);
-            mirrored_samples.extend(block(&shadowed, mirror, 20).await);
-            live_rt_samples.extend(block(&shadowed_live_rt, live_rt, 20).await);
-            sampled_samples.extend(block(&sampled, Some(sampled.runtime()), 20).await);
+            rolled_back_samples.extend(block(&rolled_back.service, None, 20).await);
+            let mirrored = block(&shadowed.service, Some(&shadowed.rollout), 20).await;
+            mirrored_samples.extend(mirrored);
+            sampled_samples.extend(block(&sampled.service, Some(&sampled.rollout), 20).await);
         }
         // Let the shadow drain before reading its counters.
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
-    let (bare, not_mirroring, with_layer, on_live_runtime, tenth_mirrored) = (
+    let (bare, not_mirroring, with_layer, tenth_mirrored) = (
         benches::median(&bare_samples),
-        benches::median(&idle_samples),
+        benches::median(&rolled_back_samples),
         benches::median(&mirrored_samples),
-        benches::median(&live_rt_samples),
         benches::median(&sampled_samples),
     );
-    let counts = shadowed.runtime().stats().counts();
-    let live_rt_counts = shadowed_live_rt.runtime().stats().counts();
     println!(
         "tower_layer_overhead: per-call medians: bare {bare:.0} ns, layer not mirroring {not_mirroring:.0} ns ({:.3}x), mirroring 100% {with_layer:.0} ns",
         not_mirroring / bare
@@ -216,31 +201,29 @@ fn interleaved_ratio() {
     println!(
         "tower_layer_overhead: live-path median ratio {:.3}x (goal <= 1.10x); {}",
         with_layer / bare,
-        benches::copies(&counts),
-    );
-    println!(
-        "tower_layer_overhead: shadow on the live runtime (new_on): mirroring 100% {on_live_runtime:.0} ns, live-path median ratio {:.3}x (goal <= 1.10x); {}",
-        on_live_runtime / bare,
-        benches::copies(&live_rt_counts),
+        benches::copies(&shadowed.rollout.shadow_counts()),
     );
     println!(
         "tower_layer_overhead: mirroring 10% of reads: {tenth_mirrored:.0} ns, live-path median ratio {:.3}x; {}",
         tenth_mirrored / bare,
-        benches::copies(&sampled.runtime().stats().counts()),
+        benches::copies(&sampled.rollout.shadow_counts()),
     );
 }
 
 fn working_handler_ratio() {
     let rt = benches::live_runtime();
     let bare = working_app();
-    let shadowed = layered_working(&rt);
+    let shadowed = layered(&rt, working_app, || {
+        benches::shadowing_rollout(ShadowConfig::new())
+    });
     let (mut bare_samples, mut mirrored_samples) = (Vec::new(), Vec::new());
     rt.block_on(async {
         median_per_call(&bare, 20).await;
-        median_per_call(&shadowed, 20).await;
+        median_per_call(&shadowed.service, 20).await;
         for _ in 0..10 {
             bare_samples.extend(block(&bare, None, 10).await);
-            mirrored_samples.extend(block(&shadowed, Some(shadowed.runtime()), 10).await);
+            let mirrored = block(&shadowed.service, Some(&shadowed.rollout), 10).await;
+            mirrored_samples.extend(mirrored);
         }
     });
     let (bare, mirrored) = (
@@ -252,7 +235,7 @@ fn working_handler_ratio() {
         bare / 1000.0,
         mirrored / 1000.0,
         mirrored / bare,
-        benches::copies(&shadowed.runtime().stats().counts()),
+        benches::copies(&shadowed.rollout.shadow_counts()),
     );
 }
 

@@ -1,33 +1,35 @@
 //! Fixtures the workspace's benchmarks share; the benchmarks themselves live in `benches/`.
 
-use std::sync::Arc;
-
-use shadowlib::mirror::{Rollout, ShadowCounts};
-use shadowlib::{
-    KpiRecorder, RolloutController, RolloutPolicy, ThresholdPredictor, Version, WeightedSteerer,
-};
+use shadowlib::shadow::{ShadowConfig, ShadowCounts};
+use shadowlib::{Rollout, Version};
 
 /// A rollout of `bench@1` to `bench@2` under the default policy, for a middleware to
-/// serve. With `shadowing` it is started, so every read is mirrored; without, the rollout
-/// stays idle and nothing is.
-pub fn bench_rollout(shadowing: bool) -> Rollout {
-    let (v1, v2) = (Version::new("bench", "1"), Version::new("bench", "2"));
-    let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-    let controller = RolloutController::new(
-        v1,
-        v2,
-        RolloutPolicy::default(),
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )
-    .expect("the default policy is valid");
-    if shadowing {
-        controller
-            .handle()
-            .start()
-            .expect("an idle rollout starts: shadowing, every read is mirrored");
-    }
-    Rollout::of(&controller, recorder)
+/// serve: it is shadowing, so every read `shadow`'s mirror share lets through is mirrored.
+///
+/// It is shadow only, so the loop (spawned on the current tokio runtime, which this must
+/// be called inside) looks as in production but never moves traffic or rolls back, whatever
+/// the candidate does; and it leaves out process sampling, which the middleware's figures
+/// do not depend on.
+pub fn shadowing_rollout(shadow: ShadowConfig) -> Rollout {
+    Rollout::builder(Version::new("bench", "1"), Version::new("bench", "2"))
+        .shadow(shadow)
+        .shadow_only()
+        .without_process_sampling()
+        .build()
+        .expect("a valid default configuration, built inside a tokio runtime")
+}
+
+/// A rollout that mirrors nothing: rolled back as soon as it is built, so every request
+/// goes to stable and none is copied. This takes the live path's branch for a rollout
+/// that is not live, as an idle, never-started rollout did before the builder started
+/// every rollout itself. Call it inside a tokio runtime.
+pub fn rolled_back_rollout() -> Rollout {
+    let rollout = shadowing_rollout(ShadowConfig::new());
+    rollout
+        .handle()
+        .abort("bench: nothing mirrored")
+        .expect("a shadowing rollout can be rolled back");
+    rollout
 }
 
 /// The runtime the live requests run on: two workers, one per core of the machine the
