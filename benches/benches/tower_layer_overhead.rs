@@ -22,7 +22,7 @@ use axum::body::Body;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group};
 use http_body_util::BodyExt;
-use shadowlib::shadow::{ShadowConfig, ShadowCounts};
+use shadowlib::shadow::ShadowConfig;
 use shadowlib::{Rollout, Share};
 use shadowlib_tower::{ShadowLayer, ShadowService};
 use tokio::runtime::Runtime;
@@ -148,20 +148,11 @@ where
     median_per_call(service, SETTLING_BATCHES).await;
     let samples = median_per_call(service, batches).await;
     if let Some(rollout) = rollout {
-        while !finished_every_copy(&rollout.shadow_counts()) {
+        while rollout.shadow_counts().in_flight() > 0 {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     }
     samples
-}
-
-/// Whether the shadow is done with every copy handed to it: each one answered, timed out,
-/// panicked or failed (a copy still queued or running is none of these), and each answered
-/// one compared with its live response or given up.
-fn finished_every_copy(counts: &ShadowCounts) -> bool {
-    let ended = counts.completed + counts.timed_out + counts.panicked + counts.failed;
-    let settled = counts.compared + counts.comparison_missed + counts.not_comparable;
-    ended == counts.mirrored && settled == counts.completed
 }
 
 fn interleaved_ratio() {
