@@ -136,7 +136,7 @@ pub use predict::{
 };
 pub use rollout::{
     BuildError, ConfigError, Decision, DecisionSource, Reason, Release, ReleaseSwitch, Releases,
-    Rollout, RolloutBuilder, RolloutDriver, RolloutEvent, RolloutHandle, RolloutMachine,
-    RolloutPolicy, RolloutStatus, Thresholds, Transition, TransitionError,
+    Rollout, RolloutBuilder, RolloutDriver, RolloutEvent, RolloutHandle, RolloutPolicy,
+    RolloutStatus, Thresholds, Transition, TransitionError,
 };
 pub use steer::{TrafficSteerer, WeightedSteerer};

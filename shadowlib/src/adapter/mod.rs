@@ -85,9 +85,10 @@ use crate::shadow::{CopySlot, LiveProgress, ShadowRuntime, ShadowStats, is_bodil
 pub use crate::mirror::{
     Attach, BodySize, HeaderPairs, HeaderView, HttpVersion, RequestCopy, RequestHead,
 };
-pub use crate::shadow::{
-    ResponseCapture, ShadowCall, ShadowCounts, ShadowError, ShadowReply, ShadowResult,
-    ShadowTarget, TargetFactory, TargetId,
+pub use crate::shadow::ShadowCounts;
+pub use crate::shadow::target::{
+    ResponseCapture, ShadowCall, ShadowError, ShadowReply, ShadowResult, ShadowTarget,
+    TargetFactory, TargetId,
 };
 
 /// An adapter's handle on a rollout's shadow: cheap to clone, one per middleware.

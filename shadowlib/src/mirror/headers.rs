@@ -28,7 +28,7 @@ pub struct HeaderNameError {
 }
 
 /// Checks a configured header name and returns it lowercased, the form header maps use.
-pub fn header_name(name: &str) -> Result<String, HeaderNameError> {
+pub(crate) fn header_name(name: &str) -> Result<String, HeaderNameError> {
     let valid = !name.is_empty()
         && name
             .chars()
@@ -44,7 +44,7 @@ pub fn header_name(name: &str) -> Result<String, HeaderNameError> {
 
 /// What happens to one header of a request copied to the shadow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardHeader<'a> {
+pub(crate) enum ForwardHeader<'a> {
     /// Copied as it is.
     Keep,
     /// Left out: hop-by-hop, or redacted without a replacement.
@@ -61,15 +61,21 @@ pub enum ForwardHeader<'a> {
 /// candidates that refuse requests lacking the header.
 ///
 /// ```
-/// use shadowlib::mirror::{ForwardHeader, HeaderList, HeaderPolicy};
+/// use shadowlib::mirror::{HeaderList, HeaderPolicy, HttpMirror, Mirror, RequestCopy, RequestHead};
 ///
 /// let policy = HeaderPolicy::new().redact("Authorization")?;
-/// let headers = HeaderList(vec![("connection", b"x-trace".as_slice())]);
-/// let filter = policy.filter(&headers);
-/// assert_eq!(filter.forward("authorization"), ForwardHeader::Drop);
-/// assert_eq!(filter.forward("x-trace"), ForwardHeader::Drop); // listed in Connection
-/// assert_eq!(filter.forward("transfer-encoding"), ForwardHeader::Drop);
-/// assert_eq!(filter.forward("accept"), ForwardHeader::Keep);
+/// let headers = HeaderList(vec![
+///     ("authorization", b"Bearer s3cret".as_slice()),
+///     ("connection", b"x-trace".as_slice()),
+///     ("x-trace", b"abc".as_slice()),
+///     ("accept", b"*/*".as_slice()),
+/// ]);
+/// let mut copy = RequestCopy::default();
+/// HttpMirror::new()
+///     .with_headers(policy)
+///     .copy(&RequestHead::new("GET", "/", &headers), &mut copy);
+/// // Redacted, hop-by-hop, and listed in `Connection`: only `accept` is left.
+/// assert_eq!(copy.headers().collect::<Vec<_>>(), [("accept", b"*/*".as_slice())]);
 /// # Ok::<(), shadowlib::mirror::HeaderNameError>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,7 +109,7 @@ impl HeaderPolicy {
 
     /// The filter for one request: hop-by-hop headers include those its `Connection`
     /// header lists.
-    pub fn filter<'p>(&'p self, headers: &dyn HeaderView) -> HeaderFilter<'p> {
+    pub(crate) fn filter<'p>(&'p self, headers: &dyn HeaderView) -> HeaderFilter<'p> {
         let mut listed = Vec::new();
         headers.each_value("connection", &mut |value| {
             for token in value.split(|b| *b == b',') {
@@ -122,14 +128,14 @@ impl HeaderPolicy {
 
 /// The [`HeaderPolicy`] applied to one request. See [`HeaderPolicy::filter`].
 #[derive(Debug, Clone)]
-pub struct HeaderFilter<'p> {
+pub(crate) struct HeaderFilter<'p> {
     policy: &'p HeaderPolicy,
     connection_listed: Vec<String>,
 }
 
 impl HeaderFilter<'_> {
     /// What to do with header `name` (lowercase).
-    pub fn forward(&self, name: &str) -> ForwardHeader<'_> {
+    pub(crate) fn forward(&self, name: &str) -> ForwardHeader<'_> {
         if HOP_BY_HOP.contains(&name) || self.connection_listed.iter().any(|n| n == name) {
             return ForwardHeader::Drop;
         }

@@ -25,10 +25,9 @@ mod labels;
 pub use classify::{PathPattern, ReadRules, RouteRule, RuleError, SAFE_METHODS};
 pub use copy::RequestCopy;
 pub use head::{Attach, BodySize, HeaderList, HeaderPairs, HeaderView, HttpVersion, RequestHead};
-pub use headers::{
-    ArmOverride, ForwardHeader, HOP_BY_HOP, HeaderFilter, HeaderNameError, HeaderPolicy, StickyKey,
-    header_name,
-};
+pub use headers::{ArmOverride, HOP_BY_HOP, HeaderNameError, HeaderPolicy, StickyKey};
+
+pub(crate) use headers::{ForwardHeader, header_name};
 
 pub(crate) use copy::PackedHeaders;
 pub(crate) use labels::RouteLabels;

@@ -114,23 +114,8 @@ pub struct Transition {
 ///
 /// The controller drives it from the evidence and the handle drives it from operators; both
 /// go through [`RolloutMachine::apply`], which refuses illegal moves.
-///
-/// ```
-/// use shadowlib::{Action, Phase, RolloutMachine, Share};
-///
-/// let steps = vec![Share::from_percent(10.0)?, Share::FULL];
-/// let mut machine = RolloutMachine::new(steps);
-/// machine.apply(Action::StepUp).unwrap_err(); // not started
-/// machine.start().unwrap();
-/// machine.apply(Action::StepUp).unwrap();
-/// assert_eq!(machine.phase(), Phase::Canary { step: 0 });
-/// assert_eq!(machine.share().percent(), 10.0);
-/// machine.apply(Action::RollBack).unwrap();
-/// assert_eq!(machine.share(), Share::ZERO);
-/// # Ok::<(), shadowlib::ShareError>(())
-/// ```
 #[derive(Debug, Clone, PartialEq)]
-pub struct RolloutMachine {
+pub(crate) struct RolloutMachine {
     phase: Phase,
     steps: Vec<Share>,
 }
@@ -139,7 +124,7 @@ impl RolloutMachine {
     /// A machine in `Idle` over these canary steps (validated by
     /// [`RolloutPolicy::validate`](crate::RolloutPolicy::validate); an empty list is read as
     /// one step of 100%).
-    pub fn new(steps: Vec<Share>) -> Self {
+    pub(crate) fn new(steps: Vec<Share>) -> Self {
         let steps = if steps.is_empty() {
             vec![Share::FULL]
         } else {
@@ -152,17 +137,12 @@ impl RolloutMachine {
     }
 
     /// The current phase.
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
 
-    /// The canary steps.
-    pub fn steps(&self) -> &[Share] {
-        &self.steps
-    }
-
     /// The candidate's share of live traffic in the current phase.
-    pub fn share(&self) -> Share {
+    pub(crate) fn share(&self) -> Share {
         self.share_of(self.phase)
     }
 
@@ -176,7 +156,7 @@ impl RolloutMachine {
     }
 
     /// Starts the rollout: `Idle -> Shadowing`.
-    pub fn start(&mut self) -> Result<Transition, TransitionError> {
+    pub(crate) fn start(&mut self) -> Result<Transition, TransitionError> {
         match self.phase {
             Phase::Idle => Ok(self.move_to(Phase::Shadowing)),
             phase => Err(TransitionError {
@@ -187,7 +167,7 @@ impl RolloutMachine {
     }
 
     /// Applies an action. `Ok(None)` means the action is legal but changes nothing (hold).
-    pub fn apply(&mut self, action: Action) -> Result<Option<Transition>, TransitionError> {
+    pub(crate) fn apply(&mut self, action: Action) -> Result<Option<Transition>, TransitionError> {
         let refuse = || TransitionError {
             action,
             phase: self.phase,

@@ -7,7 +7,7 @@
 //!                 Paused (resumes where it left) / RolledBack (share 0, terminal)
 //! ```
 //!
-//! [`RolloutMachine`] holds the phases and refuses illegal moves; the loop
+//! A state machine holds the phases and refuses illegal moves; the loop
 //! ([`RolloutDriver`]) runs the seed's loop over it every interval — collect, predict,
 //! then step up, hold or roll back, every [`Decision`] with its reasons; the
 //! [`RolloutHandle`] gives operators pause, resume, promote and abort, and everyone the
@@ -25,7 +25,7 @@ mod state;
 pub use builder::{BuildError, Rollout, RolloutBuilder, RolloutDriver};
 pub use decision::{Decision, DecisionSource, Reason};
 pub use handle::RolloutHandle;
-pub use machine::{RolloutMachine, Transition, TransitionError};
+pub use machine::{Transition, TransitionError};
 pub use policy::{ConfigError, RolloutPolicy, Thresholds};
 pub use release::{Release, ReleaseSwitch, Releases};
 pub use state::{RolloutEvent, RolloutStatus};

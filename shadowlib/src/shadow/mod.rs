@@ -20,17 +20,13 @@ mod runtime;
 mod slots;
 mod state;
 mod stats;
-mod target;
+pub(crate) mod target;
 mod thread;
 mod worker;
 
 pub use budget::{BudgetError, ShadowBudget};
 pub use config::{DEFAULT_BODY_LIMIT, ShadowConfig};
 pub use stats::ShadowCounts;
-pub use target::{
-    ResponseCapture, ShadowCall, ShadowError, ShadowReply, ShadowResult, ShadowTarget,
-    TargetFactory, TargetId,
-};
 
 pub(crate) use runtime::{Placement, ShadowRuntime};
 pub(crate) use slots::{CopySlot, LiveProgress};
