@@ -316,7 +316,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if !handle.status().phase.is_terminal() {
         println!("the rollout is still undecided after the load: rolling back");
-        // Refused only if the controller decided in the meantime.
+        // Refused only if the rollout decided in the meantime.
         if let Err(refused) = handle.abort("the demo's load ended before a decision") {
             println!("({refused})");
         }
