@@ -1,10 +1,11 @@
 //! An actix-web service rolling out its next build with shadowlib, end to end over HTTP.
 //!
 //! The service has two builds of the same `App`: v1 (stable) and v2 (the candidate), the
-//! latter with a regression chosen on the command line. The `Shadow` middleware wraps v1;
-//! reads served by v1 are mirrored to v2 on a shadow thread, and the rollout controller
-//! looks at both builds' KPIs every 250 ms to step the candidate's share up, hold, or roll
-//! it back. A load generator inside the example sends reads and writes from simulated
+//! latter with a regression chosen on the command line. The rollout is built once, which
+//! starts it and the loop that drives it; the `Shadow` middleware, made from v2's factory
+//! and the rollout, wraps v1. Reads served by v1 are mirrored to v2 on the rollout's
+//! shadow thread, and the rollout looks at both builds' KPIs every 250 ms to step the
+//! candidate's share up, hold, or roll it back. A load generator inside the example sends reads and writes from simulated
 //! users to the server on 127.0.0.1, until the rollout ends (at most 60,000 requests or
 //! 30 seconds; a rollout still undecided then is rolled back).
 //!
@@ -31,10 +32,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
-use shadowlib::mirror::{Rollout, ShadowConfig, StickyKey};
+use shadowlib::mirror::StickyKey;
+use shadowlib::shadow::ShadowConfig;
 use shadowlib::{
-    DecisionSource, KpiRecorder, Phase, RolloutController, RolloutHandle, RolloutPolicy,
-    ThresholdPredictor, Version, WeightedSteerer,
+    DecisionSource, Phase, Rollout, RolloutHandle, RolloutPolicy, ThresholdPredictor, Version,
 };
 use shadowlib_actix::Shadow;
 use thiserror::Error;
@@ -174,7 +175,7 @@ fn service(
         .route("/orders", web::post().to(create_order))
 }
 
-/// Prints every transition of the rollout with the reasons behind it.
+/// Prints every transition of the rollout from now on, with the reasons behind it.
 fn print_transitions(handle: &RolloutHandle) {
     let mut events = handle.subscribe();
     actix_web::rt::spawn(async move {
@@ -212,7 +213,7 @@ async fn generate_load(addr: SocketAddr, handle: &RolloutHandle) -> (u64, u64) {
         let (client, handle) = (client.clone(), handle.clone());
         let (sent, failed) = (Arc::clone(&sent), Arc::clone(&failed));
         clients.push(actix_web::rt::spawn(async move {
-            while !handle.status().phase.is_terminal()
+            while !handle.phase().is_terminal()
                 && Instant::now() < deadline
                 && sent.fetch_add(1, Ordering::Relaxed) < MAX_REQUESTS
             {
@@ -271,7 +272,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (stable, candidate) = (Version::new("shop", "1.0.0"), Version::new("shop", "1.1.0"));
     println!("rolling out {candidate} over {stable}, injected regression: {regression:?}");
 
-    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
     let policy = RolloutPolicy::from_toml(
         r#"
         interval = "250ms"
@@ -281,24 +281,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         no_data_deadline = "10s"
         "#,
     )?;
-    let controller = RolloutController::new(
-        stable,
-        candidate,
-        policy,
-        ThresholdPredictor::default(),
-        Arc::new(WeightedSteerer::new()),
-    )?
-    .with_metric_source(recorder.clone());
-    let handle = controller.handle();
+    let config = ShadowConfig::new().with_sticky_key(StickyKey::header("x-user")?);
+    // Building starts the rollout (shadowing) and spawns its loop on this runtime.
+    let rollout = Rollout::builder(stable, candidate)
+        .policy(policy)
+        .predictor(ThresholdPredictor::default())
+        .shadow(config)
+        .build()?;
+    let handle = rollout.handle();
+    // The loop looks first one interval from now, so no decision is missed; the start
+    // itself went out when the rollout was built, and is told from the status.
+    print_transitions(&handle);
+    let status = handle.status();
+    println!(
+        "[ 0.00s] {} -> {} (candidate share {}): the rollout started when it was built",
+        Phase::Idle,
+        status.phase,
+        status.share
+    );
 
     let candidate_behaviour = Behaviour::candidate(regression);
-    let config = ShadowConfig::new().with_sticky_key(StickyKey::header("x-user")?);
-    let shadow = Shadow::new(
-        move || service(candidate_behaviour),
-        Rollout::of(&controller, recorder),
-        config,
-    )?;
-    let stats = Arc::clone(shadow.runtime().stats());
+    let shadow = Shadow::new(move || service(candidate_behaviour), &rollout);
     let server = HttpServer::new(move || service(Behaviour::STABLE).wrap(shadow.clone()))
         .workers(2)
         .disable_signals()
@@ -309,23 +312,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     actix_web::rt::spawn(server);
     println!("serving on http://{addr}");
 
-    print_transitions(&handle);
-    let rollout = actix_web::rt::spawn(controller.run());
     let (sent, failed) = generate_load(addr, &handle).await;
 
     if !handle.status().phase.is_terminal() {
         println!("the rollout is still undecided after the load: rolling back");
-        // Refused only if the controller decided in the meantime.
+        // Refused only if the rollout decided in the meantime.
         if let Err(refused) = handle.abort("the demo's load ended before a decision") {
             println!("({refused})");
         }
     }
-    let status = rollout.await?;
+    let status = handle.status();
     // Let the printer show the last transition.
     actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     server_handle.stop(true).await;
 
-    let counts = stats.counts();
+    let counts = rollout.shadow_counts();
     println!(
         "load: {sent} requests sent, {failed} failed at the HTTP level; shadow: {} reads mirrored, {} compared ({} mismatched), {} writes never mirrored, {} copies dropped",
         counts.mirrored,
@@ -337,7 +338,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let outcome = match status.phase {
         Phase::Promoted => "promoted",
         Phase::RolledBack => "rolled_back",
-        // `run` returns only once the rollout is promoted or rolled back.
+        // The load ends only once the rollout is promoted or rolled back, or aborts it.
         other => return Err(format!("the rollout ended while {other}").into()),
     };
     println!("outcome: {outcome}");

@@ -5,18 +5,20 @@
 //! cargo run -p examples --example axum_shadow -- --serve 15 [--port 8080] [--no-mirror | --layer-only]
 //! ```
 //!
-//! The default mode serves v1 on 127.0.0.1 with v2 as the candidate behind the shadow
-//! middleware, starts the rollout controller, and sends a bounded load of sticky users
-//! (90% reads, 10% writes) until the rollout ends. v2 carries the chosen regression:
+//! The default mode builds the rollout (which starts it and its loop), serves
+//! `ShadowLayer::new(v2, &rollout).around(v1)` on 127.0.0.1, v1 stable and v2 the
+//! candidate, and sends a bounded load of sticky users (90% reads, 10% writes) until the
+//! rollout ends. v2 carries the chosen regression:
 //! 20 ms more latency on reads, 20% of reads failing with 500, or none. It prints each
 //! transition with its reasons and ends with `outcome: rolled_back` or
 //! `outcome: promoted`. It stops by itself: the load is bounded to 30 s and 200,000
 //! requests; a rollout still undecided then is aborted.
 //!
 //! `--serve SECONDS` instead serves `GET /ping` for that long with every read mirrored to
-//! an identical shadow (without the middleware with `--no-mirror`; with the middleware but
-//! the rollout not started, so nothing mirrored, with `--layer-only`), for an external
-//! load tool such as
+//! an identical shadow, in a rollout that only compares and never moves traffic (without
+//! the middleware with `--no-mirror`; with the middleware but the rollout aborted as soon
+//! as it is built, so nothing mirrored, with `--layer-only`), for an external load tool
+//! such as
 //! `wrk -t1 -c32 -d10s http://127.0.0.1:PORT/ping`.
 
 use std::fmt;
@@ -32,15 +34,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use shadowlib::mirror::{ShadowConfig, StickyKey};
+use shadowlib::mirror::StickyKey;
+use shadowlib::shadow::ShadowConfig;
 use shadowlib::{
-    KpiRecorder, Phase, RolloutController, RolloutEvent, RolloutPolicy, ThresholdPredictor,
-    ThresholdPredictorConfig, Version, WeightedSteerer,
+    Phase, Rollout, RolloutBuilder, RolloutEvent, RolloutPolicy, ThresholdPredictor,
+    ThresholdPredictorConfig, Version,
 };
-use shadowlib_tower::shadow::{Rollout, ShadowLayer};
+use shadowlib_tower::ShadowLayer;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tower::Layer;
 
 const LOAD_DEADLINE: Duration = Duration::from_secs(30);
 const MAX_REQUESTS: u64 = 200_000;
@@ -69,7 +71,7 @@ enum Mode {
 enum Serving {
     /// The middleware, shadowing: every read mirrored.
     Mirroring,
-    /// The middleware, rollout not started: nothing mirrored.
+    /// The middleware, rollout rolled back: nothing mirrored.
     LayerOnly,
     /// The handler alone.
     Bare,
@@ -176,14 +178,9 @@ fn v2(regression: Regression) -> Router {
         .route("/ping", get(|| async { "pong" }))
 }
 
-struct Setup {
-    controller: RolloutController<ThresholdPredictor, WeightedSteerer>,
-    layer: ShadowLayer<Router>,
-}
-
-fn setup(candidate: Router, policy: RolloutPolicy) -> Result<Setup, Box<dyn std::error::Error>> {
-    let (stable, new) = (Version::new("shop", "v1"), Version::new("shop", "v2"));
-    let recorder = Arc::new(KpiRecorder::new(stable.clone(), new.clone()));
+/// The rollout of v2 over v1, not yet built: sticky per `session` cookie, judged by fixed
+/// thresholds.
+fn rollout_builder(policy: RolloutPolicy) -> Result<RolloutBuilder, Box<dyn std::error::Error>> {
     // Millisecond handlers on a shared machine jitter; allow generous noise, and catch
     // regressions that are real: 20 ms on 2 ms, or one read in five failing.
     let predictor = ThresholdPredictor::new(ThresholdPredictorConfig {
@@ -191,17 +188,13 @@ fn setup(candidate: Router, policy: RolloutPolicy) -> Result<Setup, Box<dyn std:
         max_p99_increase: 1.5,
         max_p50_increase: 0.5,
     });
-    let controller = RolloutController::new(
-        stable,
-        new,
-        policy,
-        predictor,
-        Arc::new(WeightedSteerer::new()),
-    )?
-    .with_metric_source(recorder.clone());
     let config = ShadowConfig::new().with_sticky_key(StickyKey::cookie("session")?);
-    let layer = ShadowLayer::new(candidate, Rollout::of(&controller, recorder), config)?;
-    Ok(Setup { controller, layer })
+    Ok(
+        Rollout::builder(Version::new("shop", "v1"), Version::new("shop", "v2"))
+            .policy(policy)
+            .predictor(predictor)
+            .shadow(config),
+    )
 }
 
 async fn bind(port: u16) -> Result<(TcpListener, std::net::SocketAddr), std::io::Error> {
@@ -285,16 +278,22 @@ async fn rollout(regression: Regression) -> Result<(), Box<dyn std::error::Error
         max_degradation = 1.5
         "#,
     )?;
-    let Setup { controller, layer } = setup(v2(regression), policy)?;
-    let runtime = layer.runtime().clone();
-    let app = Router::new().fallback_service(layer.layer(v1()));
+    // Building starts the rollout (shadowing) and its loop, which first looks one interval
+    // from now: subscribing next misses no decision.
+    let rollout = rollout_builder(policy)?.build()?;
+    let handle = rollout.handle();
+    let mut events = handle.subscribe();
+    let app = ShadowLayer::new(v2(regression), &rollout).around(v1());
     let (listener, addr) = bind(0).await?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     println!("serving v1 on http://{addr} with v2 as the candidate (regression: {regression:?})");
-
-    let handle = controller.handle();
-    let mut events = handle.subscribe();
-    let rollout = tokio::spawn(controller.run());
+    let status = rollout.status();
+    println!(
+        "[  0.0s] {} -> {} (candidate share {}): the rollout started when it was built",
+        Phase::Idle,
+        status.phase,
+        status.share
+    );
 
     let counts = Arc::new(LoadCounts::default());
     let clients: Vec<_> = (0..CLIENTS)
@@ -306,17 +305,17 @@ async fn rollout(regression: Regression) -> Result<(), Box<dyn std::error::Error
     let mut load_finished = false;
 
     let started = Instant::now();
-    loop {
+    let last_event = loop {
         tokio::select! {
             event = events.recv() => match event {
                 Ok(event) => {
                     println!("{}", describe(&event));
                     if event.transition.to.is_terminal() {
-                        break;
+                        break Some(event);
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => println!("({missed} events missed)"),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break None,
             },
             _ = &mut load, if !load_finished => {
                 load_finished = true;
@@ -325,12 +324,12 @@ async fn rollout(regression: Regression) -> Result<(), Box<dyn std::error::Error
                 let _ = handle.abort("no verdict within the example's time bound");
             }
         }
-    }
-    let status = rollout.await?;
+    };
+    let status = rollout.status();
     stop_clients.iter().for_each(|client| client.abort());
     server.abort();
 
-    let shadow = runtime.stats().counts();
+    let shadow = rollout.shadow_counts();
     println!(
         "requests: {} sent, {} failed, {} answered 5xx",
         counts.sent.load(Ordering::Relaxed).min(MAX_REQUESTS),
@@ -345,7 +344,11 @@ async fn rollout(regression: Regression) -> Result<(), Box<dyn std::error::Error
         shadow.compared,
         shadow.mismatched
     );
-    if let Some(prediction) = &status.last_prediction {
+    // The status may not hold the last event's prediction yet when the event arrives.
+    let prediction = last_event
+        .and_then(|event| event.prediction)
+        .or(status.last_prediction);
+    if let Some(prediction) = &prediction {
         for reason in &prediction.reasons {
             println!("  {reason}");
         }
@@ -378,21 +381,28 @@ async fn serve(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (listener, addr) = bind(port).await?;
     let deadline = Duration::from_secs(seconds);
-    if serving == Serving::Bare {
-        println!("serving http://{addr}/ping for {seconds}s, without the middleware");
-        let _ = tokio::time::timeout(deadline, axum::serve(listener, v1())).await;
-        return Ok(());
-    }
-    let Setup { controller, layer } = setup(v1(), RolloutPolicy::default())?;
-    if serving == Serving::Mirroring {
-        // Shadowing with no controller loop: every read is mirrored, none is steered.
-        controller.handle().start()?;
-    }
-    let runtime = layer.runtime().clone();
-    let app = Router::new().fallback_service(layer.layer(v1()));
+    let builder = rollout_builder(RolloutPolicy::default())?;
+    let rollout = match serving {
+        Serving::Bare => {
+            println!("serving http://{addr}/ping for {seconds}s, without the middleware");
+            let _ = tokio::time::timeout(deadline, axum::serve(listener, v1())).await;
+            return Ok(());
+        }
+        // Every read is mirrored and compared; no live request is ever steered to the copy.
+        Serving::Mirroring => builder.shadow_only().build()?,
+        Serving::LayerOnly => {
+            let rollout = builder.build()?;
+            // A rolled-back rollout mirrors nothing: what is left is the layer's own cost.
+            rollout
+                .handle()
+                .abort("--layer-only: measure the layer alone")?;
+            rollout
+        }
+    };
+    let app = ShadowLayer::new(v1(), &rollout).around(v1());
     println!("serving http://{addr}/ping for {seconds}s through the middleware ({serving:?})");
     let _ = tokio::time::timeout(deadline, axum::serve(listener, app)).await;
-    let shadow = runtime.stats().counts();
+    let shadow = rollout.shadow_counts();
     println!(
         "shadow: {} mirrored, {} dropped (queue full), {} compared, {} mismatched",
         shadow.mirrored, shadow.dropped_queue_full, shadow.compared, shadow.mismatched

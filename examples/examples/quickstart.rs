@@ -1,10 +1,12 @@
 //! The whole loop in one process, no network: two rollouts of an in-process service.
 //!
 //! A load generator sends requests to a tiny "service" whose stable build and candidate
-//! build are plain async functions. Every request is routed by the `WeightedSteerer`;
-//! requests served by stable are reads, so each one is also mirrored to the candidate as a
-//! shadow copy. The `KpiRecorder` measures both builds, and the `RolloutController` looks
-//! at the evidence every 250 ms and asks the `SequentialPredictor`: always-valid tests
+//! build are plain async functions, so there is no HTTP adapter: the demo plays its part.
+//! Every request is routed by the rollout's `WeightedSteerer` (the demo keeps an `Arc` of
+//! it to pick the build); requests served by stable are reads, so each one is also
+//! mirrored to the candidate as a shadow copy. The demo's own `KpiRecorder` measures both
+//! builds and is the rollout's metric source; the rollout looks at the evidence every
+//! 250 ms and asks its default predictor, the `SequentialPredictor`: always-valid tests
 //! (mixture SPRT) that can be re-run at every look without rolling back a good build by
 //! chance, and that say "not yet known" — hold — until the evidence is enough.
 //!
@@ -20,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand_distr::{Distribution, LogNormal};
+use shadowlib::metrics::KpiRecorder;
 use shadowlib::{
-    Arm, DecisionSource, KpiRecorder, Outcome, Phase, RolloutController, RolloutPolicy,
-    SequentialPredictor, TrafficSteerer, Version, WeightedSteerer,
+    Arm, Decision, DecisionSource, Outcome, Phase, Rollout, RolloutEvent, RolloutPolicy, Share,
+    TrafficSteerer, Version, WeightedSteerer,
 };
 
 /// How a build behaves: its median latency and its failure rate.
@@ -59,7 +62,48 @@ async fn serve_and_record(build: Build, arm: Arm, recorder: Arc<KpiRecorder>) {
     recorder.record(arm, outcome, started.elapsed(), 0, 0);
 }
 
-async fn run_scenario(name: &str, candidate_build: Build) -> Phase {
+/// Prints one transition with the decision and every reason behind it.
+fn print_transition(elapsed: Duration, from: Phase, to: Phase, share: Share, decision: &Decision) {
+    println!(
+        "[{:>5.2}s] {from} -> {to} (candidate share {share}), {} decided to {}:",
+        elapsed.as_secs_f64(),
+        match decision.source {
+            DecisionSource::Controller => "the controller",
+            DecisionSource::Operator => "an operator",
+        },
+        decision.action,
+    );
+    for reason in &decision.reasons {
+        println!("          - {reason}");
+    }
+}
+
+fn print_event(event: &RolloutEvent) {
+    let transition = event.transition;
+    print_transition(
+        event.elapsed,
+        transition.from,
+        transition.to,
+        transition.share_after,
+        &event.decision,
+    );
+}
+
+/// Prints the transition that building the rollout made. Its event went out before
+/// anyone could subscribe, so it is told from the status.
+fn print_start(rollout: &Rollout) {
+    let status = rollout.status();
+    println!(
+        "[ 0.00s] {} -> {} (candidate share {}), the builder started the rollout of {} against {}",
+        Phase::Idle,
+        status.phase,
+        status.share,
+        status.candidate,
+        status.stable
+    );
+}
+
+async fn run_scenario(name: &str, candidate_build: Build) {
     let stable_build = Build {
         median: Duration::from_millis(4),
         failure_rate: 0.001,
@@ -86,42 +130,31 @@ async fn run_scenario(name: &str, candidate_build: Build) -> Phase {
         "#,
     )
     .expect("the demo policy is valid");
-    let controller = RolloutController::new(
-        stable,
-        candidate,
-        policy,
-        SequentialPredictor::default(),
-        steerer.clone(),
-    )
-    .expect("the demo policy is valid")
-    .with_metric_source(recorder.clone());
-    let handle = controller.handle();
+    // The default predictor (`SequentialPredictor::default()`) judges; the demo's recorder
+    // is the evidence, and the demo's steerer picks the build of each request.
+    let (rollout, driver) = Rollout::builder(stable, candidate)
+        .policy(policy)
+        .steerer(steerer.clone())
+        .metric_source(recorder.clone())
+        // The two builds are simulated in one process: its CPU and memory say nothing of
+        // either, so they stay out of the evidence.
+        .without_process_sampling()
+        .build_driven()
+        .expect("the demo's rollout is valid");
+    let handle = rollout.handle();
     let mut events = handle.subscribe();
+    print_start(&rollout);
     let printer = tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
-            println!(
-                "[{:>5.2}s] {} -> {} (candidate share {}), {} decided to {}:",
-                event.elapsed.as_secs_f64(),
-                event.transition.from,
-                event.transition.to,
-                event.transition.share_after,
-                match event.decision.source {
-                    DecisionSource::Controller => "the controller",
-                    DecisionSource::Operator => "an operator",
-                },
-                event.decision.action,
-            );
-            for reason in &event.decision.reasons {
-                println!("          - {reason}");
-            }
+            print_event(&event);
         }
     });
-    let rollout = tokio::spawn(controller.run());
+    let driving = tokio::spawn(driver.run());
 
     // The load: about 4,000 requests a second from 10,000 users, for at most 30 seconds.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
-    while !rollout.is_finished() && Instant::now() < deadline {
+    while !driving.is_finished() && Instant::now() < deadline {
         tick.tick().await;
         for _ in 0..4 {
             let user = format!("user-{}", rand::rng().random_range(0..10_000));
@@ -141,12 +174,14 @@ async fn run_scenario(name: &str, candidate_build: Build) -> Phase {
             }
         }
     }
-    let phase = if rollout.is_finished() {
-        rollout
+    let phase = if driving.is_finished() {
+        driving
             .await
             .map(|status| status.phase)
             .unwrap_or(Phase::Idle)
     } else {
+        // Undecided within the bound: stop looking, and say so.
+        driving.abort();
         handle.status().phase
     };
     // Let the printer drain, then stop it.
@@ -158,7 +193,6 @@ async fn run_scenario(name: &str, candidate_build: Build) -> Phase {
         _ => "unfinished",
     };
     println!("scenario {name}: {outcome}");
-    phase
 }
 
 #[tokio::main]

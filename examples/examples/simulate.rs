@@ -5,9 +5,10 @@
 //! cargo run --release -p examples --example simulate [-- --rollouts N] [--seed S] [--threads T]
 //! ```
 //!
-//! Every rollout runs the real `RolloutController` under paused tokio time: each simulated
-//! second, live requests arrive, are split by the steerer's share, stable's reads are
-//! mirrored to the candidate, and the controller takes a look.
+//! Every rollout is a real one, built with `Rollout::builder` and driven under paused
+//! tokio time: each simulated second, live requests arrive, are split by the steerer's
+//! share, stable's reads are mirrored to the candidate, and the rollout's driver takes a
+//! look.
 
 use std::error::Error;
 use std::time::{Duration, Instant};
