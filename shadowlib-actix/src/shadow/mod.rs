@@ -50,7 +50,7 @@
 //!    request to a build for testing (ignored after a rollback).
 //! 2. **Mirroring.** A request served by stable, while the rollout is shadowing, in canary
 //!    or paused, that the classifier calls a read (deny by default: `GET`, `HEAD`,
-//!    `OPTIONS`, plus routes the application declares), is copied to the shadow.
+//!    `OPTIONS`, plus routes the rollout's mirror declares reads), is copied to the shadow.
 //!    Hop-by-hop headers are stripped from the copy and a configurable list of headers
 //!    redacted. Each copy has a timeout, after which it is cancelled and recorded as a
 //!    timeout; a panic in the candidate is caught and recorded as a candidate panic.

@@ -45,6 +45,11 @@ where
         (at.epoch.get(), at.sequence)
     }
 
+    fn live_held(&self, arrived: StatePosition, answered: StatePosition) -> bool {
+        let (from, to) = (position_of(arrived), position_of(answered));
+        from.epoch == to.epoch && to.sequence.saturating_sub(from.sequence) <= self.bound.max_ahead
+    }
+
     fn catch_up(&self, at: StatePosition) -> Pin<Box<dyn Future<Output = Box<dyn StateSpan>>>> {
         let (shadow, bound) = (self.shadow.clone(), self.bound);
         Box::pin(async move {

@@ -153,7 +153,8 @@ pub struct StalenessBound {
     pub max_wait: Duration,
     /// Frames the shadow may lack at the start of the read.
     pub max_behind: u64,
-    /// Frames the shadow may have applied past live's position by the end of the read.
+    /// Frames the shadow may have applied past live's position by the end of the read, and
+    /// frames live may have published while it served the read.
     pub max_ahead: u64,
 }
 

@@ -87,6 +87,23 @@ impl RolloutHandle {
         self.shared.events.subscribe()
     }
 
+    /// Every transition so far, the start included, oldest first (the last 1,024).
+    ///
+    /// ```
+    /// use shadowlib::{Phase, Rollout, Version};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let rollout = Rollout::builder(Version::new("api", "1"), Version::new("api", "2")).build()?;
+    /// let history = rollout.handle().history();
+    /// assert_eq!(history[0].transition.to, Phase::Shadowing);
+    /// assert!(history[0].decision.to_string().contains("started"));
+    /// # Ok(()) }
+    /// ```
+    pub fn history(&self) -> Vec<RolloutEvent> {
+        self.shared.lock().history.iter().cloned().collect()
+    }
+
     /// Starts the rollout (`Idle -> Shadowing`); the builder does this itself.
     pub(crate) fn start(&self) -> Result<Transition, TransitionError> {
         let shared = &self.shared;

@@ -1,6 +1,7 @@
 //! What the controller and every handle share: the machine, the status, the events, and
 //! the one place a decision is applied.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -70,6 +71,9 @@ pub(crate) struct State {
     /// Candidate requests seen at the last look, and when the current step began.
     pub(crate) candidate_requests: u64,
     pub(crate) step_baseline: u64,
+    /// The events so far, the oldest dropped past [`EVENT_BUFFER`]: what a subscriber
+    /// that came late missed.
+    pub(crate) history: VecDeque<RolloutEvent>,
 }
 
 /// What the controller and its handles share.
@@ -121,6 +125,7 @@ impl Shared {
                 events: 0,
                 candidate_requests: 0,
                 step_baseline: 0,
+                history: VecDeque::new(),
             }),
             steerer,
             release_switch,
@@ -149,22 +154,17 @@ impl Shared {
     ) -> Result<Option<Transition>, TransitionError> {
         let mut state = self.lock();
         let transition = state.machine.apply(decision.action)?;
-        if let Some(transition) = transition {
-            self.publish(
-                &mut state,
-                transition,
-                decision.clone(),
-                prediction.clone(),
-                look,
-                samples,
-            );
-        }
-        self.status.send_modify(|status| {
-            status.last_decision = Some(decision);
-            if prediction.is_some() {
-                status.last_prediction = prediction;
+        match transition {
+            Some(transition) => {
+                self.publish(&mut state, transition, decision, prediction, look, samples)
             }
-        });
+            None => self.status.send_modify(|status| {
+                status.last_decision = Some(decision);
+                if prediction.is_some() {
+                    status.last_prediction = prediction;
+                }
+            }),
+        }
         Ok(transition)
     }
 
@@ -195,16 +195,21 @@ impl Shared {
             from = %transition.from, to = %transition.to, share = %transition.share_after,
             decision = %decision, "rollout transition"
         );
+        // The status first, whole: whoever reads it on seeing the event sees the event's
+        // phase, decision and prediction.
         self.status.send_modify(|status| {
             status.phase = transition.to;
             status.share = transition.share_after;
+            status.last_decision = Some(decision.clone());
+            if prediction.is_some() {
+                status.last_prediction = prediction.clone();
+            }
             self.phase.store(transition.to);
         });
         if transition.to.is_terminal() {
             self.ended.notify_one();
         }
-        // No subscriber is fine: the status still says where the rollout is.
-        let _ = self.events.send(RolloutEvent {
+        let event = RolloutEvent {
             sequence: state.events,
             elapsed,
             look,
@@ -212,6 +217,12 @@ impl Shared {
             decision,
             prediction,
             samples,
-        });
+        };
+        if state.history.len() == EVENT_BUFFER {
+            state.history.pop_front();
+        }
+        state.history.push_back(event.clone());
+        // No subscriber is fine: the status and the history still say what happened.
+        let _ = self.events.send(event);
     }
 }

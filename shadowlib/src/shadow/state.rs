@@ -2,10 +2,11 @@
 //! when it served a read, and a shadow state brought to the same place before the candidate
 //! serves the copy.
 //!
-//! Positions are opaque here (the delta stream's epoch and sequence number); only their
-//! equality matters: a read is compared when live's state did not move while live served
-//! it and the shadow's state stood at exactly that place while the candidate served the
-//! copy. Anything else is counted as not comparable, never as a mismatch.
+//! Positions are opaque here (the delta stream's epoch and sequence number): a read is
+//! compared when live's state did not move (beyond the bound the service allows) while
+//! live served it, and the shadow's state stood there (within the same bound) while the
+//! candidate served the copy. Anything else is counted as not comparable, never as a
+//! mismatch.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +24,10 @@ pub(crate) trait StateLink: Send + Sync + 'static {
     /// state to reach `at`; the span says, when the copy has been served, whether the
     /// shadow's state stayed there meanwhile.
     fn catch_up(&self, at: StatePosition) -> Pin<Box<dyn Future<Output = Box<dyn StateSpan>>>>;
+
+    /// Whether live's state moved little enough, from `arrived` (the read arrived) to
+    /// `answered` (its response was ready), for the read to be compared.
+    fn live_held(&self, arrived: StatePosition, answered: StatePosition) -> bool;
 }
 
 /// One copy served from the shadow's state.

@@ -345,8 +345,12 @@ impl AwaitingLive {
                 let mut summary = shared.recycled.pop().unwrap_or_default();
                 captured.summarize(&mut summary);
                 live = Some(summary);
-                if let Some((arrived_at, shadow_held)) = self.state {
-                    same_state = shadow_held && captured.state_position == Some(arrived_at);
+                if let (Some((arrived_at, shadow_held)), Some(state)) = (self.state, &shared.state)
+                {
+                    let live_held = captured
+                        .state_position
+                        .is_some_and(|answered_at| state.live_held(arrived_at, answered_at));
+                    same_state = shadow_held && live_held;
                 }
             }
         }
