@@ -121,8 +121,9 @@ pub mod simulate;
 #[cfg(feature = "delta")]
 pub use delta::StateDelta;
 pub use evidence::{
-    ArmEvidence, Comparisons, Distribution, DistributionError, Evidence, FieldDifferences, Moments,
-    OutcomeCounts, ProcessEvidence, RouteEvidence,
+    ArmEvidence, CanaryEvidence, CanaryStep, CustomKpi, Distribution, DistributionError, Evidence,
+    FieldDifferences, Moments, OutcomeCounts, PairStats, PairedEvidence, PairedMismatches,
+    PairedOutcomes, ProcessEvidence, RouteEvidence, ShadowEvidence, Stage,
 };
 pub use metrics::{MetricError, MetricSource};
 pub use mirror::{Mirror, ReadClass};
@@ -135,8 +136,8 @@ pub use predict::{
     ThresholdPredictor, ThresholdPredictorConfig,
 };
 pub use rollout::{
-    BuildError, ConfigError, Decision, DecisionSource, Reason, Release, ReleaseSwitch, Releases,
-    Rollout, RolloutBuilder, RolloutDriver, RolloutEvent, RolloutHandle, RolloutPolicy,
-    RolloutStatus, Thresholds, Transition, TransitionError,
+    BuildError, ConfigError, Decision, DecisionSource, MismatchPolicy, Reason, Release,
+    ReleaseSwitch, Releases, Rollout, RolloutBuilder, RolloutDriver, RolloutEvent, RolloutHandle,
+    RolloutPolicy, RolloutStatus, Thresholds, Transition, TransitionError,
 };
 pub use steer::{TrafficSteerer, WeightedSteerer};

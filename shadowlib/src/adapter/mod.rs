@@ -78,6 +78,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::compare::BodyCapture;
+use crate::metrics::RequestRecord;
 use crate::model::{Arm, Outcome};
 use crate::rollout::Rollout;
 use crate::shadow::{CopySlot, LiveProgress, ShadowRuntime, ShadowStats, is_bodiless};
@@ -145,6 +146,8 @@ impl Runtime {
 pub struct Tracker {
     runtime: ShadowRuntime,
     arm: Arm,
+    /// The route label's index, while live requests are recorded per route.
+    label: Option<usize>,
     started: Instant,
     request_bytes: u64,
     response: Option<Responded>,
@@ -225,6 +228,7 @@ impl Tracker {
         let tracker = Tracker {
             runtime: shadow.clone(),
             arm: route.arm,
+            label: route.label,
             started,
             request_bytes,
             response: None,
@@ -337,13 +341,9 @@ impl Drop for Tracker {
         let shared = self.runtime.shared();
         let whole = self.response.as_ref().is_some_and(|r| r.whole);
         if let Some(response) = &self.response {
-            shared.recorder.record(
-                self.arm,
-                response.outcome,
-                response.latency,
-                self.request_bytes,
-                response.bytes,
-            );
+            let record = RequestRecord::new(self.arm, response.outcome, response.latency)
+                .bytes(self.request_bytes, response.bytes);
+            shared.recorder.record_indexed(&record, self.label);
         }
         // The shadow compares only a response it saw whole; anything else is a miss.
         match std::mem::replace(&mut self.live, LiveCapture::None) {

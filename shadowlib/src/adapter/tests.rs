@@ -13,17 +13,21 @@ use crate::rollout::RolloutPolicy;
 use crate::shadow::{ShadowBudget, ShadowConfig, Worker, in_shadow};
 use crate::steer::{TrafficSteerer, WeightedSteerer};
 
-/// A candidate that behaves as the copy's target says: `/hang` never answers, `/panic`
-/// panics, `/status/N` answers N, anything else 200. The body is the copy's body, with
-/// `content-type` from its `x-content-type` header, and the status is 599 outside the
-/// shadow scope.
+/// Both builds behave as the copy's target says: `/hang` never answers, `/panic` panics,
+/// `/status/N` answers N, anything else 200. The body is the copy's body; the candidate
+/// answers with `content-type` from the copy's `x-content-type` header, the stable twin
+/// with its `content-type` (as live did). The status is 599 outside the shadow scope.
 struct TestCandidate;
 
 impl ShadowTarget for TestCandidate {
-    fn call(&self, _arm: Arm, copy: &RequestCopy, capture: ResponseCapture) -> ShadowCall {
+    fn call(&self, arm: Arm, copy: &RequestCopy, capture: ResponseCapture) -> ShadowCall {
         let target = copy.target().to_owned();
         let body = copy.body().to_vec();
-        let content_type = copy.first("x-content-type").map(<[u8]>::to_vec);
+        let header = match arm {
+            Arm::Candidate => "x-content-type",
+            Arm::Stable => "content-type",
+        };
+        let content_type = copy.first(header).map(<[u8]>::to_vec);
         Box::pin(async move {
             match target.as_str() {
                 "/hang" => std::future::pending::<()>().await,
@@ -96,8 +100,24 @@ impl Fixture {
         self.rollout.shadow_counts()
     }
 
+    /// The candidate as the shadow measured it.
     fn candidate(&self) -> crate::evidence::ArmEvidence {
-        self.rollout.recorder().snapshot(Arm::Candidate)
+        self.rollout.pairs().snapshot().candidate
+    }
+
+    /// Live requests are recorded (as at a canary step) from now on, not only counted.
+    fn record_live(&self) {
+        let at_step = Phase::Canary { step: 0 };
+        crate::metrics::MetricSource::phase_changed(
+            &**self.rollout.recorder(),
+            at_step,
+            Share::ZERO,
+        );
+    }
+
+    /// One build's live requests recorded so far.
+    fn live(&self, arm: Arm) -> crate::evidence::ArmEvidence {
+        self.rollout.recorder().snapshot(arm)
     }
 
     /// A read of `path`, with `headers`, and a body of `body_size`.
@@ -207,8 +227,10 @@ async fn copies_run_inside_the_shadow_scope_and_are_compared() {
             tracker.finish();
             f.settle(|c| c.compared == 1).await;
             assert_eq!(f.counts().mismatched, 1, "content-type differs");
-            let routes = f.rollout.evidence().candidate.routes;
-            assert_eq!(routes["GET /r"].comparisons.mismatched, 1);
+            let pairs = f.rollout.evidence().shadow.pairs;
+            let route = &pairs.routes["GET /r"];
+            assert_eq!(route.mismatches.candidate_only, 1);
+            assert_eq!(route.fields["header:content-type"].candidate_only, 1);
             let candidate = f.candidate();
             assert_eq!(
                 (
@@ -218,7 +240,7 @@ async fn copies_run_inside_the_shadow_scope_and_are_compared() {
                 ),
                 (1, 5, 5)
             );
-            assert_eq!(candidate.comparisons.mismatched, 1);
+            assert_eq!(pairs.total.pairs(), 1);
         })
         .await;
 }
@@ -337,6 +359,7 @@ async fn a_live_response_that_is_never_sent_whole_is_recorded_but_not_compared()
         .run_until(async {
             let mut f = fixture(ShadowConfig::new());
             f.start();
+            f.record_live();
             let headers = HeaderList::default();
             let (mut tracker, _) = f.read("/r", &headers, BodySize::Empty);
             tracker.respond(200, &headers);
@@ -344,7 +367,7 @@ async fn a_live_response_that_is_never_sent_whole_is_recorded_but_not_compared()
             drop(tracker);
             f.settle(|c| c.comparison_missed == 1).await;
             assert_eq!(f.counts().compared, 0);
-            let stable = f.rollout.recorder().snapshot(Arm::Stable);
+            let stable = f.live(Arm::Stable);
             assert_eq!((stable.outcomes.success, stable.response_bytes), (1, 4));
         })
         .await;
@@ -356,6 +379,7 @@ async fn a_finished_response_is_recorded_with_its_bytes() {
         .run_until(async {
             let mut f = fixture(ShadowConfig::new());
             f.start();
+            f.record_live();
             let headers = HeaderList::default();
             let (mut tracker, tee) = f.read("/r", &headers, BodySize::Exact(7));
             let mut tee = tee.expect("mirrored");
@@ -367,7 +391,7 @@ async fn a_finished_response_is_recorded_with_its_bytes() {
             tracker.finish();
             f.settle(|c| c.compared == 1).await;
             assert_eq!(f.counts().mismatched, 0);
-            let stable = f.rollout.recorder().snapshot(Arm::Stable);
+            let stable = f.live(Arm::Stable);
             assert_eq!(
                 (
                     stable.outcomes.success,
@@ -384,6 +408,7 @@ async fn a_finished_response_is_recorded_with_its_bytes() {
 async fn failures_and_panics_are_recorded_as_their_class() {
     let f = fixture(ShadowConfig::new());
     f.steerer.set_share(Share::FULL);
+    f.record_live();
     let headers = HeaderList::default();
     let (tracker, _) = f.read("/r", &headers, BodySize::Empty);
     assert_eq!(tracker.arm(), Arm::Candidate);
@@ -393,7 +418,7 @@ async fn failures_and_panics_are_recorded_as_their_class() {
     drop(tracker);
     let (tracker, _) = f.read("/r", &headers, BodySize::Empty);
     tracker.panicked(&"candidate bug");
-    let candidate = f.candidate();
+    let candidate = f.live(Arm::Candidate);
     assert_eq!(
         (
             candidate.outcomes.server_error,
@@ -408,9 +433,11 @@ async fn failures_and_panics_are_recorded_as_their_class() {
 #[tokio::test]
 async fn a_request_abandoned_before_its_response_is_not_recorded() {
     let f = fixture(ShadowConfig::new());
+    f.record_live();
     let headers = HeaderList::default();
     drop(f.read("/r", &headers, BodySize::Empty));
-    assert_eq!(f.rollout.recorder().snapshot(Arm::Stable).requests(), 0);
+    assert_eq!(f.live(Arm::Stable).requests(), 0);
+    assert_eq!(f.rollout.evidence().live_requests, 0);
 }
 
 #[tokio::test]
@@ -504,7 +531,8 @@ async fn pairs_judged_not_comparable_are_neither_matches_nor_mismatches() {
             f.settle(|c| c.not_comparable == 1).await;
             let counts = f.counts();
             assert_eq!((counts.compared, counts.mismatched), (0, 0));
-            assert_eq!(f.candidate().comparisons.compared, 0);
+            let pairs = f.rollout.evidence().shadow.pairs.total;
+            assert_eq!((pairs.pairs(), pairs.mismatches.compared), (1, 0));
         })
         .await;
 }

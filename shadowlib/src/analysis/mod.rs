@@ -9,11 +9,13 @@
 //!   of means), with its statistic, an always-valid p-value and a [`ConfidenceSequence`],
 //!   and the one-sided "worse than tolerated" form that answers with a [`Verdict`].
 //! * [`SequentialAnalysis`] — those tests applied to the [`Evidence`](crate::Evidence) of a
-//!   look: log latency, the share of requests above stable's p95 (for tail-only
-//!   regressions), error rate, CPU and allocations per request, against configurable
-//!   [`Tolerances`], with minimum evidence per build and the zero-heavy error rule.
-//! * [`CandidateMonitor`] — CUSUM control charts on the candidate's own stream for bursts
-//!   and drift, and [`novel_failures`] for failure classes stable never produced.
+//!   look: on the shadow's pairs (per-read log ratios of latency, CPU and allocations,
+//!   pooled and per route; reads only one build failed; the tail), and on the canary's live
+//!   requests compared within each step and route, against configurable [`Tolerances`],
+//!   with minimum evidence and the zero-heavy error rule, under one rollback budget.
+//! * [`DifferenceMonitor`] — CUSUM control charts on the *difference* between the builds
+//!   for bursts and drift, and [`novel_failures`] for failure classes stable never
+//!   produced.
 //! * [`MannWhitney`] — the fixed-sample test canary judges commonly run, as a baseline.
 //!
 //! [`SequentialPredictor`](crate::predict::SequentialPredictor) turns all of this into a
@@ -22,20 +24,22 @@
 mod anomaly;
 mod error;
 mod mann_whitney;
+mod mismatch;
 mod msprt;
 mod normal;
 mod regression;
 
 pub use anomaly::{
-    Alarm, CandidateMonitor, Chart, ChartConfig, NovelFailure, StreamTotals, novel_failures,
+    Alarm, Chart, ChartConfig, DifferenceMonitor, DifferenceTotals, NovelFailure, novel_failures,
 };
 pub use error::AnalysisError;
 pub use mann_whitney::MannWhitney;
+pub use mismatch::MismatchTest;
 pub use msprt::{
     ConfidenceSequence, DifferenceEstimate, MIN_VARIANCE_PER_SAMPLE, MixtureSprt, Proportion,
     SequentialTest, Verdict,
 };
 pub(crate) use normal::survival as normal_survival;
 pub use regression::{
-    Assessment, KpiTest, Metric, SequentialAnalysis, SequentialConfig, Tolerances,
+    Assessment, KpiTest, Metric, Scope, SequentialAnalysis, SequentialConfig, Tolerances,
 };

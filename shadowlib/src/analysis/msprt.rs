@@ -138,6 +138,102 @@ impl DifferenceEstimate {
         })
     }
 
+    /// The mean of per-pair differences (each pair measured on both builds: a log ratio of
+    /// latencies, say), with the variance of that mean, `s² / n` (floored).
+    ///
+    /// Each pair is its own control, so what the pairs share — the request's own cost —
+    /// cancels, and only what differs between the builds is left to estimate. `None` with
+    /// fewer than two pairs.
+    ///
+    /// ```
+    /// use shadowlib::Moments;
+    /// use shadowlib::analysis::DifferenceEstimate;
+    ///
+    /// let mut log_ratios = Moments::default();
+    /// for r in [0.09, 0.11, 0.10, 0.10] { log_ratios.add(r); }
+    /// let e = DifferenceEstimate::paired(&log_ratios).expect("four pairs");
+    /// assert!((e.difference - 0.10).abs() < 1e-12);
+    /// ```
+    pub fn paired(differences: &Moments) -> Option<Self> {
+        let n = differences.count();
+        if n < 2 {
+            return None;
+        }
+        Some(Self {
+            difference: differences.mean(),
+            variance: differences.variance().max(MIN_VARIANCE_PER_SAMPLE) / n as f64,
+            samples: SampleCount {
+                stable: n,
+                candidate: n,
+            },
+        })
+    }
+
+    /// The difference of two rates measured on the same trials (McNemar's setting): of
+    /// `pairs` trials, the event happened on the candidate alone `candidate_only` times and
+    /// on stable alone `stable_only` times. The difference of rates is
+    /// `(candidate_only − stable_only) / pairs`; trials on which both or neither had it say
+    /// nothing about the difference and only add to `pairs`.
+    ///
+    /// The variance of a pair's difference is `(b + c)/n − d²`; its discordant share is
+    /// smoothed as `(b + c + 1) / (n + 2)`, so that no discordant pair yet is not taken as
+    /// a difference known to be exactly zero. `None` without pairs.
+    ///
+    /// ```
+    /// use shadowlib::analysis::DifferenceEstimate;
+    ///
+    /// let e = DifferenceEstimate::paired_proportions(12, 2, 1_000).expect("pairs");
+    /// assert!((e.difference - 0.01).abs() < 1e-12);
+    /// ```
+    pub fn paired_proportions(candidate_only: u64, stable_only: u64, pairs: u64) -> Option<Self> {
+        if pairs == 0 {
+            return None;
+        }
+        let n = pairs as f64;
+        let difference = (candidate_only as f64 - stable_only as f64) / n;
+        let discordant = ((candidate_only + stable_only) as f64 + 1.0) / (n + 2.0);
+        let per_pair = (discordant - difference * difference).max(discordant / n);
+        Some(Self {
+            difference,
+            variance: per_pair / n,
+            samples: SampleCount {
+                stable: pairs,
+                candidate: pairs,
+            },
+        })
+    }
+
+    /// The weighted sum of per-stratum differences, each stratum (a route at one canary
+    /// step, say) compared within itself: `Σ wₛ dₛ` with variance `Σ wₛ² Vₛ`. The weights
+    /// should add up to one; strata of one kind do not then stand in for another, however
+    /// the mix of kinds differs between the builds or moves over time. `None` without a
+    /// stratum.
+    ///
+    /// ```
+    /// use shadowlib::SampleCount;
+    /// use shadowlib::analysis::DifferenceEstimate;
+    ///
+    /// let stratum = |difference| DifferenceEstimate { difference, variance: 1e-4, samples: SampleCount { stable: 100, candidate: 10 } };
+    /// let e = DifferenceEstimate::stratified([(0.75, stratum(0.0)), (0.25, stratum(0.2))]).expect("two strata");
+    /// assert!((e.difference - 0.05).abs() < 1e-12);
+    /// assert_eq!(e.samples.candidate, 20);
+    /// ```
+    pub fn stratified(strata: impl IntoIterator<Item = (f64, DifferenceEstimate)>) -> Option<Self> {
+        let mut total: Option<Self> = None;
+        for (weight, stratum) in strata {
+            let into = total.get_or_insert(Self {
+                difference: 0.0,
+                variance: 0.0,
+                samples: SampleCount::default(),
+            });
+            into.difference += weight * stratum.difference;
+            into.variance += weight * weight * stratum.variance;
+            into.samples.stable += stratum.samples.stable;
+            into.samples.candidate += stratum.samples.candidate;
+        }
+        total
+    }
+
     /// Log of the ratio of the arithmetic means of two distributions, `ln(mean_c / mean_s)`,
     /// with the delta-method variance `s_c²/(n_c·mean_c²) + s_s²/(n_s·mean_s²)`.
     ///

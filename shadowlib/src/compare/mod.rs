@@ -1,24 +1,20 @@
-//! Response comparison with noise filtering: do the builds answer the same?
+//! Response comparison: do the builds answer the same?
 //!
 //! Adapters capture each side of a mirrored read into a [`ResponseSummary`] (status, the
-//! configured headers, the body up to the limit); a [`CompareResponses`] judges the pair.
-//! [`ExactComparison`] is plain equality; the [`Comparator`] understands fields.
+//! configured headers, the body up to the limit); a [`CompareResponses`] names what
+//! differs in a pair. The [`Comparator`] (the default) understands fields — status, each
+//! header, and the body: JSON bodies key by key and element by element, other bodies as
+//! bytes — and leaves out what differs by design (`Date`, request ids, paths like
+//! `/**/updated_at`); [`ExactComparison`] is plain equality.
 //!
-//! For a mirrored read both builds produce a response; the [`Comparator`] compares them
-//! field by field — status, each header, and the body: JSON bodies key by key and element
-//! by element, other bodies as bytes. Ignore rules leave out what differs by design
-//! (`Date`, request ids, paths like `/**/updated_at`). What still differs is split into
-//! noise and mismatches by re-running the *stable* build on a fraction of reads: a field
-//! that two stable runs disagree on is noise, not a candidate regression.
+//! Each mirrored read is compared twice: the live response with the stable *twin*'s (two
+//! runs of the same build: what differs there is noise) and with the candidate's. A field
+//! only the candidate gets wrong is a mismatch; the rate of such reads, net of the twin's,
+//! is tested like any other KPI (see [`PairedMismatches`](crate::PairedMismatches)), and
+//! [`ComparisonReport`] renders it per route with the top differing fields.
 //!
 //! The API has no HTTP types: a [`ResponseParts`] is a status code, header name/value byte
-//! pairs and body bytes, so every adapter (tower, actix-web, …) feeds it the same way:
-//!
-//! 1. for each mirrored read, ask [`Comparator::should_rerun_stable`];
-//! 2. when both responses (and the re-run, if asked) are in, call [`Comparator::compare`];
-//! 3. give the comparator to the controller as a metric source: the mismatch rate per
-//!    route, with the differing fields, flows into the candidate's evidence;
-//!    [`Comparator::report`] renders it with the top differing fields.
+//! pairs and body bytes, so every adapter (tower, actix-web, …) feeds it the same way.
 
 mod comparator;
 mod diff;
@@ -27,11 +23,9 @@ mod response;
 mod rules;
 mod summary;
 
-pub use comparator::{
-    Comparator, CompareConfig, CompareConfigError, ComparisonVerdict, FieldVerdict, OVERFLOW_FIELD,
-};
+pub use comparator::{Comparator, CompareConfig, CompareConfigError, FieldChange};
 pub use diff::Change;
-pub use report::{ComparisonReport, FieldReport, RouteComparison, is_noise};
+pub use report::{ComparisonReport, FieldReport, RouteComparison};
 pub use response::ResponseParts;
 pub use summary::{
     BodyCapture, CompareResponses, Comparison, Difference, ExactComparison, ResponseSummary,

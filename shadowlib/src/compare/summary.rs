@@ -191,6 +191,26 @@ pub enum Difference {
     },
 }
 
+impl Difference {
+    /// The field it is about, named as the [`Comparator`](super::Comparator) names fields:
+    /// `status`, `header:<name>`, `body`, or the field a field-level comparator named.
+    ///
+    /// ```
+    /// use shadowlib::compare::Difference;
+    ///
+    /// assert_eq!(Difference::Header { name: "etag".into() }.field(), "header:etag");
+    /// assert_eq!(Difference::Field { field: "/price".into() }.field(), "/price");
+    /// ```
+    pub fn field(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Difference::Status { .. } => "status".into(),
+            Difference::Header { name } => format!("header:{name}").into(),
+            Difference::Field { field } => field.as_str().into(),
+            Difference::Body { .. } => "body".into(),
+        }
+    }
+}
+
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

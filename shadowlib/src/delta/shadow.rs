@@ -14,9 +14,8 @@ use super::{
     Epoch, Frame, Freshness, Position, Received, StalenessBound, StateDelta, Subscription,
     Transport, TransportError,
 };
-use crate::evidence::{ArmEvidence, Distribution, Moments};
+use crate::evidence::{Distribution, Evidence, Moments};
 use crate::metrics::{MetricError, MetricSource};
-use crate::model::Arm;
 
 /// Why a follower replaced its state with a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -400,10 +399,7 @@ impl<S: Send + Sync + 'static> MetricSource for ShadowState<S> {
         "delta-follower"
     }
 
-    async fn collect(&self, arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError> {
-        if arm != Arm::Candidate {
-            return Ok(());
-        }
+    async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError> {
         let stats = self.stats();
         let moments_of = |distribution: &Distribution| {
             let mut moments = Moments::default();
@@ -423,7 +419,7 @@ impl<S: Send + Sync + 'static> MetricSource for ShadowState<S> {
             ),
             ("delta_read_outside_bound", outside),
         ] {
-            into.custom.entry(name.into()).or_default().merge(&moments);
+            into.custom_mut(name).candidate.merge(&moments);
         }
         Ok(())
     }

@@ -9,9 +9,9 @@ use super::{ArmEvidence, Distribution};
 /// What was not measured says so ("allocations: not measured") rather than showing zero.
 ///
 /// ```
-/// use shadowlib::{ArmEvidence, Outcome, Version};
+/// use shadowlib::{ArmEvidence, Outcome};
 ///
-/// let mut arm = ArmEvidence::new(Version::new("api", "v2"));
+/// let mut arm = ArmEvidence::default();
 /// arm.record_request(Outcome::Success, 1_250);
 /// let report = arm.to_string();
 /// assert!(report.contains("1 requests"));
@@ -22,8 +22,7 @@ impl fmt::Display for ArmEvidence {
         let o = &self.outcomes;
         writeln!(
             f,
-            "{}: {} requests (success {}, client error {}, server error {}, timeout {}, panic {}, shed {})",
-            self.version,
+            "{} requests (success {}, client error {}, server error {}, timeout {}, panic {}, shed {})",
             self.requests(),
             o.success,
             o.client_error,
@@ -65,34 +64,6 @@ impl fmt::Display for ArmEvidence {
             Bytes(self.request_bytes),
             Bytes(self.response_bytes)
         )?;
-        if self.comparisons.compared > 0 {
-            writeln!(
-                f,
-                "  responses: {} compared, {} mismatched ({:.2}%)",
-                self.comparisons.compared,
-                self.comparisons.mismatched,
-                self.comparisons.mismatch_rate() * 100.0
-            )?;
-        }
-        if let Some(p) = &self.process {
-            writeln!(
-                f,
-                "  process: {:.2} cores, rss {} (peak {}), read {}/s, written {}/s",
-                p.cpu_cores.mean(),
-                Bytes(p.rss_bytes.mean() as u64),
-                Bytes(p.peak_rss_bytes),
-                Bytes(p.read_bytes_per_second.mean() as u64),
-                Bytes(p.write_bytes_per_second.mean() as u64)
-            )?;
-        }
-        for (name, moments) in &self.custom {
-            writeln!(
-                f,
-                "  {name}: mean {:.3} over {}",
-                moments.mean(),
-                moments.count()
-            )?;
-        }
         Ok(())
     }
 }

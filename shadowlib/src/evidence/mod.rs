@@ -6,32 +6,94 @@
 //! a list of percentiles (percentiles cannot be averaged).
 
 mod arm;
+mod canary;
 mod display;
 mod distribution;
 mod moments;
 mod outcomes;
+mod paired;
 mod process;
 mod route;
+mod shadow;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use arm::ArmEvidence;
+pub use canary::{CanaryEvidence, CanaryStep};
 pub use distribution::{Distribution, DistributionError};
 pub use moments::Moments;
-pub use outcomes::{Comparisons, OutcomeCounts};
+pub use outcomes::OutcomeCounts;
+pub use paired::{FieldDifferences, PairStats, PairedEvidence, PairedMismatches, PairedOutcomes};
 pub use process::ProcessEvidence;
-pub use route::{FieldDifferences, RouteEvidence};
+pub use route::RouteEvidence;
+pub use shadow::ShadowEvidence;
 
-use crate::model::{Arm, Phase, Share, Version};
+use crate::model::{Arm, LivePhase, Phase, SampleCount, Share, Version};
 
-/// The paired statistics of stable and candidate at one look, with the rollout's context.
+/// Where the evidence a phase is judged on comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Stage {
+    /// The shadow: the twin and the candidate on the same mirrored reads.
+    Shadow,
+    /// Live traffic split between the builds by the steerer.
+    Canary,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Shadow => "shadow",
+            Stage::Canary => "canary",
+        })
+    }
+}
+
+/// One custom KPI of both builds (see [`Rollout::record_custom`](crate::Rollout::record_custom)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomKpi {
+    /// The stable build's observations.
+    pub stable: Moments,
+    /// The candidate's observations.
+    pub candidate: Moments,
+}
+
+impl CustomKpi {
+    /// One build's observations, to add to.
+    pub fn arm_mut(&mut self, arm: Arm) -> &mut Moments {
+        match arm {
+            Arm::Stable => &mut self.stable,
+            Arm::Candidate => &mut self.candidate,
+        }
+    }
+}
+
+/// The statistics of both builds at one look, with the rollout's context.
 ///
-/// This is what a [`Predictor`](crate::Predictor) sees. It serializes with serde, so each
-/// look can be logged and kept as training data for the learned predictor.
+/// This is what a [`Predictor`](crate::Predictor) sees. Measurements are kept where they
+/// were made, so that every comparison is like for like:
+///
+/// * [`shadow`](Self::shadow): the stable *twin* and the candidate on the same mirrored
+///   reads, measured the same way on the shadow's thread, paired read by read. The shadow
+///   phase is judged on this alone.
+/// * [`canary`](Self::canary): live requests of both builds while the candidate had a
+///   share of live traffic, per canary step and route.
+///
+/// A shadow measurement is never compared with a live one, nor reads with writes (writes
+/// reach the candidate only in the canary, where stable's writes are their control).
+///
+/// It serializes with serde, so each look can be logged and kept as training data for the
+/// learned predictor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
+    /// The stable build.
+    pub stable_version: Version,
+    /// The candidate build.
+    pub candidate_version: Version,
     /// The phase the rollout was in when the evidence was collected.
     pub phase: Phase,
     /// The candidate's share of live traffic at that time.
@@ -41,44 +103,94 @@ pub struct Evidence {
     pub elapsed: Duration,
     /// How many looks the controller had taken, this one included.
     pub look: u64,
-    /// The stable build's statistics, cumulative since the rollout started.
-    pub stable: ArmEvidence,
-    /// The candidate's statistics, cumulative since the rollout started.
-    pub candidate: ArmEvidence,
+    /// Live requests since the rollout started, of both builds.
+    pub live_requests: u64,
+    /// The shadow's paired evidence, cumulative since the rollout started.
+    pub shadow: ShadowEvidence,
+    /// Live evidence from the canary steps, cumulative.
+    pub canary: CanaryEvidence,
+    /// User-defined KPIs by name.
+    pub custom: BTreeMap<String, CustomKpi>,
+    /// The process's CPU, memory and I/O over the rollout, where sampled.
+    ///
+    /// Both builds run in one process, so this is context (is the process as a whole near
+    /// a limit?), not something either build is blamed for.
+    pub process: Option<ProcessEvidence>,
 }
 
 impl Evidence {
     /// Empty evidence for a pair of builds, before the first look.
     pub fn new(stable: Version, candidate: Version) -> Self {
         Self {
+            stable_version: stable,
+            candidate_version: candidate,
             phase: Phase::Idle,
             share: Share::ZERO,
             elapsed: Duration::ZERO,
             look: 0,
-            stable: ArmEvidence::new(stable),
-            candidate: ArmEvidence::new(candidate),
+            live_requests: 0,
+            shadow: ShadowEvidence::default(),
+            canary: CanaryEvidence::default(),
+            custom: BTreeMap::new(),
+            process: None,
         }
     }
 
-    /// The statistics of one arm.
-    pub fn arm(&self, arm: Arm) -> &ArmEvidence {
-        match arm {
-            Arm::Stable => &self.stable,
-            Arm::Candidate => &self.candidate,
+    /// The stage the current phase is judged on: the canary once the candidate serves
+    /// live traffic, the shadow before.
+    pub fn stage(&self) -> Stage {
+        match self.phase {
+            Phase::Canary { .. }
+            | Phase::Paused {
+                from: LivePhase::Canary { .. },
+            }
+            | Phase::Promoted => Stage::Canary,
+            _ => Stage::Shadow,
         }
     }
 
-    /// The statistics of one arm, to fill in.
-    pub fn arm_mut(&mut self, arm: Arm) -> &mut ArmEvidence {
-        match arm {
-            Arm::Stable => &mut self.stable,
-            Arm::Candidate => &mut self.candidate,
+    /// The two builds' evidence from the current [`stage`](Self::stage), for a predictor
+    /// that compares two distributions: the twin and the candidate in the shadow, or both
+    /// builds' live requests over the canary steps.
+    ///
+    /// Over several canary steps this pools requests made at different shares; tests that
+    /// must stay valid compare step by step instead (see [`CanaryEvidence`]).
+    pub fn arms(&self) -> (ArmEvidence, ArmEvidence) {
+        match self.stage() {
+            Stage::Shadow => (self.shadow.twin.clone(), self.shadow.candidate.clone()),
+            Stage::Canary => (
+                self.canary.total(Arm::Stable),
+                self.canary.total(Arm::Candidate),
+            ),
         }
     }
 
-    /// The smaller of the two arms' request counts: what "enough samples" is judged on.
-    pub fn samples_per_arm(&self) -> u64 {
-        self.stable.requests().min(self.candidate.requests())
+    /// The samples behind the current stage: reads both builds ran in the shadow, or each
+    /// build's live requests in the canary.
+    pub fn samples(&self) -> SampleCount {
+        match self.stage() {
+            Stage::Shadow => {
+                let pairs = self.shadow.pairs.total.pairs();
+                SampleCount {
+                    stable: pairs,
+                    candidate: pairs,
+                }
+            }
+            Stage::Canary => SampleCount {
+                stable: self.canary.requests(Arm::Stable),
+                candidate: self.canary.requests(Arm::Candidate),
+            },
+        }
+    }
+
+    /// Reads both builds ran in the shadow so far.
+    pub fn shadow_pairs(&self) -> u64 {
+        self.shadow.pairs.total.pairs()
+    }
+
+    /// A custom KPI, made empty if it is not there yet.
+    pub fn custom_mut(&mut self, name: &str) -> &mut CustomKpi {
+        self.custom.entry(name.to_owned()).or_default()
     }
 }
 #[cfg(test)]
@@ -129,9 +241,9 @@ mod tests {
 
     #[test]
     fn merge_equals_recording_everything_in_one() {
-        let mut a = ArmEvidence::new(Version::new("x", "1"));
-        let mut b = ArmEvidence::new(Version::new("x", "1"));
-        let mut all = ArmEvidence::new(Version::new("x", "1"));
+        let mut a = ArmEvidence::default();
+        let mut b = ArmEvidence::default();
+        let mut all = ArmEvidence::default();
         for i in 0..100u64 {
             let outcome = if i % 10 == 0 {
                 Outcome::ServerError

@@ -1,4 +1,4 @@
-//! Request counts by outcome class, and response comparison counts.
+//! Request counts by outcome class.
 
 use serde::{Deserialize, Serialize};
 
@@ -83,25 +83,6 @@ impl OutcomeCounts {
     pub fn merge(&mut self, other: &OutcomeCounts) {
         for outcome in Outcome::ALL {
             self.add(outcome, other.get(outcome));
-        }
-    }
-}
-
-/// How many responses of a build were compared with the other build's, and how many differed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Comparisons {
-    /// Response pairs compared.
-    pub compared: u64,
-    /// Pairs that differed (after noise filtering, where the comparator does it).
-    pub mismatched: u64,
-}
-
-impl Comparisons {
-    /// Mismatched over compared; 0 when nothing was compared.
-    pub fn mismatch_rate(&self) -> f64 {
-        match self.compared {
-            0 => 0.0,
-            n => self.mismatched as f64 / n as f64,
         }
     }
 }

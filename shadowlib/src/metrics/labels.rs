@@ -97,6 +97,11 @@ impl LabelSet {
         None
     }
 
+    /// The label at `index`, if one sits there.
+    pub(crate) fn name(&self, index: usize) -> Option<&str> {
+        self.slots.get(index)?.get().map(|name| &**name)
+    }
+
     /// The label at each index, where there is one.
     pub(crate) fn names(&self) -> Vec<Option<&str>> {
         self.slots

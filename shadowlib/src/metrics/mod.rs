@@ -3,9 +3,11 @@
 //! * [`MetricSource`] is how every KPI reaches the controller: the rollout's own recorder,
 //!   the process sampler, and any source of yours
 //!   ([`RolloutBuilder::metric_source`](crate::RolloutBuilder::metric_source)).
-//! * [`KpiRecorder`] records every request of both builds — latency on HDR histograms,
-//!   outcome class, bytes, route label, CPU and allocations — without a global lock. Every
-//!   rollout has one the adapters feed; keep one of your own for a service that is not HTTP.
+//! * [`KpiRecorder`] records every live request of both builds — latency on HDR
+//!   histograms, outcome class, bytes, route label — per canary step, without a global
+//!   lock. Every rollout has one the adapters feed; keep one of your own for a service that
+//!   is not HTTP. What the shadow measures (each mirrored read on the stable twin and on
+//!   the candidate, with CPU and allocations) the rollout records as pairs itself.
 //! * [`Measured`] (from [`MeasureExt::measured`]) wraps a request's future and adds up the
 //!   thread CPU time, and with the `count-allocations` feature the allocations, of every
 //!   poll, wherever tokio runs it.
@@ -40,10 +42,13 @@
 mod alloc;
 mod attribution;
 mod labels;
-
-pub(crate) use labels::LabelSet;
+mod pairs;
 mod process;
 mod recorder;
+
+pub(crate) use labels::LabelSet;
+pub use pairs::OVERFLOW_FIELD;
+pub(crate) use pairs::{Differed, PairRecorder, ReadComparison, Run};
 
 use async_trait::async_trait;
 use thiserror::Error;
@@ -55,8 +60,8 @@ pub use attribution::{MeasureExt, Measured, ResourceUsage, thread_cpu_time};
 pub(crate) use process::ProcessSampler;
 pub use recorder::{KpiRecorder, RecorderConfig, RecorderConfigError, RequestRecord};
 
-use crate::evidence::ArmEvidence;
-use crate::model::Arm;
+use crate::evidence::Evidence;
+use crate::model::{Phase, Share};
 
 /// A KPI source could not deliver its measurements this look.
 #[derive(Debug, Error)]
@@ -68,16 +73,20 @@ pub struct MetricError {
     pub message: String,
 }
 
-/// Yields KPI measurements (latency, errors, CPU, memory, I/O or any custom one) for a build.
+/// Yields KPI measurements (latency, errors, CPU, memory, I/O or any custom one) of the
+/// builds.
 ///
-/// At each look the controller asks every source for each arm and merges what they add
-/// into the [`Evidence`](crate::Evidence). A source adds only what it measures, and adds
-/// its totals since the rollout started (cumulative, not per interval), so merging
-/// several sources never double counts.
+/// At each look the controller asks every source to add what it measured to the
+/// [`Evidence`]: the rollout's own recorders fill in the shadow's pairs and the canary's
+/// live requests, the process sampler the process's resources, and a source of yours
+/// whatever it measures (a custom KPI of each build, say). A source adds only what it
+/// measures, and adds its totals since the rollout started (cumulative, not per interval),
+/// so merging several sources never double counts. Add what you measured where it was
+/// measured: a number from live traffic is not comparable with one from the shadow.
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use shadowlib::{Arm, ArmEvidence, MetricError, MetricSource};
+/// use shadowlib::{Arm, Evidence, MetricError, MetricSource};
 ///
 /// /// Reports how many database queries each build issues per request.
 /// struct QueriesPerRequest;
@@ -88,12 +97,10 @@ pub struct MetricError {
 ///         "db-queries"
 ///     }
 ///
-///     async fn collect(&self, arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError> {
-///         let per_request = match arm {
-///             Arm::Stable => 2.0,
-///             Arm::Candidate => 3.0,
-///         };
-///         into.custom.entry("db_queries_per_request".into()).or_default().add(per_request);
+///     async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError> {
+///         let kpi = into.custom_mut("db_queries_per_request");
+///         kpi.arm_mut(Arm::Stable).add(2.0);
+///         kpi.arm_mut(Arm::Candidate).add(3.0);
 ///         Ok(())
 ///     }
 /// }
@@ -103,8 +110,15 @@ pub trait MetricSource: Send + Sync {
     /// A short name, shown in errors and reports.
     fn name(&self) -> &str;
 
-    /// Adds this source's measurements of `arm` to `into`.
-    async fn collect(&self, arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError>;
+    /// Adds this source's measurements to `into`.
+    async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError>;
+
+    /// The rollout moved to `phase`, in which the candidate has `share` of live traffic.
+    /// A source that keeps live measurements apart by canary step (as
+    /// [`KpiRecorder`] does) starts recording under the new one; the default does nothing.
+    fn phase_changed(&self, phase: Phase, share: Share) {
+        let _ = (phase, share);
+    }
 }
 
 #[async_trait]
@@ -113,7 +127,11 @@ impl<T: MetricSource + ?Sized> MetricSource for std::sync::Arc<T> {
         (**self).name()
     }
 
-    async fn collect(&self, arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError> {
-        (**self).collect(arm, into).await
+    async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError> {
+        (**self).collect(into).await
+    }
+
+    fn phase_changed(&self, phase: Phase, share: Share) {
+        (**self).phase_changed(phase, share);
     }
 }

@@ -11,8 +11,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use super::{MetricError, MetricSource};
-use crate::evidence::{ArmEvidence, ProcessEvidence};
-use crate::model::Arm;
+use crate::evidence::{Evidence, ProcessEvidence};
 
 /// The process's cumulative counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,12 +134,11 @@ mod procfs_reader {
 }
 
 /// Samples the process's CPU, memory and I/O at each look and serves them as
-/// [`ArmEvidence::process`] (the same for both arms).
+/// [`Evidence::process`].
 ///
-/// The controller asks every source once per arm at each look; samples closer together
-/// than the minimum gap (250 ms unless changed) are skipped, so both arms of one look see
-/// the same sample. A failed sample is logged and skipped: process context never holds a
-/// rollout up.
+/// Samples closer together than the minimum gap (250 ms unless changed) are skipped, so
+/// looks taken in quick succession do not measure rates over a few microseconds. A failed
+/// sample is logged and skipped: process context never holds a rollout up.
 #[derive(Debug)]
 pub(crate) struct ProcessSampler {
     min_gap: Duration,
@@ -246,7 +244,7 @@ impl MetricSource for ProcessSampler {
         "process"
     }
 
-    async fn collect(&self, _arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError> {
+    async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError> {
         self.sample_if_due();
         let evidence = self.evidence();
         if evidence.rss_bytes.count() == 0 {
@@ -291,19 +289,15 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn collect_gives_both_arms_the_same_sample() {
+    async fn looks_closer_than_the_gap_share_one_sample() {
         let sampler = ProcessSampler::new().with_min_gap(Duration::from_secs(3600));
-        let mut stable = ArmEvidence::new(crate::Version::new("p", "1"));
-        let mut candidate = ArmEvidence::new(crate::Version::new("p", "2"));
-        sampler
-            .collect(Arm::Stable, &mut stable)
-            .await
-            .expect("never fails");
-        sampler
-            .collect(Arm::Candidate, &mut candidate)
-            .await
-            .expect("never fails");
-        assert_eq!(stable.process, candidate.process);
+        let versions = || (crate::Version::new("p", "1"), crate::Version::new("p", "2"));
+        let mut first = Evidence::new(versions().0, versions().1);
+        let mut second = Evidence::new(versions().0, versions().1);
+        sampler.collect(&mut first).await.expect("never fails");
+        sampler.collect(&mut second).await.expect("never fails");
+        assert!(first.process.is_some());
+        assert_eq!(first.process, second.process);
         assert_eq!(sampler.evidence().rss_bytes.count(), 1);
     }
 

@@ -22,11 +22,10 @@ use thiserror::Error;
 use super::labels::LabelSet;
 use super::{MetricError, MetricSource, ResourceUsage};
 use crate::evidence::{
-    ArmEvidence, Comparisons, Distribution, DistributionError, Moments, OutcomeCounts,
+    ArmEvidence, CanaryEvidence, Distribution, DistributionError, Evidence, Moments, OutcomeCounts,
     RouteEvidence,
 };
-use crate::model::OTHER_ROUTES;
-use crate::model::{Arm, Outcome, Version};
+use crate::model::{Arm, OTHER_ROUTES, Outcome, Phase, Share, Version};
 
 /// How a [`KpiRecorder`] keeps its statistics.
 ///
@@ -175,13 +174,19 @@ impl<'a> RequestRecord<'a> {
     }
 }
 
-/// Records the latency, outcome, bytes, CPU and allocations of every request of both
-/// builds, per route, and serves them to the controller as a [`MetricSource`] (cumulative,
-/// as the trait asks).
+/// Records the latency, outcome, bytes, CPU and allocations of every live request of both
+/// builds, per canary step and route, and serves them to the controller as a
+/// [`MetricSource`] (cumulative, as the trait asks).
 ///
-/// Every rollout has one, fed by the adapters. A service that is not HTTP, or that measures
-/// more of its own, can keep one and add it to the rollout with
-/// [`RolloutBuilder::metric_source`](crate::RolloutBuilder::metric_source).
+/// Every rollout has one, fed by the adapters. It follows the rollout's phase (as every
+/// source is told of it, [`MetricSource::phase_changed`]): while the candidate has no
+/// share of live traffic, live requests are only counted; at each canary step they are
+/// kept apart from those of other steps, so that tests compare the builds at one share
+/// at a time (see [`CanaryEvidence`]). A recorder that follows no rollout keeps one
+/// stratum, step 0.
+///
+/// A service that is not HTTP, or that measures more of its own, can keep one and add it
+/// to the rollout with [`RolloutBuilder::metric_source`](crate::RolloutBuilder::metric_source).
 ///
 /// Recording is safe from any thread and takes no global lock: see the module docs.
 ///
@@ -202,18 +207,23 @@ impl<'a> RequestRecord<'a> {
 /// let candidate = recorder.snapshot(Arm::Candidate);
 /// assert_eq!(candidate.requests(), 2);
 /// assert_eq!(candidate.routes["GET /users/{id}"].outcomes.server_error, 1);
-/// assert_eq!(candidate.custom["db_queries"].mean(), 3.0);
+/// assert_eq!(recorder.live_requests(), 2);
 /// ```
 pub struct KpiRecorder {
     versions: [Version; 2],
+    /// The canary step live requests are recorded under now, or [`NO_STEP`] while the
+    /// candidate has no share of live traffic. Written only when the phase changes.
+    step: CachePadded<AtomicUsize>,
+    /// The candidate's share at each step seen, by step.
+    shares: Mutex<Vec<Share>>,
     /// Shared by every recorder with the default configuration: building it allocates the
     /// full-range histograms evidence is made of, which is most of a recorder's set-up cost.
     bounds: Arc<Bounds>,
     shards: Box<[Shard]>,
-    routes: LabelSet,
+    routes: Arc<LabelSet>,
     custom: LabelSet,
     custom_overflow_warned: AtomicBool,
-    folded: Mutex<Folded>,
+    folded: Mutex<ShardStats>,
 }
 
 impl std::fmt::Debug for KpiRecorder {
@@ -224,22 +234,59 @@ impl std::fmt::Debug for KpiRecorder {
             .field("candidate", &self.versions[1])
             .field("shards", &self.shards.len())
             .field("routes", &self.routes.names())
+            .field("step", &self.step.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
 
+/// No canary step: the candidate serves no live traffic.
+const NO_STEP: usize = usize::MAX;
+
 /// Recording state for both arms, indexed by [`arm_index`].
 type ArmsStats = [Stats; 2];
 
+/// What one shard (or the folded total) holds.
+#[derive(Debug, Default)]
+struct ShardStats {
+    /// Live requests recorded, in a canary step or not.
+    live_requests: u64,
+    /// By canary step.
+    steps: Vec<ArmsStats>,
+    /// Custom KPIs by arm, then by name index.
+    custom: [Vec<Moments>; 2],
+}
+
+impl ShardStats {
+    fn step(&mut self, step: usize) -> &mut ArmsStats {
+        if self.steps.len() <= step {
+            self.steps.resize_with(step + 1, ArmsStats::default);
+        }
+        &mut self.steps[step]
+    }
+
+    /// Moves everything in `other` into this, leaving `other` empty (allocations kept).
+    fn absorb(&mut self, bounds: &Bounds, other: &mut ShardStats) {
+        self.live_requests += std::mem::take(&mut other.live_requests);
+        for (step, arms) in other.steps.iter_mut().enumerate() {
+            let into = self.step(step);
+            for arm in 0..2 {
+                into[arm].absorb(bounds, &mut arms[arm]);
+            }
+        }
+        for (into, from) in self.custom.iter_mut().zip(&mut other.custom) {
+            if into.len() < from.len() {
+                into.resize(from.len(), Moments::default());
+            }
+            for (into, from) in into.iter_mut().zip(from.iter_mut()) {
+                into.merge(&std::mem::take(from));
+            }
+        }
+    }
+}
+
 /// A shard on its own cache lines, so that threads recording into neighbouring shards do
 /// not invalidate each other's caches.
-type Shard = CachePadded<Mutex<ArmsStats>>;
-
-/// Everything folded out of the shards so far.
-#[derive(Debug)]
-struct Folded {
-    total: ArmsStats,
-}
+type Shard = CachePadded<Mutex<ShardStats>>;
 
 fn arm_index(arm: Arm) -> usize {
     match arm {
@@ -301,18 +348,18 @@ impl KpiRecorder {
         let shards = bounds.shards;
         Self {
             versions: [stable, candidate],
+            step: CachePadded::new(AtomicUsize::new(0)),
+            shares: Mutex::new(vec![Share::ZERO]),
             bounds,
             shards: (0..shards).map(|_| Shard::default()).collect(),
-            routes: LabelSet::new(config.max_routes),
+            routes: Arc::new(LabelSet::new(config.max_routes)),
             custom: LabelSet::new(config.max_custom_kpis),
             custom_overflow_warned: AtomicBool::new(false),
-            folded: Mutex::new(Folded {
-                total: ArmsStats::default(),
-            }),
+            folded: Mutex::new(ShardStats::default()),
         }
     }
 
-    fn shard(&self) -> MutexGuard<'_, ArmsStats> {
+    fn shard(&self) -> MutexGuard<'_, ShardStats> {
         // The shard count is a power of two, so the mask spreads the seeds evenly.
         lock(&self.shards[thread_shard_seed() & (self.shards.len() - 1)])
     }
@@ -337,27 +384,34 @@ impl KpiRecorder {
         let route = request
             .route
             .map(|label| self.routes.index_of(label).unwrap_or(self.routes.slots()));
-        self.shard()[arm_index(request.arm)].record(&self.bounds, &request, route);
+        self.record_indexed(&request, route);
     }
 
-    /// Records the comparison of one response pair, counted on the candidate.
-    ///
-    /// The comparison of one response pair of `route`, counted on the candidate, in total
-    /// and for the route.
-    pub fn record_comparison(&self, route: Option<&str>, mismatched: bool) {
-        let route = route.map(|label| self.routes.index_of(label).unwrap_or(self.routes.slots()));
-        let stats = &mut self.shard()[arm_index(Arm::Candidate)];
-        stats.comparisons.compared += 1;
-        stats.comparisons.mismatched += u64::from(mismatched);
-        if let Some(index) = route {
-            let comparisons = &mut stats.route(index).comparisons;
-            comparisons.compared += 1;
-            comparisons.mismatched += u64::from(mismatched);
+    /// Records a request whose route label the caller has already resolved to its index
+    /// in [`routes`](Self::routes) (the adapters' path).
+    pub(crate) fn record_indexed(&self, request: &RequestRecord<'_>, route: Option<usize>) {
+        // One load of a word written only at phase changes.
+        let step = self.step.load(Ordering::Relaxed);
+        let mut shard = self.shard();
+        shard.live_requests += 1;
+        if step != NO_STEP {
+            shard.step(step)[arm_index(request.arm)].record(&self.bounds, request, route);
         }
     }
 
+    /// The route labels this recorder keeps, shared with the rollout's route labeller so
+    /// a label is resolved once per request.
+    pub(crate) fn routes(&self) -> &Arc<LabelSet> {
+        &self.routes
+    }
+
+    /// Live requests recorded so far, in a canary step or not.
+    pub fn live_requests(&self) -> u64 {
+        self.fold().live_requests
+    }
+
     /// Adds one observation of a custom KPI (database queries of a request, a cache hit as
-    /// 1.0 or miss as 0.0, …) to `arm`'s evidence, in [`ArmEvidence::custom`].
+    /// 1.0 or miss as 0.0, …) to `arm`'s side of [`Evidence::custom`].
     ///
     /// Names should be fixed strings: past [`RecorderConfig::max_custom_kpis`] distinct
     /// names, values of new names are dropped (and a warning logged once).
@@ -376,7 +430,7 @@ impl KpiRecorder {
             return;
         };
         let mut shard = self.shard();
-        let custom = &mut shard[arm_index(arm)].custom;
+        let custom = &mut shard.custom[arm_index(arm)];
         if custom.len() <= index {
             custom.resize(index + 1, Moments::default());
         }
@@ -388,21 +442,37 @@ impl KpiRecorder {
         &self.versions[arm_index(arm)]
     }
 
-    /// Everything recorded for one build so far.
+    /// Everything recorded for one build so far, over every canary step: for reports and
+    /// tests, not for comparisons (see [`CanaryEvidence`]).
     pub fn snapshot(&self, arm: Arm) -> ArmEvidence {
-        let mut folded = lock(&self.folded);
-        for shard in &self.shards {
-            let mut shard = lock(shard);
-            for arm in 0..2 {
-                folded.total[arm].absorb(&self.bounds, &mut shard[arm]);
-            }
-        }
-        let arm = arm_index(arm);
-        self.evidence(arm, &folded.total[arm])
+        self.canary().total(arm)
     }
 
-    fn evidence(&self, arm: usize, stats: &Stats) -> ArmEvidence {
-        let mut evidence = ArmEvidence::new(self.versions[arm].clone());
+    /// The live evidence of every canary step so far.
+    pub fn canary(&self) -> CanaryEvidence {
+        let folded = self.fold();
+        let shares = lock(&self.shares).clone();
+        let mut canary = CanaryEvidence::default();
+        for (index, arms) in folded.steps.iter().enumerate() {
+            let share = shares.get(index).copied().unwrap_or_default();
+            let step = canary.step_mut(index, share);
+            step.stable = self.evidence(&arms[0]);
+            step.candidate = self.evidence(&arms[1]);
+        }
+        canary
+    }
+
+    /// The shards folded into the running totals.
+    fn fold(&self) -> MutexGuard<'_, ShardStats> {
+        let mut folded = lock(&self.folded);
+        for shard in &self.shards {
+            folded.absorb(&self.bounds, &mut lock(shard));
+        }
+        folded
+    }
+
+    fn evidence(&self, stats: &Stats) -> ArmEvidence {
+        let mut evidence = ArmEvidence::default();
         evidence.outcomes = stats.outcomes.clone();
         evidence.latency_us = stats.latency.to_distribution(&self.bounds.latency);
         evidence.cpu_ns = stats
@@ -419,15 +489,6 @@ impl KpiRecorder {
             .map(|h| h.to_distribution(&self.bounds.alloc_count));
         evidence.request_bytes = stats.request_bytes;
         evidence.response_bytes = stats.response_bytes;
-        evidence.comparisons = stats.comparisons;
-
-        let custom_names = self.custom.names();
-        evidence.custom = custom_names
-            .iter()
-            .zip(&stats.custom)
-            .filter(|(_, moments)| moments.count() > 0)
-            .filter_map(|(name, moments)| Some(((*name)?.to_owned(), *moments)))
-            .collect();
 
         let route_names = self.routes.names();
         let mut routes = BTreeMap::new();
@@ -451,6 +512,21 @@ impl KpiRecorder {
         evidence.routes = routes;
         evidence
     }
+
+    /// The custom KPIs of both builds by name.
+    fn custom(&self, folded: &ShardStats, into: &mut Evidence) {
+        let names = self.custom.names();
+        for (arm, values) in [Arm::Stable, Arm::Candidate]
+            .into_iter()
+            .zip(&folded.custom)
+        {
+            for (name, moments) in names.iter().zip(values) {
+                if let Some(name) = name.filter(|_| moments.count() > 0) {
+                    into.custom_mut(name).arm_mut(arm).merge(moments);
+                }
+            }
+        }
+    }
 }
 
 fn merge_same_bounds(into: &mut RouteEvidence, from: &RouteEvidence) {
@@ -468,12 +544,30 @@ impl MetricSource for KpiRecorder {
         "kpi-recorder"
     }
 
-    async fn collect(&self, arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError> {
-        let snapshot = self.snapshot(arm);
-        into.merge(&snapshot).map_err(|e| MetricError {
+    async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError> {
+        let canary = self.canary();
+        into.canary.merge(&canary).map_err(|e| MetricError {
             source_name: self.name().to_owned(),
             message: e.to_string(),
-        })
+        })?;
+        let folded = self.fold();
+        into.live_requests += folded.live_requests;
+        self.custom(&folded, into);
+        Ok(())
+    }
+
+    /// Records live requests under the canary step the rollout is in (a paused canary
+    /// keeps its step and share), and only counts them otherwise.
+    fn phase_changed(&self, phase: Phase, share: Share) {
+        let step = phase.canary_step().unwrap_or(NO_STEP);
+        if step != NO_STEP {
+            let mut shares = lock(&self.shares);
+            if shares.len() <= step {
+                shares.resize(step + 1, Share::ZERO);
+            }
+            shares[step] = share;
+        }
+        self.step.store(step, Ordering::Relaxed);
     }
 }
 
@@ -604,13 +698,10 @@ struct Stats {
     cpu_ns: Option<LazyHistogram>,
     alloc_bytes: Option<LazyHistogram>,
     alloc_count: Option<LazyHistogram>,
-    comparisons: Comparisons,
     /// By route index; the index past the last admitted route is the overflow bucket.
     /// Each on its own cache lines: every record writes its route's counters, and two
     /// shards' boxes may sit side by side on the heap.
     routes: Vec<Option<Box<CachePadded<RouteStats>>>>,
-    /// By custom KPI index.
-    custom: Vec<Moments>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -619,7 +710,6 @@ struct RouteStats {
     latency: LazyHistogram,
     request_bytes: u64,
     response_bytes: u64,
-    comparisons: Comparisons,
 }
 
 fn latency_micros(latency: Duration) -> u64 {
@@ -707,9 +797,6 @@ impl Stats {
             &bounds.alloc_count,
             &mut other.alloc_count,
         );
-        let comparisons = std::mem::take(&mut other.comparisons);
-        self.comparisons.compared += comparisons.compared;
-        self.comparisons.mismatched += comparisons.mismatched;
         if self.routes.len() < other.routes.len() {
             self.routes.resize_with(other.routes.len(), || None);
         }
@@ -717,12 +804,6 @@ impl Stats {
             if let Some(from) = from {
                 into.get_or_insert_with(Box::default).absorb(bounds, from);
             }
-        }
-        if self.custom.len() < other.custom.len() {
-            self.custom.resize(other.custom.len(), Moments::default());
-        }
-        for (into, from) in self.custom.iter_mut().zip(&mut other.custom) {
-            into.merge(&std::mem::take(from));
         }
     }
 }
@@ -734,9 +815,6 @@ impl RouteStats {
             .absorb(&bounds.route_latency, &mut other.latency);
         self.request_bytes += std::mem::take(&mut other.request_bytes);
         self.response_bytes += std::mem::take(&mut other.response_bytes);
-        let comparisons = std::mem::take(&mut other.comparisons);
-        self.comparisons.compared += comparisons.compared;
-        self.comparisons.mismatched += comparisons.mismatched;
     }
 
     fn to_evidence(&self, shape: &HistogramShape) -> RouteEvidence {
@@ -745,8 +823,6 @@ impl RouteStats {
             latency_us: self.latency.to_distribution(shape),
             request_bytes: self.request_bytes,
             response_bytes: self.response_bytes,
-            comparisons: self.comparisons,
-            ..RouteEvidence::default()
         }
     }
 }
@@ -925,23 +1001,27 @@ mod tests {
         assert_eq!(stable.alloc_count.expect("allocations recorded").max(), 3);
     }
 
-    #[test]
-    fn custom_kpis_flow_into_the_evidence_per_arm() {
+    #[tokio::test]
+    async fn custom_kpis_flow_into_the_evidence_per_arm() {
         let recorder = recorder();
         recorder.record_custom(Arm::Stable, "db_queries", 2.0);
         recorder.record_custom(Arm::Candidate, "db_queries", 3.0);
         recorder.record_custom(Arm::Candidate, "db_queries", 5.0);
-        let candidate = recorder.snapshot(Arm::Candidate);
-        assert_eq!(candidate.custom["db_queries"].count(), 2);
-        assert_eq!(candidate.custom["db_queries"].mean(), 4.0);
-        assert_eq!(
-            recorder.snapshot(Arm::Stable).custom["db_queries"].mean(),
-            2.0
-        );
+        let evidence = collected(&recorder).await;
+        let kpi = evidence.custom["db_queries"];
+        assert_eq!(kpi.candidate.count(), 2);
+        assert_eq!(kpi.candidate.mean(), 4.0);
+        assert_eq!(kpi.stable.mean(), 2.0);
     }
 
-    #[test]
-    fn custom_kpis_past_the_cap_are_dropped() {
+    async fn collected(recorder: &KpiRecorder) -> Evidence {
+        let mut evidence = Evidence::new(Version::new("t", "1"), Version::new("t", "2"));
+        recorder.collect(&mut evidence).await.expect("same bounds");
+        evidence
+    }
+
+    #[tokio::test]
+    async fn custom_kpis_past_the_cap_are_dropped() {
         let config = RecorderConfig {
             max_custom_kpis: 1,
             ..RecorderConfig::default()
@@ -951,7 +1031,7 @@ mod tests {
                 .expect("valid config");
         recorder.record_custom(Arm::Stable, "kept", 1.0);
         recorder.record_custom(Arm::Stable, "dropped", 1.0);
-        let custom = recorder.snapshot(Arm::Stable).custom;
+        let custom = collected(&recorder).await.custom;
         assert_eq!(custom.keys().collect::<Vec<_>>(), ["kept"]);
     }
 
@@ -976,16 +1056,6 @@ mod tests {
         assert_eq!(stable.requests(), 3);
     }
 
-    #[test]
-    fn comparisons_are_counted_on_the_candidate() {
-        let recorder = recorder();
-        recorder.record_comparison(Some("GET /a"), false);
-        recorder.record_comparison(None, true);
-        let candidate = recorder.snapshot(Arm::Candidate);
-        assert_eq!(candidate.comparisons.compared, 2);
-        assert_eq!(candidate.comparisons.mismatched, 1);
-    }
-
     #[tokio::test]
     async fn collect_merges_the_totals_into_the_evidence() {
         let recorder = recorder();
@@ -996,20 +1066,48 @@ mod tests {
             0,
             0,
         );
-        let mut evidence = ArmEvidence::new(Version::new("t", "2"));
-        recorder
-            .collect(Arm::Candidate, &mut evidence)
-            .await
-            .expect("same bounds");
-        recorder
-            .collect(
-                Arm::Candidate,
-                &mut ArmEvidence::new(Version::new("t", "2")),
-            )
-            .await
-            .expect("same bounds");
+        let evidence = collected(&recorder).await;
         // Collecting does not consume: a second look sees the same totals.
-        assert_eq!(evidence.requests(), 1);
-        assert_eq!(recorder.snapshot(Arm::Candidate).requests(), 1);
+        let again = collected(&recorder).await;
+        assert_eq!(evidence.canary.requests(Arm::Candidate), 1);
+        assert_eq!(again.canary.requests(Arm::Candidate), 1);
+        assert_eq!(again.live_requests, 1);
+    }
+
+    #[tokio::test]
+    async fn live_requests_are_kept_per_canary_step_and_only_counted_outside_one() {
+        let recorder = recorder();
+        let record = |arm| recorder.record(arm, Outcome::Success, Duration::from_millis(1), 0, 0);
+        let five = Share::from_percent(5.0).expect("valid");
+        let half = Share::from_percent(50.0).expect("valid");
+        recorder.phase_changed(Phase::Shadowing, Share::ZERO);
+        record(Arm::Stable);
+        recorder.phase_changed(Phase::Canary { step: 0 }, five);
+        record(Arm::Stable);
+        record(Arm::Candidate);
+        let paused = Phase::Paused {
+            from: crate::model::LivePhase::Canary { step: 0 },
+        };
+        recorder.phase_changed(paused, five);
+        record(Arm::Candidate);
+        recorder.phase_changed(Phase::Canary { step: 1 }, half);
+        record(Arm::Candidate);
+        recorder.phase_changed(Phase::RolledBack, Share::ZERO);
+        record(Arm::Stable);
+
+        let evidence = collected(&recorder).await;
+        assert_eq!(evidence.live_requests, 6);
+        let steps = &evidence.canary.steps;
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0].share, five);
+        assert_eq!(
+            (steps[0].stable.requests(), steps[0].candidate.requests()),
+            (1, 2)
+        );
+        assert_eq!(steps[1].share, half);
+        assert_eq!(
+            (steps[1].stable.requests(), steps[1].candidate.requests()),
+            (0, 1)
+        );
     }
 }

@@ -57,6 +57,25 @@ impl Phase {
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Promoted | Phase::RolledBack)
     }
+
+    /// The canary step the candidate serves live traffic at, paused or not.
+    ///
+    /// ```
+    /// use shadowlib::{LivePhase, Phase};
+    ///
+    /// assert_eq!(Phase::Canary { step: 2 }.canary_step(), Some(2));
+    /// assert_eq!(Phase::Paused { from: LivePhase::Canary { step: 1 } }.canary_step(), Some(1));
+    /// assert_eq!(Phase::Shadowing.canary_step(), None);
+    /// ```
+    pub fn canary_step(self) -> Option<usize> {
+        match self {
+            Phase::Canary { step }
+            | Phase::Paused {
+                from: LivePhase::Canary { step },
+            } => Some(step),
+            _ => None,
+        }
+    }
 }
 
 impl From<LivePhase> for Phase {

@@ -10,9 +10,10 @@
 //!   P(W > t) = C·e^{-(c/D − λ)t}, so its 99th percentile is ln(100·C)/(c/D − λ).
 //!   Predicted p99 at peak = the p99 seen now + that wait.
 //!
-//! Both need only the per-request demand D, which shadowlib measures in-process
-//! (`ArmEvidence::cpu_ns`). The uncertainty of D's mean (its standard error) turns the
-//! prediction into a probability: P(ρ ≥ limit) and P(p99 at peak > objective).
+//! Both need only the per-request demand D, which the shadow measures on both builds, on
+//! the same reads, in the same place (`ShadowEvidence::twin` and `candidate`'s `cpu_ns`):
+//! the live path pays nothing for it. The uncertainty of D's mean (its standard error)
+//! turns the prediction into a probability: P(ρ ≥ limit) and P(p99 at peak > objective).
 //! With a measured maximum throughput of stable, D is scaled so stable's predicted
 //! saturation point matches it, which accounts for costs CPU time alone does not show.
 //!
@@ -113,23 +114,28 @@ impl CapacityConfig {
 }
 
 /// Predicts the candidate's utilization and p99 latency at the declared peak, and the
-/// probability that it saturates or misses the latency objective there. See the module
-/// docs for the queueing model.
+/// probability that it saturates or misses the latency objective there, from the CPU per
+/// request the shadow measured on the twin and the candidate. See the module docs for the
+/// queueing model.
+///
+/// It answers alone, or explains the [`SequentialPredictor`](super::SequentialPredictor)'s
+/// verdicts when given to it ([`SequentialPredictor::with_capacity`](super::SequentialPredictor::with_capacity)).
 ///
 /// ```
 /// use shadowlib::predict::{CapacityConfig, CapacityPredictor};
 /// use shadowlib::{Distribution, Evidence, Outcome, Predictor, Version};
 ///
 /// let mut evidence = Evidence::new(Version::new("api", "1"), Version::new("api", "2"));
+/// let shadow = &mut evidence.shadow;
 /// let (mut stable_cpu, mut candidate_cpu) = (Distribution::cpu_ns(), Distribution::cpu_ns());
 /// for i in 0..1_000u64 {
-///     evidence.stable.record_request(Outcome::Success, 2_000);
-///     evidence.candidate.record_request(Outcome::Success, 2_000);
+///     shadow.twin.record_request(Outcome::Success, 2_000);
+///     shadow.candidate.record_request(Outcome::Success, 2_000);
 ///     stable_cpu.record(1_000_000 + i % 100 * 1_000); // ~1.05 ms per request
 ///     candidate_cpu.record(1_300_000 + i % 100 * 1_000); // ~1.35 ms: 30% more
 /// }
-/// evidence.stable.cpu_ns = Some(stable_cpu);
-/// evidence.candidate.cpu_ns = Some(candidate_cpu);
+/// shadow.twin.cpu_ns = Some(stable_cpu);
+/// shadow.candidate.cpu_ns = Some(candidate_cpu);
 ///
 /// // 6,100 rps on 8 cores: stable at 80%, the candidate past 100%.
 /// let predictor = CapacityPredictor::new(CapacityConfig::new(6_100.0, 8))?;
@@ -241,14 +247,14 @@ impl Predictor for CapacityPredictor {
     }
 
     fn predict(&self, evidence: &Evidence) -> Prediction {
-        let (Some(stable), Some(candidate)) = (
-            Demand::of(&evidence.stable),
-            Demand::of(&evidence.candidate),
-        ) else {
+        let shadow = &evidence.shadow;
+        let (Some(stable), Some(candidate)) =
+            (Demand::of(&shadow.twin), Demand::of(&shadow.candidate))
+        else {
             return Prediction::inconclusive(
                 self.name(),
                 format!(
-                    "CPU per request not measured on both builds (need {MIN_CPU_SAMPLES} measurements each)"
+                    "CPU per request not measured in the shadow on both builds (need {MIN_CPU_SAMPLES} measurements each)"
                 ),
                 evidence,
             );
@@ -276,8 +282,8 @@ impl Predictor for CapacityPredictor {
         let ratio_interval =
             Degradation::new(ratio, ratio - 1.96 * ratio_se, ratio + 1.96 * ratio_se);
 
-        let stable_p99 = evidence.stable.latency_us.quantile(0.99) as f64;
-        let candidate_p99 = evidence.candidate.latency_us.quantile(0.99) as f64;
+        let stable_p99 = shadow.twin.latency_us.quantile(0.99) as f64;
+        let candidate_p99 = shadow.candidate.latency_us.quantile(0.99) as f64;
         let stable_peak_p99 = self.p99_at_peak_us(stable_demand.mean, stable_p99);
         let candidate_peak_p99 = self.p99_at_peak_us(candidate_demand.mean, candidate_p99);
         let degradation = if !candidate_peak_p99.is_finite() {
@@ -297,7 +303,7 @@ impl Predictor for CapacityPredictor {
             .with_kpi(Kpi::LatencyP99, Degradation::point(degradation))
             .with_bottleneck(Resource::Cpu, ratio_interval)
             .with_reason(format!(
-                "at the declared peak of {} rps on {} cores: CPU per request {:.3} ms on the candidate vs {:.3} ms on stable ({:+.1}%), utilization {:.0}% vs {:.0}%; P(utilization ≥ {:.0}%) = {:.3}",
+                "capacity at the declared peak of {} rps on {} cores: CPU per request {:.3} ms on the candidate vs {:.3} ms on stable ({:+.1}%), utilization {:.0}% vs {:.0}%; probability of failure at peak (utilization ≥ {:.0}%) = {:.3}",
                 self.config.peak_rps,
                 self.config.cores,
                 candidate.mean * 1e3,
@@ -342,14 +348,14 @@ mod tests {
         let mut e = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));
         let (mut s, mut c) = (Distribution::cpu_ns(), Distribution::cpu_ns());
         for i in 0..2_000u64 {
-            e.stable.record_request(Outcome::Success, 3_000);
-            e.candidate.record_request(Outcome::Success, 3_000);
+            e.shadow.twin.record_request(Outcome::Success, 3_000);
+            e.shadow.candidate.record_request(Outcome::Success, 3_000);
             let jitter = (i % 21) * 10_000; // ±10% spread around the mean
             s.record(stable_cpu_us * 1_000 - 100_000 + jitter);
             c.record(candidate_cpu_us * 1_000 - 100_000 + jitter);
         }
-        e.stable.cpu_ns = Some(s);
-        e.candidate.cpu_ns = Some(c);
+        e.shadow.twin.cpu_ns = Some(s);
+        e.shadow.candidate.cpu_ns = Some(c);
         e
     }
 
@@ -396,7 +402,7 @@ mod tests {
     #[test]
     fn missing_cpu_is_inconclusive() {
         let mut e = evidence(1_000, 1_000);
-        e.candidate.cpu_ns = None;
+        e.shadow.candidate.cpu_ns = None;
         assert!(!predictor().predict(&e).is_conclusive());
     }
 

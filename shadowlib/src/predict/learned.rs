@@ -119,8 +119,12 @@ fn mean_ratio(candidate: Option<&Distribution>, stable: Option<&Distribution>) -
 
 /// The feature vector of a piece of evidence (see [`FEATURE_NAMES`]); unmeasured KPIs
 /// contribute 0, the value of "no difference".
+///
+/// The builds are compared like for like: the twin and the candidate in the shadow, the
+/// live builds in the canary ([`Evidence::arms`]); the mismatch rate is the shadow's, net
+/// of noise.
 pub fn features(evidence: &Evidence) -> [f64; 8] {
-    let (s, c) = (&evidence.stable, &evidence.candidate);
+    let (s, c) = evidence.arms();
     let quantile_ratio = |q: f64| {
         log_ratio(
             c.latency_us.quantile(q) as f64,
@@ -140,7 +144,7 @@ pub fn features(evidence: &Evidence) -> [f64; 8] {
         c.outcomes.failure_rate() - s.outcomes.failure_rate(),
         mean_ratio(c.cpu_ns.as_ref(), s.cpu_ns.as_ref()),
         mean_ratio(c.alloc_bytes.as_ref(), s.alloc_bytes.as_ref()),
-        c.comparisons.mismatch_rate(),
+        evidence.shadow.pairs.total.mismatches.net_rate(),
         f64::from(u8::from(new_failure_class)),
     ]
 }
@@ -304,7 +308,8 @@ impl Predictor for LearnedPredictor {
     }
 
     fn predict(&self, evidence: &Evidence) -> Prediction {
-        if evidence.stable.latency_us.is_empty() || evidence.candidate.latency_us.is_empty() {
+        let (stable, candidate) = evidence.arms();
+        if stable.latency_us.is_empty() || candidate.latency_us.is_empty() {
             return Prediction::inconclusive(
                 self.name(),
                 "no latency measured on one of the builds",
@@ -348,8 +353,11 @@ mod tests {
     fn record(latency_factor: f64, incident: bool) -> HistoryRecord {
         let mut evidence = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));
         for i in 0..300u64 {
-            evidence.stable.record_request(Outcome::Success, 1_000 + i);
-            evidence.candidate.record_request(
+            evidence
+                .shadow
+                .twin
+                .record_request(Outcome::Success, 1_000 + i);
+            evidence.shadow.candidate.record_request(
                 Outcome::Success,
                 ((1_000 + i) as f64 * latency_factor) as u64,
             );

@@ -36,7 +36,7 @@ use crate::model::{Degradation, Kpi, SampleCount};
 /// ```
 /// use shadowlib::{Evidence, Prediction, Predictor};
 ///
-/// /// Roll back if the candidate ever failed a request that stable served.
+/// /// Roll back if the candidate ever failed a mirrored read that stable served.
 /// struct NoNewErrors;
 ///
 /// impl Predictor for NoNewErrors {
@@ -45,9 +45,9 @@ use crate::model::{Degradation, Kpi, SampleCount};
 ///     }
 ///
 ///     fn predict(&self, evidence: &Evidence) -> Prediction {
-///         let failed = evidence.candidate.outcomes.failures() > evidence.stable.outcomes.failures();
-///         Prediction::new(self.name(), if failed { 1.0 } else { 0.0 }, evidence)
-///             .with_reason(format!("candidate failures: {}", evidence.candidate.outcomes.failures()))
+///         let only_candidate = evidence.shadow.pairs.total.outcomes.candidate_only;
+///         Prediction::new(self.name(), if only_candidate > 0 { 1.0 } else { 0.0 }, evidence)
+///             .with_reason(format!("reads only the candidate failed: {only_candidate}"))
 ///     }
 /// }
 /// ```
@@ -114,11 +114,16 @@ pub struct Bottleneck {
 /// Whether a prediction is firm enough to act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status", content = "why")]
+#[non_exhaustive]
 pub enum Certainty {
     /// The evidence supports acting on the prediction.
     Conclusive,
-    /// Not yet known: the controller holds, whatever the numbers say.
+    /// Not yet known: the controller holds, whatever the numbers say, until the
+    /// policy's decision deadline, then pauses.
     Inconclusive(String),
+    /// Too few samples to say anything yet: the controller holds while samples come, until
+    /// the policy's no-data deadline.
+    NeedsSamples(String),
 }
 
 /// A predictor's answer: the risk of the candidate and why.
@@ -177,10 +182,7 @@ impl Prediction {
             bottlenecks: Vec::new(),
             reasons: Vec::new(),
             certainty,
-            samples: SampleCount {
-                stable: evidence.stable.requests(),
-                candidate: evidence.candidate.requests(),
-            },
+            samples: evidence.samples(),
         }
     }
 
@@ -194,6 +196,19 @@ impl Prediction {
         let mut p = Self::new(predictor, 0.0, evidence);
         p.reasons.push(why.clone());
         p.certainty = Certainty::Inconclusive(why);
+        p
+    }
+
+    /// A prediction that says "too few samples yet", with why.
+    pub fn needs_samples(
+        predictor: impl Into<String>,
+        why: impl Into<String>,
+        evidence: &Evidence,
+    ) -> Self {
+        let why = why.into();
+        let mut p = Self::new(predictor, 0.0, evidence);
+        p.reasons.push(why.clone());
+        p.certainty = Certainty::NeedsSamples(why);
         p
     }
 

@@ -2,44 +2,47 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use super::{Prediction, Predictor, Resource};
+use super::{CapacityPredictor, Prediction, Predictor, Resource};
 use crate::analysis::{
-    AnalysisError, Assessment, CandidateMonitor, Metric, SequentialAnalysis, SequentialConfig,
-    Verdict,
+    AnalysisError, Assessment, DifferenceMonitor, Metric, Scope, SequentialAnalysis,
+    SequentialConfig, Verdict,
 };
-use crate::evidence::Evidence;
+use crate::evidence::{Evidence, Stage};
 
-/// Judges the candidate with [`SequentialAnalysis`] and the control charts of
-/// [`CandidateMonitor`], and maps the verdict onto a [`Prediction`] the controller acts on:
+/// The documented default for HTTP services: judges the candidate with
+/// [`SequentialAnalysis`] — paired tests on the shadow's twin-and-candidate reads, tests
+/// within each step and route in the canary — and the control charts of
+/// [`DifferenceMonitor`], and maps the verdict onto a [`Prediction`] the controller acts on:
 ///
 /// * **worse than tolerated** → a conclusive prediction with failure probability
 ///   `1 − p`, where `p ≤ α` is the smallest always-valid p-value of "not worse" among the
 ///   failing tests (or the chance of a significant novel failure class): the controller
 ///   rolls back.
-/// * **not worse than tolerated** on every KPI, and no chart alarm → a conclusive prediction
-///   with failure probability equal to the largest always-valid p-value of "worse" (at
-///   most `α`): the controller steps up.
-/// * **not yet known** (too little evidence, a test undecided, a failure class stable never
-///   produced, or a chart alarm on the candidate's own stream) → an inconclusive
-///   prediction: the controller holds.
+/// * **not worse than tolerated** on every required KPI, and no chart alarm → a conclusive
+///   prediction with failure probability equal to the largest always-valid p-value of
+///   "worse" (at most `α`): the controller steps up.
+/// * **too few samples** for the stage → the controller holds while they come.
+/// * **not yet known** (a test undecided, a failure class stable never produced, or a
+///   chart alarm on the difference between the builds) → an inconclusive prediction: the
+///   controller holds, until the policy's decision deadline.
 ///
 /// The headline degradation is the relative change of typical latency (geometric mean)
-/// with its confidence sequence; every test's degradation is reported per KPI, and CPU or
-/// allocations that the candidate spends more of become bottlenecks.
+/// of the stage judged, with its confidence sequence; every test's degradation is reported
+/// per KPI, and CPU or allocations that the candidate spends more of become bottlenecks.
 ///
 /// The charts keep state between looks, so use one predictor per rollout (a new stream —
 /// counts that go down — resets them).
 ///
 /// ```
-/// use shadowlib::{Evidence, Outcome, Predictor, SequentialPredictor, Version};
+/// use shadowlib::{Evidence, Predictor, SequentialPredictor, Version};
 ///
 /// let predictor = SequentialPredictor::default();
 /// let mut evidence = Evidence::new(Version::new("api", "1"), Version::new("api", "2"));
+/// let pairs = &mut evidence.shadow.pairs.total;
 /// for i in 0..20_000u64 {
-///     let latency = 800 + (i * 7919) % 400;
-///     evidence.stable.record_request(Outcome::Success, latency);
-///     let outcome = if i % 20 == 0 { Outcome::ServerError } else { Outcome::Success };
-///     evidence.candidate.record_request(outcome, latency); // 5% failures, stable none
+///     // 5% of reads fail on the candidate alone.
+///     pairs.outcomes.record(false, i % 20 == 0);
+///     pairs.latency.add(((i * 7919) % 100) as f64 / 1_000.0 - 0.05);
 /// }
 /// let prediction = predictor.predict(&evidence);
 /// assert!(prediction.is_conclusive());
@@ -48,17 +51,38 @@ use crate::evidence::Evidence;
 #[derive(Debug)]
 pub struct SequentialPredictor {
     analysis: SequentialAnalysis,
-    monitor: Mutex<CandidateMonitor>,
+    monitor: Mutex<DifferenceMonitor>,
+    capacity: Option<CapacityPredictor>,
 }
 
 impl SequentialPredictor {
     /// A predictor with this configuration, validated here.
     pub fn new(config: SequentialConfig) -> Result<Self, AnalysisError> {
-        let monitor = CandidateMonitor::new(config.charts.clone())?;
+        let monitor = DifferenceMonitor::new(config.charts.clone())?;
         Ok(Self {
             analysis: SequentialAnalysis::new(config)?,
             monitor: Mutex::new(monitor),
+            capacity: None,
         })
+    }
+
+    /// Also predicts, from the CPU per request the shadow measures on both builds, the
+    /// candidate's utilization at the declared peak and its probability of failure there
+    /// (see [`CapacityPredictor`]). It explains: its figures and its probability are in
+    /// every prediction's reasons, and the verdict stays the tests'.
+    ///
+    /// ```
+    /// use shadowlib::SequentialPredictor;
+    /// use shadowlib::predict::{CapacityConfig, CapacityPredictor};
+    ///
+    /// let peak = CapacityPredictor::new(CapacityConfig::new(2_000.0, 4))?;
+    /// let predictor = SequentialPredictor::default().with_capacity(peak);
+    /// # let _ = predictor;
+    /// # Ok::<(), shadowlib::predict::CapacityConfigError>(())
+    /// ```
+    pub fn with_capacity(mut self, capacity: CapacityPredictor) -> Self {
+        self.capacity = Some(capacity);
+        self
     }
 
     /// The analysis it runs.
@@ -77,14 +101,11 @@ impl Default for SequentialPredictor {
 
 /// Why an assessment is not yet conclusive, in one sentence.
 fn undecided(assessment: &Assessment) -> String {
-    if let Some(why) = &assessment.insufficient {
-        return why.clone();
-    }
     let mut open: Vec<String> = assessment
         .tests
         .iter()
-        .filter(|t| t.verdict == Verdict::NotYetKnown)
-        .map(|t| t.metric.to_string())
+        .filter(|t| t.required && t.verdict == Verdict::NotYetKnown)
+        .map(|t| format!("{} ({})", t.metric, t.scope))
         .collect();
     open.extend(
         assessment
@@ -107,7 +128,7 @@ impl Predictor for SequentialPredictor {
             .monitor
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .observe(assessment.candidate_stream);
+            .observe(assessment.differences);
 
         let mut prediction = match assessment.verdict {
             Verdict::Worse => {
@@ -130,22 +151,32 @@ impl Predictor for SequentialPredictor {
                 let evidence_of_within = assessment
                     .tests
                     .iter()
+                    .filter(|t| t.required)
                     .map(|t| t.test.not_worse_p_value)
                     .fold(0.0, f64::max);
                 Prediction::new(self.name(), evidence_of_within, evidence)
             }
             Verdict::NotWorse => Prediction::inconclusive(
                 self.name(),
-                "every KPI within tolerance, but the candidate's own stream is out of control",
+                "every KPI within tolerance, but a control chart of the difference between \
+                 the builds alarmed",
                 evidence,
             ),
-            Verdict::NotYetKnown => {
-                Prediction::inconclusive(self.name(), undecided(&assessment), evidence)
-            }
+            Verdict::NotYetKnown => match &assessment.insufficient {
+                Some(why) => Prediction::needs_samples(self.name(), why.clone(), evidence),
+                None => Prediction::inconclusive(self.name(), undecided(&assessment), evidence),
+            },
+        };
+        let headline = match assessment.stage {
+            Stage::Shadow => Scope::Shadow,
+            _ => Scope::Canary,
         };
         for test in &assessment.tests {
+            if matches!(test.scope, Scope::ShadowRoute(_)) {
+                continue;
+            }
             let degradation = test.degradation();
-            if test.metric == Metric::Latency {
+            if test.metric == Metric::Latency && test.scope == headline {
                 prediction = prediction.with_degradation(degradation);
             }
             let resource = match test.metric {
@@ -172,6 +203,10 @@ impl Predictor for SequentialPredictor {
         for alarm in alarms {
             prediction = prediction.with_reason(alarm.to_string());
         }
+        if let Some(capacity) = &self.capacity {
+            let at_peak = capacity.predict(evidence);
+            prediction.reasons.extend(at_peak.reasons);
+        }
         prediction
     }
 }
@@ -179,8 +214,7 @@ impl Predictor for SequentialPredictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::Distribution;
-    use crate::model::{Outcome, Version};
+    use crate::model::Version;
     use crate::predict::Certainty;
 
     #[test]
@@ -188,38 +222,43 @@ mod tests {
         assert!(SequentialConfig::default().validate().is_ok());
     }
 
-    fn evidence(n: u64, candidate_factor: u64) -> Evidence {
+    /// `n` shadow pairs, the candidate `factor` times the twin's latency and CPU (± 5%).
+    fn evidence(n: u64, factor: f64) -> Evidence {
         let mut e = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));
+        let pairs = &mut e.shadow.pairs.total;
         for i in 0..n {
-            let latency = 800 + (i * 7919) % 400;
-            e.stable.record_request(Outcome::Success, latency);
-            e.candidate
-                .record_request(Outcome::Success, latency * candidate_factor / 100);
+            let jitter = ((i * 7919) % 100) as f64 / 1_000.0 - 0.05;
+            pairs.outcomes.record(false, false);
+            pairs.latency.add(factor.ln() + jitter);
         }
         e
     }
 
     #[test]
-    fn too_little_evidence_is_not_a_verdict() {
-        let p = SequentialPredictor::default().predict(&evidence(50, 300));
+    fn too_little_evidence_needs_samples() {
+        let p = SequentialPredictor::default().predict(&evidence(50, 3.0));
         assert!(
-            matches!(p.certainty, Certainty::Inconclusive(ref why) if why.contains("need 200"))
+            matches!(p.certainty, Certainty::NeedsSamples(ref why) if why.contains("need 200"))
         );
     }
 
     #[test]
     fn zero_failures_hold_until_the_tolerated_rate_could_show() {
-        // Identical latency, no failures: after 1,000 requests a 0.1% failure rate would
+        // Identical latency, no failures: after 1,000 pairs a 0.1% failure rate would
         // have produced no failure with probability 37%, so the error test holds.
-        let p = SequentialPredictor::default().predict(&evidence(1_000, 100));
-        assert!(!p.is_conclusive());
+        let p = SequentialPredictor::default().predict(&evidence(1_000, 1.0));
+        assert!(
+            matches!(p.certainty, Certainty::Inconclusive(_)),
+            "{:?}",
+            p.certainty
+        );
         assert!(
             p.reasons
                 .iter()
                 .any(|r| r.starts_with("error rate") && r.contains("not yet known"))
         );
-        // With enough requests it passes.
-        let p = SequentialPredictor::default().predict(&evidence(40_000, 100));
+        // With enough pairs it passes.
+        let p = SequentialPredictor::default().predict(&evidence(40_000, 1.0));
         assert!(p.is_conclusive(), "{:?}", p.reasons);
         assert!(p.failure_probability <= 0.05);
         assert!(p.performance_degradation.contains(0.0));
@@ -227,22 +266,15 @@ mod tests {
 
     #[test]
     fn extra_cpu_is_a_bottleneck_and_a_regression() {
-        let mut e = evidence(5_000, 100);
-        let (mut stable_cpu, mut candidate_cpu) = (Distribution::cpu_ns(), Distribution::cpu_ns());
+        let mut e = evidence(5_000, 1.0);
+        let pairs = &mut e.shadow.pairs.total;
         for i in 0..5_000u64 {
-            stable_cpu.record(100_000 + (i * 31) % 2_000);
-            candidate_cpu.record(150_000 + (i * 31) % 2_000);
+            let jitter = ((i * 31) % 100) as f64 / 2_000.0;
+            pairs.cpu.add(1.5f64.ln() + jitter - 0.025);
+            pairs
+                .alloc_bytes
+                .add(1.095f64.ln() + jitter / 10.0 - 0.0025);
         }
-        e.stable.cpu_ns = Some(stable_cpu);
-        e.candidate.cpu_ns = Some(candidate_cpu);
-        let (mut stable_alloc, mut candidate_alloc) =
-            (Distribution::bytes(), Distribution::bytes());
-        for i in 0..5_000u64 {
-            stable_alloc.record(4_096 + (i * 17) % 512);
-            candidate_alloc.record(4_506 + (i * 17) % 512);
-        }
-        e.stable.alloc_bytes = Some(stable_alloc);
-        e.candidate.alloc_bytes = Some(candidate_alloc);
         let p = SequentialPredictor::default().predict(&e);
         assert!(p.failure_probability > 0.95);
         // Worst first: CPU 1.5x, then memory about 1.095x.

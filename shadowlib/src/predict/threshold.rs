@@ -32,6 +32,9 @@ impl Default for ThresholdPredictorConfig {
 /// A predictor with fixed thresholds: failure probability is 1 when any limit is exceeded
 /// and 0 otherwise; the headline degradation is the relative change of p99 latency.
 ///
+/// It compares the like-for-like pair of the phase ([`Evidence::arms`]: the twin and the
+/// candidate in the shadow, both builds' live requests in the canary).
+///
 /// This is how most infrastructure canary tools judge a canary. It is simple and easy to
 /// explain, but it is not a statistical test: repeated at every look it will eventually
 /// fire on noise, and it states no uncertainty. The sequential predictors do better.
@@ -41,8 +44,8 @@ impl Default for ThresholdPredictorConfig {
 ///
 /// let mut evidence = Evidence::new(Version::new("api", "1"), Version::new("api", "2"));
 /// for _ in 0..1_000 {
-///     evidence.stable.record_request(Outcome::Success, 1_000);
-///     evidence.candidate.record_request(Outcome::ServerError, 1_000);
+///     evidence.shadow.twin.record_request(Outcome::Success, 1_000);
+///     evidence.shadow.candidate.record_request(Outcome::ServerError, 1_000);
 /// }
 /// let prediction = ThresholdPredictor::default().predict(&evidence);
 /// assert_eq!(prediction.failure_probability, 1.0);
@@ -75,7 +78,7 @@ impl Predictor for ThresholdPredictor {
     }
 
     fn predict(&self, evidence: &Evidence) -> Prediction {
-        let (stable, candidate) = (&evidence.stable, &evidence.candidate);
+        let (stable, candidate) = evidence.arms();
         if stable.latency_us.is_empty() || candidate.latency_us.is_empty() {
             return Prediction::inconclusive(
                 self.name(),
@@ -129,13 +132,15 @@ mod tests {
     fn evidence(candidate_latency: u64, candidate_errors: u64) -> Evidence {
         let mut e = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));
         for i in 0..1_000 {
-            e.stable.record_request(Outcome::Success, 1_000);
+            e.shadow.twin.record_request(Outcome::Success, 1_000);
             let outcome = if i < candidate_errors {
                 Outcome::ServerError
             } else {
                 Outcome::Success
             };
-            e.candidate.record_request(outcome, candidate_latency);
+            e.shadow
+                .candidate
+                .record_request(outcome, candidate_latency);
         }
         e
     }

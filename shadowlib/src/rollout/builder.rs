@@ -13,14 +13,16 @@ use super::release::ReleaseSwitch;
 use super::state::{RolloutStatus, Shared};
 use crate::evidence::Evidence;
 use crate::metrics::{
-    KpiRecorder, MetricSource, ProcessSampler, RecorderConfig, RecorderConfigError,
+    KpiRecorder, MetricSource, PairRecorder, ProcessSampler, RecorderConfig, RecorderConfigError,
 };
 use crate::mirror::{
     HttpMirror, HttpMirrorRef, Mirror, PathPattern, RequestCopy, RequestHead, RouteLabels,
 };
 use crate::model::{Arm, Phase, Version};
 use crate::predict::{Predictor, SequentialPredictor};
-use crate::shadow::{BudgetError, Placement, ShadowConfig, ShadowCounts, ShadowRuntime, StateLink};
+use crate::shadow::{
+    BudgetError, Placement, Recorders, ShadowConfig, ShadowCounts, ShadowRuntime, StateLink,
+};
 use crate::steer::{TrafficSteerer, WeightedSteerer};
 
 /// A rollout that cannot be built, naming what is wrong.
@@ -245,33 +247,39 @@ impl RolloutBuilder {
             self.candidate.clone(),
             &self.recorder,
         )?);
+        let pairs = Arc::new(PairRecorder::default());
+        let mut sources: Vec<Arc<dyn MetricSource>> =
+            vec![Arc::clone(&recorder) as _, Arc::clone(&pairs) as _];
+        if self.process_sampling {
+            sources.push(Arc::new(ProcessSampler::new()));
+        }
+        sources.extend(self.sources);
         let shared = Arc::new(Shared::new(
             self.stable.clone(),
             self.candidate.clone(),
             self.policy,
             Arc::clone(&self.steerer),
             self.release_switch,
+            sources,
         ));
         let handle = RolloutHandle {
             shared: Arc::clone(&shared),
         };
-        let labels = RouteLabels::new(self.route_patterns, self.recorder.max_routes);
+        let labels = RouteLabels::new(self.route_patterns, Arc::clone(recorder.routes()));
         let (shadow, worker) = ShadowRuntime::new(
             self.shadow,
             self.mirror,
             self.steerer,
             Arc::new(handle.clone()),
-            Arc::clone(&recorder),
+            Recorders {
+                live: Arc::clone(&recorder),
+                pairs: Arc::clone(&pairs),
+            },
             labels,
             self.state,
             placement,
         )?;
-        let mut sources: Vec<Arc<dyn MetricSource>> = vec![Arc::clone(&recorder) as _];
-        if self.process_sampling {
-            sources.push(Arc::new(ProcessSampler::new()));
-        }
-        sources.extend(self.sources);
-        let controller = Controller::new(self.predictor, sources, shared, self.shadow_only);
+        let controller = Controller::new(self.predictor, shared, self.shadow_only);
         // Only an idle rollout can be started, and this one was just made.
         let _ = handle.start();
         let rollout = Rollout {
@@ -279,6 +287,7 @@ impl RolloutBuilder {
                 handle,
                 shadow,
                 recorder,
+                pairs,
             }),
         };
         Ok((rollout, RolloutDriver { controller }, worker))
@@ -341,6 +350,7 @@ struct Inner {
     handle: RolloutHandle,
     shadow: ShadowRuntime,
     recorder: Arc<KpiRecorder>,
+    pairs: Arc<PairRecorder>,
 }
 
 impl fmt::Debug for Rollout {
@@ -378,8 +388,9 @@ impl Rollout {
         self.inner.shadow.counts()
     }
 
-    /// What the adapters have recorded of both builds so far, as the controller's next look
-    /// will see it (before the further metric sources add theirs).
+    /// What the rollout has recorded of both builds so far — the shadow's pairs and the
+    /// canary's live requests — as the controller's next look will see it (before the
+    /// process sampler and your own metric sources add theirs).
     pub fn evidence(&self) -> Evidence {
         let recorder = &self.inner.recorder;
         let mut evidence = Evidence::new(
@@ -390,8 +401,9 @@ impl Rollout {
         evidence.phase = status.phase;
         evidence.share = status.share;
         evidence.look = status.looks;
-        evidence.stable = recorder.snapshot(Arm::Stable);
-        evidence.candidate = recorder.snapshot(Arm::Candidate);
+        evidence.shadow = self.inner.pairs.snapshot();
+        evidence.canary = recorder.canary();
+        evidence.live_requests = recorder.live_requests();
         evidence
     }
 
@@ -405,6 +417,13 @@ impl Rollout {
     #[cfg(any(test, feature = "simulate"))]
     pub(crate) fn recorder(&self) -> &Arc<KpiRecorder> {
         &self.inner.recorder
+    }
+
+    /// The recorder of the shadow's pairs (for the simulator and tests, which play their
+    /// part).
+    #[cfg(any(test, feature = "simulate"))]
+    pub(crate) fn pairs(&self) -> &Arc<PairRecorder> {
+        &self.inner.pairs
     }
 
     pub(crate) fn shadow_runtime(&self) -> &ShadowRuntime {

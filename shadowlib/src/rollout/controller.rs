@@ -10,48 +10,56 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::decision::{Decision, Reason};
 use super::handle::RolloutHandle;
 use super::state::{RolloutStatus, Shared};
-use crate::evidence::Evidence;
-use crate::metrics::MetricSource;
-use crate::model::{Action, Arm, Phase, SampleCount};
-use crate::predict::{Prediction, Predictor};
+use crate::analysis::{MismatchTest, Verdict};
+use crate::evidence::{Evidence, Stage};
+use crate::model::{Action, Phase};
+use crate::predict::{Certainty, Prediction, Predictor};
 
 /// Runs a rollout: every interval it collects the evidence from the metric sources, asks
-/// the predictor, and steps up, holds, pauses or rolls back through the traffic steerer.
-/// It ends when the rollout is promoted or rolled back, or when nothing holds the rollout
-/// any more.
+/// the predictor, tests the responses, and steps up, holds, pauses or rolls back through
+/// the traffic steerer. It ends when the rollout is promoted or rolled back, or when
+/// nothing holds the rollout any more.
 ///
-/// * No data is not a verdict: below `min_samples` per build it holds, and once
-///   `no_data_deadline` has passed without enough samples it pauses with "no data".
-/// * A prediction marked inconclusive holds, whatever its numbers.
-/// * A conclusive prediction above either threshold rolls back.
-/// * Otherwise it steps up, once the current canary step has `min_samples_per_step` new
-///   candidate requests.
+/// * No data is not a verdict: while the shadow has fewer than `min_samples` pairs, a
+///   canary step fewer than `min_samples_per_step` candidate requests, or the predictor
+///   says it needs samples, it holds; once `no_data_deadline` has passed in the phase, it
+///   pauses with "no data".
+/// * A prediction marked inconclusive, or a mismatch test not yet decided, holds — until
+///   `decision_deadline` has passed in the phase; then it pauses with the reason.
+/// * A conclusive prediction above either threshold, or a mismatch rate shown above
+///   `mismatch.rollback_above`, rolls back.
+/// * Otherwise it steps up.
 pub(crate) struct Controller {
     predictor: Box<dyn Predictor>,
-    sources: Vec<Arc<dyn MetricSource>>,
     shared: Arc<Shared>,
     /// Shadow only: looks and reports, never moves traffic.
     shadow_only: bool,
-    /// When the controller began waiting for enough samples, if it is waiting.
-    waiting_since: Option<Instant>,
-    /// Whether any look so far had enough samples.
-    had_enough: bool,
+    /// The phase of the last look, and when the controller first saw it.
+    phase: Option<(Phase, Instant)>,
+    /// When the controller began holding on evidence that does not decide, in this phase.
+    undecided_since: Option<Instant>,
+}
+
+/// Why the controller holds, which decides the deadline that applies.
+enum Hold {
+    /// Waiting for samples: ends at the no-data deadline.
+    Samples(Reason),
+    /// The evidence does not decide: ends at the decision deadline.
+    Undecided(Reason),
 }
 
 impl Controller {
     pub(crate) fn new(
         predictor: Box<dyn Predictor>,
-        sources: Vec<Arc<dyn MetricSource>>,
         shared: Arc<Shared>,
         shadow_only: bool,
     ) -> Self {
         Self {
             predictor,
-            sources,
             shared,
             shadow_only,
-            waiting_since: None,
-            had_enough: false,
+            phase: None,
+            undecided_since: None,
         }
     }
 
@@ -107,46 +115,37 @@ impl Controller {
         if !phase.is_live() {
             return Decision::controller(Action::Hold, Reason::new(format!("rollout is {phase}")));
         }
+        // A new phase (by the evidence or an operator) starts its waits afresh; the first
+        // phase's wait counts from the start of the rollout.
+        let entered = match self.phase {
+            Some((seen, since)) if seen == phase => since,
+            Some(_) => now,
+            None => started.unwrap_or(now),
+        };
+        if self.phase.is_none_or(|(seen, _)| seen != phase) {
+            self.undecided_since = None;
+        }
+        self.phase = Some((phase, entered));
 
-        let mut evidence = Evidence::new(self.shared.stable.clone(), self.shared.candidate.clone());
+        let shared = &self.shared;
+        let mut evidence = Evidence::new(shared.stable.clone(), shared.candidate.clone());
         evidence.phase = phase;
         evidence.share = share;
         evidence.look = look;
         evidence.elapsed = started.map(|s| now.duration_since(s)).unwrap_or_default();
         let mut failures = Vec::new();
-        for source in &self.sources {
-            for arm in [Arm::Stable, Arm::Candidate] {
-                if let Err(e) = source.collect(arm, evidence.arm_mut(arm)).await {
-                    failures.push(Reason::new(e.to_string()));
-                }
+        for source in &shared.sources {
+            if let Err(e) = source.collect(&mut evidence).await {
+                failures.push(Reason::new(e.to_string()));
             }
         }
-        let samples = SampleCount {
-            stable: evidence.stable.requests(),
-            candidate: evidence.candidate.requests(),
-        };
-        let step_samples = {
-            let mut state = self.shared.lock();
-            state.candidate_requests = samples.candidate;
-            samples.candidate.saturating_sub(state.step_baseline)
-        };
+        let samples = evidence.samples();
         self.shared.status.send_modify(|s| s.samples = samples);
 
-        // Until the first time there is enough data, the wait counts from the start.
-        let wait_start = if self.had_enough {
-            now
-        } else {
-            started.unwrap_or(now)
+        let (decision, prediction) = match self.assess(&evidence, failures) {
+            Ok((decision, prediction)) => (decision, prediction),
+            Err((hold, prediction)) => (self.hold(hold, phase, now - entered, now), prediction),
         };
-        let waiting_since = *self.waiting_since.get_or_insert(wait_start);
-        let (decision, prediction) = self.assess(
-            &evidence,
-            phase,
-            samples,
-            step_samples,
-            failures,
-            now - waiting_since,
-        );
         let decision = if self.shadow_only && decision.action != Action::Hold {
             // Comparing without rolling out: say what the evidence would have done.
             Decision::controller(
@@ -170,133 +169,239 @@ impl Controller {
         }
     }
 
-    fn assess(
-        &mut self,
-        evidence: &Evidence,
-        phase: Phase,
-        samples: SampleCount,
-        step_samples: u64,
-        source_failures: Vec<Reason>,
-        waited: Duration,
-    ) -> (Decision, Option<Prediction>) {
+    /// A hold, or the pause its deadline calls for once it has passed.
+    fn hold(&mut self, hold: Hold, phase: Phase, in_phase: Duration, now: Instant) -> Decision {
         let policy = &self.shared.policy;
-        let min = policy.min_samples;
-        if evidence.samples_per_arm() < min || !source_failures.is_empty() {
-            let shortage = Reason::new(format!(
-                "not enough samples: need {min} per build, have stable {}, candidate {}",
-                samples.stable, samples.candidate
-            ))
-            .samples(samples);
-            let paused = matches!(phase, Phase::Paused { .. });
-            let decision = if !paused && waited >= policy.no_data_deadline {
+        let paused = matches!(phase, Phase::Paused { .. });
+        match hold {
+            Hold::Samples(reason) if !paused && in_phase >= policy.no_data_deadline => {
                 Decision::controller(
                     Action::Pause,
                     Reason::new(format!(
-                        "no data: waited {waited:?}, past the no-data deadline of {:?}; \
-                         no data is not a verdict, so the rollout pauses for an operator",
+                        "no data: waited {in_phase:?} in this phase, past the no-data deadline \
+                         of {:?}; no data is not a verdict, so the rollout pauses for an \
+                         operator",
                         policy.no_data_deadline
-                    ))
-                    .samples(samples),
+                    )),
                 )
-            } else {
-                Decision::controller(Action::Hold, shortage)
-            };
-            return (decision.with_reasons(source_failures), None);
+                .with_reasons([reason])
+            }
+            Hold::Undecided(reason) => {
+                let since = *self.undecided_since.get_or_insert(now);
+                let undecided = now - since;
+                if !paused && undecided >= policy.decision_deadline {
+                    Decision::controller(
+                        Action::Pause,
+                        Reason::new(format!(
+                            "undecided: the evidence has decided nothing for {undecided:?}, past \
+                             the decision deadline of {:?}; the rollout pauses for an operator \
+                             rather than keep its share for ever",
+                            policy.decision_deadline
+                        )),
+                    )
+                    .with_reasons([reason])
+                } else {
+                    Decision::controller(Action::Hold, reason)
+                }
+            }
+            Hold::Samples(reason) => Decision::controller(Action::Hold, reason),
         }
-        self.waiting_since = None;
-        self.had_enough = true;
+    }
+
+    /// The decision the evidence calls for, or the hold it calls for (with the prediction,
+    /// when one was made).
+    #[allow(clippy::type_complexity)]
+    fn assess(
+        &mut self,
+        evidence: &Evidence,
+        source_failures: Vec<Reason>,
+    ) -> Result<(Decision, Option<Prediction>), (Hold, Option<Prediction>)> {
+        let policy = &self.shared.policy;
+        let samples = evidence.samples();
+        let phase = evidence.phase;
+        if let Some(first) = source_failures.first() {
+            let mut reason = Reason::new(format!(
+                "a metric source failed, so the evidence is partial: {first}"
+            ));
+            for more in &source_failures[1..] {
+                reason.message.push_str(&format!("; {more}"));
+            }
+            return Err((Hold::Samples(reason), None));
+        }
+        let pairs = evidence.shadow_pairs();
+        if evidence.stage() == Stage::Shadow && pairs < policy.min_samples {
+            let reason = Reason::new(format!(
+                "not enough samples: need {} reads run on both builds in the shadow, have {pairs}",
+                policy.min_samples
+            ))
+            .samples(samples);
+            return Err((Hold::Samples(reason), None));
+        }
 
         let prediction = self.predictor.predict(evidence);
-        let thresholds = &policy.thresholds;
-        let cited: Vec<Reason> = prediction.reasons.iter().map(Reason::new).collect();
+        let name = prediction.predictor.clone();
+        let mut cited: Vec<Reason> = prediction.reasons.iter().map(Reason::new).collect();
+        let m = &policy.mismatch;
+        // The policy is validated, so the levels are in range.
+        let mismatch = MismatchTest::run(
+            &evidence.shadow.pairs.total.mismatches,
+            m.tolerance,
+            m.rollback_above,
+            m.alpha,
+        )
+        .ok()
+        .flatten();
+        let mismatch_reason = mismatch.as_ref().map(|test| {
+            let mut reason = Reason::new(test.to_string()).metric(
+                "net_mismatch_rate",
+                test.worse.estimate.difference,
+                if test.verdict == Verdict::Worse {
+                    m.rollback_above
+                } else {
+                    m.tolerance
+                },
+            );
+            let fields = evidence.shadow.pairs.total.top_fields(3);
+            if !fields.is_empty() {
+                let named: Vec<String> = fields
+                    .iter()
+                    .map(|(field, d)| format!("{field} ({} reads)", d.candidate_only))
+                    .collect();
+                reason.message.push_str(&format!(
+                    "; fields only the candidate got different from live: {}",
+                    named.join(", ")
+                ));
+            }
+            reason
+        });
+        if let Some(reason) = &mismatch_reason {
+            cited.push(reason.clone());
+        }
         let probability = prediction.failure_probability;
         let degradation = prediction.performance_degradation.estimate;
-        let decision = if !prediction.is_conclusive() {
-            Decision::controller(
-                Action::Hold,
-                Reason::new(format!(
-                    "predictor `{}`: not yet known",
-                    prediction.predictor
-                ))
-                .samples(samples),
-            )
-        } else if probability.is_nan() || degradation.is_nan() {
-            // A predictor bug is not evidence against the candidate, nor for it.
-            Decision::controller(
-                Action::Hold,
-                Reason::new(format!(
-                    "predictor `{}` returned a value that is not a number; ignored",
-                    prediction.predictor
-                )),
-            )
-        } else if probability > thresholds.max_failure_probability {
-            Decision::controller(
-                Action::RollBack,
-                Reason::new(format!(
-                    "predictor `{}`: failure probability too high",
-                    prediction.predictor
-                ))
-                .metric(
-                    "failure_probability",
-                    probability,
-                    thresholds.max_failure_probability,
-                )
-                .samples(samples),
-            )
-        } else if degradation > thresholds.max_degradation {
-            Decision::controller(
-                Action::RollBack,
-                Reason::new(format!(
-                    "predictor `{}`: performance degradation {} too high",
-                    prediction.predictor, prediction.performance_degradation
+        let thresholds = &policy.thresholds;
+        let conclusive = prediction.is_conclusive();
+        let rollback = |reason: Reason| {
+            Decision::controller(Action::RollBack, reason.samples(samples))
+                .with_reasons(cited.clone())
+        };
+        if let (Some(test), Some(reason)) = (&mismatch, &mismatch_reason)
+            && test.verdict == Verdict::Worse
+        {
+            let lead = Reason::new(format!(
+                "responses: the candidate answers differently from stable beyond noise on \
+                 more than {:.3}% of reads; {}",
+                m.rollback_above * 100.0,
+                reason.message
+            ));
+            return Ok((rollback(lead), Some(prediction)));
+        }
+        if conclusive && !(probability.is_nan() || degradation.is_nan()) {
+            if probability > thresholds.max_failure_probability {
+                let lead = Reason::new(format!("predictor `{name}`: failure probability too high"))
+                    .metric(
+                        "failure_probability",
+                        probability,
+                        thresholds.max_failure_probability,
+                    );
+                return Ok((rollback(lead), Some(prediction)));
+            }
+            if degradation > thresholds.max_degradation {
+                let lead = Reason::new(format!(
+                    "predictor `{name}`: performance degradation {} too high",
+                    prediction.performance_degradation
                 ))
                 .metric(
                     "performance_degradation",
                     degradation,
                     thresholds.max_degradation,
-                )
-                .samples(samples),
-            )
-        } else if matches!(phase, Phase::Paused { .. }) {
-            Decision::controller(
+                );
+                return Ok((rollback(lead), Some(prediction)));
+            }
+        }
+        let hold = |lead: Reason| -> Reason {
+            let mut lead = lead.samples(samples);
+            for reason in &cited {
+                lead.message.push_str(&format!("; {}", reason.message));
+            }
+            lead
+        };
+        match &prediction.certainty {
+            Certainty::NeedsSamples(why) => {
+                let lead = Reason::new(format!("predictor `{name}` needs samples: {why}"));
+                return Err((Hold::Samples(hold(lead)), Some(prediction)));
+            }
+            Certainty::Inconclusive(why) => {
+                let lead = Reason::new(format!("predictor `{name}`: not yet known: {why}"));
+                return Err((Hold::Undecided(hold(lead)), Some(prediction)));
+            }
+            _ => {}
+        }
+        if probability.is_nan() || degradation.is_nan() {
+            // A predictor bug is not evidence against the candidate, nor for it.
+            let lead = Reason::new(format!(
+                "predictor `{name}` returned a value that is not a number; ignored"
+            ));
+            return Err((Hold::Undecided(hold(lead)), Some(prediction)));
+        }
+        match &mismatch {
+            None => {
+                let lead = Reason::new("responses: none compared yet in the shadow");
+                return Err((Hold::Samples(hold(lead)), Some(prediction)));
+            }
+            Some(test) if test.verdict != Verdict::NotWorse => {
+                let lead = Reason::new("responses: the mismatch test has not decided yet");
+                let hold = if test.held_because.is_some() {
+                    Hold::Samples(hold(lead))
+                } else {
+                    Hold::Undecided(hold(lead))
+                };
+                return Err((hold, Some(prediction)));
+            }
+            Some(_) => {}
+        }
+        if matches!(phase, Phase::Paused { .. }) {
+            let decision = Decision::controller(
                 Action::Hold,
                 Reason::new("paused: the evidence is within the thresholds"),
             )
-        } else if matches!(phase, Phase::Canary { .. })
-            && step_samples < policy.min_samples_per_step
-        {
-            Decision::controller(
-                Action::Hold,
-                Reason::new(format!(
-                    "within thresholds; {step_samples} of {} candidate requests needed at this step",
+            .with_reasons(cited);
+            return Ok((decision, Some(prediction)));
+        }
+        if let Phase::Canary { step } = phase {
+            let at_step = evidence
+                .canary
+                .steps
+                .get(step)
+                .map_or(0, |s| s.candidate.requests());
+            if at_step < policy.min_samples_per_step {
+                let lead = Reason::new(format!(
+                    "within thresholds; {at_step} of {} candidate requests needed at this step",
                     policy.min_samples_per_step
-                ))
-                .samples(samples),
-            )
-        } else {
-            Decision::controller(
-                Action::StepUp,
-                Reason::new(format!(
-                    "predictor `{}`: within thresholds",
-                    prediction.predictor
-                ))
+                ));
+                return Err((Hold::Samples(hold(lead)), Some(prediction)));
+            }
+        }
+        let decision = Decision::controller(
+            Action::StepUp,
+            Reason::new(format!("predictor `{name}`: within thresholds"))
                 .metric(
                     "failure_probability",
                     probability,
                     thresholds.max_failure_probability,
                 )
                 .samples(samples),
-            )
-        };
-        (decision.with_reasons(cited), Some(prediction))
+        )
+        .with_reasons(cited);
+        Ok((decision, Some(prediction)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::KpiRecorder;
-    use crate::model::{LivePhase, Outcome, Share, Version};
+    use crate::metrics::{Differed, ReadComparison, ResourceUsage, Run};
+    use crate::model::{Arm, LivePhase, Outcome, Share, Version};
     use crate::predict::ThresholdPredictor;
     use crate::rollout::{Rollout, RolloutDriver, RolloutPolicy};
 
@@ -320,9 +425,28 @@ mod tests {
             .expect("valid policy")
     }
 
-    fn feed(recorder: &KpiRecorder, candidate_outcome: Outcome) {
+    /// 5,000 shadow pairs (enough for the mismatch test to pass identical responses) and
+    /// 200 live requests of each build, recorded under the phase the rollout is in.
+    fn feed(rollout: &Rollout, candidate_outcome: Outcome) {
+        feed_with(rollout, candidate_outcome, &ReadComparison::default());
+    }
+
+    fn feed_with(rollout: &Rollout, candidate_outcome: Outcome, compared: &ReadComparison) {
+        let latency = Duration::from_millis(5);
+        let run = |outcome| Run {
+            outcome,
+            latency: Some(latency),
+            usage: ResourceUsage::default(),
+            response_bytes: 0,
+        };
+        for _ in 0..5_000 {
+            let (twin, candidate) = (run(Outcome::Success), run(candidate_outcome));
+            rollout
+                .pairs()
+                .record_pair("GET /", 0, &twin, &candidate, Some(compared));
+        }
+        let recorder = rollout.recorder();
         for _ in 0..200 {
-            let latency = Duration::from_millis(5);
             recorder.record(Arm::Stable, Outcome::Success, latency, 0, 0);
             recorder.record(Arm::Candidate, candidate_outcome, latency, 0, 0);
         }
@@ -359,11 +483,11 @@ mod tests {
         let (rollout, mut driver) = rollout();
         let handle = rollout.handle();
         let mut events = handle.subscribe();
-        feed(rollout.recorder(), Outcome::Success);
 
         let canary = |step| Phase::Canary { step };
         let mut seen = vec![];
         while !handle.phase().is_terminal() {
+            feed(&rollout, Outcome::Success);
             let decision = driver.look().await;
             assert_eq!(decision.action, Action::StepUp, "{decision}");
             assert_eq!(handle.phase(), handle.status().phase);
@@ -402,7 +526,7 @@ mod tests {
     #[tokio::test]
     async fn a_rollback_by_the_evidence_shows_in_phase() {
         let (rollout, mut driver) = rollout();
-        feed(rollout.recorder(), Outcome::ServerError);
+        feed(&rollout, Outcome::ServerError);
         let decision = driver.look().await;
         assert_eq!(decision.action, Action::RollBack, "{decision}");
         assert_phase(&rollout.handle(), Phase::RolledBack);
@@ -418,7 +542,7 @@ mod tests {
                 .shadow_only()
                 .build_driven()
                 .expect("valid policy");
-        feed(rollout.recorder(), Outcome::ServerError);
+        feed(&rollout, Outcome::ServerError);
         let decision = driver.look().await;
         assert_eq!(decision.action, Action::Hold, "{decision}");
         assert!(
@@ -443,5 +567,115 @@ mod tests {
             Phase::Shadowing,
             "ended as it was, decided nothing"
         );
+    }
+
+    /// Never decides: every look is "not yet known".
+    struct Undecided;
+
+    impl Predictor for Undecided {
+        fn name(&self) -> &str {
+            "undecided"
+        }
+
+        fn predict(&self, evidence: &Evidence) -> Prediction {
+            Prediction::inconclusive(self.name(), "a test that never ends", evidence)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_on_undecided_evidence_pauses_at_the_decision_deadline() {
+        let policy = RolloutPolicy {
+            decision_deadline: Duration::from_secs(60),
+            ..policy()
+        };
+        let (rollout, mut driver) =
+            Rollout::builder(Version::new("s", "1"), Version::new("s", "2"))
+                .policy(policy.clone())
+                .predictor(Undecided)
+                .without_process_sampling()
+                .build_driven()
+                .expect("valid policy");
+        feed(&rollout, Outcome::Success);
+        let mut waited = Duration::ZERO;
+        loop {
+            let decision = driver.look().await;
+            if decision.action == Action::Pause {
+                let text = decision.to_string();
+                assert!(text.contains("decision deadline"), "{text}");
+                assert!(text.contains("a test that never ends"), "{text}");
+                break;
+            }
+            assert_eq!(decision.action, Action::Hold, "{decision}");
+            assert!(waited <= policy.decision_deadline, "held past the deadline");
+            tokio::time::advance(policy.interval).await;
+            waited += policy.interval;
+        }
+        assert!(waited >= policy.decision_deadline);
+        assert_phase(
+            &rollout.handle(),
+            Phase::Paused {
+                from: LivePhase::Shadowing,
+            },
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_for_samples_pauses_at_the_no_data_deadline() {
+        let policy = RolloutPolicy {
+            no_data_deadline: Duration::from_secs(60),
+            ..policy()
+        };
+        let (rollout, mut driver) =
+            Rollout::builder(Version::new("s", "1"), Version::new("s", "2"))
+                .policy(policy.clone())
+                .without_process_sampling()
+                .build_driven()
+                .expect("valid policy");
+        let mut decision = driver.look().await;
+        while decision.action == Action::Hold {
+            tokio::time::advance(policy.interval).await;
+            decision = driver.look().await;
+        }
+        assert_eq!(decision.action, Action::Pause, "{decision}");
+        assert!(decision.to_string().contains("no data"), "{decision}");
+        assert_phase(
+            &rollout.handle(),
+            Phase::Paused {
+                from: LivePhase::Shadowing,
+            },
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_responses_roll_back_whatever_the_predictor_says_and_name_the_field() {
+        let (rollout, mut driver) = rollout();
+        // Every read: a timestamp that differs on both builds (noise), and a price only
+        // the candidate gets wrong.
+        let compared = ReadComparison {
+            fields: vec![
+                ("/at".into(), Differed::Both),
+                ("/price".into(), Differed::CandidateOnly),
+            ],
+        };
+        feed_with(&rollout, Outcome::Success, &compared);
+        let decision = driver.look().await;
+        assert_eq!(decision.action, Action::RollBack, "{decision}");
+        let text = decision.to_string();
+        assert!(text.contains("/price"), "{text}");
+        assert!(
+            !text.contains("/at ("),
+            "noise is not named as a mismatch: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn noise_on_both_builds_does_not_hold_promotion_back() {
+        let (rollout, mut driver) = rollout();
+        let compared = ReadComparison {
+            fields: vec![("/at".into(), Differed::Both)],
+        };
+        feed_with(&rollout, Outcome::Success, &compared);
+        let decision = driver.look().await;
+        assert_eq!(decision.action, Action::StepUp, "{decision}");
     }
 }

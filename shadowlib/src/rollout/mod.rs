@@ -26,6 +26,6 @@ pub use builder::{BuildError, Rollout, RolloutBuilder, RolloutDriver};
 pub use decision::{Decision, DecisionSource, Reason};
 pub use handle::RolloutHandle;
 pub use machine::{Transition, TransitionError};
-pub use policy::{ConfigError, RolloutPolicy, Thresholds};
+pub use policy::{ConfigError, MismatchPolicy, RolloutPolicy, Thresholds};
 pub use release::{Release, ReleaseSwitch, Releases};
 pub use state::{RolloutEvent, RolloutStatus};

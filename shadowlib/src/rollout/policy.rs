@@ -52,6 +52,14 @@ pub enum ConfigError {
         /// The interval.
         interval: Duration,
     },
+    /// The decision deadline must allow at least one look.
+    #[error("decision_deadline: {deadline:?} is shorter than the interval {interval:?}")]
+    DecisionDeadlineShorterThanInterval {
+        /// The deadline.
+        deadline: Duration,
+        /// The interval.
+        interval: Duration,
+    },
     /// Nothing can be judged on zero samples.
     #[error("min_samples: must be at least 1")]
     ZeroMinSamples,
@@ -65,6 +73,47 @@ pub enum ConfigError {
         /// The allowed range, in words.
         range: &'static str,
     },
+}
+
+/// How wrong responses are judged: the candidate's mismatch rate *net of noise* — reads
+/// on which the candidate's response differed from live's in a field where the stable
+/// twin's agreed, less those the other way round (see
+/// [`PairedMismatches`](crate::PairedMismatches)) — tested like any other KPI, with an
+/// always-valid test, whatever the predictor.
+///
+/// ```
+/// use shadowlib::RolloutPolicy;
+///
+/// let policy = RolloutPolicy::from_toml(r#"
+///     [mismatch]
+///     tolerance = 0.0005
+///     rollback_above = 0.002
+/// "#)?;
+/// assert_eq!(policy.mismatch.alpha, 0.01);
+/// # Ok::<(), shadowlib::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MismatchPolicy {
+    /// The net mismatch rate the candidate may have and still step up: the test must show
+    /// the rate below it. `0.001` = one read in a thousand.
+    pub tolerance: f64,
+    /// The net mismatch rate above which the rollout rolls back, once the test shows the
+    /// rate above it; at least `tolerance`.
+    pub rollback_above: f64,
+    /// The chance, over the whole rollout, that the test calls identical builds'
+    /// responses worse than `rollback_above` (or a candidate within `tolerance`, worse).
+    pub alpha: f64,
+}
+
+impl Default for MismatchPolicy {
+    fn default() -> Self {
+        Self {
+            tolerance: 0.001,
+            rollback_above: 0.001,
+            alpha: 0.01,
+        }
+    }
 }
 
 /// The limits a prediction is held against.
@@ -121,15 +170,25 @@ pub struct RolloutPolicy {
     /// Shares of live traffic for the candidate, one per canary step, strictly
     /// increasing and ending at 100%.
     pub steps: Vec<Share>,
-    /// Requests needed on each build before anything is decided.
+    /// Reads run on both builds in the shadow before anything is decided.
     pub min_samples: u64,
-    /// Candidate requests needed at a canary step before stepping up from it.
+    /// Candidate requests needed at a canary step before stepping up from it (live
+    /// requests the candidate served at that step).
     pub min_samples_per_step: u64,
-    /// How long the controller waits for `min_samples` before it pauses with "no data".
+    /// How long the controller waits for samples (the shadow's `min_samples`, a canary
+    /// step's `min_samples_per_step`, a predictor's minimum) before it pauses with "no
+    /// data".
     #[serde(with = "crate::duration")]
     pub no_data_deadline: Duration,
+    /// How long the controller holds a phase on evidence that does not decide (a test
+    /// neither worse nor within tolerance, a control chart alarm) before it pauses with the
+    /// reason, for an operator: no rollout sits on a share for ever.
+    #[serde(with = "crate::duration")]
+    pub decision_deadline: Duration,
     /// The limits the predictions are held against.
     pub thresholds: Thresholds,
+    /// How wrong responses are judged.
+    pub mismatch: MismatchPolicy,
 }
 
 impl Default for RolloutPolicy {
@@ -141,7 +200,9 @@ impl Default for RolloutPolicy {
             min_samples: 200,
             min_samples_per_step: 100,
             no_data_deadline: Duration::from_secs(600),
+            decision_deadline: Duration::from_secs(1_800),
             thresholds: Thresholds::default(),
+            mismatch: MismatchPolicy::default(),
         }
     }
 }
@@ -170,6 +231,12 @@ impl RolloutPolicy {
         if self.no_data_deadline < self.interval {
             return Err(ConfigError::DeadlineShorterThanInterval {
                 deadline: self.no_data_deadline,
+                interval: self.interval,
+            });
+        }
+        if self.decision_deadline < self.interval {
+            return Err(ConfigError::DecisionDeadlineShorterThanInterval {
+                deadline: self.decision_deadline,
                 interval: self.interval,
             });
         }
@@ -206,6 +273,27 @@ impl RolloutPolicy {
                 field: "thresholds.max_degradation",
                 value: d,
                 range: "(0, infinity)",
+            });
+        }
+        let m = &self.mismatch;
+        for (field, value) in [
+            ("mismatch.tolerance", m.tolerance),
+            ("mismatch.rollback_above", m.rollback_above),
+            ("mismatch.alpha", m.alpha),
+        ] {
+            if !(value > 0.0 && value < 1.0) {
+                return Err(ConfigError::ThresholdOutOfRange {
+                    field,
+                    value,
+                    range: "(0, 1)",
+                });
+            }
+        }
+        if m.rollback_above < m.tolerance {
+            return Err(ConfigError::ThresholdOutOfRange {
+                field: "mismatch.rollback_above",
+                value: m.rollback_above,
+                range: "[mismatch.tolerance, 1)",
             });
         }
         Ok(())
@@ -260,6 +348,24 @@ no_data_deadline = "5s""#
                 field: "thresholds.max_failure_probability",
                 ..
             }
+        ));
+        assert!(matches!(
+            toml_err("[mismatch]\ntolerance = 0.01\nrollback_above = 0.001"),
+            ConfigError::ThresholdOutOfRange {
+                field: "mismatch.rollback_above",
+                ..
+            }
+        ));
+        assert!(matches!(
+            toml_err("[mismatch]\nalpha = 0"),
+            ConfigError::ThresholdOutOfRange {
+                field: "mismatch.alpha",
+                ..
+            }
+        ));
+        assert!(matches!(
+            toml_err("interval = \"1m\"\ndecision_deadline = \"30s\""),
+            ConfigError::DecisionDeadlineShorterThanInterval { .. }
         ));
         assert!(matches!(
             toml_err("[thresholds]\nmax_degradation = -0.1"),

@@ -13,6 +13,7 @@ use super::decision::Decision;
 use super::machine::{AtomicPhase, RolloutMachine, Transition, TransitionError};
 use super::policy::RolloutPolicy;
 use super::release::ReleaseSwitch;
+use crate::metrics::MetricSource;
 use crate::model::{Arm, Phase, SampleCount, Share, Version};
 use crate::predict::Prediction;
 use crate::steer::TrafficSteerer;
@@ -68,9 +69,6 @@ pub(crate) struct State {
     pub(crate) started: Option<Instant>,
     pub(crate) looks: u64,
     pub(crate) events: u64,
-    /// Candidate requests seen at the last look, and when the current step began.
-    pub(crate) candidate_requests: u64,
-    pub(crate) step_baseline: u64,
     /// The events so far, the oldest dropped past [`EVENT_BUFFER`]: what a subscriber
     /// that came late missed.
     pub(crate) history: VecDeque<RolloutEvent>,
@@ -84,6 +82,9 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     pub(crate) steerer: Arc<dyn TrafficSteerer>,
     pub(crate) release_switch: Option<Arc<dyn ReleaseSwitch>>,
+    /// Every metric source: the controller collects from them, and each is told of every
+    /// change of phase.
+    pub(crate) sources: Vec<Arc<dyn MetricSource>>,
     pub(crate) events: broadcast::Sender<RolloutEvent>,
     pub(crate) status: watch::Sender<RolloutStatus>,
     /// `status.phase`, readable without the watch channel's lock: stored with the status,
@@ -101,6 +102,7 @@ impl Shared {
         policy: RolloutPolicy,
         steerer: Arc<dyn TrafficSteerer>,
         release_switch: Option<Arc<dyn ReleaseSwitch>>,
+        sources: Vec<Arc<dyn MetricSource>>,
     ) -> Self {
         // The share is set with the start's transition, like every other.
         let machine = RolloutMachine::new(policy.steps.clone());
@@ -123,12 +125,11 @@ impl Shared {
                 started: None,
                 looks: 0,
                 events: 0,
-                candidate_requests: 0,
-                step_baseline: 0,
                 history: VecDeque::new(),
             }),
             steerer,
             release_switch,
+            sources,
             events: broadcast::channel(EVENT_BUFFER).0,
             phase: AtomicPhase::new(status.phase),
             status: watch::channel(status).0,
@@ -177,7 +178,11 @@ impl Shared {
         look: u64,
         samples: SampleCount,
     ) {
-        // Traffic first: from the next request on, new requests follow the new share.
+        // The sources first, so that requests at the new share are recorded as such; then
+        // traffic: from the next request on, new requests follow the new share.
+        for source in &self.sources {
+            source.phase_changed(transition.to, transition.share_after);
+        }
         self.steerer.set_share(transition.share_after);
         if let Some(switch) = &self.release_switch {
             match transition.to {
@@ -185,9 +190,6 @@ impl Shared {
                 Phase::Promoted => switch.activate(Arm::Candidate),
                 _ => {}
             }
-        }
-        if matches!(transition.to, Phase::Canary { .. }) && transition.from != transition.to {
-            state.step_baseline = state.candidate_requests;
         }
         state.events += 1;
         let elapsed = state.started.map(|s| s.elapsed()).unwrap_or_default();

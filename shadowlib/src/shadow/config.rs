@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::ShadowBudget;
-use crate::compare::{CompareResponses, ExactComparison};
+#[cfg(doc)]
+use crate::compare::ExactComparison;
+use crate::compare::{Comparator, CompareResponses};
 use crate::mirror::{ArmOverride, HeaderNameError, StickyKey, header_name};
 use crate::model::Share;
 
@@ -39,6 +41,7 @@ pub struct ShadowConfig {
     pub(crate) arm_override: Option<ArmOverride>,
     pub(crate) body_limit: usize,
     pub(crate) mirror_share: Share,
+    pub(crate) twin_share: Share,
     pub(crate) compared_headers: Arc<[String]>,
     pub(crate) comparator: Arc<dyn CompareResponses>,
     pub(crate) budget: ShadowBudget,
@@ -51,8 +54,9 @@ impl Default for ShadowConfig {
             arm_override: None,
             body_limit: DEFAULT_BODY_LIMIT,
             mirror_share: Share::FULL,
+            twin_share: Share::FULL,
             compared_headers: Arc::from(["content-type".to_owned()]),
-            comparator: Arc::new(ExactComparison),
+            comparator: Arc::new(Comparator::default()),
             budget: ShadowBudget::default(),
         }
     }
@@ -65,6 +69,7 @@ impl fmt::Debug for ShadowConfig {
             .field("arm_override", &self.arm_override)
             .field("body_limit", &self.body_limit)
             .field("mirror_share", &self.mirror_share)
+            .field("twin_share", &self.twin_share)
             .field("compared_headers", &self.compared_headers)
             .field("budget", &self.budget)
             .finish_non_exhaustive()
@@ -115,6 +120,20 @@ impl ShadowConfig {
         self.mirror_share
     }
 
+    /// The share of mirrored reads the stable *twin* (a second instance of the stable
+    /// build, in the shadow) runs too, drawn at random per read (default: all).
+    ///
+    /// Each read the twin runs is a *pair*: both builds measured the same way, on the same
+    /// request, in the same place, which is what the shadow phase is judged on — latency,
+    /// CPU and allocations per read, failures, and mismatches net of noise (the twin's
+    /// own differences from live). A read without the twin is compared with live and
+    /// counted, but never paired. A lower share halves the shadow's cost at 50%, at the
+    /// price of fewer pairs per minute.
+    pub fn with_twin_share(mut self, share: Share) -> Self {
+        self.twin_share = share;
+        self
+    }
+
     /// The response headers compared besides status and body.
     pub fn with_compare_headers<'a>(
         mut self,
@@ -128,7 +147,9 @@ impl ShadowConfig {
         Ok(self)
     }
 
-    /// Judges each response pair (default: [`ExactComparison`]).
+    /// Names what differs between a live response and a shadow one (default: the
+    /// field-level [`Comparator`], with its default ignore rules; [`ExactComparison`]
+    /// compares whole bodies).
     pub fn with_comparator(mut self, comparator: impl CompareResponses) -> Self {
         self.comparator = Arc::new(comparator);
         self

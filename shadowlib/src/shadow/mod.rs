@@ -28,7 +28,7 @@ pub use budget::{BudgetError, ShadowBudget};
 pub use config::{DEFAULT_BODY_LIMIT, ShadowConfig};
 pub use stats::ShadowCounts;
 
-pub(crate) use runtime::{Placement, ShadowRuntime};
+pub(crate) use runtime::{Placement, Recorders, ShadowRuntime};
 pub(crate) use slots::{CopySlot, LiveProgress};
 pub(crate) use state::{StateLink, StatePosition, StateSpan};
 pub(crate) use stats::ShadowStats;

@@ -5,11 +5,9 @@
 //! wakes the shadow's thread while the shadow is busy or only between copies, never waits
 //! for it, and in a steady state allocates nothing for it.
 
+use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
-
-use crossbeam_queue::ArrayQueue;
 
 use super::queue::{CopyQueue, Task};
 use super::slots::{CopySlot, SlotPool};
@@ -17,9 +15,9 @@ use super::stats::ShadowStats;
 use super::target::{RECYCLED_SUMMARIES, Recycled, ResponseCapture, TargetFactory, TargetId};
 use super::worker::Worker;
 use super::{BudgetError, RolloutLink, ShadowConfig, ShadowCounts, StateLink};
-use crate::metrics::KpiRecorder;
+use crate::metrics::{KpiRecorder, PairRecorder};
 use crate::mirror::{BodySize, HttpMirrorRef, RequestHead, RouteLabels};
-use crate::model::{Arm, Outcome, Share};
+use crate::model::{Arm, Share};
 use crate::rng;
 use crate::steer::TrafficSteerer;
 
@@ -44,7 +42,10 @@ pub(crate) struct Shared {
     pub(crate) mirror: HttpMirrorRef,
     pub(crate) steerer: Arc<dyn TrafficSteerer>,
     pub(crate) link: Arc<dyn RolloutLink>,
+    /// Live requests, per canary step and route.
     pub(crate) recorder: Arc<KpiRecorder>,
+    /// The shadow's pairs.
+    pub(crate) pairs: Arc<PairRecorder>,
     pub(crate) stats: ShadowStats,
     /// Its own allocation: the live path clones it per mirrored read, and its reference
     /// count must not share a cache line with what the worker reads.
@@ -90,10 +91,21 @@ impl Drop for Handle {
     }
 }
 
-/// A request's route: the build that serves it, and the copy when it is mirrored.
+/// A request's route: the build that serves it, the copy when it is mirrored, and its
+/// route label's index while the candidate has a share of live traffic (when live
+/// requests are recorded per route).
 pub(crate) struct Route {
     pub(crate) arm: Arm,
     pub(crate) copy: Option<Arc<CopySlot>>,
+    pub(crate) label: Option<usize>,
+}
+
+/// Where the rollout's measurements go.
+pub(crate) struct Recorders {
+    /// Live requests.
+    pub(crate) live: Arc<KpiRecorder>,
+    /// The shadow's pairs.
+    pub(crate) pairs: Arc<PairRecorder>,
 }
 
 impl ShadowRuntime {
@@ -104,7 +116,7 @@ impl ShadowRuntime {
         mirror: HttpMirrorRef,
         steerer: Arc<dyn TrafficSteerer>,
         link: Arc<dyn RolloutLink>,
-        recorder: Arc<KpiRecorder>,
+        recorders: Recorders,
         labels: RouteLabels,
         state: Option<Arc<dyn StateLink>>,
         placement: Placement,
@@ -125,7 +137,8 @@ impl ShadowRuntime {
             mirror,
             steerer,
             link,
-            recorder,
+            recorder: recorders.live,
+            pairs: recorders.pairs,
             stats: ShadowStats::new(),
             slots,
             recycled: Arc::new(ArrayQueue::new(RECYCLED_SUMMARIES)),
@@ -224,7 +237,16 @@ impl ShadowRuntime {
                 shared.steerer.pick(key)
             }
         };
-        let no_copy = Route { arm, copy: None };
+        // Live requests are recorded per route only while the candidate has a share of
+        // live traffic: labelling costs a hash per request, and is spent only then.
+        let label = phase
+            .canary_step()
+            .map(|_| shared.labels.index(head.method, head.path));
+        let no_copy = Route {
+            arm,
+            copy: None,
+            label,
+        };
         if arm == Arm::Candidate || !phase.is_live() {
             return no_copy;
         }
@@ -255,6 +277,7 @@ impl ShadowRuntime {
         Route {
             arm,
             copy: Some(slot),
+            label,
         }
     }
 
@@ -268,16 +291,9 @@ impl ShadowRuntime {
                 true
             }
             Err(task) => {
-                let request_bytes = task.slot.request().body_len();
                 shared.slots.give_back(task.slot);
                 ShadowStats::bump(&shared.stats.dropped_queue_full);
-                shared.recorder.record(
-                    Arm::Candidate,
-                    Outcome::Shed,
-                    Duration::ZERO,
-                    request_bytes,
-                    0,
-                );
+                shared.pairs.record_shed();
                 false
             }
         }

@@ -28,15 +28,18 @@ pub struct ShadowCounts {
     pub dropped_queue_full: u64,
     /// Copies the candidate answered.
     pub completed: u64,
+    /// Copies the stable twin ran too: pairs.
+    pub paired: u64,
     /// Copies cancelled at the timeout.
     pub timed_out: u64,
     /// Copies during which the candidate panicked.
     pub panicked: u64,
     /// Copies the candidate's service refused with an error value.
     pub failed: u64,
-    /// Response pairs compared.
+    /// Candidate responses compared with live's.
     pub compared: u64,
-    /// Response pairs that differed.
+    /// Of those, the ones that differed from live's in a field where the stable twin's
+    /// agreed with live (every difference, for a read the twin did not answer).
     pub mismatched: u64,
     /// Answered copies whose live response could not be observed in time (the client went
     /// away, or the live body was still streaming at the timeout): not compared.
@@ -95,6 +98,7 @@ pub(crate) struct ShadowStats {
     pub(crate) overridden: Counter,
     // Bumped by the shadow worker.
     pub(crate) completed: Counter,
+    pub(crate) paired: Counter,
     pub(crate) timed_out: Counter,
     pub(crate) panicked: Counter,
     pub(crate) failed: Counter,
@@ -122,6 +126,7 @@ impl ShadowStats {
             canary_panics: Counter::default(),
             overridden: Counter::default(),
             completed: Counter::default(),
+            paired: Counter::default(),
             timed_out: Counter::default(),
             panicked: Counter::default(),
             failed: Counter::default(),
@@ -149,6 +154,7 @@ impl ShadowStats {
             skipped_unread_body: get(&self.skipped_unread_body),
             dropped_queue_full: get(&self.dropped_queue_full),
             completed: get(&self.completed),
+            paired: get(&self.paired),
             timed_out: get(&self.timed_out),
             panicked: get(&self.panicked),
             failed: get(&self.failed),
@@ -160,13 +166,6 @@ impl ShadowStats {
             overridden: get(&self.overridden),
         }
     }
-
-    pub(crate) fn record_comparison(&self, mismatched: bool) {
-        Self::bump(&self.compared);
-        if mismatched {
-            Self::bump(&self.mismatched);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -174,7 +173,7 @@ mod tests {
     use super::*;
 
     /// Every counter, each with how many times the tests below bump it (all different).
-    fn counters(stats: &ShadowStats) -> [(&Counter, u64); 17] {
+    fn counters(stats: &ShadowStats) -> [(&Counter, u64); 18] {
         [
             (&stats.not_read, 1),
             (&stats.mirrored, 2),
@@ -193,6 +192,7 @@ mod tests {
             (&stats.overridden, 15),
             (&stats.not_sampled, 16),
             (&stats.no_executor, 17),
+            (&stats.paired, 18),
         ]
     }
 
@@ -224,6 +224,7 @@ mod tests {
                 overridden: 15,
                 not_sampled: 16,
                 no_executor: 17,
+                paired: 18,
             }
         );
     }

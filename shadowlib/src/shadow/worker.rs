@@ -1,6 +1,8 @@
 //! The shadow's worker: one task on the shadow's thread that takes copies from the queue
-//! and runs up to the budget's concurrency of them at once, each under the timeout with
-//! panics caught, then compares each answer with its live response.
+//! and runs up to the budget's concurrency of them at once. Each copy runs on the stable
+//! twin and on the candidate, one after the other in a random order, each under the
+//! timeout with panics caught and its CPU and allocations measured; then both answers are
+//! compared with the live response and recorded as a pair.
 //!
 //! One task, however many copies: the shadow never occupies more than one thread at a
 //! time, whatever the live load, and a copy costs the live path no wake-up of another
@@ -16,17 +18,18 @@ use std::time::Duration;
 use futures_util::future::{Either, select};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use tokio::time::Instant;
 
 use super::IN_SHADOW;
 use super::queue::{SHADOW_TICK, Task};
 use super::runtime::Shared;
 use super::slots::{CopySlot, LiveProgress};
 use super::stats::ShadowStats;
-use super::target::{ShadowError, ShadowResult, ShadowTarget, TargetId};
+use super::target::{ShadowCall, ShadowError, ShadowResult, ShadowTarget, TargetId};
 use super::{StatePosition, StateSpan};
 use crate::compare::ResponseSummary;
-use crate::model::{Arm, Outcome};
+use crate::metrics::{Differed, Measured, ReadComparison, ResourceUsage, Run};
+use crate::model::{Arm, Outcome, Share};
+use crate::rng;
 
 /// Empty ticks after which the worker parks until the live path wakes it: about 0.1 s
 /// without copies. A parked worker costs nothing; the first copy of the next burst wakes
@@ -76,18 +79,20 @@ impl Targets {
         }
     }
 
-    /// The job for one copy: the build's call, or the reason there is none.
-    fn job(&self, shared: &Shared, id: TargetId, arm: Arm, slot: &CopySlot) -> Job {
+    /// The jobs for one copy: the candidate's call and, when the twin runs it too, the
+    /// twin's; or the reason there are none.
+    fn jobs(&self, shared: &Shared, id: TargetId, with_twin: bool, slot: &CopySlot) -> Jobs {
         match self.0.get(id.0).and_then(Option::as_ref) {
             Some(Target::Ready(target)) => {
                 let mut copy = slot.request();
-                let call = target.call(arm, &copy, shared.capture());
-                // The build's request is made: the attachment is not needed any more.
+                let candidate = target.call(Arm::Candidate, &copy, shared.capture());
+                let twin = with_twin.then(|| target.call(Arm::Stable, &copy, shared.capture()));
+                // The builds' requests are made: the attachment is not needed any more.
                 copy.set_attachment(None);
-                Job::Call(call)
+                Jobs::Calls { candidate, twin }
             }
-            Some(Target::Failed(why)) => Job::Failed(why.clone()),
-            None => Job::Failed(format!("no shadow target {}", id.0)),
+            Some(Target::Failed(why)) => Jobs::Failed(why.clone()),
+            None => Jobs::Failed(format!("no shadow target {}", id.0)),
         }
     }
 }
@@ -132,7 +137,8 @@ impl Worker {
                     let bodiless = is_bodiless(copy.method());
                     (route, copy.body_len(), bodiless, copy.state_position)
                 };
-                let job = targets.job(&shared, task.target, Arm::Candidate, &task.slot);
+                let with_twin = drawn(shared.config.twin_share);
+                let jobs = targets.jobs(&shared, task.target, with_twin, &task.slot);
                 let copy = Running {
                     task,
                     route,
@@ -140,7 +146,7 @@ impl Worker {
                     bodiless,
                     state_position,
                 };
-                running.push(execute(&shared, copy, job));
+                running.push(execute(&shared, copy, jobs));
             }
             let waiting = settle_awaiting(&shared, &mut awaiting);
             let busy = !running.is_empty() || waiting;
@@ -183,9 +189,18 @@ impl Worker {
     }
 }
 
+/// Whether a draw at `share` comes up: always at 100%, never at 0%.
+fn drawn(share: Share) -> bool {
+    let ppm = share.ppm();
+    ppm >= Share::PPM_SCALE || rng::below(Share::PPM_SCALE) < ppm
+}
+
 /// What a copy runs.
-enum Job {
-    Call(super::target::ShadowCall),
+enum Jobs {
+    Calls {
+        candidate: ShadowCall,
+        twin: Option<ShadowCall>,
+    },
     Failed(String),
 }
 
@@ -207,98 +222,78 @@ struct Running {
     state_position: Option<StatePosition>,
 }
 
-/// Runs one copy under the timeout, records its outcome and compares its response; when
-/// the live response is not there yet, returns the shadow's to compare later.
-async fn execute(shared: &Shared, copy: Running, job: Job) -> Option<AwaitingLive> {
-    let Shared {
-        config,
-        recorder,
-        stats,
-        ..
-    } = shared;
-    let timeout = config.budget.timeout;
+/// One build's run of a copy: what is recorded, and its response if it answered.
+struct Answer {
+    run: Run,
+    response: Option<ResponseSummary>,
+}
+
+/// Runs one copy on both builds, one after the other in a random order, each under the
+/// timeout; when the live response is not there yet, returns them to settle later.
+async fn execute(shared: &Shared, copy: Running, jobs: Jobs) -> Option<AwaitingLive> {
+    let timeout = shared.config.budget.timeout;
     // A stateful service's shadow state is brought to where live's stood first.
     let span = match (&shared.state, copy.state_position) {
         (Some(state), Some(at)) => Some(state.catch_up(at).await),
         _ => None,
     };
-    let started = Instant::now();
-    let result = match job {
-        Job::Call(call) => run_guarded(call, timeout).await,
-        Job::Failed(why) => Guarded::Failed(ShadowError(why)),
+    let (candidate, twin) = match jobs {
+        Jobs::Calls { candidate, twin } => (candidate, twin),
+        Jobs::Failed(why) => {
+            let failed = Answer {
+                run: Run {
+                    outcome: Outcome::ServerError,
+                    latency: None,
+                    usage: ResourceUsage::default(),
+                    response_bytes: 0,
+                },
+                response: None,
+            };
+            tracing::debug!(route = %copy.route, %why, "shadow request failed");
+            ShadowStats::bump(&shared.stats.failed);
+            shared
+                .pairs
+                .record_unpaired(copy.request_bytes, &failed.run);
+            shared.slots.give_back(copy.task.slot);
+            return None;
+        }
+    };
+    let (candidate, twin, twin_live_at) = match twin {
+        None => (run(&copy, candidate, timeout).await, None, None),
+        // The order is drawn per copy, so that whatever running first or second costs
+        // (a warm cache, a queue behind the other) falls on either build alike.
+        Some(twin) if rng::below(2) == 0 => {
+            let twin = run(&copy, twin, timeout).await;
+            let at = live_position(shared);
+            (run(&copy, candidate, timeout).await, Some(twin), at)
+        }
+        Some(twin) => {
+            let candidate = run(&copy, candidate, timeout).await;
+            let twin = run(&copy, twin, timeout).await;
+            (candidate, Some(twin), live_position(shared))
+        }
     };
     let state_held = span.map(StateSpan::held);
-    let failure = match result {
-        Guarded::TimedOut => (&stats.timed_out, Outcome::Timeout),
-        Guarded::Panicked => (&stats.panicked, Outcome::Panic),
-        Guarded::Failed(ShadowError(why)) => {
-            tracing::debug!(route = %copy.route, %why, "shadow request failed");
-            (&stats.failed, Outcome::ServerError)
-        }
-        Guarded::Answered(mut reply) => {
-            ShadowStats::bump(&stats.completed);
-            if copy.bodiless {
-                reply.response.clear_body();
-            }
-            recorder.record(
-                Arm::Candidate,
-                Outcome::from_http_status(reply.response.status),
-                reply.latency,
-                copy.request_bytes,
-                reply.response.body_len,
-            );
-            return settle(shared, copy, reply.response, state_held, timeout);
-        }
+    let counter = match candidate.run.outcome {
+        _ if candidate.response.is_some() => &shared.stats.completed,
+        Outcome::Timeout => &shared.stats.timed_out,
+        Outcome::Panic => &shared.stats.panicked,
+        _ => &shared.stats.failed,
     };
-    let (counter, outcome) = failure;
     ShadowStats::bump(counter);
-    recorder.record(
-        Arm::Candidate,
-        outcome,
-        started.elapsed(),
-        copy.request_bytes,
-        0,
-    );
-    shared.slots.give_back(copy.task.slot);
-    None
-}
-
-/// How a guarded call ended.
-enum Guarded {
-    Answered(super::target::ShadowReply),
-    Failed(ShadowError),
-    TimedOut,
-    Panicked,
-}
-
-/// Runs a call inside the shadow scope, under the timeout, with panics caught.
-async fn run_guarded(call: impl Future<Output = ShadowResult>, timeout: Duration) -> Guarded {
-    let call = IN_SHADOW.scope((), AssertUnwindSafe(call).catch_unwind());
-    match tokio::time::timeout(timeout, call).await {
-        Err(_elapsed) => Guarded::TimedOut,
-        Ok(Err(_panic)) => Guarded::Panicked,
-        Ok(Ok(Err(error))) => Guarded::Failed(error),
-        Ok(Ok(Ok(reply))) => Guarded::Answered(reply),
+    if twin.is_some() {
+        ShadowStats::bump(&shared.stats.paired);
     }
-}
-
-/// Compares an answered copy with its live response if that has been sent whole; keeps
-/// it to compare later if not yet.
-fn settle(
-    shared: &Shared,
-    copy: Running,
-    shadow: ResponseSummary,
-    state_held: Option<bool>,
-    timeout: Duration,
-) -> Option<AwaitingLive> {
-    let now = Instant::now();
+    let now = tokio::time::Instant::now();
     let state = copy
         .state_position
-        .map(|at| (at, state_held.unwrap_or(false)));
+        .map(|at| (at, state_held.unwrap_or(false), twin_live_at));
     let pair = AwaitingLive {
         slot: copy.task.slot,
         route: copy.route,
-        shadow,
+        request_bytes: copy.request_bytes,
+        candidate,
+        twin,
         state,
         deadline: now + timeout,
     };
@@ -310,7 +305,75 @@ fn settle(
     }
 }
 
-/// A shadow response done before the live one it is compared with.
+/// Where live's state is now, for a stateful service.
+fn live_position(shared: &Shared) -> Option<StatePosition> {
+    shared.state.as_ref().map(|state| state.live_position())
+}
+
+/// Runs one build's call: guarded, measured, and summed up as a [`Run`].
+async fn run(copy: &Running, call: ShadowCall, timeout: Duration) -> Answer {
+    let started = tokio::time::Instant::now();
+    let (guarded, usage) = run_guarded(call, timeout).await;
+    let failed = |outcome| Answer {
+        run: Run {
+            outcome,
+            latency: None,
+            usage,
+            response_bytes: 0,
+        },
+        response: None,
+    };
+    match guarded {
+        Guarded::TimedOut => failed(Outcome::Timeout),
+        Guarded::Panicked => failed(Outcome::Panic),
+        Guarded::Failed(ShadowError(why)) => {
+            tracing::debug!(route = %copy.route, %why, elapsed = ?started.elapsed(), "shadow request failed");
+            failed(Outcome::ServerError)
+        }
+        Guarded::Answered(mut reply) => {
+            if copy.bodiless {
+                reply.response.clear_body();
+            }
+            Answer {
+                run: Run {
+                    outcome: Outcome::from_http_status(reply.response.status),
+                    latency: Some(reply.latency),
+                    usage,
+                    response_bytes: reply.response.body_len,
+                },
+                response: Some(reply.response),
+            }
+        }
+    }
+}
+
+/// How a guarded call ended.
+enum Guarded {
+    Answered(super::target::ShadowReply),
+    Failed(ShadowError),
+    TimedOut,
+    Panicked,
+}
+
+/// Runs a call inside the shadow scope, under the timeout, with panics caught, and with
+/// the thread CPU time and allocations of every poll added up.
+async fn run_guarded(
+    call: impl Future<Output = ShadowResult>,
+    timeout: Duration,
+) -> (Guarded, ResourceUsage) {
+    let measured = Measured::new(IN_SHADOW.scope((), AssertUnwindSafe(call).catch_unwind()));
+    let mut measured = pin!(measured);
+    let outcome = tokio::time::timeout(timeout, measured.as_mut()).await;
+    let guarded = match outcome {
+        Err(_elapsed) => return (Guarded::TimedOut, measured.usage()),
+        Ok((Err(_panic), usage)) => return (Guarded::Panicked, usage),
+        Ok((Ok(Err(error)), usage)) => (Guarded::Failed(error), usage),
+        Ok((Ok(Ok(reply)), usage)) => (Guarded::Answered(reply), usage),
+    };
+    guarded
+}
+
+/// A copy both builds have answered, waiting for the live response it is compared with.
 ///
 /// The worker looks for the live response every tick rather than awaiting it: awaiting
 /// would make the live side wake the shadow's thread when it finishes, a futex call on the
@@ -319,23 +382,27 @@ fn settle(
 struct AwaitingLive {
     slot: Arc<CopySlot>,
     route: Arc<str>,
-    shadow: ResponseSummary,
-    /// For a stateful service: where live's state stood when the read arrived, and
-    /// whether the shadow's stood there all through the copy.
-    state: Option<(StatePosition, bool)>,
+    request_bytes: u64,
+    candidate: Answer,
+    twin: Option<Answer>,
+    /// For a stateful service: where live's state stood when the read arrived, whether
+    /// the shadow's stood there all through the candidate's copy, and where live's stood
+    /// when the twin (which reads live's state) had answered.
+    state: Option<(StatePosition, bool, Option<StatePosition>)>,
     /// The live response is given up after the budget's timeout, as a copy would be.
-    deadline: Instant,
+    deadline: tokio::time::Instant,
 }
 
 impl AwaitingLive {
     /// Whether the pair can be settled: the live response was sent whole, will never
     /// be, or is past the deadline.
-    fn is_due(&self, now: Instant) -> bool {
+    fn is_due(&self, now: tokio::time::Instant) -> bool {
         now >= self.deadline || self.slot.live().progress != LiveProgress::Awaited
     }
 
-    /// Compares the pair if the live response was sent whole, else counts a miss.
-    fn settle(self, shared: &Shared) {
+    /// Compares both answers with the live response if that was sent whole, and records
+    /// the pair (or the candidate's run alone, without a twin).
+    fn settle(mut self, shared: &Shared) {
         let mut live = None;
         let mut same_state = true;
         {
@@ -345,37 +412,149 @@ impl AwaitingLive {
                 let mut summary = shared.recycled.pop().unwrap_or_default();
                 captured.summarize(&mut summary);
                 live = Some(summary);
-                if let (Some((arrived_at, shadow_held)), Some(state)) = (self.state, &shared.state)
+                if let (Some((arrived_at, shadow_held, twin_at)), Some(state)) =
+                    (self.state, &shared.state)
                 {
-                    let live_held = captured
-                        .state_position
-                        .is_some_and(|answered_at| state.live_held(arrived_at, answered_at));
-                    same_state = shadow_held && live_held;
+                    let live_held = |at: Option<StatePosition>| {
+                        at.is_some_and(|at| state.live_held(arrived_at, at))
+                    };
+                    let twin_held = self.twin.is_none() || live_held(twin_at);
+                    same_state = shadow_held && twin_held && live_held(captured.state_position);
                 }
             }
         }
-        shared.slots.give_back(self.slot);
-        match live {
-            Some(live) if !same_state => {
-                tracing::debug!(route = %self.route, "state moved during the read; pair not compared");
+        shared.slots.give_back(Arc::clone(&self.slot));
+        let compared = match &live {
+            None => {
+                if self.candidate.response.is_some() {
+                    ShadowStats::bump(&shared.stats.comparison_missed);
+                }
+                None
+            }
+            Some(_) if !same_state => {
+                tracing::debug!(route = %self.route, "state moved during the read; not compared");
                 ShadowStats::bump(&shared.stats.not_comparable);
-                let _ = shared.recycled.push(live);
+                None
             }
-            Some(live) => {
-                compare(shared, &self.route, &live, &self.shadow);
-                // A full pool frees the rest: it only has to cover the copies in flight.
-                let _ = shared.recycled.push(live);
-            }
-            None => ShadowStats::bump(&shared.stats.comparison_missed),
+            Some(live) => self.compare(shared, live),
+        };
+        match &self.twin {
+            Some(twin) => shared.pairs.record_pair(
+                &self.route,
+                self.request_bytes,
+                &twin.run,
+                &self.candidate.run,
+                compared.as_ref(),
+            ),
+            None => shared
+                .pairs
+                .record_unpaired(self.request_bytes, &self.candidate.run),
         }
-        let _ = shared.recycled.push(self.shadow);
+        // A full pool frees the rest: it only has to cover the copies in flight.
+        let responses = [
+            live,
+            self.candidate.response.take(),
+            self.twin.as_mut().and_then(|t| t.response.take()),
+        ];
+        for summary in responses.into_iter().flatten() {
+            let _ = shared.recycled.push(summary);
+        }
     }
+
+    /// Compares the live response with the candidate's and the twin's: which fields
+    /// differed from live, on which side. Only a read all three answered (and could be
+    /// compared) enters the mismatch test; the candidate's comparison is counted anyway.
+    fn compare(&self, shared: &Shared, live: &ResponseSummary) -> Option<ReadComparison> {
+        let route: &str = &self.route;
+        // An unanswered copy was counted as timed out, panicked or failed.
+        let candidate = self.candidate.response.as_ref()?;
+        let candidate_fields = match differing_fields(shared, route, live, candidate) {
+            Ok(fields) => fields,
+            Err(Uncompared::NotComparable) => {
+                ShadowStats::bump(&shared.stats.not_comparable);
+                return None;
+            }
+            Err(Uncompared::ComparatorPanicked) => {
+                ShadowStats::bump(&shared.stats.comparison_missed);
+                return None;
+            }
+        };
+        let twin_fields = self
+            .twin
+            .as_ref()
+            .and_then(|twin| twin.response.as_ref())
+            .and_then(|response| differing_fields(shared, route, live, response).ok());
+        let mismatched = match &twin_fields {
+            Some(twin) => candidate_fields.iter().any(|f| !twin.contains(f)),
+            None => !candidate_fields.is_empty(),
+        };
+        ShadowStats::bump(&shared.stats.compared);
+        if mismatched {
+            ShadowStats::bump(&shared.stats.mismatched);
+            tracing::debug!(route, fields = ?candidate_fields, "shadow response differs");
+        }
+        // Without the twin's answer there is no noise to net out.
+        let twin_fields = twin_fields?;
+        let mut fields: Vec<(String, Differed)> = candidate_fields
+            .iter()
+            .map(|field| {
+                let side = if twin_fields.contains(field) {
+                    Differed::Both
+                } else {
+                    Differed::CandidateOnly
+                };
+                (field.clone(), side)
+            })
+            .collect();
+        fields.extend(
+            twin_fields
+                .iter()
+                .filter(|field| !candidate_fields.contains(field))
+                .map(|field| (field.clone(), Differed::TwinOnly)),
+        );
+        Some(ReadComparison { fields })
+    }
+}
+
+/// Why a pair of responses was not compared.
+enum Uncompared {
+    NotComparable,
+    ComparatorPanicked,
+}
+
+/// The fields in which `shadow` differs from `live`, sorted and without repeats.
+fn differing_fields(
+    shared: &Shared,
+    route: &str,
+    live: &ResponseSummary,
+    shadow: &ResponseSummary,
+) -> Result<Vec<String>, Uncompared> {
+    // A comparator is application code too: its panic must not take the worker down.
+    let compared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        shared.config.comparator.compare(route, live, shadow)
+    }));
+    let Ok(comparison) = compared else {
+        tracing::error!(route, "the response comparator panicked; pair not compared");
+        return Err(Uncompared::ComparatorPanicked);
+    };
+    if let Some(why) = &comparison.not_comparable {
+        tracing::debug!(route, why, "pair not comparable");
+        return Err(Uncompared::NotComparable);
+    }
+    let mut fields: Vec<String> = comparison
+        .differences
+        .iter()
+        .map(|d| d.field().into_owned())
+        .collect();
+    fields.sort_unstable();
+    fields.dedup();
+    Ok(fields)
 }
 
 /// Compares the shadow responses whose live response has arrived; keeps the others
 /// until their deadline. Returns whether any are still waiting.
 fn settle_awaiting(shared: &Shared, awaiting: &mut Vec<AwaitingLive>) -> bool {
-    let now = Instant::now();
+    let now = tokio::time::Instant::now();
     let mut index = 0;
     while index < awaiting.len() {
         if awaiting[index].is_due(now) {
@@ -385,33 +564,4 @@ fn settle_awaiting(shared: &Shared, awaiting: &mut Vec<AwaitingLive>) -> bool {
         }
     }
     !awaiting.is_empty()
-}
-
-/// Compares a live response with the shadow's and records the result.
-fn compare(shared: &Shared, route: &str, live: &ResponseSummary, shadow: &ResponseSummary) {
-    let Shared {
-        config,
-        recorder,
-        stats,
-        ..
-    } = shared;
-    // A comparator is application code too: its panic must not take the worker down.
-    let compared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        config.comparator.compare(route, live, shadow)
-    }));
-    let Ok(comparison) = compared else {
-        tracing::error!(route, "the response comparator panicked; pair not compared");
-        ShadowStats::bump(&stats.comparison_missed);
-        return;
-    };
-    if let Some(why) = &comparison.not_comparable {
-        tracing::debug!(route, why, "pair not comparable");
-        ShadowStats::bump(&stats.not_comparable);
-    } else {
-        if comparison.mismatched() {
-            tracing::debug!(route, differences = ?comparison.differences, "shadow response differs");
-        }
-        recorder.record_comparison(Some(route), comparison.mismatched());
-        stats.record_comparison(comparison.mismatched());
-    }
 }

@@ -6,8 +6,8 @@ use crate::model::Degradation;
 use crate::predict::{Prediction, Predictor};
 
 /// A Kayenta-style judge: a Mann–Whitney U test on latency at a fixed confidence (98% by
-/// default), re-run on the cumulative evidence at every look; the candidate fails when it
-/// is significantly slower.
+/// default), re-run on the cumulative evidence at every look (the phase's like-for-like
+/// arms, [`Evidence::arms`]); the candidate fails when it is significantly slower.
 ///
 /// Each run alone is a sound test. Re-run look after look it is not, which is the point of
 /// having it in the simulator: on two identical builds its false rollback rate grows with
@@ -19,8 +19,8 @@ use crate::predict::{Prediction, Predictor};
 ///
 /// let mut evidence = Evidence::new(Version::new("api", "1"), Version::new("api", "2"));
 /// for i in 0..1_000u64 {
-///     evidence.stable.record_request(Outcome::Success, 1_000 + i);
-///     evidence.candidate.record_request(Outcome::Success, 1_300 + i);
+///     evidence.shadow.twin.record_request(Outcome::Success, 1_000 + i);
+///     evidence.shadow.candidate.record_request(Outcome::Success, 1_300 + i);
 /// }
 /// assert_eq!(KayentaMannWhitney::default().predict(&evidence).failure_probability, 1.0);
 /// ```
@@ -42,7 +42,8 @@ impl Predictor for KayentaMannWhitney {
     }
 
     fn predict(&self, evidence: &Evidence) -> Prediction {
-        let (stable, candidate) = (&evidence.stable.latency_us, &evidence.candidate.latency_us);
+        let (stable, candidate) = evidence.arms();
+        let (stable, candidate) = (&stable.latency_us, &candidate.latency_us);
         let Some(test) = MannWhitney::test(stable, candidate) else {
             return Prediction::inconclusive(self.name(), "no latency spread to test", evidence);
         };

@@ -155,9 +155,9 @@ pub fn synthetic_history(config: &HistoryConfig) -> Result<Vec<HistoryRecord>, S
             evidence.look = 1;
             let n = config.requests_per_arm;
             let cpu = config.stable_cpu_median_ns;
-            observe(&mut evidence.stable, &stable_build, cpu, n, &mut rng)?;
+            observe(&mut evidence.shadow.twin, &stable_build, cpu, n, &mut rng)?;
             observe(
-                &mut evidence.candidate,
+                &mut evidence.shadow.candidate,
                 &candidate_build,
                 cpu * truth.cpu_factor,
                 n,

@@ -39,6 +39,7 @@ pub use history::{HistoryConfig, brier_score, synthetic_history};
 pub use model::{BuildModel, LatencyModel, Scenario, Tail, Traffic};
 pub use report::{ReportTable, RolloutRecord, ScenarioReport};
 
+use crate::metrics::{ReadComparison, ResourceUsage, Run};
 use crate::model::{Arm, Share, Version};
 use crate::predict::Predictor;
 use crate::rollout::{BuildError, ConfigError, Rollout, RolloutPolicy};
@@ -267,6 +268,7 @@ impl Simulation {
                 other => SimulationError::Build(other.to_string()),
             })?;
         let recorder = Arc::clone(rollout.recorder());
+        let pairs = Arc::clone(rollout.pairs());
         let handle = rollout.handle();
         let split = |n: u64, p: f64, rng: &mut SmallRng| {
             Binomial::new(n, p.clamp(0.0, 1.0)).map_or(0, |b| b.sample(rng))
@@ -282,9 +284,21 @@ impl Simulation {
                 let (outcome, latency) = stable.sample(&mut rng);
                 recorder.record(Arm::Stable, outcome, latency, 0, 0);
             }
-            for _ in 0..to_candidate + mirrored {
+            for _ in 0..to_candidate {
                 let (outcome, latency) = candidate.sample(&mut rng);
                 recorder.record(Arm::Candidate, outcome, latency, 0, 0);
+            }
+            for _ in 0..mirrored {
+                let run = |(outcome, latency): (crate::Outcome, Duration)| Run {
+                    outcome,
+                    latency: Some(latency),
+                    usage: ResourceUsage::default(),
+                    response_bytes: 0,
+                };
+                let twin = run(stable.sample(&mut rng));
+                let shadowed = run(candidate.sample(&mut rng));
+                let same = ReadComparison::default();
+                pairs.record_pair("GET /", 0, &twin, &shadowed, Some(&same));
             }
             tokio::time::advance(policy.interval).await;
             controller.look().await;

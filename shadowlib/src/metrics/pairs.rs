@@ -1,0 +1,293 @@
+//! Records what the shadow measured: each mirrored read on the stable twin and on the
+//! candidate, as a pair.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{MetricError, MetricSource, ResourceUsage};
+use crate::evidence::{
+    ArmEvidence, Distribution, Evidence, FieldDifferences, PairStats, ShadowEvidence,
+};
+use crate::model::Outcome;
+
+/// The field differences past this many per route count under [`OVERFLOW_FIELD`].
+const MAX_FIELDS_PER_ROUTE: usize = 64;
+
+/// The field differences past [`MAX_FIELDS_PER_ROUTE`] of a route are counted under.
+pub const OVERFLOW_FIELD: &str = "(other fields)";
+
+/// The smallest CPU time a log ratio is taken of: below a microsecond the thread clock
+/// measures the measuring more than the request.
+const CPU_FLOOR_NS: f64 = 1_000.0;
+
+/// One build's run of a mirrored read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Run {
+    pub(crate) outcome: Outcome,
+    /// Time to the response head; `None` when the build gave no response (a timeout, a
+    /// panic, an error before the head).
+    pub(crate) latency: Option<Duration>,
+    pub(crate) usage: ResourceUsage,
+    pub(crate) response_bytes: u64,
+}
+
+/// Which side of a compared read differed from the live response in one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Differed {
+    CandidateOnly,
+    TwinOnly,
+    Both,
+}
+
+/// The live response compared with both builds' responses to one read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ReadComparison {
+    /// Each field that differed from live, and on which side.
+    pub(crate) fields: Vec<(String, Differed)>,
+}
+
+impl ReadComparison {
+    fn any(&self, side: Differed) -> bool {
+        self.fields.iter().any(|(_, d)| *d == side)
+    }
+}
+
+/// The shadow's recorder: only the shadow's worker writes to it, once per read, so one
+/// lock suffices (the controller takes it once per look).
+#[derive(Debug, Default)]
+pub(crate) struct PairRecorder {
+    evidence: Mutex<ShadowEvidence>,
+}
+
+fn record_run(arm: &mut ArmEvidence, run: &Run, request_bytes: u64) {
+    let micros = run
+        .latency
+        .map_or(0, |l| u64::try_from(l.as_micros()).unwrap_or(u64::MAX));
+    arm.record_request(run.outcome, micros);
+    arm.request_bytes += request_bytes;
+    arm.response_bytes += run.response_bytes;
+    if let Some(cpu) = run.usage.cpu_time {
+        let nanos = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
+        arm.cpu_ns
+            .get_or_insert_with(Distribution::cpu_ns)
+            .record(nanos);
+    }
+    if let Some(allocations) = run.usage.allocations {
+        arm.alloc_bytes
+            .get_or_insert_with(Distribution::bytes)
+            .record(allocations.bytes);
+        arm.alloc_count
+            .get_or_insert_with(Distribution::counts)
+            .record(allocations.count);
+    }
+}
+
+fn record_pair(
+    stats: &mut PairStats,
+    twin: &Run,
+    candidate: &Run,
+    compared: Option<&ReadComparison>,
+) {
+    stats
+        .outcomes
+        .record(twin.outcome.is_failure(), candidate.outcome.is_failure());
+    if let (Some(t), Some(c)) = (twin.latency, candidate.latency) {
+        // A microsecond floor: a response faster than that is not slower by a ratio.
+        let micros = |d: Duration| (d.as_secs_f64() * 1e6).max(1.0);
+        stats.latency.add((micros(c) / micros(t)).ln());
+        if let (Some(t), Some(c)) = (twin.usage.cpu_time, candidate.usage.cpu_time) {
+            let nanos = |d: Duration| (d.as_secs_f64() * 1e9).max(CPU_FLOOR_NS);
+            stats.cpu.add((nanos(c) / nanos(t)).ln());
+        }
+        if let (Some(t), Some(c)) = (twin.usage.allocations, candidate.usage.allocations) {
+            stats
+                .alloc_bytes
+                .add(((c.bytes as f64 + 1.0) / (t.bytes as f64 + 1.0)).ln());
+        }
+    }
+    if let Some(compared) = compared {
+        stats.mismatches.record(
+            compared.any(Differed::CandidateOnly),
+            compared.any(Differed::TwinOnly),
+        );
+        for (field, differed) in &compared.fields {
+            let admitted = stats.fields.len() < MAX_FIELDS_PER_ROUTE;
+            let key = if admitted || stats.fields.contains_key(field) {
+                field.as_str()
+            } else {
+                OVERFLOW_FIELD
+            };
+            let counts: &mut FieldDifferences = match stats.fields.get_mut(key) {
+                Some(counts) => counts,
+                None => stats.fields.entry(key.to_owned()).or_default(),
+            };
+            match differed {
+                Differed::CandidateOnly => counts.candidate_only += 1,
+                Differed::TwinOnly => counts.twin_only += 1,
+                Differed::Both => counts.both += 1,
+            }
+        }
+    }
+}
+
+impl PairRecorder {
+    fn lock(&self) -> MutexGuard<'_, ShadowEvidence> {
+        // Every count stays valid whatever a panic interrupted.
+        self.evidence.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records one read of `route` that both builds ran.
+    pub(crate) fn record_pair(
+        &self,
+        route: &str,
+        request_bytes: u64,
+        twin: &Run,
+        candidate: &Run,
+        compared: Option<&ReadComparison>,
+    ) {
+        let mut shadow = self.lock();
+        record_run(&mut shadow.twin, twin, request_bytes);
+        record_run(&mut shadow.candidate, candidate, request_bytes);
+        let pairs = &mut shadow.pairs;
+        record_pair(&mut pairs.total, twin, candidate, compared);
+        if !pairs.routes.contains_key(route) {
+            pairs.route_order.push(route.to_owned());
+            pairs.routes.insert(route.to_owned(), PairStats::default());
+        }
+        if let Some(stats) = pairs.routes.get_mut(route) {
+            record_pair(stats, twin, candidate, compared);
+        }
+    }
+
+    /// Records a read only the candidate ran: it describes the candidate, and is never
+    /// paired.
+    pub(crate) fn record_unpaired(&self, request_bytes: u64, candidate: &Run) {
+        let mut shadow = self.lock();
+        record_run(&mut shadow.candidate, candidate, request_bytes);
+        shadow.unpaired += 1;
+    }
+
+    /// Records a read neither build ran because the shadow had no room for it.
+    pub(crate) fn record_shed(&self) {
+        self.lock().candidate.outcomes.add(Outcome::Shed, 1);
+    }
+
+    /// Everything recorded so far.
+    pub(crate) fn snapshot(&self) -> ShadowEvidence {
+        self.lock().clone()
+    }
+}
+
+#[async_trait]
+impl MetricSource for PairRecorder {
+    fn name(&self) -> &str {
+        "shadow-pairs"
+    }
+
+    async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError> {
+        let snapshot = self.snapshot();
+        into.shadow.merge(&snapshot).map_err(|e| MetricError {
+            source_name: self.name().to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Allocations;
+
+    fn run(outcome: Outcome, micros: Option<u64>, cpu_us: u64) -> Run {
+        Run {
+            outcome,
+            latency: micros.map(Duration::from_micros),
+            usage: ResourceUsage {
+                cpu_time: Some(Duration::from_micros(cpu_us)),
+                allocations: Some(Allocations {
+                    bytes: 1_000,
+                    count: 4,
+                }),
+                polls: 1,
+            },
+            response_bytes: 10,
+        }
+    }
+
+    #[test]
+    fn a_pair_is_paired_in_total_and_for_its_route() {
+        let recorder = PairRecorder::default();
+        let twin = run(Outcome::Success, Some(1_000), 100);
+        let candidate = run(Outcome::Success, Some(1_100), 200);
+        let compared = ReadComparison {
+            fields: vec![
+                ("/at".into(), Differed::Both),
+                ("/price".into(), Differed::CandidateOnly),
+            ],
+        };
+        recorder.record_pair("GET /a", 3, &twin, &candidate, Some(&compared));
+        let shadow = recorder.snapshot();
+        for stats in [&shadow.pairs.total, &shadow.pairs.routes["GET /a"]] {
+            assert_eq!(stats.pairs(), 1);
+            assert!((stats.latency.mean() - 1.1f64.ln()).abs() < 1e-9);
+            assert!((stats.cpu.mean() - 2f64.ln()).abs() < 1e-9);
+            assert_eq!(stats.alloc_bytes.mean(), 0.0);
+            assert_eq!(stats.mismatches.candidate_only, 1);
+            assert_eq!(stats.mismatches.twin_only, 0);
+            assert_eq!(
+                stats.top_fields(5),
+                [(
+                    "/price",
+                    FieldDifferences {
+                        candidate_only: 1,
+                        ..Default::default()
+                    }
+                )]
+            );
+        }
+        assert_eq!(shadow.twin.requests(), 1);
+        assert_eq!(shadow.candidate.request_bytes, 3);
+        assert!(shadow.candidate.cpu_ns.is_some());
+    }
+
+    #[test]
+    fn a_pair_missing_a_response_counts_for_outcomes_not_latency() {
+        let recorder = PairRecorder::default();
+        let twin = run(Outcome::Success, Some(1_000), 100);
+        let timed_out = run(Outcome::Timeout, None, 100);
+        recorder.record_pair("GET /a", 0, &twin, &timed_out, None);
+        let total = recorder.snapshot().pairs.total;
+        assert_eq!(total.pairs(), 1);
+        assert_eq!(total.outcomes.candidate_only, 1);
+        assert_eq!(total.latency.count(), 0);
+        assert_eq!(total.incomplete(), 1);
+        assert_eq!(total.mismatches.compared, 0);
+    }
+
+    #[test]
+    fn unpaired_and_shed_reads_are_counted_apart() {
+        let recorder = PairRecorder::default();
+        recorder.record_unpaired(0, &run(Outcome::Success, Some(900), 50));
+        recorder.record_shed();
+        let shadow = recorder.snapshot();
+        assert_eq!(shadow.unpaired, 1);
+        assert_eq!(shadow.pairs.total.pairs(), 0);
+        assert_eq!(shadow.candidate.outcomes.shed, 1);
+        assert_eq!(shadow.candidate.requests(), 1);
+    }
+
+    #[test]
+    fn fields_past_the_cap_overflow() {
+        let recorder = PairRecorder::default();
+        let side = run(Outcome::Success, Some(1_000), 100);
+        let fields = (0..MAX_FIELDS_PER_ROUTE + 3)
+            .map(|i| (format!("/f{i}"), Differed::CandidateOnly))
+            .collect();
+        recorder.record_pair("r", 0, &side, &side, Some(&ReadComparison { fields }));
+        let stats = &recorder.snapshot().pairs.routes["r"];
+        assert_eq!(stats.fields.len(), MAX_FIELDS_PER_ROUTE + 1);
+        assert_eq!(stats.fields[OVERFLOW_FIELD].candidate_only, 3);
+    }
+}
