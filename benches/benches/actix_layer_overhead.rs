@@ -32,10 +32,10 @@ fn app() -> App<
     App::new().route("/items/{id}", web::get().to(|| async { "ok" }))
 }
 
-/// The middleware with `app` as the candidate, serving the rollout `rollout` builds on
+/// The middleware with `app` as both builds, serving the rollout `rollout` builds on
 /// `system` (where its loop then runs, beside the live requests).
 fn shadow(system: &SystemRunner, rollout: impl FnOnce() -> Rollout) -> Shadow {
-    system.block_on(async { Shadow::new(app, &rollout()) })
+    system.block_on(async { Shadow::new(app, app, &rollout()) })
 }
 
 /// The middleware mirroring `mirror_share` of the reads.

@@ -120,7 +120,7 @@ fn bench_recorder(c: &mut Criterion) {
     });
 
     // The replaced design: every record takes the arm's single lock.
-    let global = Mutex::new(ArmEvidence::new(Version::new("bench", "2")));
+    let global = Mutex::new(ArmEvidence::default());
     on_threads(&mut group, "global_mutex", &|i| {
         let mut arm = global.lock().expect("no panics while recording");
         let micros = latency(i).as_micros() as u64;

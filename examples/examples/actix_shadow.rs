@@ -34,9 +34,7 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use shadowlib::mirror::StickyKey;
 use shadowlib::shadow::ShadowConfig;
-use shadowlib::{
-    DecisionSource, Phase, Rollout, RolloutHandle, RolloutPolicy, ThresholdPredictor, Version,
-};
+use shadowlib::{DecisionSource, Phase, Rollout, RolloutHandle, RolloutPolicy, Version};
 use shadowlib_actix::Shadow;
 use thiserror::Error;
 
@@ -285,7 +283,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Building starts the rollout (shadowing) and spawns its loop on this runtime.
     let rollout = Rollout::builder(stable, candidate)
         .policy(policy)
-        .predictor(ThresholdPredictor::default())
         .shadow(config)
         .build()?;
     let handle = rollout.handle();
@@ -301,7 +298,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let candidate_behaviour = Behaviour::candidate(regression);
-    let shadow = Shadow::new(move || service(candidate_behaviour), &rollout);
+    let shadow = Shadow::new(
+        || service(Behaviour::STABLE),
+        move || service(candidate_behaviour),
+        &rollout,
+    );
     let server = HttpServer::new(move || service(Behaviour::STABLE).wrap(shadow.clone()))
         .workers(2)
         .disable_signals()

@@ -36,10 +36,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use shadowlib::mirror::StickyKey;
 use shadowlib::shadow::ShadowConfig;
-use shadowlib::{
-    Phase, Rollout, RolloutBuilder, RolloutEvent, RolloutPolicy, ThresholdPredictor,
-    ThresholdPredictorConfig, Version,
-};
+use shadowlib::{Phase, Rollout, RolloutBuilder, RolloutEvent, RolloutPolicy, Version};
 use shadowlib_tower::ShadowLayer;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -178,21 +175,13 @@ fn v2(regression: Regression) -> Router {
         .route("/ping", get(|| async { "pong" }))
 }
 
-/// The rollout of v2 over v1, not yet built: sticky per `session` cookie, judged by fixed
-/// thresholds.
+/// The rollout of v2 over v1, not yet built: sticky per `session` cookie, judged by the
+/// default predictor (the sequential tests on the shadow's pairs, then on the canary).
 fn rollout_builder(policy: RolloutPolicy) -> Result<RolloutBuilder, Box<dyn std::error::Error>> {
-    // Millisecond handlers on a shared machine jitter; allow generous noise, and catch
-    // regressions that are real: 20 ms on 2 ms, or one read in five failing.
-    let predictor = ThresholdPredictor::new(ThresholdPredictorConfig {
-        max_error_rate_increase: 0.02,
-        max_p99_increase: 1.5,
-        max_p50_increase: 0.5,
-    });
     let config = ShadowConfig::new().with_sticky_key(StickyKey::cookie("session")?);
     Ok(
         Rollout::builder(Version::new("shop", "v1"), Version::new("shop", "v2"))
             .policy(policy)
-            .predictor(predictor)
             .shadow(config),
     )
 }

@@ -41,8 +41,8 @@ use shadowlib::delta::{DeltaBus, LiveState, ShadowState, StalenessBound, StateDe
 use shadowlib::mirror::{HttpMirror, Mirror, RequestCopy, RequestHead, StickyKey};
 use shadowlib::shadow::{ShadowConfig, in_shadow};
 use shadowlib::{
-    Arm, ArmEvidence, Evidence, MetricError, MetricSource, Moments, Phase, Prediction, Predictor,
-    ReadClass, Rollout, RolloutPolicy, Share, TrafficSteerer, Version, WeightedSteerer,
+    Arm, Evidence, MetricError, MetricSource, Moments, Phase, Prediction, Predictor, ReadClass,
+    Rollout, RolloutPolicy, Share, TrafficSteerer, Version, WeightedSteerer,
 };
 use shadowlib_tower::ShadowLayer;
 use tower::ServiceExt;
@@ -149,11 +149,11 @@ impl MetricSource for CheckoutTotals {
         "checkout-totals"
     }
 
-    async fn collect(&self, arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError> {
-        into.custom
-            .entry(CHECKOUT_TOTAL.into())
-            .or_default()
-            .merge(&self.snapshot(arm));
+    async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError> {
+        let kpi = into.custom_mut(CHECKOUT_TOTAL);
+        for arm in [Arm::Stable, Arm::Candidate] {
+            kpi.arm_mut(arm).merge(&self.snapshot(arm));
+        }
         Ok(())
     }
 }
@@ -228,11 +228,15 @@ impl Predictor for NoCheckoutDifferences {
     }
 
     fn predict(&self, evidence: &Evidence) -> Prediction {
-        // Only queries are mirrored, so every comparison is of a checkout.
-        let checkouts = evidence.candidate.comparisons;
-        let totals =
-            |arm: &ArmEvidence| arm.custom.get(CHECKOUT_TOTAL).copied().unwrap_or_default();
-        let (stable, candidate) = (totals(&evidence.stable), totals(&evidence.candidate));
+        // Only queries are mirrored, so every comparison is of a checkout: live's quote
+        // against the stable twin's and the candidate's, on the same prices.
+        let checkouts = evidence.shadow.pairs.total.mismatches;
+        let totals = evidence
+            .custom
+            .get(CHECKOUT_TOTAL)
+            .copied()
+            .unwrap_or_default();
+        let (stable, candidate) = (totals.stable, totals.candidate);
         let quoted = format!(
             "mean total quoted: stable {:.0} cents over {} checkouts, candidate {:.0} cents over {}",
             stable.mean(),
@@ -242,7 +246,7 @@ impl Predictor for NoCheckoutDifferences {
         );
         // A difference is decisive at once; a pass needs enough checkouts to have seen a
         // one-in-a-thousand bug with high probability (1 - 0.999^3000 ≈ 95%).
-        if checkouts.mismatched == 0 && checkouts.compared < MIN_CHECKOUTS {
+        if checkouts.candidate_only == 0 && checkouts.compared < MIN_CHECKOUTS {
             return Prediction::inconclusive(
                 self.name(),
                 format!(
@@ -253,11 +257,15 @@ impl Predictor for NoCheckoutDifferences {
             )
             .with_reason(quoted);
         }
-        let probability = if checkouts.mismatched > 0 { 1.0 } else { 0.0 };
+        let probability = if checkouts.candidate_only > 0 {
+            1.0
+        } else {
+            0.0
+        };
         Prediction::new(self.name(), probability, evidence)
             .with_reason(format!(
                 "{} of {} checkouts quoted differently from stable",
-                checkouts.mismatched, checkouts.compared
+                checkouts.candidate_only, checkouts.compared
             ))
             .with_reason(quoted)
     }

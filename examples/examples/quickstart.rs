@@ -1,216 +1,240 @@
-//! The whole loop in one process, no network: two rollouts of an in-process service.
+//! The whole loop on a real axum service: two rollouts, each served on 127.0.0.1 through
+//! `ShadowLayer::new(v2, &rollout).around(v1)` and driven by a built-in load generator.
 //!
-//! A load generator sends requests to a tiny "service" whose stable build and candidate
-//! build are plain async functions, so there is no HTTP adapter: the demo plays its part.
-//! Every request is routed by the rollout's `WeightedSteerer` (the demo keeps an `Arc` of
-//! it to pick the build); requests served by stable are reads, so each one is also
-//! mirrored to the candidate as a shadow copy. The demo's own `KpiRecorder` measures both
-//! builds and is the rollout's metric source; the rollout looks at the evidence every
-//! 250 ms and asks its default predictor, the `SequentialPredictor`: always-valid tests
-//! (mixture SPRT) that can be re-run at every look without rolling back a good build by
-//! chance, and that say "not yet known" — hold — until the evidence is enough.
+//! The shop has three routes of different costs: `GET /items/{id}` (cheap),
+//! `GET /search` (heavier) and `POST /cart` (a write, never mirrored), in a mix of about
+//! 85% reads. The rollout uses the library's defaults — the `SequentialPredictor`, the
+//! field-level response comparison, a stable twin in the shadow — with a policy that looks
+//! four times a second so the demo ends in well under a minute.
 //!
-//! * Scenario `regression`: the candidate fails 5% of requests and is 60% slower — it is
-//!   rolled back while still a shadow, before any user saw it.
-//! * Scenario `healthy`: the candidate is the same as stable — it is promoted through
-//!   every step of the schedule.
+//! * Scenario `regression`: v2 is three times slower on `GET /items/{id}` and gets the
+//!   price wrong on one search in fifty. It is rolled back while still a shadow, before any
+//!   user saw it, with the route, the field and the numbers in the reasons.
+//! * Scenario `healthy`: v2 answers exactly as v1 does (its timestamps excepted, which the
+//!   twin shows to be noise). It is promoted through every step of the schedule.
 //!
-//! Run with `cargo run -p examples --example quickstart`.
+//! Run with `cargo run -p examples --example quickstart` (add `--release` for a faster
+//! load).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-use rand_distr::{Distribution, LogNormal};
-use shadowlib::metrics::KpiRecorder;
-use shadowlib::{
-    Arm, Decision, DecisionSource, Outcome, Phase, Rollout, RolloutEvent, RolloutPolicy, Share,
-    TrafficSteerer, Version, WeightedSteerer,
+use axum::Router;
+use axum::extract::{Path, Query};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use shadowlib::mirror::PathPattern;
+use shadowlib::{DecisionSource, Phase, Rollout, RolloutEvent, RolloutPolicy, Version};
+use shadowlib_tower::ShadowLayer;
+use tokio::net::TcpListener;
+
+/// How a build of the shop behaves.
+#[derive(Debug, Clone, Copy)]
+struct Behaviour {
+    /// Work per item lookup, in rounds of the busy loop.
+    item_work: u64,
+    /// One search in this many quotes a wrong price (0: never).
+    wrong_price_every: u64,
+}
+
+const V1: Behaviour = Behaviour {
+    item_work: 2_000,
+    wrong_price_every: 0,
 };
 
-/// How a build behaves: its median latency and its failure rate.
-#[derive(Debug, Clone, Copy)]
-struct Build {
-    median: Duration,
-    failure_rate: f64,
+/// CPU work the handlers do, so that cost shows in latency and in CPU per request.
+fn busy(rounds: u64) {
+    let spun = (0..rounds).fold(0u64, |acc, i| {
+        std::hint::black_box(acc.wrapping_mul(31) ^ i)
+    });
+    std::hint::black_box(spun);
 }
 
-impl Build {
-    /// Serves one request: waits for a lognormal latency, then succeeds or fails.
-    async fn serve(self) -> Outcome {
-        let (latency, failed) = {
-            let mut rng = rand::rng();
-            let spread = LogNormal::new(0.0, 0.25).expect("constant parameters are valid");
-            (
-                self.median.mul_f64(spread.sample(&mut rng)),
-                rng.random_bool(self.failure_rate),
-            )
-        };
-        tokio::time::sleep(latency).await;
-        if failed {
-            Outcome::ServerError
-        } else {
-            Outcome::Success
-        }
-    }
+/// A clock every build reads, as a real one would be: no two responses carry the same.
+fn now_tick() -> u64 {
+    static TICKS: AtomicU64 = AtomicU64::new(0);
+    TICKS.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Serves one request on `arm` and records its KPIs.
-async fn serve_and_record(build: Build, arm: Arm, recorder: Arc<KpiRecorder>) {
-    let started = Instant::now();
-    let outcome = build.serve().await;
-    recorder.record(arm, outcome, started.elapsed(), 0, 0);
+#[derive(Deserialize)]
+struct Search {
+    q: u64,
 }
 
-/// Prints one transition with the decision and every reason behind it.
-fn print_transition(elapsed: Duration, from: Phase, to: Phase, share: Share, decision: &Decision) {
-    println!(
-        "[{:>5.2}s] {from} -> {to} (candidate share {share}), {} decided to {}:",
-        elapsed.as_secs_f64(),
-        match decision.source {
-            DecisionSource::Controller => "the controller",
-            DecisionSource::Operator => "an operator",
-        },
-        decision.action,
-    );
-    for reason in &decision.reasons {
-        println!("          - {reason}");
-    }
+/// One build of the shop.
+fn shop(behaviour: Behaviour) -> Router {
+    Router::new()
+        .route(
+            "/items/{id}",
+            get(move |Path(id): Path<u64>| async move {
+                busy(behaviour.item_work);
+                format!(
+                    r#"{{"id":{id},"price":{},"served_at":{}}}"#,
+                    100 + id % 50,
+                    now_tick()
+                )
+            }),
+        )
+        .route(
+            "/search",
+            get(move |Query(search): Query<Search>| async move {
+                busy(10_000);
+                let wrong =
+                    behaviour.wrong_price_every > 0 && search.q % behaviour.wrong_price_every == 0;
+                let price = if wrong { 1 } else { 100 + search.q % 50 };
+                format!(
+                    r#"{{"q":{},"best_price":{price},"served_at":{}}}"#,
+                    search.q,
+                    now_tick()
+                )
+            }),
+        )
+        .route("/cart", post(|| async { "added" }))
 }
 
 fn print_event(event: &RolloutEvent) {
     let transition = event.transition;
-    print_transition(
-        event.elapsed,
+    let who = match event.decision.source {
+        DecisionSource::Controller => "the controller",
+        DecisionSource::Operator => "an operator",
+    };
+    println!(
+        "[{:>5.2}s] {} -> {} (candidate share {}), {who} decided to {}:",
+        event.elapsed.as_secs_f64(),
         transition.from,
         transition.to,
         transition.share_after,
-        &event.decision,
+        event.decision.action,
     );
+    for reason in &event.decision.reasons {
+        println!("          - {reason}");
+    }
 }
 
-/// Prints the transition that building the rollout made. Its event went out before
-/// anyone could subscribe, so it is told from the status.
-fn print_start(rollout: &Rollout) {
-    let status = rollout.status();
-    println!(
-        "[ 0.00s] {} -> {} (candidate share {}), the builder started the rollout of {} against {}",
-        Phase::Idle,
-        status.phase,
-        status.share,
-        status.candidate,
-        status.stable
-    );
+/// Sends requests from `clients` concurrent connections until the rollout ends or the
+/// deadline passes: about 85% reads.
+async fn load(
+    addr: std::net::SocketAddr,
+    rollout: &Rollout,
+    clients: u64,
+    deadline: Instant,
+) -> u64 {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let sent = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..clients)
+        .map(|worker| {
+            let (client, sent, rollout) = (client.clone(), Arc::clone(&sent), rollout.clone());
+            tokio::spawn(async move {
+                let mut n = worker;
+                while !rollout.phase().is_terminal() && Instant::now() < deadline {
+                    n = n
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let pick = (n >> 33) % 100;
+                    let request = if pick < 15 {
+                        http::Request::post(format!("http://{addr}/cart"))
+                            .body(Full::new(Bytes::from_static(b"{}")))
+                    } else if pick < 45 {
+                        http::Request::get(format!("http://{addr}/search?q={}", n % 10_000))
+                            .body(Full::default())
+                    } else {
+                        http::Request::get(format!("http://{addr}/items/{}", n % 1_000))
+                            .body(Full::default())
+                    };
+                    let Ok(request) = request else { continue };
+                    // Reading the whole body makes the response comparable.
+                    if let Ok(response) = client.request(request).await {
+                        let _ = response.into_body().collect().await;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    sent.load(Ordering::Relaxed)
 }
 
-async fn run_scenario(name: &str, candidate_build: Build) {
-    let stable_build = Build {
-        median: Duration::from_millis(4),
-        failure_rate: 0.001,
-    };
-    let (stable, candidate) = (
+async fn run_scenario(name: &str, candidate: Behaviour) -> Result<(), Box<dyn std::error::Error>> {
+    let (v1, v2) = (
         Version::new("shop", "1.41.0"),
         Version::new("shop", "1.42.0"),
     );
-    println!("\n=== scenario {name}: rolling out {candidate} over {stable} ===");
-
-    let recorder = Arc::new(KpiRecorder::new(stable.clone(), candidate.clone()));
-    let steerer = Arc::new(WeightedSteerer::new());
+    println!("\n=== scenario {name}: rolling out {v2} over {v1} ===");
     let policy = RolloutPolicy::from_toml(
         r#"
         interval = "250ms"
-        steps = [1, 5, 25, 50, 100]
-        min_samples = 1000
-        min_samples_per_step = 200
-        no_data_deadline = "10s"
-
-        [thresholds]
-        max_failure_probability = 0.5
-        max_degradation = 0.3
+        steps = [10, 50, 100]
+        min_samples = 500
+        min_samples_per_step = 2000
+        no_data_deadline = "20s"
+        decision_deadline = "30s"
         "#,
-    )
-    .expect("the demo policy is valid");
-    // The default predictor (`SequentialPredictor::default()`) judges; the demo's recorder
-    // is the evidence, and the demo's steerer picks the build of each request.
-    let (rollout, driver) = Rollout::builder(stable, candidate)
+    )?;
+    let items = PathPattern::new("/items/{id}")?;
+    let rollout = Rollout::builder(v1, v2)
         .policy(policy)
-        .steerer(steerer.clone())
-        .metric_source(recorder.clone())
-        // The two builds are simulated in one process: its CPU and memory say nothing of
-        // either, so they stay out of the evidence.
-        .without_process_sampling()
-        .build_driven()
-        .expect("the demo's rollout is valid");
-    let handle = rollout.handle();
-    let mut events = handle.subscribe();
-    print_start(&rollout);
+        .route_patterns([items])
+        .build()?;
+    // The start went out as the rollout was built: it is the first of the history.
+    for event in rollout.handle().history() {
+        print_event(&event);
+    }
+    let mut events = rollout.handle().subscribe();
     let printer = tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
             print_event(&event);
         }
     });
-    let driving = tokio::spawn(driver.run());
 
-    // The load: about 4,000 requests a second from 10,000 users, for at most 30 seconds.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    while !driving.is_finished() && Instant::now() < deadline {
-        tick.tick().await;
-        for _ in 0..4 {
-            let user = format!("user-{}", rand::rng().random_range(0..10_000));
-            let arm = steerer.pick(Some(user.as_bytes()));
-            let build = match arm {
-                Arm::Stable => stable_build,
-                Arm::Candidate => candidate_build,
-            };
-            tokio::spawn(serve_and_record(build, arm, recorder.clone()));
-            if arm == Arm::Stable {
-                // A read served by stable: the candidate gets a shadow copy.
-                tokio::spawn(serve_and_record(
-                    candidate_build,
-                    Arm::Candidate,
-                    recorder.clone(),
-                ));
-            }
-        }
+    let app = ShadowLayer::new(shop(candidate), &rollout).around(shop(V1));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let started = Instant::now();
+    let sent = load(addr, &rollout, 16, started + Duration::from_secs(50)).await;
+    if !rollout.phase().is_terminal() {
+        // Refused only if the rollout ended in the meantime.
+        let _ = rollout
+            .handle()
+            .abort("the demo's load ended before a verdict");
     }
-    let phase = if driving.is_finished() {
-        driving
-            .await
-            .map(|status| status.phase)
-            .unwrap_or(Phase::Idle)
-    } else {
-        // Undecided within the bound: stop looking, and say so.
-        driving.abort();
-        handle.status().phase
-    };
-    // Let the printer drain, then stop it.
     tokio::time::sleep(Duration::from_millis(50)).await;
     printer.abort();
-    let outcome = match phase {
+    server.abort();
+
+    let counts = rollout.shadow_counts();
+    let outcome = match rollout.phase() {
         Phase::RolledBack => "rolled_back",
         Phase::Promoted => "promoted",
         _ => "unfinished",
     };
-    println!("scenario {name}: {outcome}");
+    println!(
+        "scenario {name}: {outcome} after {:.1}s and {sent} requests; the shadow ran {} reads \
+         on both builds ({} dropped when it was full), {} differed only on the candidate",
+        started.elapsed().as_secs_f64(),
+        counts.paired,
+        counts.dropped_queue_full,
+        counts.mismatched,
+    );
+    Ok(())
 }
 
 #[tokio::main]
-async fn main() {
-    run_scenario(
-        "regression",
-        Build {
-            median: Duration::from_micros(6_400),
-            failure_rate: 0.05,
-        },
-    )
-    .await;
-    run_scenario(
-        "healthy",
-        Build {
-            median: Duration::from_millis(4),
-            failure_rate: 0.001,
-        },
-    )
-    .await;
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let slower_and_wrong = Behaviour {
+        item_work: V1.item_work * 3,
+        wrong_price_every: 50,
+    };
+    run_scenario("regression", slower_and_wrong).await?;
+    run_scenario("healthy", V1).await?;
+    Ok(())
 }

@@ -1,9 +1,10 @@
 //! # shadowlib-actix
 //!
-//! [actix-web](https://docs.rs/actix-web) middleware for [shadowlib]: give the stable
-//! `App` a candidate build — a second `App` factory, the same kind of closure
-//! `HttpServer::new` takes — and let the rollout mirror reads to it, steer a growing share
-//! of traffic to it, or roll it back.
+//! [actix-web](https://docs.rs/actix-web) middleware for [shadowlib]: give the middleware
+//! both builds as `App` factories — the same kind of closure `HttpServer::new` takes —
+//! wrap the stable `App` with it, and let the rollout mirror reads to the candidate (and
+//! to a twin of stable, to measure both alike), steer a growing share of traffic to it, or
+//! roll it back.
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer, web};
@@ -13,8 +14,10 @@
 //! #[actix_web::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let rollout = Rollout::builder(Version::new("shop", "1"), Version::new("shop", "2")).build()?;
-//!     let shadow = Shadow::new(|| App::new().route("/", web::get().to(|| async { "v2" })), &rollout);
-//!     HttpServer::new(move || App::new().route("/", web::get().to(|| async { "v1" })).wrap(shadow.clone()))
+//!     let v1 = || App::new().route("/", web::get().to(|| async { "v1" }));
+//!     let v2 = || App::new().route("/", web::get().to(|| async { "v2" }));
+//!     let shadow = Shadow::new(v1, v2, &rollout);
+//!     HttpServer::new(move || v1().wrap(shadow.clone()))
 //!         .bind(("127.0.0.1", 8080))?
 //!         .run()
 //!         .await?;

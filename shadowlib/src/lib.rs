@@ -32,9 +32,26 @@
 //! [`Rollout::builder`] makes a rollout with every part at its default and starts it:
 //! `Shadowing`, then one canary step after another of the [`RolloutPolicy`], to `Promoted`;
 //! `Paused` and `RolledBack` are reachable from every live phase. Every interval the loop
-//! collects the [`Evidence`] from its [`MetricSource`]s, asks the [`Predictor`], and steps
-//! up, holds, pauses or rolls back; each change of phase is a [`RolloutEvent`] with its
-//! [`Decision`] and reasons. Operators watch and steer through [`Rollout::handle`].
+//! collects the [`Evidence`] from its [`MetricSource`]s, asks the [`Predictor`], tests the
+//! responses, and steps up, holds, pauses or rolls back; each change of phase is a
+//! [`RolloutEvent`] with its [`Decision`] and reasons. Every hold has a deadline, after
+//! which the rollout pauses with its reason. Operators watch and steer through
+//! [`Rollout::handle`].
+//!
+//! # Like for like
+//!
+//! What an in-process shadow can do that no pod-level canary can: run *the same request*
+//! on both builds. Each mirrored read runs, on the shadow's own thread, on a second
+//! instance of the stable build (the *twin*) and on the candidate, one after the other in
+//! a random order, each timed, its CPU and allocations counted, its response compared with
+//! the live one. The shadow phase is judged on these pairs alone
+//! ([`ShadowEvidence`]): per-read log ratios of latency and CPU, reads only one build
+//! failed, and the fields only the candidate got different from live — net of the noise
+//! the twin shows (timestamps, ids). The live path pays for none of it. Once the candidate
+//! serves a share of live traffic, the canary is judged on live requests of both builds,
+//! compared within each canary step and route ([`CanaryEvidence`]) so that neither a change
+//! of load nor of the mix of routes reads as a regression; the shadow goes on watching.
+//! A shadow measurement is never compared with a live one, nor reads with writes.
 //!
 //! # The five seams
 //!

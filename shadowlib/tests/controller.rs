@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use proptest::prelude::*;
 use shadowlib::metrics::KpiRecorder;
 use shadowlib::*;
+use shadowlib::{MismatchPolicy, ShadowEvidence};
 
 const INTERVAL: Duration = Duration::from_secs(10);
 
@@ -24,7 +25,13 @@ fn policy() -> RolloutPolicy {
         min_samples: 100,
         min_samples_per_step: 0,
         no_data_deadline: INTERVAL * 5,
-        thresholds: Thresholds::default(),
+        // A tolerance the few hundred reads these tests feed can show.
+        mismatch: MismatchPolicy {
+            tolerance: 0.01,
+            rollback_above: 0.01,
+            ..MismatchPolicy::default()
+        },
+        ..RolloutPolicy::default()
     }
 }
 
@@ -37,10 +44,36 @@ fn builder(policy: RolloutPolicy) -> RolloutBuilder {
         .without_process_sampling()
 }
 
-/// A recorder of the test's own, fed directly: a metric source like any other.
-fn recorder() -> Arc<KpiRecorder> {
+/// The test's own traffic, fed directly, as a metric source like any other: the shadow's
+/// pairs, and live requests recorded by a recorder that follows the rollout's phase.
+struct Traffic {
+    shadow: Mutex<ShadowEvidence>,
+    live: KpiRecorder,
+}
+
+fn recorder() -> Arc<Traffic> {
     let (stable, candidate) = versions();
-    Arc::new(KpiRecorder::new(stable, candidate))
+    Arc::new(Traffic {
+        shadow: Mutex::new(ShadowEvidence::default()),
+        live: KpiRecorder::new(stable, candidate),
+    })
+}
+
+#[async_trait]
+impl MetricSource for Traffic {
+    fn name(&self) -> &str {
+        "test-traffic"
+    }
+
+    async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError> {
+        let shadow = self.shadow.lock().expect("not poisoned").clone();
+        into.shadow.merge(&shadow).expect("one bounds");
+        self.live.collect(into).await
+    }
+
+    fn phase_changed(&self, phase: Phase, share: Share) {
+        self.live.phase_changed(phase, share);
+    }
 }
 
 /// Counts how often it is asked, and reports nothing.
@@ -55,28 +88,34 @@ impl MetricSource for CountingSource {
         "counting"
     }
 
-    async fn collect(&self, _arm: Arm, _into: &mut ArmEvidence) -> Result<(), MetricError> {
+    async fn collect(&self, _into: &mut Evidence) -> Result<(), MetricError> {
         self.collects.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
 
-fn feed(recorder: &KpiRecorder, n: usize, candidate_outcome: Outcome, candidate_latency_ms: u64) {
+/// `n` reads run on both builds in the shadow, their responses the same, and `n` live
+/// requests of each build: stable succeeds in 10 ms, the candidate as told.
+fn feed(traffic: &Traffic, n: usize, candidate_outcome: Outcome, candidate_latency_ms: u64) {
+    let stable_latency = Duration::from_millis(10);
+    let candidate_latency = Duration::from_millis(candidate_latency_ms);
+    {
+        let mut shadow = traffic.shadow.lock().expect("not poisoned");
+        for _ in 0..n {
+            shadow.twin.record_request(Outcome::Success, 10_000);
+            shadow
+                .candidate
+                .record_request(candidate_outcome, candidate_latency_ms * 1_000);
+            let pairs = &mut shadow.pairs.total;
+            pairs.outcomes.record(false, candidate_outcome.is_failure());
+            pairs.latency.add((candidate_latency_ms as f64 / 10.0).ln());
+            pairs.mismatches.record(false, false);
+        }
+    }
     for _ in 0..n {
-        recorder.record(
-            Arm::Stable,
-            Outcome::Success,
-            Duration::from_millis(10),
-            0,
-            0,
-        );
-        recorder.record(
-            Arm::Candidate,
-            candidate_outcome,
-            Duration::from_millis(candidate_latency_ms),
-            0,
-            0,
-        );
+        let live = &traffic.live;
+        live.record(Arm::Stable, Outcome::Success, stable_latency, 0, 0);
+        live.record(Arm::Candidate, candidate_outcome, candidate_latency, 0, 0);
     }
 }
 
@@ -102,8 +141,8 @@ async fn looks_exactly_once_per_interval() {
     assert_eq!(handle.status().looks, 10);
     assert_eq!(
         source.collects.load(Ordering::SeqCst),
-        20,
-        "one collect per arm per look"
+        10,
+        "one collect per look"
     );
 }
 
@@ -277,6 +316,8 @@ async fn pause_holds_the_share_and_resume_continues() {
     assert_eq!(steerer.share().percent(), 1.0);
     handle.resume("freeze over").expect("resumable");
     assert_eq!(handle.status().phase, Phase::Canary { step: 0 });
+    // Live requests at this step: what the canary is judged on.
+    feed(&recorder, 500, Outcome::Success, 10);
     tokio::time::sleep(INTERVAL).await;
     assert_eq!(handle.status().phase, Phase::Canary { step: 1 });
 }

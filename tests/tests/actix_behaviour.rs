@@ -64,9 +64,13 @@ impl Drop for StopOnDrop {
 
 impl AdapterUnderTest for Actix {
     async fn start(&self, setup: Setup) -> RunningServer {
-        let candidate = setup.candidate;
-        let shadow = Shadow::new(move || app(Arc::clone(&candidate)), &setup.rollout);
-        let stable = setup.stable;
+        let (stable, candidate) = (setup.stable, setup.candidate);
+        let twin = Arc::clone(&stable);
+        let shadow = Shadow::new(
+            move || app(Arc::clone(&twin)),
+            move || app(Arc::clone(&candidate)),
+            &setup.rollout,
+        );
         let (started, ready) = oneshot::channel();
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {

@@ -11,7 +11,10 @@ use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, test as actix_test, web};
 use shadowlib::mirror::{HeaderPolicy, HttpMirror};
 use shadowlib::shadow::{ShadowBudget, ShadowConfig, ShadowCounts, in_shadow};
-use shadowlib::{Arm, ArmEvidence, Phase, Rollout, RolloutBuilder, RolloutPolicy, Version};
+use shadowlib::{
+    Arm, ArmEvidence, Phase, Rollout, RolloutBuilder, RolloutPolicy, Share, TrafficSteerer,
+    Version, WeightedSteerer,
+};
 use shadowlib_actix::Shadow;
 
 /// A rollout that only shadows, built with `configure` applied to its builder.
@@ -25,13 +28,22 @@ fn rollout(configure: impl FnOnce(RolloutBuilder) -> RolloutBuilder) -> Rollout 
         .expect("a valid configuration, inside a runtime")
 }
 
-/// What was recorded of `arm` so far.
-fn recorded(rollout: &Rollout, arm: Arm) -> ArmEvidence {
-    let evidence = rollout.evidence();
-    match arm {
-        Arm::Stable => evidence.stable,
-        Arm::Candidate => evidence.candidate,
-    }
+/// What the shadow measured of the candidate so far.
+fn shadowed_candidate(rollout: &Rollout) -> ArmEvidence {
+    rollout.evidence().shadow.candidate
+}
+
+/// The stable build: `v1` logging into a log of its own.
+fn stable() -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    app("v1", log())
 }
 
 /// A request as the candidate received it.
@@ -130,7 +142,11 @@ async fn copies_lose_hop_by_hop_and_redacted_headers_and_run_as_the_shadow() {
         .replace_with("redacted");
     let rollout = rollout(|builder| builder.mirror(HttpMirror::new().with_headers(policy)));
     let candidate_log = Arc::clone(&candidate);
-    let shadow = Shadow::new(move || app("v2", Arc::clone(&candidate_log)), &rollout);
+    let shadow = Shadow::new(
+        stable,
+        move || app("v2", Arc::clone(&candidate_log)),
+        &rollout,
+    );
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
 
     let request = actix_test::TestRequest::get()
@@ -171,6 +187,7 @@ async fn responses_are_compared_per_route() {
     let rollout = rollout(|builder| builder.shadow(config));
     // The candidate answers `v1 <path>` like stable on every path but `/changed`.
     let shadow = Shadow::new(
+        stable,
         || {
             App::new()
                 .route("/changed", web::get().to(|| async { "v2 /changed" }))
@@ -187,17 +204,19 @@ async fn responses_are_compared_per_route() {
         get(&live, actix_test::TestRequest::get().uri(path)).await;
     }
     eventually(&shadow, "three comparisons", |c| c.compared == 3).await;
-    let candidate = recorded(&rollout, Arm::Candidate);
-    let routes = &candidate.routes;
-    let same = routes["GET /same"].comparisons;
-    assert_eq!((same.compared, same.mismatched), (2, 0));
-    assert_eq!(routes["GET /changed"].comparisons.mismatched, 1);
+    let pairs = rollout.evidence().shadow.pairs;
+    let same = pairs.routes["GET /same"].mismatches;
+    assert_eq!((same.compared, same.candidate_only), (2, 0));
+    let changed = &pairs.routes["GET /changed"];
+    assert_eq!(changed.mismatches.candidate_only, 1);
     assert_eq!(
-        (
-            candidate.comparisons.compared,
-            candidate.comparisons.mismatched
-        ),
-        (3, 1)
+        changed.fields["body"].candidate_only, 1,
+        "the body is not JSON"
+    );
+    let total = pairs.total.mismatches;
+    assert_eq!(
+        (total.compared, total.candidate_only, total.twin_only),
+        (3, 1, 0)
     );
 }
 
@@ -209,7 +228,11 @@ async fn the_override_header_pins_a_request_to_the_candidate() {
     let rollout = rollout(|builder| builder.shadow(config));
     let candidate = log();
     let candidate_log = Arc::clone(&candidate);
-    let shadow = Shadow::new(move || app("v2", Arc::clone(&candidate_log)), &rollout);
+    let shadow = Shadow::new(
+        stable,
+        move || app("v2", Arc::clone(&candidate_log)),
+        &rollout,
+    );
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
     let forced = actix_test::TestRequest::get()
         .uri("/items")
@@ -223,7 +246,8 @@ async fn the_override_header_pins_a_request_to_the_candidate() {
     let copies = seen(&candidate);
     assert_eq!(copies.len(), 1);
     assert!(!copies[0].shadow, "served live, not as a shadow copy");
-    assert_eq!(recorded(&rollout, Arm::Candidate).outcomes.success, 1);
+    // Pinned requests are not the steerer's: counted, and kept out of the canary's tests.
+    assert_eq!(rollout.evidence().live_requests, 1);
 }
 
 #[actix_web::test]
@@ -234,7 +258,7 @@ async fn hung_copies_time_out_and_the_shadow_goes_on() {
         timeout: Duration::from_millis(200),
     });
     let rollout = rollout(|builder| builder.shadow(config));
-    let shadow = Shadow::new(|| app("v2", log()), &rollout);
+    let shadow = Shadow::new(stable, || app("v2", log()), &rollout);
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
     for _ in 0..3 {
         assert_eq!(
@@ -247,7 +271,7 @@ async fn hung_copies_time_out_and_the_shadow_goes_on() {
     eventually(&shadow, "three copies timed out", |c| c.timed_out == 3).await;
     get(&live, actix_test::TestRequest::get().uri("/fine")).await;
     eventually(&shadow, "the next copy was answered", |c| c.completed == 1).await;
-    assert_eq!(recorded(&rollout, Arm::Candidate).outcomes.timeout, 3);
+    assert_eq!(shadowed_candidate(&rollout).outcomes.timeout, 3);
 }
 
 #[actix_web::test]
@@ -259,7 +283,11 @@ async fn bodies_the_handler_does_not_read_are_not_mirrored() {
     let rollout = rollout(|builder| builder.mirror(mirror));
     let candidate = log();
     let candidate_log = Arc::clone(&candidate);
-    let shadow = Shadow::new(move || app("v2", Arc::clone(&candidate_log)), &rollout);
+    let shadow = Shadow::new(
+        stable,
+        move || app("v2", Arc::clone(&candidate_log)),
+        &rollout,
+    );
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
     let upload = actix_test::TestRequest::post()
         .uri("/upload")
@@ -277,8 +305,15 @@ async fn bodies_the_handler_does_not_read_are_not_mirrored() {
 
 #[actix_web::test]
 async fn errors_are_recorded_with_the_status_actix_answers_them_with() {
-    let rollout = rollout(|builder| builder);
-    let shadow = Shadow::new(|| app("v2", log()), &rollout);
+    // At a canary step (live requests are recorded per build there), all traffic on stable.
+    let steerer = Arc::new(WeightedSteerer::new());
+    let rollout = rollout(|builder| builder.steerer(Arc::clone(&steerer)));
+    rollout
+        .handle()
+        .step_up("the test records live requests")
+        .expect("shadowing steps up");
+    steerer.set_share(Share::ZERO);
+    let shadow = Shadow::new(stable, || app("v2", log()), &rollout);
     // Inside the shadow middleware: a check that refuses `/private` with an error value,
     // as an auth middleware would, and a handler that fails on `/forbidden`.
     let live = actix_test::init_service(
@@ -317,7 +352,7 @@ async fn errors_are_recorded_with_the_status_actix_answers_them_with() {
     );
     let (status, _) = get(&live, actix_test::TestRequest::get().uri("/forbidden")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let stable = recorded(&rollout, Arm::Stable);
+    let stable = rollout.evidence().canary.total(Arm::Stable);
     assert_eq!(
         (stable.outcomes.client_error, stable.outcomes.server_error),
         (2, 0)
@@ -334,6 +369,7 @@ async fn errors_are_recorded_with_the_status_actix_answers_them_with() {
 async fn a_candidate_that_cannot_start_is_rolled_back_and_stable_serves() {
     let rollout = rollout(|builder| builder);
     let shadow = Shadow::new(
+        stable,
         || {
             App::new()
                 .data_factory(|| async { Err::<u32, _>("no database") })
@@ -401,7 +437,7 @@ async fn a_candidate_that_is_never_ready_does_not_hold_back_stable() {
     }
 
     let rollout = rollout(|builder| builder);
-    let shadow = Shadow::new(|| app("v2", log()).wrap(NeverReady), &rollout);
+    let shadow = Shadow::new(stable, || app("v2", log()).wrap(NeverReady), &rollout);
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
     // actix-web's dispatcher asks for readiness before every call; the test client does not.
     tokio::time::timeout(

@@ -2,7 +2,7 @@
 //! formula, independently of the code under test.
 
 use shadowlib::analysis::{
-    DifferenceEstimate, MannWhitney, Metric, MixtureSprt, Proportion, SequentialAnalysis,
+    DifferenceEstimate, MannWhitney, Metric, MixtureSprt, Proportion, Scope, SequentialAnalysis,
     SequentialConfig, Verdict,
 };
 use shadowlib::{Distribution, Evidence, Moments, Outcome, SampleCount, Version};
@@ -184,15 +184,23 @@ fn mann_whitney_matches_the_textbook_computation() {
     assert!(!reversed.candidate_slower(0.98));
 }
 
-/// Deterministic evidence: stable latencies spread over 500..1500 µs, the candidate's
-/// mapped through `candidate`.
+/// Deterministic shadow evidence: the twin's latencies spread over 500..1500 µs, the
+/// candidate's on the same reads mapped through `candidate`, paired read by read.
 fn evidence(n: u64, candidate: impl Fn(u64, u64) -> u64) -> Evidence {
     let mut e = Evidence::new(Version::new("api", "1"), Version::new("api", "2"));
     for i in 0..n {
         let latency = 500 + (i * 7_919) % 1_000;
-        e.stable.record_request(Outcome::Success, latency);
-        e.candidate
-            .record_request(Outcome::Success, candidate(i, latency));
+        let candidate_latency = candidate(i, latency);
+        let shadow = &mut e.shadow;
+        shadow.twin.record_request(Outcome::Success, latency);
+        shadow
+            .candidate
+            .record_request(Outcome::Success, candidate_latency);
+        let pairs = &mut shadow.pairs.total;
+        pairs.outcomes.record(false, false);
+        pairs
+            .latency
+            .add((candidate_latency as f64 / latency as f64).ln());
     }
     e
 }
@@ -207,27 +215,26 @@ fn kpi_tests_read_the_evidence_as_the_formulas_say() {
     );
     let assessment = analysis.analyze(&e);
 
+    // Latency: the mean per-read log ratio, with the variance of that mean.
     let latency = assessment
-        .test(Metric::Latency)
+        .test(Metric::Latency, &Scope::Shadow)
         .expect("latency measured on both");
-    let (s, c) = (
-        e.stable.latency_us.log_moments(),
-        e.candidate.latency_us.log_moments(),
-    );
-    assert!((latency.test.estimate.difference - (c.mean() - s.mean())).abs() < 1e-12);
+    let ratios = e.shadow.pairs.total.latency;
+    assert!((latency.test.estimate.difference - ratios.mean()).abs() < 1e-12);
+    assert!((latency.test.estimate.variance - ratios.variance() / 10_000.0).abs() < 1e-15);
+    assert!((latency.degradation().estimate - ratios.mean().exp_m1()).abs() < 1e-12);
     assert!(
-        (latency.test.estimate.variance - (s.variance() / 10_000.0 + c.variance() / 10_000.0))
-            .abs()
-            < 1e-15
+        (ratios.mean() - 0.1 * 4f64.ln()).abs() < 1e-9,
+        "a tenth of reads 4x slower"
     );
-    assert!((latency.degradation().estimate - (c.mean() - s.mean()).exp_m1()).abs() < 1e-12);
 
     let tail = assessment
-        .test(Metric::LatencyTail)
+        .test(Metric::LatencyTail, &Scope::Shadow)
         .expect("latency measured on both");
-    let threshold = e.stable.latency_us.quantile(0.95);
-    let stable_share = e.stable.latency_us.count_above(threshold) as f64 / 10_000.0;
-    let candidate_share = e.candidate.latency_us.count_above(threshold) as f64 / 10_000.0;
+    let (twin, candidate) = (&e.shadow.twin.latency_us, &e.shadow.candidate.latency_us);
+    let threshold = twin.quantile(0.95);
+    let stable_share = twin.count_above(threshold) as f64 / 10_000.0;
+    let candidate_share = candidate.count_above(threshold) as f64 / 10_000.0;
     assert!((tail.test.estimate.difference - (candidate_share - stable_share)).abs() < 1e-12);
     assert!(
         candidate_share > stable_share + 0.04,
@@ -236,11 +243,11 @@ fn kpi_tests_read_the_evidence_as_the_formulas_say() {
     assert_eq!(tail.verdict, Verdict::Worse);
 
     let errors = assessment
-        .test(Metric::ErrorRate)
+        .test(Metric::ErrorRate, &Scope::Shadow)
         .expect("requests on both");
     assert_eq!(errors.test.estimate.difference, 0.0);
     assert!(
-        assessment.test(Metric::Cpu).is_none(),
+        assessment.test(Metric::Cpu, &Scope::Shadow).is_none(),
         "CPU is not measured here"
     );
     assert_eq!(assessment.verdict, Verdict::Worse);

@@ -17,7 +17,7 @@ use shadowlib::delta::{
     InProcessSubscription, KeyValueMap, KvDelta, LiveState, Position, ShadowState, SnapshotSource,
     StalenessBound, Transport, TransportError,
 };
-use shadowlib::{Arm, ArmEvidence, MetricSource, StateDelta, Version};
+use shadowlib::{Evidence, MetricSource, StateDelta, Version};
 
 type Map = KeyValueMap<u8, u16>;
 
@@ -509,22 +509,18 @@ fn read_spans_measure_how_far_the_shadow_was_from_live() {
             (2, 1, 1)
         );
 
-        let mut evidence = ArmEvidence::new(Version::new("kv", "2"));
+        let mut evidence = Evidence::new(Version::new("kv", "1"), Version::new("kv", "2"));
         shadow
-            .collect(Arm::Candidate, &mut evidence)
+            .collect(&mut evidence)
             .await
             .expect("in-memory source");
-        assert_eq!(evidence.custom["delta_read_outside_bound"].mean(), 0.5);
+        let outside = evidence.custom["delta_read_outside_bound"];
+        assert_eq!(outside.candidate.mean(), 0.5);
+        assert_eq!(outside.stable.count(), 0, "lag is the candidate's KPI");
         assert_eq!(
-            evidence.custom["delta_lag_us"].count(),
+            evidence.custom["delta_lag_us"].candidate.count(),
             shadow.stats().frames_applied
         );
-        let mut stable = ArmEvidence::new(Version::new("kv", "1"));
-        shadow
-            .collect(Arm::Stable, &mut stable)
-            .await
-            .expect("in-memory source");
-        assert!(stable.custom.is_empty(), "lag is the candidate's KPI");
     });
 }
 

@@ -203,65 +203,35 @@ fn item(price: u32, generated_at: &str) -> String {
 }
 
 #[test]
-fn timestamp_differing_between_stable_runs_is_noise_and_a_candidate_change_is_a_mismatch() {
+fn a_timestamp_differs_for_the_twin_too_and_a_changed_price_for_the_candidate_alone() {
     let comparator = Comparator::default();
-    let route = "GET /items/{id}";
-
-    // A read that is also re-run on stable: the timestamp differs in all three responses;
-    // only the candidate changes the price.
-    assert!(comparator.should_rerun_stable(route));
-    let stable = item(10, "2024-05-01T12:00:00.001Z");
-    let stable_again = item(10, "2024-05-01T12:00:00.007Z");
+    // Live, the stable twin and the candidate answered the same read: the timestamp
+    // differs in all three, only the candidate changed the price.
+    let live = item(10, "2024-05-01T12:00:00.001Z");
+    let twin = item(10, "2024-05-01T12:00:00.007Z");
     let candidate = item(12, "2024-05-01T12:00:00.004Z");
-    let verdict = comparator.compare(
-        route,
-        &ResponseParts::new(200, stable.as_bytes()),
-        &ResponseParts::new(200, candidate.as_bytes()),
-        Some(&ResponseParts::new(200, stable_again.as_bytes())),
+    let fields = |other: &str| -> Vec<String> {
+        comparator
+            .fields(
+                &ResponseParts::new(200, live.as_bytes()),
+                &ResponseParts::new(200, other.as_bytes()),
+            )
+            .into_iter()
+            .map(|f| f.field)
+            .collect()
+    };
+    assert_eq!(
+        fields(&twin),
+        ["/generated_at"],
+        "noise: two runs of stable differ"
     );
-    let noise: Vec<&str> = verdict
-        .differences
-        .iter()
-        .filter(|d| d.noise)
-        .map(|d| d.field.as_str())
-        .collect();
-    let mismatches: Vec<&str> = verdict.mismatches().map(|d| d.field.as_str()).collect();
-    assert_eq!(noise, ["/generated_at"]);
-    assert_eq!(mismatches, ["/price"]);
-
-    // Later reads without a re-run: the learned noise still filters the timestamp, so a
-    // candidate that only differs there matches, and one that changes the price does not.
-    let only_timestamp = comparator.compare(
-        route,
-        &ResponseParts::new(200, item(10, "12:01").as_bytes()),
-        &ResponseParts::new(200, item(10, "12:02").as_bytes()),
-        None,
-    );
-    assert!(!only_timestamp.is_mismatch(), "{only_timestamp:?}");
-    let price_again = comparator.compare(
-        route,
-        &ResponseParts::new(200, item(10, "12:03").as_bytes()),
-        &ResponseParts::new(200, item(11, "12:04").as_bytes()),
-        None,
-    );
-    assert!(price_again.is_mismatch());
-
-    let report = comparator.report();
-    let route_report = &report.routes[0];
-    assert_eq!((route_report.compared, route_report.mismatched), (3, 2));
-    let fields: Vec<(&str, bool)> = route_report
-        .top_fields
-        .iter()
-        .map(|f| (f.field.as_str(), f.is_noise))
-        .collect();
-    assert_eq!(fields, [("/price", false), ("/generated_at", true)]);
+    assert_eq!(fields(&candidate), ["/generated_at", "/price"]);
 }
 
 #[tokio::test]
 async fn evidence_from_every_source_round_trips_through_serde() {
     let (v1, v2) = (Version::new("svc", "1"), Version::new("svc", "2"));
     let recorder = Arc::new(KpiRecorder::new(v1.clone(), v2.clone()));
-    let comparator = Arc::new(Comparator::default());
 
     for arm in [Arm::Stable, Arm::Candidate] {
         let ((), usage) = busy_request().measured().await;
@@ -273,44 +243,39 @@ async fn evidence_from_every_source_round_trips_through_serde() {
         );
         recorder.record_custom(arm, "db_queries", 2.0);
     }
-    comparator.compare(
-        "GET /items/{id}",
-        &ResponseParts::new(200, item(10, "a").as_bytes()),
-        &ResponseParts::new(200, item(12, "b").as_bytes()),
-        Some(&ResponseParts::new(200, item(10, "c").as_bytes())),
-    );
 
-    let sources: [Arc<dyn MetricSource>; 2] = [recorder, comparator];
+    let sources: [Arc<dyn MetricSource>; 1] = [recorder];
     let mut evidence = Evidence::new(v1, v2);
     for source in &sources {
-        for arm in [Arm::Stable, Arm::Candidate] {
-            source
-                .collect(arm, evidence.arm_mut(arm))
-                .await
-                .expect("sources do not fail");
-        }
+        source
+            .collect(&mut evidence)
+            .await
+            .expect("sources do not fail");
     }
-    let candidate = &evidence.candidate;
+    let candidate = evidence.canary.total(Arm::Candidate);
     assert_eq!(candidate.requests(), 1);
     assert!(candidate.cpu_ns.is_some());
-    assert_eq!(candidate.custom["db_queries"].mean(), 2.0);
-    let route = &candidate.routes["GET /items/{id}"];
+    assert_eq!(evidence.custom["db_queries"].candidate.mean(), 2.0);
+    let route = candidate.routes["GET /items/{id}"].clone();
     assert_eq!(route.outcomes.success, 1);
-    assert_eq!(
-        (route.comparisons.compared, route.comparisons.mismatched),
-        (1, 1)
-    );
-    assert_eq!(route.differing_fields["/generated_at"].noise, 1);
-    assert_eq!(candidate.comparisons.compared, 1);
-    // The process's context, as the rollout's sampler adds it at each look.
+    // A pair from the shadow, and the process's context, as the rollout adds them.
+    let pairs = &mut evidence.shadow.pairs;
+    let stats = pairs.routes.entry("GET /items/{id}".into()).or_default();
+    stats.outcomes.record(false, false);
+    stats.mismatches.record(true, false);
+    stats
+        .fields
+        .entry("/price".into())
+        .or_default()
+        .candidate_only += 1;
+    pairs.route_order.push("GET /items/{id}".into());
     let mut cores = Moments::default();
     cores.add(0.42);
-    evidence.candidate.process = Some(ProcessEvidence {
+    evidence.process = Some(ProcessEvidence {
         cpu_cores: cores,
         peak_rss_bytes: 64 << 20,
         ..ProcessEvidence::default()
     });
-    let route = &evidence.candidate.routes["GET /items/{id}"];
 
     let json = serde_json::to_string(&evidence).expect("evidence serializes");
     let back: Evidence = serde_json::from_str(&json).expect("evidence deserializes");
@@ -318,5 +283,12 @@ async fn evidence_from_every_source_round_trips_through_serde() {
         serde_json::to_string(&back).expect("serializes again"),
         json
     );
-    assert_eq!(back.candidate.routes["GET /items/{id}"], *route);
+    assert_eq!(
+        back.canary.total(Arm::Candidate).routes["GET /items/{id}"],
+        route
+    );
+    assert_eq!(
+        back.shadow.pairs.routes["GET /items/{id}"].fields["/price"].candidate_only,
+        1
+    );
 }

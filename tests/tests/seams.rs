@@ -12,11 +12,10 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use shadowlib::delta::{DeltaBus, LiveState, ShadowState, StalenessBound, StateDelta};
-use shadowlib::metrics::KpiRecorder;
 use shadowlib::mirror::{HttpMirror, Mirror, RequestCopy, RequestHead};
 use shadowlib::{
-    Action, Arm, ArmEvidence, Evidence, MetricError, MetricSource, Outcome, Phase, Prediction,
-    Predictor, ReadClass, Rollout, RolloutPolicy, Share, TrafficSteerer, Version,
+    Action, Arm, Evidence, MetricError, MetricSource, Phase, Prediction, Predictor, ReadClass,
+    Rollout, RolloutPolicy, Share, TrafficSteerer, Version,
 };
 use shadowlib_tower::ShadowLayer;
 use tower::ServiceExt;
@@ -134,15 +133,25 @@ impl MetricSource for QueriesPerRequest {
         "db-queries"
     }
 
-    async fn collect(&self, arm: Arm, into: &mut ArmEvidence) -> Result<(), MetricError> {
-        let per_request = match arm {
-            Arm::Stable => 2.0,
-            Arm::Candidate => 9.0,
-        };
-        into.custom
-            .entry("db_queries_per_request".into())
-            .or_default()
-            .add(per_request);
+    async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError> {
+        let kpi = into.custom_mut("db_queries_per_request");
+        kpi.arm_mut(Arm::Stable).add(2.0);
+        kpi.arm_mut(Arm::Candidate).add(9.0);
+        Ok(())
+    }
+}
+
+/// Reports one read run on both builds, as a shadow of the service's own would.
+struct OnePair;
+
+#[async_trait]
+impl MetricSource for OnePair {
+    fn name(&self) -> &str {
+        "one-pair"
+    }
+
+    async fn collect(&self, into: &mut Evidence) -> Result<(), MetricError> {
+        into.shadow.pairs.total.outcomes.record(false, false);
         Ok(())
     }
 }
@@ -160,12 +169,12 @@ impl Predictor for QueryBudget {
     }
 
     fn predict(&self, evidence: &Evidence) -> Prediction {
-        let mean = |arm: &ArmEvidence| {
-            arm.custom
-                .get("db_queries_per_request")
-                .map_or(0.0, |m| m.mean())
-        };
-        let (stable, candidate) = (mean(&evidence.stable), mean(&evidence.candidate));
+        let kpi = evidence
+            .custom
+            .get("db_queries_per_request")
+            .copied()
+            .unwrap_or_default();
+        let (stable, candidate) = (kpi.stable.mean(), kpi.candidate.mean());
         self.seen
             .lock()
             .expect("not poisoned")
@@ -180,12 +189,6 @@ impl Predictor for QueryBudget {
 #[tokio::test(start_paused = true)]
 async fn a_custom_metric_source_reaches_a_custom_predictor() {
     let predictor = Arc::new(QueryBudget::default());
-    // One request of each build, recorded by a recorder of the test's own, so that the
-    // look has samples to judge.
-    let requests = Arc::new(KpiRecorder::new(versions().0, versions().1));
-    for arm in [Arm::Stable, Arm::Candidate] {
-        requests.record(arm, Outcome::Success, Duration::from_millis(1), 0, 0);
-    }
     let (rollout, mut driver) = Rollout::builder(versions().0, versions().1)
         .policy(RolloutPolicy {
             min_samples: 1,
@@ -193,7 +196,8 @@ async fn a_custom_metric_source_reaches_a_custom_predictor() {
         })
         .predictor(Arc::clone(&predictor))
         .metric_source(QueriesPerRequest)
-        .metric_source(requests)
+        // The look has a sample to judge on.
+        .metric_source(OnePair)
         .without_process_sampling()
         .build_driven()
         .expect("a valid rollout");

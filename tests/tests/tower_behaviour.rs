@@ -201,10 +201,16 @@ async fn tower_router_layer_gives_each_build_its_own_path_parameters() {
     adapter_suite::eventually("the copy was compared", || fixture.counts().compared == 1).await;
     assert_eq!(fixture.counts().completed, 1);
     assert_eq!(
-        fixture.recorded(shadowlib::Arm::Candidate).outcomes.success,
+        fixture.shadowed(shadowlib::Arm::Candidate).outcomes.success,
         1,
         "the candidate's copy found its path parameter"
     );
+    assert_eq!(
+        fixture.shadowed(shadowlib::Arm::Stable).outcomes.success,
+        1,
+        "the stable twin's copy kept the router's: it is the route's own handler"
+    );
+    assert_eq!(fixture.counts().mismatched, 1, "v2 where the twin said v1");
 
     // Canary: the candidate serves the request live, with its own path parameter.
     fixture.steerer.set_share(Share::FULL);

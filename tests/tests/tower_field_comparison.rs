@@ -1,26 +1,29 @@
-//! The field-level comparator plugged into the tower adapter: fields that differ by design
-//! are ignored, a real change is a mismatch named by its JSON path.
+//! The field-level comparator behind the tower adapter: fields ignored by rule are not
+//! compared, a field that differs between live and the stable twin is noise, and a real
+//! change is a mismatch named by its JSON path.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
 use http_body_util::BodyExt;
-use shadowlib::compare::{Comparator, CompareConfig};
+use shadowlib::PairedEvidence;
+use shadowlib::compare::{Comparator, CompareConfig, ComparisonReport};
 use shadowlib::mirror::PathPattern;
 use shadowlib::shadow::{ShadowConfig, ShadowCounts};
 use shadowlib::{Rollout, RolloutPolicy, Version};
 use shadowlib_tower::ShadowLayer;
 use tower::{Layer, ServiceExt};
 
-/// A build that answers every read with its price and the time it served it.
+/// A build that answers every read with its price and the "time" it served it: a tick
+/// every build shares, as a clock would be, so no two responses carry the same.
 fn build(price: u32) -> Router {
-    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    static TICKS: AtomicU64 = AtomicU64::new(0);
     Router::new().route(
         "/items/{id}",
         get(move || {
-            let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = TICKS.fetch_add(1, Ordering::Relaxed);
             async move {
                 (
                     [("content-type", "application/json")],
@@ -31,20 +34,18 @@ fn build(price: u32) -> Router {
     )
 }
 
-/// Sends `reads` reads through the layer over v1 with `candidate` as the shadow, and
-/// returns the comparator once every copy was compared.
-async fn mirror_reads(candidate: Router, reads: u64) -> (Arc<Comparator>, ShadowCounts) {
-    let comparator = Arc::new(
-        Comparator::new(CompareConfig {
-            ignore_json_paths: vec!["/served_at".into()],
-            ..CompareConfig::default()
-        })
-        .expect("valid comparison settings"),
-    );
+/// Sends `reads` reads through the layer over v1 with `candidate` as the shadow,
+/// comparing with `comparator`, and returns the shadow's pairs once every copy was
+/// compared.
+async fn mirror_reads(
+    candidate: Router,
+    reads: u64,
+    comparator: Comparator,
+) -> (PairedEvidence, ShadowCounts) {
     let items = PathPattern::new("/items/{id}").expect("a valid pattern");
     let (rollout, _driver) = Rollout::builder(Version::new("shop", "1"), Version::new("shop", "2"))
         .policy(RolloutPolicy::default())
-        .shadow(ShadowConfig::new().with_comparator(Arc::clone(&comparator)))
+        .shadow(ShadowConfig::new().with_comparator(comparator))
         .route_patterns([items])
         .without_process_sampling()
         .build_driven()
@@ -72,31 +73,51 @@ async fn mirror_reads(candidate: Router, reads: u64) -> (Arc<Comparator>, Shadow
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    (comparator, rollout.shadow_counts())
+    (rollout.evidence().shadow.pairs, rollout.shadow_counts())
+}
+
+/// A comparator that ignores the timestamp by rule.
+fn ignoring_the_timestamp() -> Comparator {
+    Comparator::new(CompareConfig {
+        ignore_json_paths: vec!["/served_at".into()],
+        ..CompareConfig::default()
+    })
+    .expect("valid comparison settings")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fields_that_differ_by_design_are_not_mismatches() {
-    let (comparator, counts) = mirror_reads(build(10), 20).await;
+async fn fields_ignored_by_rule_are_not_compared() {
+    let (pairs, counts) = mirror_reads(build(10), 20, ignoring_the_timestamp()).await;
     assert_eq!((counts.compared, counts.mismatched), (20, 0));
-    let report = comparator.report();
+    let report = ComparisonReport::from_pairs(&pairs, 5);
     assert_eq!(report.routes.len(), 1, "{report}");
-    assert_eq!(
-        (report.routes[0].compared, report.routes[0].mismatched),
-        (20, 0)
-    );
+    let route = &report.routes[0];
+    assert_eq!((route.compared, route.candidate_only), (20, 0));
+    assert!(route.top_fields.is_empty(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_no_rule_names_is_learned_as_noise_from_the_twin() {
+    let (pairs, counts) = mirror_reads(build(10), 20, Comparator::default()).await;
+    // Live, the twin and the candidate each stamp their own time: the twin differs from
+    // live in it as the candidate does, so it is noise, not a mismatch.
+    assert_eq!((counts.compared, counts.mismatched), (20, 0));
+    let served_at = pairs.total.fields["/served_at"];
+    assert_eq!(served_at.both, 20, "{served_at:?}");
+    assert!(served_at.is_noise());
+    assert_eq!(pairs.total.mismatches.net_rate(), 0.0);
+    let report = ComparisonReport::from_pairs(&pairs, 5);
+    assert!(report.routes[0].top_fields[0].is_noise, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_field_is_a_mismatch_named_by_its_path() {
-    let (comparator, counts) = mirror_reads(build(12), 20).await;
+    let (pairs, counts) = mirror_reads(build(12), 20, Comparator::default()).await;
     assert_eq!((counts.compared, counts.mismatched), (20, 20));
-    let report = comparator.report();
+    let report = ComparisonReport::from_pairs(&pairs, 5);
     let route = &report.routes[0];
     assert_eq!(route.route, "GET /items/{id}");
-    assert_eq!(route.mismatched, 20);
-    assert!(
-        route.top_fields.iter().any(|f| f.field == "/price"),
-        "{report}"
-    );
+    assert_eq!(route.candidate_only, 20);
+    assert_eq!(route.top_fields[0].field, "/price", "{report}");
+    assert!(!route.top_fields[0].is_noise);
 }

@@ -17,7 +17,7 @@ use shadowlib::adapter::{
 
 use super::body::{ShadowResponseBody, TeePayload};
 use super::future::ResponseFuture;
-use super::target::{CandidateService, VERSIONS};
+use super::target::{AppService, VERSIONS};
 
 /// Routes each request to the stable `App` it wraps or to this worker's instance of the
 /// candidate `App`, and mirrors reads served by stable to the shadow. Built by
@@ -30,7 +30,7 @@ pub struct ShadowMiddleware<S> {
     stable: S,
     /// `None` when the candidate failed to start on this worker: everything goes to
     /// stable (and the rollout was rolled back).
-    candidate: Option<Rc<CandidateService>>,
+    candidate: Option<Rc<AppService>>,
     runtime: Runtime,
     target: TargetId,
 }
@@ -38,7 +38,7 @@ pub struct ShadowMiddleware<S> {
 impl<S> ShadowMiddleware<S> {
     pub(crate) fn new(
         stable: S,
-        candidate: Option<CandidateService>,
+        candidate: Option<AppService>,
         runtime: Runtime,
         target: TargetId,
     ) -> Self {

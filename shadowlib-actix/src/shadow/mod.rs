@@ -6,10 +6,13 @@
 //!
 //! # The two builds
 //!
-//! The stable build is the `App` the middleware wraps. The candidate build is a second
-//! `App` *factory*, the same kind of closure `HttpServer::new` takes, because an actix
-//! `App` cannot move between threads: each thread that may serve the candidate builds its
-//! own instance from the factory, with its own app data, routes and default service.
+//! The stable build is the `App` the middleware wraps; the middleware is given both builds
+//! as `App` *factories*, the same kind of closure `HttpServer::new` takes, because an actix
+//! `App` can neither be cloned nor move between threads: each thread that may serve a
+//! build makes its own instance from the factory, with its own app data, routes and
+//! default service. The candidate's factory is called on every worker (for canary
+//! traffic); both are called on the shadow thread, where every mirrored read runs on the
+//! stable *twin* and on the candidate alike.
 //! Instances are built with actix-web's default `AppConfig` (host `localhost:8080`, not
 //! secure), which shows only where the candidate builds URLs or reads connection info for
 //! a request without a `Host` header. Connection data (`HttpServer::on_connect`) is not
@@ -30,10 +33,10 @@
 //!   live request never waits, it does not wake the shadow thread (which takes copies on
 //!   a 1 ms tick), and nothing allocated on one thread is freed on the other. When the
 //!   queue is full the copy is dropped and counted.
-//! * The shadow thread builds the candidate's request from the copy, and the core's
-//!   worker applies the timeout, catches panics and marks the task as the shadow
-//!   ([`in_shadow`](shadowlib::shadow::in_shadow)) around the call of the thread's own
-//!   candidate instance.
+//! * The shadow thread builds each build's request from the copy, and the core's worker
+//!   runs it on the thread's own stable instance (the twin) and candidate instance, in a
+//!   random order, each under the timeout with panics caught and its CPU measured, marked
+//!   as the shadow ([`in_shadow`](shadowlib::shadow::in_shadow)).
 //! * The shadow's CPU stays off the workers that serve live traffic, and within the
 //!   threads given to it: a slow or spinning candidate costs at most those threads.
 //!
@@ -55,11 +58,14 @@
 //!    redacted. Each copy has a timeout, after which it is cancelled and recorded as a
 //!    timeout; a panic in the candidate is caught and recorded as a candidate panic.
 //! 3. **Comparison.** For each mirrored read, status, the configured headers and the body
-//!    (up to the limit) of the live and shadow responses are compared, and mismatches
-//!    counted per route and in the evidence.
-//! 4. **KPIs.** Latency (to the response head), outcome class and bytes of every request
-//!    are recorded per build in the rollout's recorder, which the controller reads. An
-//!    error value from a build is recorded with the status actix-web answers it with.
+//!    (up to the limit) of the live response are compared field by field with the twin's
+//!    and with the candidate's: what differs for the twin too is noise, what differs for
+//!    the candidate alone is a mismatch, counted per route and field in the evidence.
+//! 4. **KPIs.** The shadow records each mirrored read as a pair (latency, CPU, outcome of
+//!    both builds); while the candidate serves live traffic, latency (to the response
+//!    head), outcome class and bytes of every live request are recorded per build and
+//!    route for the canary's tests. An error value from a build is recorded with the
+//!    status actix-web answers it with.
 //!
 //! # Bodies
 //!
@@ -104,15 +110,12 @@
 //! use shadowlib::{Rollout, Version};
 //! use shadowlib_actix::Shadow;
 //!
-//! fn v1() -> App<impl actix_web::dev::ServiceFactory<actix_web::dev::ServiceRequest,
-//!     Config = (), Response = actix_web::dev::ServiceResponse, Error = actix_web::Error, InitError = ()>> {
-//!     App::new().route("/", web::get().to(|| async { "v1" }))
-//! }
-//!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # actix_web::rt::System::new().block_on(async {
 //! let rollout = Rollout::builder(Version::new("shop", "1"), Version::new("shop", "2")).build()?;
-//! let shadow = Shadow::new(|| App::new().route("/", web::get().to(|| async { "v2" })), &rollout);
+//! let v1 = || App::new().route("/", web::get().to(|| async { "v1" }));
+//! let v2 = || App::new().route("/", web::get().to(|| async { "v2" }));
+//! let shadow = Shadow::new(v1, v2, &rollout);
 //!
 //! // Serve it with `HttpServer::new(move || v1().wrap(shadow.clone()))`.
 //! let app = test::init_service(v1().wrap(shadow.clone())).await;
@@ -125,7 +128,8 @@
 //!     }
 //!     actix_web::rt::time::sleep(std::time::Duration::from_millis(1)).await;
 //! }
-//! assert_eq!(rollout.shadow_counts().mismatched, 1); // "v1" != "v2"
+//! // The candidate alone answered differently from live ("v2" where the twin said "v1").
+//! assert_eq!(rollout.shadow_counts().mismatched, 1);
 //! # Ok(()) })
 //! # }
 //! ```

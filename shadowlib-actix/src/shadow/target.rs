@@ -1,5 +1,5 @@
-//! The shadow's side: the candidate `App`'s own instance on the rollout's shadow thread, and
-//! the request it gets for each copy.
+//! The shadow's side: the stable and candidate `App`s' own instances on the rollout's
+//! shadow thread, and the request each gets for a copy.
 
 use std::future::poll_fn;
 use std::pin::pin;
@@ -23,17 +23,17 @@ use shadowlib::adapter::{
 };
 use tokio::time::Instant;
 
-/// One running instance of the candidate `App`, its response body boxed so that every
-/// candidate shares one type.
-pub(crate) type CandidateService = BoxService<Request, ServiceResponse<BoxBody>, Error>;
+/// One running instance of an `App`, its response body boxed so that every build shares
+/// one type.
+pub(crate) type AppService = BoxService<Request, ServiceResponse<BoxBody>, Error>;
 
-/// Builds an instance of the candidate `App` on the calling thread: once per actix worker
-/// (for canary traffic) and once on the shadow thread.
-pub(crate) type BuildCandidate =
-    Arc<dyn Fn() -> LocalBoxFuture<'static, Result<CandidateService, ()>> + Send + Sync>;
+/// Builds an instance of an `App` on the calling thread: the candidate once per actix
+/// worker (for canary traffic), and both builds once on the shadow thread.
+pub(crate) type BuildApp =
+    Arc<dyn Fn() -> LocalBoxFuture<'static, Result<AppService, ()>> + Send + Sync>;
 
-/// Turns the user's `App` factory into a [`BuildCandidate`].
-pub(crate) fn candidate_builder<F, T, B>(factory: F) -> BuildCandidate
+/// Turns the user's `App` factory into a [`BuildApp`].
+pub(crate) fn app_builder<F, T, B>(factory: F) -> BuildApp
 where
     F: Fn() -> App<T> + Send + Sync + 'static,
     T: ServiceFactory<
@@ -47,10 +47,10 @@ where
 {
     Arc::new(move || {
         let app = factory().into_factory();
-        // The middleware builds the candidate itself, outside the server's own app
-        // setup, so it gets actix-web's default connection config (host
-        // `localhost:8080`, not secure). It shows only where the candidate builds URLs or
-        // reads connection info for a request without a `Host` header.
+        // The middleware builds the app itself, outside the server's own app setup, so it
+        // gets actix-web's default connection config (host `localhost:8080`, not secure).
+        // It shows only where a build makes URLs or reads connection info for a request
+        // without a `Host` header.
         let service = app.new_service(AppConfig::default());
         Box::pin(async move {
             let service = service.await?;
@@ -61,36 +61,37 @@ where
     })
 }
 
-/// The candidate as the shadow runs it: the shadow thread's own instance of the `App`.
+/// Both builds as the shadow runs them: the shadow thread's own instance of each `App`
+/// (the stable one is the *twin*).
 pub(crate) struct ActixTarget {
-    candidate: Rc<CandidateService>,
+    stable: Rc<AppService>,
+    candidate: Rc<AppService>,
 }
 
 impl ActixTarget {
-    pub(crate) fn new(candidate: Rc<CandidateService>) -> Self {
-        Self { candidate }
+    pub(crate) fn new(stable: AppService, candidate: AppService) -> Self {
+        Self {
+            stable: Rc::new(stable),
+            candidate: Rc::new(candidate),
+        }
     }
 }
 
 impl ShadowTarget for ActixTarget {
     fn call(&self, arm: Arm, copy: &RequestCopy, capture: ResponseCapture) -> ShadowCall {
         let request = shadow_request(copy);
-        let candidate = Rc::clone(&self.candidate);
-        Box::pin(async move {
-            match arm {
-                Arm::Candidate => call_candidate(&candidate, request?, capture).await,
-                Arm::Stable => Err(ShadowError(
-                    "the actix adapter runs no stable twin in the shadow".to_owned(),
-                )),
-            }
-        })
+        let build = Rc::clone(match arm {
+            Arm::Stable => &self.stable,
+            Arm::Candidate => &self.candidate,
+        });
+        Box::pin(async move { call_build(&build, request?, capture).await })
     }
 }
 
-/// The request the candidate gets for a copy: same method, target, version, peer
-/// address, the headers the mirror forwarded, the body. Connection flags and extensions
-/// were never copied: they belong to the live connection. A copy that actix-web would
-/// not accept back fails the copy, with the reason.
+/// The request a build gets for a copy: same method, target, version, peer address, the
+/// headers the mirror forwarded, the body. Connection flags and extensions were never
+/// copied: they belong to the live connection. A copy that actix-web would not accept
+/// back fails the copy, with the reason.
 fn shadow_request(copy: &RequestCopy) -> Result<Request, ShadowError> {
     let invalid = |part: &str, reason: String| ShadowError::invalid_copy(part, reason);
     let mut request = Request::with_payload(Payload::from(Bytes::copy_from_slice(copy.body())));
@@ -118,21 +119,21 @@ pub(crate) const VERSIONS: [Version; 5] = [
     Version::HTTP_3,
 ];
 
-/// Sends the copy to the candidate and summarizes the response. Runs inside the shadow
-/// worker, which applies the timeout, catches panics and marks the task as the shadow.
+/// Sends the copy to a build and summarizes the response. Runs inside the shadow worker,
+/// which applies the timeout, catches panics and marks the task as the shadow.
 ///
-/// An error value from the candidate is summarized as the response actix-web would have
-/// sent for it, as the live side records it: in actix-web an error is a response.
-async fn call_candidate(
-    candidate: &CandidateService,
+/// An error value from the build is summarized as the response actix-web would have sent
+/// for it, as the live side records it: in actix-web an error is a response.
+async fn call_build(
+    build: &AppService,
     request: Request,
     capture: ResponseCapture,
 ) -> ShadowResult {
     let started = Instant::now();
-    poll_fn(|cx| candidate.poll_ready(cx))
+    poll_fn(|cx| build.poll_ready(cx))
         .await
         .map_err(|e| ShadowError(e.to_string()))?;
-    let response = match candidate.call(request).await {
+    let response = match build.call(request).await {
         Ok(response) => response.into_parts().1,
         Err(error) => error.error_response(),
     };

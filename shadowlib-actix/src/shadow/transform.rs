@@ -1,7 +1,6 @@
 //! The middleware factory and what it is built from.
 
 use std::fmt;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_service::ServiceFactory;
@@ -14,7 +13,7 @@ use shadowlib::adapter::{Runtime, ShadowCounts, ShadowTarget, TargetId};
 
 use super::body::ShadowResponseBody;
 use super::middleware::ShadowMiddleware;
-use super::target::{ActixTarget, BuildCandidate, candidate_builder};
+use super::target::{ActixTarget, BuildApp, app_builder};
 
 /// The middleware factory: wrap the stable `App` with it (`App::new().wrap(shadow.clone())`
 /// inside the `HttpServer::new` closure). See the [module docs](super).
@@ -23,39 +22,57 @@ use super::target::{ActixTarget, BuildCandidate, candidate_builder};
 /// what it holds, and it is cheap to clone.
 #[derive(Clone)]
 pub struct Shadow {
-    candidate: BuildCandidate,
+    candidate: BuildApp,
     runtime: Runtime,
     target: TargetId,
 }
 
 impl Shadow {
-    /// Middleware serving `rollout` with the `App`s `candidate` builds as the new build.
+    /// Middleware serving `rollout`, with the `App`s `stable` builds as the build it wraps
+    /// and those `candidate` builds as the new one.
     ///
-    /// `candidate` is the same kind of closure `HttpServer::new` takes: it is called once
-    /// per actix worker (the candidate's instance for canary traffic) and once on the
-    /// rollout's shadow thread, there. A candidate `App` that fails to start rolls the
-    /// rollout back, and the live build keeps serving.
-    pub fn new<F, T, B>(candidate: F, rollout: &Rollout) -> Self
+    /// Both are the same kind of closure `HttpServer::new` takes. `candidate` is called
+    /// once per actix worker (the candidate's instance for canary traffic); each is called
+    /// once on the rollout's shadow thread, where the shadow runs every mirrored read on
+    /// both (the stable instance there is the *twin*: measured the same way as the
+    /// candidate, on the same reads). An actix `App` can neither be cloned nor moved
+    /// between threads, which is why the stable build is asked for as a factory too —
+    /// pass the one the server wraps. An `App` that fails to start there or on a worker
+    /// rolls the rollout back, and the live build keeps serving.
+    pub fn new<FS, TS, BS, FC, TC, BC>(stable: FS, candidate: FC, rollout: &Rollout) -> Self
     where
-        F: Fn() -> App<T> + Send + Sync + 'static,
-        T: ServiceFactory<
+        FS: Fn() -> App<TS> + Send + Sync + 'static,
+        TS: ServiceFactory<
                 ServiceRequest,
                 Config = (),
-                Response = ServiceResponse<B>,
+                Response = ServiceResponse<BS>,
                 Error = Error,
                 InitError = (),
             > + 'static,
-        B: MessageBody + 'static,
+        BS: MessageBody + 'static,
+        FC: Fn() -> App<TC> + Send + Sync + 'static,
+        TC: ServiceFactory<
+                ServiceRequest,
+                Config = (),
+                Response = ServiceResponse<BC>,
+                Error = Error,
+                InitError = (),
+            > + 'static,
+        BC: MessageBody + 'static,
     {
-        let candidate = candidate_builder(candidate);
+        let twin = app_builder(stable);
+        let candidate = app_builder(candidate);
         let runtime = Runtime::new(rollout);
         let build = Arc::clone(&candidate);
         let target = runtime.register(Box::new(move || {
             Box::pin(async move {
+                let twin = twin()
+                    .await
+                    .map_err(|()| "the stable app did not start".to_owned())?;
                 let candidate = build()
                     .await
                     .map_err(|()| "the candidate app did not start".to_owned())?;
-                Ok(Box::new(ActixTarget::new(Rc::new(candidate))) as Box<dyn ShadowTarget>)
+                Ok(Box::new(ActixTarget::new(twin, candidate)) as Box<dyn ShadowTarget>)
             })
         }));
         Self {

@@ -13,11 +13,18 @@ use crate::rollout::RolloutPolicy;
 use crate::shadow::{ShadowBudget, ShadowConfig, Worker, in_shadow};
 use crate::steer::{TrafficSteerer, WeightedSteerer};
 
-/// Both builds behave as the copy's target says: `/hang` never answers, `/panic` panics,
-/// `/status/N` answers N, anything else 200. The body is the copy's body; the candidate
-/// answers with `content-type` from the copy's `x-content-type` header, the stable twin
-/// with its `content-type` (as live did). The status is 599 outside the shadow scope.
+/// Both builds behave as the copy's target says: on the candidate `/hang` never answers
+/// and `/panic` panics, on the stable twin `/twin-panic` panics; `/status/N` answers N,
+/// anything else 200. The body is the copy's body; the candidate answers with
+/// `content-type` from the copy's `x-content-type` header, the twin with its
+/// `content-type` (as live did). The status is 599 outside the shadow scope.
 struct TestCandidate;
+
+thread_local! {
+    /// The builds in the order their runs began, on this test's thread (the worker runs
+    /// on the test's own `LocalSet`).
+    static RUN_ORDER: std::cell::RefCell<Vec<Arm>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 impl ShadowTarget for TestCandidate {
     fn call(&self, arm: Arm, copy: &RequestCopy, capture: ResponseCapture) -> ShadowCall {
@@ -29,9 +36,11 @@ impl ShadowTarget for TestCandidate {
         };
         let content_type = copy.first(header).map(<[u8]>::to_vec);
         Box::pin(async move {
-            match target.as_str() {
-                "/hang" => std::future::pending::<()>().await,
-                "/panic" => panic!("candidate bug"),
+            RUN_ORDER.with(|order| order.borrow_mut().push(arm));
+            match (arm, target.as_str()) {
+                (Arm::Candidate, "/hang") => std::future::pending::<()>().await,
+                (Arm::Candidate, "/panic") => panic!("candidate bug"),
+                (Arm::Stable, "/twin-panic") => panic!("stable bug"),
                 _ => {}
             }
             let status = target
@@ -190,6 +199,81 @@ async fn hung_copies_time_out_and_a_full_queue_drops() {
             let candidate = f.candidate();
             assert_eq!(candidate.outcomes.timeout, 3);
             assert_eq!(candidate.outcomes.shed, 2);
+            // The twin answered each of them: the pairs stand, failed on the candidate
+            // alone, and none is paired for latency.
+            let pairs = f.rollout.pairs().snapshot().pairs.total;
+            assert_eq!(pairs.pairs(), 3);
+            assert_eq!(pairs.outcomes.candidate_only, 3);
+            assert_eq!((pairs.latency.count(), pairs.incomplete()), (0, 3));
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_pair_survives_a_panic_of_the_twin() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(budget(8, 1));
+            f.start();
+            f.mirrored("/twin-panic", 200, b"x");
+            f.settle(|c| c.compared == 1).await;
+            let shadow = f.rollout.pairs().snapshot();
+            let pairs = &shadow.pairs.total;
+            assert_eq!((pairs.pairs(), pairs.outcomes.twin_only), (1, 1));
+            assert_eq!(pairs.latency.count(), 0, "one side did not answer");
+            assert_eq!(
+                pairs.mismatches.compared, 0,
+                "without the twin's answer there is no noise to net out"
+            );
+            assert_eq!(shadow.twin.outcomes.panic, 1);
+            assert_eq!(shadow.candidate.outcomes.success, 1);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn both_builds_run_every_copy_in_either_order() {
+    LocalSet::new()
+        .run_until(async {
+            // One copy at a time, so that each copy's two runs are next to each other.
+            let mut f = fixture(budget(256, 1));
+            f.start();
+            for _ in 0..200 {
+                f.mirrored("/r", 200, b"x");
+            }
+            f.settle(|c| c.compared == 200).await;
+            let order = RUN_ORDER.with(|order| order.take());
+            assert_eq!(order.len(), 400);
+            let twin_first = order
+                .chunks(2)
+                .filter(|runs| {
+                    assert_ne!(runs[0], runs[1], "each copy runs on both builds");
+                    runs[0] == Arm::Stable
+                })
+                .count();
+            // A fair coin per copy: 100 ± 7; outside 50..150 once in about 10^12 runs.
+            assert!((50..150).contains(&twin_first), "twin first {twin_first} of 200");
+            let counts = f.counts();
+            assert_eq!((counts.paired, counts.mismatched), (200, 0));
+            let pairs = f.rollout.pairs().snapshot().pairs.total;
+            assert_eq!((pairs.pairs(), pairs.latency.count()), (200, 200));
+            assert_eq!(pairs.mismatches.compared, 200);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn without_the_twin_a_read_is_compared_and_never_paired() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = fixture(ShadowConfig::new().with_twin_share(Share::ZERO));
+            f.start();
+            f.mirrored("/r", 200, b"x");
+            f.settle(|c| c.compared == 1).await;
+            assert_eq!(f.counts().paired, 0);
+            let shadow = f.rollout.pairs().snapshot();
+            assert_eq!((shadow.unpaired, shadow.pairs.total.pairs()), (1, 0));
+            assert_eq!(shadow.twin.requests(), 0);
         })
         .await;
 }

@@ -150,6 +150,26 @@ impl RolloutHandle {
         self.operator(Action::Resume, why)
     }
 
+    /// Moves to the next step now, without waiting for the evidence: from the shadow to
+    /// the first canary step, from a canary step to the next (from the last, to promoted).
+    /// The controller goes on judging from there, and still rolls back if the evidence
+    /// turns bad.
+    ///
+    /// ```
+    /// use shadowlib::{Phase, Rollout, Version};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let rollout = Rollout::builder(Version::new("api", "1"), Version::new("api", "2")).build()?;
+    /// let handle = rollout.handle();
+    /// handle.step_up("the shadow was run by hand last week")?;
+    /// assert_eq!(handle.phase(), Phase::Canary { step: 0 });
+    /// # Ok(()) }
+    /// ```
+    pub fn step_up(&self, why: &str) -> Result<Transition, TransitionError> {
+        self.operator(Action::StepUp, why)
+    }
+
     /// Promotes the candidate now, skipping the remaining steps.
     pub fn promote_now(&self, why: &str) -> Result<Transition, TransitionError> {
         self.operator(Action::Promote, why)

@@ -68,7 +68,7 @@ impl Targets {
                 Err(_panic) => Target::Failed("its factory panicked".to_owned()),
             };
             if let Target::Failed(why) = &built {
-                let why = format!("the candidate could not start on the shadow's thread: {why}");
+                let why = format!("a build could not start on the shadow's thread: {why}");
                 tracing::error!("{why}");
                 shared.link.candidate_cannot_start(&why);
             }

@@ -222,13 +222,28 @@ impl Fixture {
         self.rollout.shadow_counts()
     }
 
-    /// What was recorded of `arm` so far.
-    pub fn recorded(&self, arm: Arm) -> ArmEvidence {
-        let evidence = self.rollout.evidence();
+    /// What the shadow measured of `arm` so far (the stable twin, or the candidate).
+    pub fn shadowed(&self, arm: Arm) -> ArmEvidence {
+        let shadow = self.rollout.evidence().shadow;
         match arm {
-            Arm::Stable => evidence.stable,
-            Arm::Candidate => evidence.candidate,
+            Arm::Stable => shadow.twin,
+            Arm::Candidate => shadow.candidate,
         }
+    }
+
+    /// The shadow's pairs so far.
+    pub fn pairs(&self) -> shadowlib::PairStats {
+        self.rollout.evidence().shadow.pairs.total
+    }
+
+    /// One build's live requests at canary steps so far.
+    pub fn canary(&self, arm: Arm) -> ArmEvidence {
+        self.rollout.evidence().canary.total(arm)
+    }
+
+    /// Live requests recorded so far.
+    pub fn live_requests(&self) -> u64 {
+        self.rollout.evidence().live_requests
     }
 }
 
@@ -398,10 +413,21 @@ pub async fn writes_never_reach_the_shadow_and_reads_do(adapter: &impl AdapterUn
         4,
         "the candidate served nothing live"
     );
+    let live = |app: &App| app.hits().iter().filter(|h| !h.shadow).count();
+    assert_eq!(live(&fixture.stable), 8, "stable served every request");
+    let copies = |app: &App| {
+        let mut copies: Vec<(String, String, Vec<u8>)> = app
+            .shadow_hits()
+            .into_iter()
+            .map(|h| (h.method, h.path, h.body))
+            .collect();
+        copies.sort();
+        copies
+    };
     assert_eq!(
-        fixture.stable.hits().len(),
-        8,
-        "stable served every request"
+        copies(&fixture.stable),
+        copies(&fixture.candidate),
+        "the stable twin ran exactly the copies the candidate did"
     );
     assert_eq!(fixture.counts().not_read, 4);
     // HEAD too: its live response has no body to send, and is still seen whole.
@@ -454,10 +480,18 @@ pub async fn shadow_panic_leaves_live_untouched(adapter: &impl AdapterUnderTest)
         );
     }
     eventually("three shadow panics were recorded", || {
-        fixture.counts().panicked == 3
+        fixture.counts().panicked == 3 && fixture.pairs().pairs() == 3
     })
     .await;
-    assert_eq!(fixture.recorded(Arm::Candidate).outcomes.panic, 3);
+    assert_eq!(fixture.shadowed(Arm::Candidate).outcomes.panic, 3);
+    // Each pair survived its candidate's panic: counted as failed on the candidate
+    // alone, and not paired for latency.
+    let pairs = fixture.pairs();
+    assert_eq!(
+        (pairs.outcomes.candidate_only, pairs.latency.count()),
+        (3, 0)
+    );
+    assert_eq!(fixture.shadowed(Arm::Stable).outcomes.success, 3);
     // The worker survived the panics.
     client
         .send("GET", "/fine", b"")
@@ -507,11 +541,11 @@ pub async fn shadow_hang_is_bounded_and_dropped(adapter: &impl AdapterUnderTest)
     );
     assert_eq!(counts.mirrored + counts.dropped_queue_full, REQUESTS);
     assert_eq!(
-        fixture.recorded(Arm::Candidate).outcomes.shed,
+        fixture.shadowed(Arm::Candidate).outcomes.shed,
         counts.dropped_queue_full
     );
-    eventually("every live request was recorded", || {
-        fixture.recorded(Arm::Stable).requests() == REQUESTS
+    eventually("every live request was counted", || {
+        fixture.live_requests() == REQUESTS
     })
     .await;
 }
@@ -648,6 +682,11 @@ pub async fn rollback_under_load_fails_no_request(adapter: &impl AdapterUnderTes
 pub async fn canary_panic_is_a_500(adapter: &impl AdapterUnderTest) {
     let fixture = Fixture::new();
     let server = adapter.start(fixture.setup()).await;
+    fixture
+        .rollout
+        .handle()
+        .step_up("the test serves the canary")
+        .expect("shadowing steps up");
     fixture.steerer.set_share(Share::FULL);
     let client = TestClient::new(server.addr);
     let answer = client
@@ -667,13 +706,18 @@ pub async fn canary_panic_is_a_500(adapter: &impl AdapterUnderTest) {
     // KPIs are recorded as the response body ends on the server, which may trail the
     // client's reading of it by a moment.
     eventually("both live requests were recorded", || {
-        fixture.recorded(Arm::Candidate).requests() == 2
+        fixture.canary(Arm::Candidate).requests() == 2
     })
     .await;
-    let candidate = fixture.recorded(Arm::Candidate);
+    let candidate = fixture.canary(Arm::Candidate);
     assert_eq!(
         (candidate.outcomes.panic, candidate.outcomes.success),
         (1, 1)
+    );
+    assert_eq!(
+        candidate.routes.keys().collect::<Vec<_>>(),
+        ["GET /fine", "GET /panic"],
+        "live requests are recorded per route at a canary step"
     );
     assert_eq!(
         fixture.counts().mirrored,
@@ -716,7 +760,9 @@ pub async fn shadow_copy_strips_hop_by_hop_and_redacts(adapter: &impl AdapterUnd
     let live = fixture
         .stable
         .hits()
-        .pop()
+        .into_iter()
+        .filter(|h| !h.shadow)
+        .last()
         .expect("stable served the request");
     assert_eq!(
         value(&live, "authorization").as_deref(),
