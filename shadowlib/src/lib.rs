@@ -139,8 +139,8 @@ pub mod simulate;
 pub use delta::StateDelta;
 pub use evidence::{
     ArmEvidence, CanaryEvidence, CanaryStep, CustomKpi, Distribution, DistributionError, Evidence,
-    FieldDifferences, Moments, OutcomeCounts, PairStats, PairedEvidence, PairedMismatches,
-    PairedOutcomes, ProcessEvidence, RouteEvidence, ShadowEvidence, Stage,
+    FieldDifferences, LATENCY_FLOOR, Moments, OutcomeCounts, PairStats, PairedEvidence,
+    PairedMismatches, PairedOutcomes, ProcessEvidence, RouteEvidence, ShadowEvidence, Stage,
 };
 pub use metrics::{MetricError, MetricSource};
 pub use mirror::{Mirror, ReadClass};

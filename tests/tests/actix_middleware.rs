@@ -303,43 +303,47 @@ async fn bodies_the_handler_does_not_read_are_not_mirrored() {
     assert_eq!(paths, ["/search"]);
 }
 
-#[actix_web::test]
-async fn errors_are_recorded_with_the_status_actix_answers_them_with() {
-    // At a canary step (live requests are recorded per build there), all traffic on stable.
-    let steerer = Arc::new(WeightedSteerer::new());
-    let rollout = rollout(|builder| builder.steerer(Arc::clone(&steerer)));
-    rollout
-        .handle()
-        .step_up("the test records live requests")
-        .expect("shadowing steps up");
-    steerer.set_share(Share::ZERO);
-    let shadow = Shadow::new(stable, || app("v2", log()), &rollout);
-    // Inside the shadow middleware: a check that refuses `/private` with an error value,
-    // as an auth middleware would, and a handler that fails on `/forbidden`.
-    let live = actix_test::init_service(
-        App::new()
-            .route(
-                "/forbidden",
-                web::get().to(|| async {
-                    Err::<HttpResponse, _>(actix_web::error::ErrorForbidden("no"))
-                }),
-            )
-            .default_service(web::to(|| async { "v1" }))
-            .wrap_fn(|request, service| {
-                let refused = request.path() == "/private";
-                let response = service.call(request);
-                async move {
-                    if refused {
-                        return Err(actix_web::error::ErrorUnauthorized("no"));
-                    }
-                    response.await
+/// An app that refuses `/private` with an error value from a check in front of it, as an
+/// auth middleware would, fails `/forbidden` in its handler, and answers `v1` otherwise.
+fn guarded() -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .route(
+            "/forbidden",
+            web::get()
+                .to(|| async { Err::<HttpResponse, _>(actix_web::error::ErrorForbidden("no")) }),
+        )
+        .default_service(web::to(|| async { "v1" }))
+        .wrap_fn(|request, service| {
+            let refused = request.path() == "/private";
+            let response = service.call(request);
+            async move {
+                if refused {
+                    return Err(actix_web::error::ErrorUnauthorized("no"));
                 }
-            })
-            .wrap(shadow.clone()),
-    )
-    .await;
+                response.await
+            }
+        })
+}
+
+/// Sends `/private` (refused with an error value, which goes through unchanged) and
+/// `/forbidden` (a handler's error) to `live`.
+async fn send_refused_and_forbidden(
+    live: &impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+) {
     let refused = actix_test::try_call_service(
-        &live,
+        live,
         actix_test::TestRequest::get().uri("/private").to_request(),
     )
     .await;
@@ -350,13 +354,38 @@ async fn errors_are_recorded_with_the_status_actix_answers_them_with() {
         Err(StatusCode::UNAUTHORIZED),
         "the error value goes through unchanged"
     );
-    let (status, _) = get(&live, actix_test::TestRequest::get().uri("/forbidden")).await;
+    let (status, _) = get(live, actix_test::TestRequest::get().uri("/forbidden")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[actix_web::test]
+async fn errors_are_recorded_with_the_status_actix_answers_them_with() {
+    // At a canary step (live requests are recorded per build there), all traffic on stable
+    // and nothing mirrored, so that every request is the canary's.
+    let steerer = Arc::new(WeightedSteerer::new());
+    let config = ShadowConfig::new().with_mirror_share(Share::ZERO);
+    let rollout = rollout(|builder| builder.steerer(Arc::clone(&steerer)).shadow(config));
+    rollout
+        .handle()
+        .step_up("the test records live requests")
+        .expect("shadowing steps up");
+    steerer.set_share(Share::ZERO);
+    let shadow = Shadow::new(guarded, || app("v2", log()), &rollout);
+    let live = actix_test::init_service(guarded().wrap(shadow.clone())).await;
+    send_refused_and_forbidden(&live).await;
     let stable = rollout.evidence().canary.total(Arm::Stable);
     assert_eq!(
         (stable.outcomes.client_error, stable.outcomes.server_error),
         (2, 0)
     );
+}
+
+#[actix_web::test]
+async fn a_read_whose_live_response_is_an_error_value_is_not_compared() {
+    let rollout = rollout(|builder| builder);
+    let shadow = Shadow::new(guarded, || app("v2", log()), &rollout);
+    let live = actix_test::init_service(guarded().wrap(shadow.clone())).await;
+    send_refused_and_forbidden(&live).await;
     // The refused read's live response was never seen, so it is not compared.
     eventually(&shadow, "both copies settled", |c| {
         c.completed == 2 && c.compared + c.comparison_missed == 2

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::poll_fn;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
@@ -16,7 +17,7 @@ use shadowlib::adapter::{
 };
 
 use super::body::{ShadowResponseBody, TeePayload};
-use super::future::ResponseFuture;
+use super::future::{CandidateFuture, ResponseFuture};
 use super::target::{AppService, VERSIONS};
 
 /// Routes each request to the stable `App` it wraps or to this worker's instance of the
@@ -94,20 +95,40 @@ where
                 Box::pin(payload) as actix_http::BoxedPayloadStream
             ));
         }
+        let mut tracker = tracker;
         match (tracker.arm(), &self.candidate) {
             (Arm::Candidate, Some(candidate)) => {
                 let (request, stable_view) = candidate_request(request);
-                let candidate = Rc::clone(candidate);
-                // Readiness, and `call` itself, inside the future: a candidate that is not
-                // ready waits there, and a panic in `call` is caught like one in its
-                // future.
-                let future = Box::pin(async move {
-                    poll_fn(|cx| candidate.poll_ready(cx)).await?;
-                    candidate.call(request).await
-                });
+                let waker = std::task::Waker::noop();
+                let future: CandidateFuture = match candidate
+                    .poll_ready(&mut Context::from_waker(waker))
+                {
+                    // Ready now: called in place, as stable is, so that both builds'
+                    // requests are measured from their call alike. A panic in `call`
+                    // is re-raised in the future, where it is caught and answered.
+                    Poll::Ready(Ok(())) => {
+                        tracker.calling();
+                        match std::panic::catch_unwind(AssertUnwindSafe(move || {
+                            candidate.call(request)
+                        })) {
+                            Ok(future) => future,
+                            Err(panic) => Box::pin(async move { std::panic::resume_unwind(panic) }),
+                        }
+                    }
+                    // Not ready: the request waits for it in its own future, never
+                    // holding back stable's.
+                    _ => {
+                        let candidate = Rc::clone(candidate);
+                        Box::pin(async move {
+                            poll_fn(|cx| candidate.poll_ready(cx)).await?;
+                            candidate.call(request).await
+                        })
+                    }
+                };
                 ResponseFuture::candidate(future, stable_view, tracker)
             }
             (Arm::Stable, _) | (Arm::Candidate, None) => {
+                tracker.calling();
                 ResponseFuture::stable(self.stable.call(request), tracker)
             }
         }

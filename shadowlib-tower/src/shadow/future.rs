@@ -18,23 +18,28 @@ use super::body::ShadowResponseBody;
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<SF, CF> {
+    enum Kind<SF, CF, NF> {
         Stable { #[pin] future: SF },
+        // The candidate, waiting for its readiness first.
         Candidate { #[pin] future: CatchUnwind<AssertUnwindSafe<CF>> },
+        // The candidate, called in place.
+        CandidateNow { #[pin] future: CatchUnwind<AssertUnwindSafe<NF>> },
+        // The candidate panicked in `call`.
+        Panicked { panic: Option<Box<dyn Any + Send>> },
     }
 }
 
 pin_project! {
     /// Response future of [`ShadowService`](super::ShadowService): the serving build's
     /// response, with a candidate panic turned into a `500 Internal Server Error`.
-    pub struct ResponseFuture<SF, CF> {
+    pub struct ResponseFuture<SF, CF, NF> {
         #[pin]
-        kind: Kind<SF, CF>,
+        kind: Kind<SF, CF, NF>,
         tracker: Option<Tracker>,
     }
 }
 
-impl<SF, CF: Future> ResponseFuture<SF, CF> {
+impl<SF, CF: Future, NF: Future> ResponseFuture<SF, CF, NF> {
     pub(crate) fn stable(future: SF, tracker: Tracker) -> Self {
         Self {
             kind: Kind::Stable { future },
@@ -47,6 +52,22 @@ impl<SF, CF: Future> ResponseFuture<SF, CF> {
             kind: Kind::Candidate {
                 future: AssertUnwindSafe(future).catch_unwind(),
             },
+            tracker: Some(tracker),
+        }
+    }
+
+    pub(crate) fn candidate_now(future: NF, tracker: Tracker) -> Self {
+        Self {
+            kind: Kind::CandidateNow {
+                future: AssertUnwindSafe(future).catch_unwind(),
+            },
+            tracker: Some(tracker),
+        }
+    }
+
+    pub(crate) fn panicked(panic: Box<dyn Any + Send>, tracker: Tracker) -> Self {
+        Self {
+            kind: Kind::Panicked { panic: Some(panic) },
             tracker: Some(tracker),
         }
     }
@@ -75,10 +96,11 @@ fn panicked<B>(tracker: Tracker, panic: &(dyn Any + Send)) -> Response<ShadowRes
     response
 }
 
-impl<SF, CF, B, E> Future for ResponseFuture<SF, CF>
+impl<SF, CF, NF, B, E> Future for ResponseFuture<SF, CF, NF>
 where
     SF: Future<Output = Result<Response<B>, E>>,
     CF: Future<Output = Result<Response<B>, E>>,
+    NF: Future<Output = Result<Response<B>, E>>,
     B: Body<Data = Bytes>,
 {
     type Output = Result<Response<ShadowResponseBody<B>>, E>;
@@ -88,6 +110,11 @@ where
         let result = match this.kind.project() {
             KindProj::Stable { future } => Ok(ready!(future.poll(cx))),
             KindProj::Candidate { future } => ready!(future.poll(cx)),
+            KindProj::CandidateNow { future } => ready!(future.poll(cx)),
+            KindProj::Panicked { panic } => match panic.take() {
+                Some(panic) => Err(panic),
+                None => Err(Box::new("polled again after a panic") as Box<dyn Any + Send>),
+            },
         };
         let tracker = this
             .tracker

@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -98,7 +99,7 @@ where
 {
     type Response = Response<ShadowResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, Oneshot<C, Request<ShadowBody<ReqBody>>>>;
+    type Future = ResponseFuture<S::Future, Oneshot<C, Request<ShadowBody<ReqBody>>>, C::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.stable.poll_ready(cx)
@@ -145,17 +146,41 @@ where
             None => ShadowBody::live(body),
             Some(tee) => ShadowBody::teed(body, tee),
         };
+        let mut tracker = tracker;
         match tracker.arm() {
             Arm::Stable => {
                 let request = Request::from_parts(parts, body);
+                tracker.calling();
                 ResponseFuture::stable(self.stable.call(request), tracker)
             }
-            // The candidate is called inside the future, where a panic in its `call` is
-            // caught like one in its future; it panics on a clone made for this request.
             Arm::Candidate => {
                 routing::prepare_for_candidate(&mut parts.extensions);
                 let request = Request::from_parts(parts, body);
-                ResponseFuture::candidate(Oneshot::new(self.candidate.clone(), request), tracker)
+                // Ready now (an axum `Router` always is): called in place, as stable is,
+                // so that both builds' requests cost the same on the way in — a clone per
+                // request would be an atomic write on memory the shadow's thread shares,
+                // paid by the candidate's requests alone. A panic in `call` is caught and
+                // answered like one in its future.
+                let waker = std::task::Waker::noop();
+                match self.candidate.poll_ready(&mut Context::from_waker(waker)) {
+                    Poll::Ready(Ok(())) => {
+                        tracker.calling();
+                        let candidate = &mut self.candidate;
+                        match std::panic::catch_unwind(AssertUnwindSafe(move || {
+                            candidate.call(request)
+                        })) {
+                            Ok(future) => ResponseFuture::candidate_now(future, tracker),
+                            Err(panic) => ResponseFuture::panicked(panic, tracker),
+                        }
+                    }
+                    // Not ready (or failing readiness): the request waits for a clone of
+                    // the candidate to be ready in its own future, never holding back
+                    // stable's.
+                    Poll::Pending | Poll::Ready(Err(_)) => ResponseFuture::candidate(
+                        Oneshot::new(self.candidate.clone(), request),
+                        tracker,
+                    ),
+                }
             }
         }
     }

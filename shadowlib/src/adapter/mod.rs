@@ -148,6 +148,9 @@ pub struct Tracker {
     arm: Arm,
     /// The route label's index, while live requests are recorded per route.
     label: Option<usize>,
+    /// Whether the request was mirrored: it paid for its copy, so it is counted, and kept
+    /// out of the canary's comparison of live requests.
+    mirrored: bool,
     started: Instant,
     request_bytes: u64,
     response: Option<Responded>,
@@ -205,6 +208,7 @@ impl Tracker {
             BodySize::Empty => 0,
             BodySize::Exact(bytes) | BodySize::AtLeast(bytes) => bytes,
         };
+        let mirrored = route.copy.is_some();
         let (live, tee) = match route.copy {
             None => (LiveCapture::None, None),
             Some(slot) => {
@@ -229,6 +233,7 @@ impl Tracker {
             runtime: shadow.clone(),
             arm: route.arm,
             label: route.label,
+            mirrored,
             started,
             request_bytes,
             response: None,
@@ -240,6 +245,15 @@ impl Tracker {
     /// The build that serves the request.
     pub fn arm(&self) -> Arm {
         self.arm
+    }
+
+    /// The build is being called now: its latency counts from here, not from
+    /// [`start`](Self::start). Call it right before calling the build's service, whichever
+    /// build it is, so that what the adapter does first (classifying, copying, preparing
+    /// the candidate's request) is paid by neither build's latency, and the two builds'
+    /// live requests are measured alike.
+    pub fn calling(&mut self) {
+        self.started = Instant::now();
     }
 
     /// The response head is ready, with `status` and `headers`: the request's latency is
@@ -340,10 +354,14 @@ impl Drop for Tracker {
     fn drop(&mut self) {
         let shared = self.runtime.shared();
         let whole = self.response.as_ref().is_some_and(|r| r.whole);
-        if let Some(response) = &self.response {
-            let record = RequestRecord::new(self.arm, response.outcome, response.latency)
-                .bytes(self.request_bytes, response.bytes);
-            shared.recorder.record_indexed(&record, self.label);
+        match &self.response {
+            Some(_) if self.mirrored => shared.recorder.count_live(),
+            Some(response) => {
+                let record = RequestRecord::new(self.arm, response.outcome, response.latency)
+                    .bytes(self.request_bytes, response.bytes);
+                shared.recorder.record_indexed(&record, self.label);
+            }
+            None => {}
         }
         // The shadow compares only a response it saw whole; anything else is a miss.
         match std::mem::replace(&mut self.live, LiveCapture::None) {

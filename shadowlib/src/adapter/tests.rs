@@ -252,7 +252,10 @@ async fn both_builds_run_every_copy_in_either_order() {
                 })
                 .count();
             // A fair coin per copy: 100 ± 7; outside 50..150 once in about 10^12 runs.
-            assert!((50..150).contains(&twin_first), "twin first {twin_first} of 200");
+            assert!(
+                (50..150).contains(&twin_first),
+                "twin first {twin_first} of 200"
+            );
             let counts = f.counts();
             assert_eq!((counts.paired, counts.mismatched), (200, 0));
             let pairs = f.rollout.pairs().snapshot().pairs.total;
@@ -438,7 +441,7 @@ async fn a_shadow_waiting_for_its_live_response_does_not_hold_a_copy_slot() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_live_response_that_is_never_sent_whole_is_recorded_but_not_compared() {
+async fn a_live_response_that_is_never_sent_whole_is_counted_but_not_compared() {
     LocalSet::new()
         .run_until(async {
             let mut f = fixture(ShadowConfig::new());
@@ -451,30 +454,55 @@ async fn a_live_response_that_is_never_sent_whole_is_recorded_but_not_compared()
             drop(tracker);
             f.settle(|c| c.comparison_missed == 1).await;
             assert_eq!(f.counts().compared, 0);
-            let stable = f.live(Arm::Stable);
-            assert_eq!((stable.outcomes.success, stable.response_bytes), (1, 4));
+            // A mirrored read paid for its copy: counted, and kept out of the canary's
+            // live comparison.
+            assert_eq!(f.rollout.evidence().live_requests, 1);
+            assert_eq!(f.live(Arm::Stable).requests(), 0);
         })
         .await;
+}
+
+#[tokio::test]
+async fn in_the_canary_only_a_share_of_stable_reads_is_mirrored() {
+    let f = fixture(ShadowConfig::new());
+    f.rollout.handle().step_up("test").expect("steps up");
+    f.steerer.set_share(Share::ZERO);
+    let headers = HeaderList::default();
+    for _ in 0..1_000 {
+        let (mut tracker, _) = f.read("/r", &headers, BodySize::Empty);
+        tracker.respond(200, &headers);
+        tracker.finish();
+    }
+    let counts = f.counts();
+    let mirrored = counts.mirrored + counts.dropped_queue_full;
+    // Half by default: 500 ± 16; outside 400..600 once in about 10^10 runs.
+    assert!(
+        (400..600).contains(&mirrored),
+        "{mirrored} of 1000 mirrored"
+    );
+    let stable = f.live(Arm::Stable);
+    assert_eq!(
+        stable.requests(),
+        1_000 - mirrored,
+        "the unmirrored reads are the canary's"
+    );
+    assert_eq!(stable.routes["GET /r"].outcomes.success, stable.requests());
 }
 
 #[tokio::test]
 async fn a_finished_response_is_recorded_with_its_bytes() {
     LocalSet::new()
         .run_until(async {
-            let mut f = fixture(ShadowConfig::new());
+            let mut f = fixture(ShadowConfig::new().with_mirror_share(Share::ZERO));
             f.start();
             f.record_live();
             let headers = HeaderList::default();
             let (mut tracker, tee) = f.read("/r", &headers, BodySize::Exact(7));
-            let mut tee = tee.expect("mirrored");
-            assert!(tee.chunk(b"payload"));
-            tee.end();
+            assert!(tee.is_none(), "not mirrored");
             tracker.respond(200, &headers);
             tracker.chunk(b"pay");
             tracker.chunk(b"load");
             tracker.finish();
-            f.settle(|c| c.compared == 1).await;
-            assert_eq!(f.counts().mismatched, 0);
             let stable = f.live(Arm::Stable);
             assert_eq!(
                 (

@@ -9,7 +9,9 @@ use super::AnalysisError;
 use super::anomaly::{ChartConfig, DifferenceTotals, NovelFailure, novel_failures};
 use super::error::{positive, unit_open};
 use super::msprt::{DifferenceEstimate, MixtureSprt, Proportion, SequentialTest, Verdict};
-use crate::evidence::{CanaryEvidence, Distribution, Evidence, OutcomeCounts, Stage};
+use crate::evidence::{
+    CanaryEvidence, Distribution, Evidence, LATENCY_FLOOR_US, OutcomeCounts, Stage,
+};
 use crate::model::{Arm, Degradation, Kpi, SampleCount};
 
 /// The degradation the user tolerates on each KPI. Each is also the effect size its test
@@ -25,7 +27,8 @@ use crate::model::{Arm, Degradation, Kpi, SampleCount};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tolerances {
-    /// Relative increase of typical latency (the geometric mean): 0.05 = 5% slower.
+    /// Relative increase of typical latency (the geometric mean of latency plus the
+    /// [`LATENCY_FLOOR`](crate::LATENCY_FLOOR)): 0.05 = 5% slower.
     pub latency: f64,
     /// Absolute increase of the share of requests slower than stable's
     /// [`tail_quantile`](SequentialConfig::tail_quantile): 0.01 = one percentage point more
@@ -615,32 +618,26 @@ impl SequentialAnalysis {
     }
 
     /// The canary's stratified tests: latency and error rate, compared within each step
-    /// and route.
+    /// and route, and added up with the weights of the Cochran–Mantel–Haenszel estimator,
+    /// `nₛ·n꜀ / (nₛ + n꜀)` per stratum: a stratum carries as much weight as the comparison it
+    /// holds, so a step where one build served nearly everything (the last, at 100%) adds
+    /// its requests without stretching the interval.
     fn canary_tests(&self, canary: &CanaryEvidence, tests: &mut Vec<KpiTest>) {
         let strata = strata(canary);
-        let total: u64 = strata
-            .iter()
-            .map(|s| s.stable.total() + s.candidate.total())
-            .sum();
-        if total == 0 {
-            return;
-        }
-        let weight =
-            |s: &Stratum<'_>| (s.stable.total() + s.candidate.total()) as f64 / total as f64;
-        let latency = DifferenceEstimate::stratified(strata.iter().filter_map(|s| {
+        let latency = weighted(strata.iter().filter_map(|s| {
             let e = DifferenceEstimate::means(
-                &s.stable_latency.log_moments(),
-                &s.candidate_latency.log_moments(),
+                &s.stable_latency.log_moments_offset(LATENCY_FLOOR_US),
+                &s.candidate_latency.log_moments_offset(LATENCY_FLOOR_US),
             )?;
-            Some((weight(s), e))
+            Some((s.information(), e))
         }));
         if let Some(e) = latency {
             tests.push(self.run(Metric::Latency, Scope::Canary, e, self.slot_alpha, true));
         }
         let failures = |o: &OutcomeCounts| Proportion::new(o.failures(), o.total());
-        let errors = DifferenceEstimate::stratified(strata.iter().filter_map(|s| {
+        let errors = weighted(strata.iter().filter_map(|s| {
             let e = DifferenceEstimate::proportions(failures(s.stable), failures(s.candidate))?;
-            Some((weight(s), e))
+            Some((s.information(), e))
         }));
         if let Some(e) = errors {
             let stable = canary.total_outcomes(Arm::Stable);
@@ -681,6 +678,29 @@ struct Stratum<'a> {
     candidate: &'a OutcomeCounts,
     stable_latency: &'a Distribution,
     candidate_latency: &'a Distribution,
+}
+
+impl Stratum<'_> {
+    /// The stratum's Cochran–Mantel–Haenszel weight before normalizing, `nₛ·n꜀ / (nₛ + n꜀)`.
+    fn information(&self) -> f64 {
+        let (stable, candidate) = (self.stable.total() as f64, self.candidate.total() as f64);
+        if stable + candidate > 0.0 {
+            stable * candidate / (stable + candidate)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The strata's estimates added up with their weights normalized over the strata that
+/// have one.
+fn weighted(strata: impl Iterator<Item = (f64, DifferenceEstimate)>) -> Option<DifferenceEstimate> {
+    let strata: Vec<(f64, DifferenceEstimate)> = strata.collect();
+    let total: f64 = strata.iter().map(|(w, _)| w).sum();
+    if total.is_nan() || total <= 0.0 {
+        return None;
+    }
+    DifferenceEstimate::stratified(strata.into_iter().map(|(w, e)| (w / total, e)))
 }
 
 /// The canary's strata: each route of each step that both builds served, or each step as

@@ -170,6 +170,22 @@ impl Distribution {
         moments
     }
 
+    /// Mean and variance of `ln(value + offset)`, from the histogram buckets: the log scale
+    /// with a floor under it, on which a fixed few hundred nanoseconds on a microsecond
+    /// request weigh as little as they matter (see [`LATENCY_FLOOR`](crate::LATENCY_FLOOR)).
+    pub fn log_moments_offset(&self, offset: u64) -> Moments {
+        let mut moments = Moments::default();
+        for bucket in self.histogram.iter_recorded() {
+            let value = self
+                .histogram
+                .median_equivalent(bucket.value_iterated_to())
+                .saturating_add(offset)
+                .max(1);
+            moments.add_n((value as f64).ln(), bucket.count_at_value());
+        }
+        moments
+    }
+
     /// Iterates the non-empty buckets as `(value, count)`.
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.histogram

@@ -33,6 +33,20 @@ pub use shadow::ShadowEvidence;
 
 use crate::model::{Arm, LivePhase, Phase, SampleCount, Share, Version};
 
+/// What latency is judged relative to: a build's latency plus this floor.
+///
+/// Both builds' requests go through the adapter, and no two code paths cost exactly the
+/// same: a hundred nanoseconds, say, for the candidate's branch of the middleware, or for
+/// its instance being colder in the caches of threads that serve it one request in ten.
+/// On a handler of two microseconds that is 5%, and as a pure ratio it would read as a
+/// regression of the build; on any request a client can tell apart it is nothing. So
+/// latency is compared as `ln(latency + 20 µs)`: a ratio for requests well above the
+/// floor (10% on 10 ms is 9.98%), and next to nothing for sub-microsecond differences.
+pub const LATENCY_FLOOR: Duration = Duration::from_micros(20);
+
+/// [`LATENCY_FLOOR`] in microseconds, as latency distributions keep it.
+pub(crate) const LATENCY_FLOOR_US: u64 = 20;
+
 /// Where the evidence a phase is judged on comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -152,7 +152,8 @@ impl FieldDifferences {
 pub struct PairStats {
     /// Outcomes of every read both builds ran.
     pub outcomes: PairedOutcomes,
-    /// `ln(candidate latency / twin latency)` over the reads both answered.
+    /// `ln((candidate latency + floor) / (twin latency + floor))` over the reads both
+    /// answered, with the [`LATENCY_FLOOR`](crate::LATENCY_FLOOR).
     pub latency: Moments,
     /// `ln(candidate CPU / twin CPU)` over the reads both answered, where measured.
     pub cpu: Moments,

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use super::{MetricError, MetricSource, ResourceUsage};
 use crate::evidence::{
-    ArmEvidence, Distribution, Evidence, FieldDifferences, PairStats, ShadowEvidence,
+    ArmEvidence, Distribution, Evidence, FieldDifferences, LATENCY_FLOOR_US, PairStats,
+    ShadowEvidence,
 };
 use crate::model::Outcome;
 
@@ -94,8 +95,8 @@ fn record_pair(
         .outcomes
         .record(twin.outcome.is_failure(), candidate.outcome.is_failure());
     if let (Some(t), Some(c)) = (twin.latency, candidate.latency) {
-        // A microsecond floor: a response faster than that is not slower by a ratio.
-        let micros = |d: Duration| (d.as_secs_f64() * 1e6).max(1.0);
+        let floor = LATENCY_FLOOR_US as f64;
+        let micros = |d: Duration| d.as_secs_f64() * 1e6 + floor;
         stats.latency.add((micros(c) / micros(t)).ln());
         if let (Some(t), Some(c)) = (twin.usage.cpu_time, candidate.usage.cpu_time) {
             let nanos = |d: Duration| (d.as_secs_f64() * 1e9).max(CPU_FLOOR_NS);
@@ -231,7 +232,7 @@ mod tests {
         let shadow = recorder.snapshot();
         for stats in [&shadow.pairs.total, &shadow.pairs.routes["GET /a"]] {
             assert_eq!(stats.pairs(), 1);
-            assert!((stats.latency.mean() - 1.1f64.ln()).abs() < 1e-9);
+            assert!((stats.latency.mean() - (1_120.0f64 / 1_020.0).ln()).abs() < 1e-9);
             assert!((stats.cpu.mean() - 2f64.ln()).abs() < 1e-9);
             assert_eq!(stats.alloc_bytes.mean(), 0.0);
             assert_eq!(stats.mismatches.candidate_only, 1);

@@ -399,6 +399,12 @@ impl KpiRecorder {
         }
     }
 
+    /// Counts a live request without recording it: one whose measurement is not like the
+    /// others' (a mirrored read, which paid for its copy).
+    pub(crate) fn count_live(&self) {
+        self.shard().live_requests += 1;
+    }
+
     /// The route labels this recorder keeps, shared with the rollout's route labeller so
     /// a label is resolved once per request.
     pub(crate) fn routes(&self) -> &Arc<LabelSet> {
@@ -472,23 +478,19 @@ impl KpiRecorder {
     }
 
     fn evidence(&self, stats: &Stats) -> ArmEvidence {
-        let mut evidence = ArmEvidence::default();
-        evidence.outcomes = stats.outcomes.clone();
-        evidence.latency_us = stats.latency.to_distribution(&self.bounds.latency);
-        evidence.cpu_ns = stats
-            .cpu_ns
-            .as_ref()
-            .map(|h| h.to_distribution(&self.bounds.cpu_ns));
-        evidence.alloc_bytes = stats
-            .alloc_bytes
-            .as_ref()
-            .map(|h| h.to_distribution(&self.bounds.alloc_bytes));
-        evidence.alloc_count = stats
-            .alloc_count
-            .as_ref()
-            .map(|h| h.to_distribution(&self.bounds.alloc_count));
-        evidence.request_bytes = stats.request_bytes;
-        evidence.response_bytes = stats.response_bytes;
+        let distribution = |histogram: &Option<LazyHistogram>, shape: &HistogramShape| {
+            histogram.as_ref().map(|h| h.to_distribution(shape))
+        };
+        let mut evidence = ArmEvidence {
+            outcomes: stats.outcomes.clone(),
+            latency_us: stats.latency.to_distribution(&self.bounds.latency),
+            cpu_ns: distribution(&stats.cpu_ns, &self.bounds.cpu_ns),
+            alloc_bytes: distribution(&stats.alloc_bytes, &self.bounds.alloc_bytes),
+            alloc_count: distribution(&stats.alloc_count, &self.bounds.alloc_count),
+            request_bytes: stats.request_bytes,
+            response_bytes: stats.response_bytes,
+            routes: BTreeMap::new(),
+        };
 
         let route_names = self.routes.names();
         let mut routes = BTreeMap::new();

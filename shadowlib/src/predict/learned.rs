@@ -272,9 +272,9 @@ impl LearnedModel {
 /// let record = |candidate_errors: u64, incident| {
 ///     let mut evidence = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));
 ///     for i in 0..200 {
-///         evidence.stable.record_request(Outcome::Success, 1_000);
+///         evidence.shadow.twin.record_request(Outcome::Success, 1_000);
 ///         let failed = i < candidate_errors;
-///         evidence.candidate.record_request(if failed { Outcome::ServerError } else { Outcome::Success }, 1_000);
+///         evidence.shadow.candidate.record_request(if failed { Outcome::ServerError } else { Outcome::Success }, 1_000);
 ///     }
 ///     HistoryRecord { evidence, incident, synthetic: true }
 /// };

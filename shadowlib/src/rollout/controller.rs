@@ -40,12 +40,25 @@ pub(crate) struct Controller {
     undecided_since: Option<Instant>,
 }
 
-/// Why the controller holds, which decides the deadline that applies.
+/// What a look found: the decision (with the prediction it rests on), or a hold.
+type Assessed = Result<(Decision, Option<Prediction>), Box<(Hold, Option<Prediction>)>>;
+
+/// Why the controller holds, which decides the deadline that applies: the reason first,
+/// then the evidence it cites.
 enum Hold {
     /// Waiting for samples: ends at the no-data deadline.
-    Samples(Reason),
+    Samples(Vec<Reason>),
     /// The evidence does not decide: ends at the decision deadline.
-    Undecided(Reason),
+    Undecided(Vec<Reason>),
+}
+
+/// A hold's decision: its first reason leads, the rest follow.
+fn holding(mut reasons: Vec<Reason>) -> Decision {
+    let rest = reasons.split_off(1.min(reasons.len()));
+    let lead = reasons
+        .pop()
+        .unwrap_or_else(|| Reason::new("holding: no reason given"));
+    Decision::controller(Action::Hold, lead).with_reasons(rest)
 }
 
 impl Controller {
@@ -144,7 +157,10 @@ impl Controller {
 
         let (decision, prediction) = match self.assess(&evidence, failures) {
             Ok((decision, prediction)) => (decision, prediction),
-            Err((hold, prediction)) => (self.hold(hold, phase, now - entered, now), prediction),
+            Err(held) => {
+                let (hold, prediction) = *held;
+                (self.hold(hold, phase, now - entered, now), prediction)
+            }
         };
         let decision = if self.shadow_only && decision.action != Action::Hold {
             // Comparing without rolling out: say what the evidence would have done.
@@ -174,48 +190,43 @@ impl Controller {
         let policy = &self.shared.policy;
         let paused = matches!(phase, Phase::Paused { .. });
         match hold {
-            Hold::Samples(reason) if !paused && in_phase >= policy.no_data_deadline => {
+            Hold::Samples(reasons) if !paused && in_phase >= policy.no_data_deadline => {
                 Decision::controller(
                     Action::Pause,
                     Reason::new(format!(
-                        "no data: waited {in_phase:?} in this phase, past the no-data deadline \
+                        "no data: waited {:.1?} in this phase, past the no-data deadline \
                          of {:?}; no data is not a verdict, so the rollout pauses for an \
                          operator",
-                        policy.no_data_deadline
+                        in_phase, policy.no_data_deadline
                     )),
                 )
-                .with_reasons([reason])
+                .with_reasons(reasons)
             }
-            Hold::Undecided(reason) => {
+            Hold::Undecided(reasons) => {
                 let since = *self.undecided_since.get_or_insert(now);
                 let undecided = now - since;
                 if !paused && undecided >= policy.decision_deadline {
                     Decision::controller(
                         Action::Pause,
                         Reason::new(format!(
-                            "undecided: the evidence has decided nothing for {undecided:?}, past \
+                            "undecided: the evidence has decided nothing for {:.1?}, past \
                              the decision deadline of {:?}; the rollout pauses for an operator \
                              rather than keep its share for ever",
-                            policy.decision_deadline
+                            undecided, policy.decision_deadline
                         )),
                     )
-                    .with_reasons([reason])
+                    .with_reasons(reasons)
                 } else {
-                    Decision::controller(Action::Hold, reason)
+                    holding(reasons)
                 }
             }
-            Hold::Samples(reason) => Decision::controller(Action::Hold, reason),
+            Hold::Samples(reasons) => holding(reasons),
         }
     }
 
     /// The decision the evidence calls for, or the hold it calls for (with the prediction,
     /// when one was made).
-    #[allow(clippy::type_complexity)]
-    fn assess(
-        &mut self,
-        evidence: &Evidence,
-        source_failures: Vec<Reason>,
-    ) -> Result<(Decision, Option<Prediction>), (Hold, Option<Prediction>)> {
+    fn assess(&mut self, evidence: &Evidence, source_failures: Vec<Reason>) -> Assessed {
         let policy = &self.shared.policy;
         let samples = evidence.samples();
         let phase = evidence.phase;
@@ -226,7 +237,7 @@ impl Controller {
             for more in &source_failures[1..] {
                 reason.message.push_str(&format!("; {more}"));
             }
-            return Err((Hold::Samples(reason), None));
+            return Err(Box::new((Hold::Samples(vec![reason]), None)));
         }
         let pairs = evidence.shadow_pairs();
         if evidence.stage() == Stage::Shadow && pairs < policy.min_samples {
@@ -235,7 +246,7 @@ impl Controller {
                 policy.min_samples
             ))
             .samples(samples);
-            return Err((Hold::Samples(reason), None));
+            return Err(Box::new((Hold::Samples(vec![reason]), None)));
         }
 
         let prediction = self.predictor.predict(evidence);
@@ -319,21 +330,19 @@ impl Controller {
                 return Ok((rollback(lead), Some(prediction)));
             }
         }
-        let hold = |lead: Reason| -> Reason {
-            let mut lead = lead.samples(samples);
-            for reason in &cited {
-                lead.message.push_str(&format!("; {}", reason.message));
-            }
-            lead
+        let hold = |lead: Reason| -> Vec<Reason> {
+            let mut reasons = vec![lead.samples(samples)];
+            reasons.extend(cited.iter().cloned());
+            reasons
         };
         match &prediction.certainty {
             Certainty::NeedsSamples(why) => {
                 let lead = Reason::new(format!("predictor `{name}` needs samples: {why}"));
-                return Err((Hold::Samples(hold(lead)), Some(prediction)));
+                return Err(Box::new((Hold::Samples(hold(lead)), Some(prediction))));
             }
             Certainty::Inconclusive(why) => {
-                let lead = Reason::new(format!("predictor `{name}`: not yet known: {why}"));
-                return Err((Hold::Undecided(hold(lead)), Some(prediction)));
+                let lead = Reason::new(format!("predictor `{name}`: {why}"));
+                return Err(Box::new((Hold::Undecided(hold(lead)), Some(prediction))));
             }
             _ => {}
         }
@@ -342,12 +351,12 @@ impl Controller {
             let lead = Reason::new(format!(
                 "predictor `{name}` returned a value that is not a number; ignored"
             ));
-            return Err((Hold::Undecided(hold(lead)), Some(prediction)));
+            return Err(Box::new((Hold::Undecided(hold(lead)), Some(prediction))));
         }
         match &mismatch {
             None => {
                 let lead = Reason::new("responses: none compared yet in the shadow");
-                return Err((Hold::Samples(hold(lead)), Some(prediction)));
+                return Err(Box::new((Hold::Samples(hold(lead)), Some(prediction))));
             }
             Some(test) if test.verdict != Verdict::NotWorse => {
                 let lead = Reason::new("responses: the mismatch test has not decided yet");
@@ -356,7 +365,7 @@ impl Controller {
                 } else {
                     Hold::Undecided(hold(lead))
                 };
-                return Err((hold, Some(prediction)));
+                return Err(Box::new((hold, Some(prediction))));
             }
             Some(_) => {}
         }
@@ -379,7 +388,7 @@ impl Controller {
                     "within thresholds; {at_step} of {} candidate requests needed at this step",
                     policy.min_samples_per_step
                 ));
-                return Err((Hold::Samples(hold(lead)), Some(prediction)));
+                return Err(Box::new((Hold::Samples(hold(lead)), Some(prediction))));
             }
         }
         let decision = Decision::controller(

@@ -23,11 +23,11 @@ pub enum DecisionSource {
 /// use shadowlib::{Reason, SampleCount};
 ///
 /// let reason = Reason::new("error rate above tolerance")
-///     .metric("error_rate", 0.031, 0.01)
+///     .metric("error_rate", 0.031_274_9, 0.01)
 ///     .samples(SampleCount { stable: 5_000, candidate: 4_800 });
 /// assert_eq!(
 ///     reason.to_string(),
-///     "error rate above tolerance [error_rate = 0.031, threshold 0.01; samples stable 5000, candidate 4800]"
+///     "error rate above tolerance [error_rate = 0.03127, threshold 0.01; samples stable 5000, candidate 4800]"
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,9 +80,9 @@ impl fmt::Display for Reason {
         f.write_str(&self.message)?;
         let mut details = Vec::new();
         if let (Some(metric), Some(value)) = (&self.metric, self.value) {
-            let mut part = format!("{metric} = {value}");
+            let mut part = format!("{metric} = {}", Number(value));
             if let Some(threshold) = self.threshold {
-                part.push_str(&format!(", threshold {threshold}"));
+                part.push_str(&format!(", threshold {}", Number(threshold)));
             }
             details.push(part);
         }
@@ -96,6 +96,23 @@ impl fmt::Display for Reason {
             write!(f, " [{}]", details.join("; "))?;
         }
         Ok(())
+    }
+}
+
+/// A number as people read it: at most four significant decimals, no trailing zeros.
+struct Number(f64);
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.0;
+        if !value.is_finite() || value == value.trunc() || value.abs() >= 1e4 {
+            return write!(f, "{value}");
+        }
+        // Four significant digits after the leading zeros of a small value.
+        let decimals = (4 - value.abs().log10().floor() as i32 - 1).clamp(0, 12) as usize;
+        let text = format!("{value:.decimals$}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        f.write_str(text)
     }
 }
 

@@ -42,6 +42,7 @@ pub struct ShadowConfig {
     pub(crate) body_limit: usize,
     pub(crate) mirror_share: Share,
     pub(crate) twin_share: Share,
+    pub(crate) canary_mirror_share: Share,
     pub(crate) compared_headers: Arc<[String]>,
     pub(crate) comparator: Arc<dyn CompareResponses>,
     pub(crate) budget: ShadowBudget,
@@ -55,6 +56,7 @@ impl Default for ShadowConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             mirror_share: Share::FULL,
             twin_share: Share::FULL,
+            canary_mirror_share: Share::from_ppm(Share::PPM_SCALE / 2).unwrap_or(Share::FULL),
             compared_headers: Arc::from(["content-type".to_owned()]),
             comparator: Arc::new(Comparator::default()),
             budget: ShadowBudget::default(),
@@ -70,6 +72,7 @@ impl fmt::Debug for ShadowConfig {
             .field("body_limit", &self.body_limit)
             .field("mirror_share", &self.mirror_share)
             .field("twin_share", &self.twin_share)
+            .field("canary_mirror_share", &self.canary_mirror_share)
             .field("compared_headers", &self.compared_headers)
             .field("budget", &self.budget)
             .finish_non_exhaustive()
@@ -118,6 +121,20 @@ impl ShadowConfig {
     /// The share of reads copied to the shadow.
     pub fn mirror_share(&self) -> Share {
         self.mirror_share
+    }
+
+    /// The most of the reads stable serves that are mirrored while the candidate serves a
+    /// share of live traffic (default: half; the mirror share applies too, whichever is
+    /// lower).
+    ///
+    /// A mirrored read costs its live request the copy: in the canary that would make
+    /// stable's live requests slower than the candidate's by exactly that, and the canary
+    /// compares live requests of both. So mirrored requests are kept out of the canary's
+    /// evidence (counted only), and this share leaves the canary the rest of stable's reads
+    /// to compare with, while the shadow keeps watching.
+    pub fn with_canary_mirror_share(mut self, share: Share) -> Self {
+        self.canary_mirror_share = share;
+        self
     }
 
     /// The share of mirrored reads the stable *twin* (a second instance of the stable

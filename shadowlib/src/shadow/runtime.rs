@@ -254,7 +254,11 @@ impl ShadowRuntime {
             ShadowStats::bump(&shared.stats.not_read);
             return no_copy;
         }
-        let sampled = config.mirror_share.ppm();
+        let sampled = match label {
+            Some(_) => config.mirror_share.min(config.canary_mirror_share),
+            None => config.mirror_share,
+        }
+        .ppm();
         if sampled < Share::PPM_SCALE && rng::below(Share::PPM_SCALE) >= sampled {
             ShadowStats::bump(&shared.stats.not_sampled);
             return no_copy;

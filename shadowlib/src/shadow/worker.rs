@@ -364,13 +364,12 @@ async fn run_guarded(
     let measured = Measured::new(IN_SHADOW.scope((), AssertUnwindSafe(call).catch_unwind()));
     let mut measured = pin!(measured);
     let outcome = tokio::time::timeout(timeout, measured.as_mut()).await;
-    let guarded = match outcome {
-        Err(_elapsed) => return (Guarded::TimedOut, measured.usage()),
-        Ok((Err(_panic), usage)) => return (Guarded::Panicked, usage),
+    match outcome {
+        Err(_elapsed) => (Guarded::TimedOut, measured.usage()),
+        Ok((Err(_panic), usage)) => (Guarded::Panicked, usage),
         Ok((Ok(Err(error)), usage)) => (Guarded::Failed(error), usage),
         Ok((Ok(Ok(reply)), usage)) => (Guarded::Answered(reply), usage),
-    };
-    guarded
+    }
 }
 
 /// A copy both builds have answered, waiting for the live response it is compared with.
