@@ -24,8 +24,9 @@ pub(super) struct Request {
     pub(super) route: usize,
     /// Whether it is a write (never mirrored).
     pub(super) write: bool,
-    /// Its own cost, a standard normal draw each build scales by its `σ`.
-    cost: f64,
+    /// Its own cost (a big query, a small one) as a standard normal draw, which each
+    /// build scales by its `σ`.
+    own_cost: f64,
 }
 
 /// Where a run happens: live, or in the shadow's environment.
@@ -117,7 +118,7 @@ impl ScenarioSampler {
         Request {
             route: self.routes.sample(rng),
             write: !self.read.sample(rng),
-            cost: rng.sample(StandardNormal),
+            own_cost: rng.sample(StandardNormal),
         }
     }
 
@@ -137,7 +138,7 @@ impl ScenarioSampler {
         } else {
             0.0
         };
-        ln_median + self.ln_costs[request.route] + write + build.sigma * request.cost
+        ln_median + self.ln_costs[request.route] + write + build.sigma * request.own_cost
     }
 
     /// One run of `request` on `arm`, live or in the shadow.
