@@ -107,19 +107,21 @@ fn score<P: Predictor>(new_predictor: impl Fn() -> P, held_out: &[HistoryRecord]
     }
 }
 
-/// Evidence where stable costs 1 ms of CPU per request and the candidate `factor` times that.
+/// Shadow evidence where the twin costs 1 ms of CPU per read and the candidate `factor`
+/// times that.
 fn cpu_evidence(factor: f64) -> Evidence {
     let mut evidence = Evidence::new(Version::new("api", "1"), Version::new("api", "2"));
     let (mut stable, mut candidate) = (Distribution::cpu_ns(), Distribution::cpu_ns());
+    let shadow = &mut evidence.shadow;
     for i in 0..2_000u64 {
-        evidence.stable.record_request(Outcome::Success, 2_000);
-        evidence.candidate.record_request(Outcome::Success, 2_000);
+        shadow.twin.record_request(Outcome::Success, 2_000);
+        shadow.candidate.record_request(Outcome::Success, 2_000);
         let cost = 900_000 + (i % 21) * 10_000; // 1 ms ± 10%
         stable.record(cost);
         candidate.record((cost as f64 * factor) as u64);
     }
-    evidence.stable.cpu_ns = Some(stable);
-    evidence.candidate.cpu_ns = Some(candidate);
+    shadow.twin.cpu_ns = Some(stable);
+    shadow.candidate.cpu_ns = Some(candidate);
     evidence
 }
 
@@ -135,7 +137,7 @@ fn calibrate() -> Result<(), Box<dyn Error>> {
     let capacity = config.capacity.clone();
     let incidents = held_out.iter().filter(|r| r.incident).count();
     println!(
-        "calibration on {} held-out synthetic rollouts ({incidents} incidents), {} requests per build each;",
+        "calibration on {} held-out synthetic rollouts ({incidents} incidents), {} shadow pairs each;",
         held_out.len(),
         config.requests_per_arm
     );

@@ -9,26 +9,35 @@ use shadowlib::{
     Version,
 };
 
-/// Evidence with identical latency and errors, where the candidate costs `cpu` times as much
-/// CPU and `alloc` times as many allocated bytes per request as stable.
+/// Shadow evidence with identical latency and errors, where the candidate costs `cpu`
+/// times as much CPU and `alloc` times as many allocated bytes per read as the twin: on
+/// each pair (what the paired tests read) and in each arm's distribution (what the
+/// capacity model reads).
 fn costly(cpu: f64, alloc: f64) -> Evidence {
     let mut e = Evidence::new(Version::new("svc", "1"), Version::new("svc", "2"));
     let (mut s_cpu, mut c_cpu) = (Distribution::cpu_ns(), Distribution::cpu_ns());
     let (mut s_alloc, mut c_alloc) = (Distribution::bytes(), Distribution::bytes());
+    let shadow = &mut e.shadow;
     for i in 0..5_000u64 {
         let latency = 900 + (i * 7_919) % 200;
-        e.stable.record_request(Outcome::Success, latency);
-        e.candidate.record_request(Outcome::Success, latency);
+        shadow.twin.record_request(Outcome::Success, latency);
+        shadow.candidate.record_request(Outcome::Success, latency);
         let jitter = 0.9 + (i % 21) as f64 / 100.0;
         s_cpu.record((200_000.0 * jitter) as u64);
         c_cpu.record((200_000.0 * jitter * cpu) as u64);
         s_alloc.record((40_000.0 * jitter) as u64);
         c_alloc.record((40_000.0 * jitter * alloc) as u64);
+        let pair = &mut shadow.pairs.total;
+        pair.outcomes.record(false, false);
+        // Each read's own cost varies; the ratio between the builds does not.
+        pair.latency.add(0.0);
+        pair.cpu.add(cpu.ln());
+        pair.alloc_bytes.add(alloc.ln());
     }
-    e.stable.cpu_ns = Some(s_cpu);
-    e.candidate.cpu_ns = Some(c_cpu);
-    e.stable.alloc_bytes = Some(s_alloc);
-    e.candidate.alloc_bytes = Some(c_alloc);
+    shadow.twin.cpu_ns = Some(s_cpu);
+    shadow.candidate.cpu_ns = Some(c_cpu);
+    shadow.twin.alloc_bytes = Some(s_alloc);
+    shadow.candidate.alloc_bytes = Some(c_alloc);
     e
 }
 

@@ -1,22 +1,25 @@
 //! Synthetic rollout histories with known outcomes: training data for the learned
 //! predictor, and a held-out set to measure every predictor's calibration.
 //!
-//! Each record is one simulated rollout seen at the moment of a decision: stable and
-//! candidate evidence after a fixed number of requests each, with the candidate's true
-//! latency change, error rate and CPU cost drawn at random — most candidates close to
-//! stable, some clearly worse. The label is what would have happened at full traffic:
+//! Each record is one simulated rollout seen at the moment of a decision in the shadow: a
+//! fixed number of mirrored reads run on the stable twin and on the candidate, drawn by
+//! the simulator's paired model (see [`Scenario`](super::Scenario)), with the candidate's
+//! true latency change, error rate and CPU cost drawn at random — most candidates close
+//! to stable, some clearly worse. The label is what would have happened at full traffic:
 //! an incident when the candidate is truly more than the tolerated amount slower or more
 //! failing, or when its CPU cost would saturate the service at the declared peak. Every
 //! record is marked `synthetic`.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution as _, LogNormal, Normal};
+use rand_distr::{Distribution as _, Normal};
 
-use super::model::{BuildModel, LatencyModel, RequestSampler};
+use super::model::{BuildModel, LatencyModel, Scenario, Traffic};
+use super::sampler::{Place, ScenarioSampler};
 use super::{SimulationError, mix};
-use crate::evidence::{Distribution, Evidence};
-use crate::model::{Phase, Version};
+use crate::evidence::{Evidence, ShadowEvidence};
+use crate::metrics::PairRecorder;
+use crate::model::{Arm, Phase, Version};
 use crate::predict::{CapacityConfig, HistoryRecord};
 
 /// What a synthetic history looks like and when a rollout counts as an incident.
@@ -26,13 +29,15 @@ pub struct HistoryConfig {
     pub records: usize,
     /// Seed; the same seed gives the same history.
     pub seed: u64,
-    /// Requests per build in each evidence snapshot.
+    /// Mirrored reads in each evidence snapshot, each run on both builds (so as many
+    /// requests per arm, and as many pairs).
     pub requests_per_arm: u64,
     /// Stable's median latency in microseconds (lognormal, σ 0.5).
     pub stable_median_us: f64,
     /// Stable's failure rate.
     pub stable_error_rate: f64,
-    /// Stable's median CPU time per request in nanoseconds (lognormal, σ 0.3).
+    /// Stable's median CPU time per request in nanoseconds (following the request's cost
+    /// as latency does: lognormal, σ 0.5, and each run's noise).
     pub stable_cpu_median_ns: f64,
     /// Incident when the true latency change is above this (relative).
     pub latency_tolerance: f64,
@@ -50,17 +55,16 @@ impl Default for HistoryConfig {
             requests_per_arm: 2_000,
             stable_median_us: 1_000.0,
             stable_error_rate: 0.005,
-            stable_cpu_median_ns: 1_000_000.0,
+            stable_cpu_median_ns: 920_000.0,
             latency_tolerance: 0.10,
             error_tolerance: 0.005,
-            // Stable at about 84% of 8 cores at 6,400 rps.
+            // Stable at about 84% of 8 cores at 6,400 rps (a mean of 1.04 ms per request).
             capacity: CapacityConfig::new(6_400.0, 8),
         }
     }
 }
 
 const LATENCY_SIGMA: f64 = 0.5;
-const CPU_SIGMA: f64 = 0.3;
 
 /// The true differences of one synthetic candidate.
 struct Truth {
@@ -91,28 +95,22 @@ fn draw_truth(config: &HistoryConfig, rng: &mut SmallRng) -> Result<Truth, Simul
     })
 }
 
-/// Records `n` requests of a build, with their CPU times, into fresh evidence.
+/// The shadow's evidence of `reads` mirrored reads of `scenario`, each run on both builds.
 fn observe(
-    evidence: &mut crate::ArmEvidence,
-    build: &BuildModel,
-    cpu_median_ns: f64,
-    n: u64,
+    scenario: &Scenario,
+    reads: u64,
     rng: &mut SmallRng,
-) -> Result<(), SimulationError> {
-    let sampler = RequestSampler::new(build)?;
-    let cpu = LogNormal::new(cpu_median_ns.ln(), CPU_SIGMA)
-        .map_err(|e| SimulationError::Distribution(e.to_string()))?;
-    let mut cpu_ns = Distribution::cpu_ns();
-    for _ in 0..n {
-        let (outcome, latency) = sampler.sample(rng);
-        evidence.record_request(
-            outcome,
-            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-        );
-        cpu_ns.record(cpu.sample(rng) as u64);
+) -> Result<ShadowEvidence, SimulationError> {
+    let sampler = ScenarioSampler::new(scenario)?;
+    let recorder = PairRecorder::default();
+    for _ in 0..reads {
+        let request = sampler.request(rng);
+        let twin = sampler.run(Arm::Stable, &request, Place::Shadow, rng);
+        let candidate = sampler.run(Arm::Candidate, &request, Place::Shadow, rng);
+        let compared = sampler.compare(&twin, &candidate, rng);
+        recorder.record_pair("GET /", 0, &twin, &candidate, compared.as_ref());
     }
-    evidence.cpu_ns = Some(cpu_ns);
-    Ok(())
+    Ok(recorder.snapshot())
 }
 
 /// Draws a synthetic history (see the module docs).
@@ -130,41 +128,39 @@ pub fn synthetic_history(config: &HistoryConfig) -> Result<Vec<HistoryRecord>, S
         .capacity
         .validate()
         .map_err(|e| SimulationError::Distribution(e.to_string()))?;
-    let stable_build = BuildModel {
-        latency: LatencyModel::lognormal(config.stable_median_us, LATENCY_SIGMA),
-        error_rate: config.stable_error_rate,
-    };
-    // The mean of a lognormal is its median times e^{σ²/2}.
-    let cpu_mean_factor = (CPU_SIGMA * CPU_SIGMA / 2.0).exp();
+    let cpu_us = config.stable_cpu_median_ns / 1_000.0;
+    let stable = BuildModel::new(LatencyModel::lognormal(
+        config.stable_median_us,
+        LATENCY_SIGMA,
+    ))
+    .with_error_rate(config.stable_error_rate)
+    .with_cpu_us(cpu_us);
+    let traffic = Traffic::Steady { per_interval: 1.0 };
     (0..config.records)
         .map(|index| {
             let mut rng = SmallRng::seed_from_u64(mix(config.seed ^ mix(index as u64)));
             let truth = draw_truth(config, &mut rng)?;
-            let candidate_build = BuildModel {
-                latency: LatencyModel::lognormal(
+            let candidate = stable
+                .with_latency(LatencyModel::lognormal(
                     config.stable_median_us * truth.latency_factor,
                     LATENCY_SIGMA,
-                ),
-                error_rate: truth.error_rate,
-            };
+                ))
+                .with_error_rate(truth.error_rate)
+                .with_cpu_us(cpu_us * truth.cpu_factor);
+            let scenario = Scenario::new("synthetic", stable, candidate, traffic);
             let mut evidence = Evidence::new(
                 Version::new("synthetic", "stable"),
                 Version::new("synthetic", format!("candidate-{index}")),
             );
             evidence.phase = Phase::Shadowing;
             evidence.look = 1;
-            let n = config.requests_per_arm;
-            let cpu = config.stable_cpu_median_ns;
-            observe(&mut evidence.shadow.twin, &stable_build, cpu, n, &mut rng)?;
-            observe(
-                &mut evidence.shadow.candidate,
-                &candidate_build,
-                cpu * truth.cpu_factor,
-                n,
-                &mut rng,
-            )?;
+            evidence.shadow = observe(&scenario, config.requests_per_arm, &mut rng)?;
+            // CPU time is lognormal in the request's cost and in each run's noise, so its
+            // mean is the median times e^{(σ² + noise²)/2}.
+            let cpu_mean_factor =
+                ((LATENCY_SIGMA.powi(2) + scenario.run_noise.powi(2)) / 2.0).exp();
             let capacity = &config.capacity;
-            let candidate_cpu_s = cpu * truth.cpu_factor * cpu_mean_factor / 1e9;
+            let candidate_cpu_s = cpu_us * truth.cpu_factor * cpu_mean_factor / 1e6;
             let saturates = capacity.peak_rps * candidate_cpu_s / f64::from(capacity.cores)
                 >= capacity.utilization_limit;
             let incident = truth.latency_factor - 1.0 > config.latency_tolerance

@@ -1,19 +1,27 @@
-//! The rollout simulator: synthetic stable and candidate request streams run through the
-//! real rollout controller under deterministic (paused) time, many rollouts per
-//! scenario, to measure what matters about a predictor: how often it rolls back identical
-//! builds, how fast it catches real regressions, and whether its intervals cover the truth.
+//! The rollout simulator: synthetic requests of a stable and a candidate build run
+//! through the real rollout controller under deterministic (paused) time, many rollouts
+//! per scenario, to measure what matters about a predictor: how often it rolls back
+//! identical builds, how fast it catches real regressions, and whether its intervals
+//! cover the truth.
+//!
+//! The model is the one the real shadow measures (see [`Scenario`]): live requests of
+//! several routes, reads and writes, split between the builds by the steerer's share;
+//! stable's live reads mirrored to the shadow, where a stable *twin* and the candidate
+//! each run the same read — a pair — in an environment of its own speed; the responses
+//! compared with live's field by field. Live requests reach the rollout's recorder with
+//! their route label, pairs its shadow recorder, exactly as the adapters feed them.
 //!
 //! Available with the `simulate` feature. Each rollout gets its own seeded random stream,
 //! so a run is reproducible whatever the number of threads.
 //!
 //! ```
-//! use std::time::Duration;
-//! use shadowlib::{Phase, RolloutPolicy, SequentialPredictor};
+//! use shadowlib::{Phase, SequentialPredictor};
 //! use shadowlib::simulate::{BuildModel, LatencyModel, Scenario, Simulation, SimulationConfig, Traffic};
 //!
-//! let build = BuildModel { latency: LatencyModel::lognormal(1_000.0, 0.5), error_rate: 0.0 };
-//! let broken = BuildModel { error_rate: 0.2, ..build };
-//! let scenario = Scenario::new("20% errors", build, broken, Traffic::Steady { per_interval: 200.0 });
+//! let build = BuildModel::new(LatencyModel::lognormal(1_000.0, 0.5));
+//! let broken = build.with_error_rate(0.2);
+//! let scenario = Scenario::new("20% errors", build, broken, Traffic::Steady { per_interval: 300.0 })
+//!     .with_shadow_speed(0.65);
 //! let simulation = Simulation::new(SimulationConfig { rollouts: 4, ..Default::default() })?;
 //! let report = simulation.run(&scenario, SequentialPredictor::default)?;
 //! assert_eq!(report.fraction_in(Phase::RolledBack), 1.0);
@@ -24,6 +32,7 @@ mod baseline;
 mod history;
 mod model;
 mod report;
+mod sampler;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,29 +40,43 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand_distr::{Binomial, Distribution as _};
+use rand_distr::{Bernoulli, Distribution as _};
 use thiserror::Error;
 
-pub use baseline::KayentaMannWhitney;
+pub use baseline::{KayentaMannWhitney, UnpairedSequential};
 pub use history::{HistoryConfig, brier_score, synthetic_history};
-pub use model::{BuildModel, LatencyModel, Scenario, Tail, Traffic};
+pub use model::{BuildModel, LatencyModel, RouteModel, Scenario, Tail, Traffic};
 pub use report::{ReportTable, RolloutRecord, ScenarioReport};
 
-use crate::metrics::{ReadComparison, ResourceUsage, Run};
-use crate::model::{Arm, Share, Version};
+use crate::evidence::Stage;
+use crate::metrics::RequestRecord;
+use crate::model::{Arm, LivePhase, Phase, Share, Version};
 use crate::predict::Predictor;
 use crate::rollout::{BuildError, ConfigError, Rollout, RolloutPolicy};
 use crate::steer::{TrafficSteerer, WeightedSteerer};
-use model::RequestSampler;
+use sampler::{Place, ScenarioSampler};
 
 /// A simulation that cannot run, naming what is wrong.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum SimulationError {
-    /// A build or traffic parameter outside its range.
+    /// A build, traffic or scenario parameter outside its range.
     #[error("{build}: {field} = {value} is out of range")]
     Model {
-        /// `stable`, `candidate` or `traffic`.
+        /// `stable`, `candidate`, `traffic` or `scenario`.
         build: &'static str,
+        /// The parameter (`routes` for a scenario without routes, with value 0).
+        field: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// A route parameter outside its range.
+    #[error("routes[{index}] ({route}): {field} = {value} is out of range")]
+    Route {
+        /// The route's position in the scenario's routes.
+        index: usize,
+        /// Its name.
+        route: String,
         /// The parameter.
         field: &'static str,
         /// Its value.
@@ -82,17 +105,22 @@ pub enum SimulationError {
 }
 
 /// How many rollouts to simulate and under which policy.
+///
+/// The default policy suits a few thousand live requests a look: a look every simulated
+/// second, canary steps of 20, 50 and 100% of 2,000 candidate requests each, and holds
+/// that pause after a minute without data or two minutes undecided. Looks are what a
+/// simulated rollout spends most of its time on, so fewer, fuller looks simulate faster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimulationConfig {
     /// Rollouts per scenario.
     pub rollouts: usize,
     /// Seed of the whole run; each rollout derives its own from it.
     pub seed: u64,
-    /// Looks after which a rollout that is neither promoted nor rolled back counts as
+    /// Looks after which a rollout that is neither decided nor paused counts as
     /// undecided.
     pub max_looks: u64,
-    /// Fraction of stable's live requests copied to the candidate as shadow reads, in
-    /// `[0, 1]`. The candidate also serves its canary share of live traffic.
+    /// Fraction of the reads stable serves live that are mirrored to the shadow (run on
+    /// the twin and on the candidate), in `[0, 1]`.
     pub mirror_fraction: f64,
     /// Worker threads; 0 uses every available core.
     pub threads: usize,
@@ -102,16 +130,20 @@ pub struct SimulationConfig {
 
 impl Default for SimulationConfig {
     fn default() -> Self {
+        let percent = |p: f64| Share::from_percent(p).unwrap_or(Share::FULL);
         Self {
             rollouts: 1_000,
             seed: 0x5EED,
-            max_looks: 1_000,
+            max_looks: 400,
             mirror_fraction: 1.0,
             threads: 0,
             policy: RolloutPolicy {
                 interval: Duration::from_secs(1),
+                steps: [20.0, 50.0, 100.0].map(percent).to_vec(),
                 min_samples: 200,
-                min_samples_per_step: 4_000,
+                min_samples_per_step: 2_000,
+                no_data_deadline: Duration::from_secs(60),
+                decision_deadline: Duration::from_secs(120),
                 ..RolloutPolicy::default()
             },
         }
@@ -136,6 +168,53 @@ fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// The stage a look in `phase` judges.
+fn stage_of(phase: Phase) -> Stage {
+    match phase {
+        Phase::Canary { .. }
+        | Phase::Paused {
+            from: LivePhase::Canary { .. },
+        } => Stage::Canary,
+        _ => Stage::Shadow,
+    }
+}
+
+/// The route labels of a scenario: each route's name for its reads, and the name with
+/// ` (write)` for its writes.
+struct RouteLabels {
+    reads: Vec<String>,
+    writes: Vec<String>,
+}
+
+impl RouteLabels {
+    fn of(scenario: &Scenario) -> Self {
+        Self {
+            reads: scenario.routes.iter().map(|r| r.name.clone()).collect(),
+            writes: scenario
+                .routes
+                .iter()
+                .map(|r| format!("{} (write)", r.name))
+                .collect(),
+        }
+    }
+
+    fn label(&self, route: usize, write: bool) -> &str {
+        if write {
+            &self.writes[route]
+        } else {
+            &self.reads[route]
+        }
+    }
+}
+
+/// What every rollout of one scenario shares.
+struct Prepared<'a> {
+    scenario: &'a Scenario,
+    sampler: ScenarioSampler,
+    labels: RouteLabels,
+    mirror: Bernoulli,
 }
 
 impl Simulation {
@@ -179,9 +258,13 @@ impl Simulation {
         P: Predictor + 'static,
         F: Fn() -> P + Sync,
     {
-        scenario.validate()?;
-        let stable = RequestSampler::new(&scenario.stable)?;
-        let candidate = RequestSampler::new(&scenario.candidate)?;
+        let prepared = Prepared {
+            scenario,
+            sampler: ScenarioSampler::new(scenario)?,
+            labels: RouteLabels::of(scenario),
+            mirror: Bernoulli::new(self.config.mirror_fraction)
+                .map_err(|e| SimulationError::Distribution(e.to_string()))?,
+        };
         let predictor = new_predictor().name().to_owned();
         let threads = match self.config.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -206,12 +289,8 @@ impl Simulation {
                             }
                             // Mixed on both sides, so neighbouring run seeds do not share rollouts.
                             let seed = mix(scenario_seed.wrapping_add(mix(index as u64)));
-                            let record = runtime.block_on(self.rollout(
-                                scenario,
-                                (&stable, &candidate),
-                                new_predictor(),
-                                seed,
-                            ))?;
+                            let record =
+                                runtime.block_on(self.rollout(&prepared, new_predictor(), seed))?;
                             records.lock().unwrap_or_else(PoisonError::into_inner)[index] =
                                 Some(record);
                         }
@@ -236,20 +315,28 @@ impl Simulation {
             scenario: scenario.name.clone(),
             predictor,
             true_degradation: scenario.true_degradation(),
+            identical_builds: scenario.identical_builds(),
             records,
         })
     }
 
-    /// One rollout: each interval, live requests are split by the steerer's share, stable's
-    /// reads are mirrored to the candidate, time advances one interval and the controller
-    /// looks.
+    /// One rollout: each interval, live requests are split by the steerer's share and
+    /// recorded live; stable's reads are mirrored and run on the twin and the candidate in
+    /// the shadow; time advances one interval and the controller looks. It ends when the
+    /// rollout is decided or paused (a paused rollout waits for an operator), or when the
+    /// look budget is spent.
     async fn rollout<P: Predictor + 'static>(
         &self,
-        scenario: &Scenario,
-        (stable, candidate): (&RequestSampler, &RequestSampler),
+        prepared: &Prepared<'_>,
         predictor: P,
         seed: u64,
     ) -> Result<RolloutRecord, SimulationError> {
+        let Prepared {
+            scenario,
+            sampler,
+            labels,
+            mirror,
+        } = prepared;
         let mut rng = SmallRng::seed_from_u64(seed);
         let policy = &self.config.policy;
         let (stable_version, candidate_version) = (
@@ -270,35 +357,38 @@ impl Simulation {
         let recorder = Arc::clone(rollout.recorder());
         let pairs = Arc::clone(rollout.pairs());
         let handle = rollout.handle();
-        let split = |n: u64, p: f64, rng: &mut SmallRng| {
-            Binomial::new(n, p.clamp(0.0, 1.0)).map_or(0, |b| b.sample(rng))
-        };
         let mut looks = 0;
-        while looks < self.config.max_looks && !handle.status().phase.is_terminal() {
-            let live = scenario.traffic.requests(looks, &mut rng);
+        let mut stage = Stage::Shadow;
+        loop {
+            let phase = handle.status().phase;
+            if looks >= self.config.max_looks
+                || phase.is_terminal()
+                || matches!(phase, Phase::Paused { .. })
+            {
+                break;
+            }
+            stage = stage_of(phase);
             let share: Share = steerer.share();
-            let to_candidate = split(live, share.fraction(), &mut rng);
-            let to_stable = live - to_candidate;
-            let mirrored = split(to_stable, self.config.mirror_fraction, &mut rng);
-            for _ in 0..to_stable {
-                let (outcome, latency) = stable.sample(&mut rng);
-                recorder.record(Arm::Stable, outcome, latency, 0, 0);
-            }
-            for _ in 0..to_candidate {
-                let (outcome, latency) = candidate.sample(&mut rng);
-                recorder.record(Arm::Candidate, outcome, latency, 0, 0);
-            }
-            for _ in 0..mirrored {
-                let run = |(outcome, latency): (crate::Outcome, Duration)| Run {
-                    outcome,
-                    latency: Some(latency),
-                    usage: ResourceUsage::default(),
-                    response_bytes: 0,
+            let to_candidate = Bernoulli::new(share.fraction().clamp(0.0, 1.0))
+                .map_err(|e| SimulationError::Distribution(e.to_string()))?;
+            for _ in 0..scenario.traffic.requests(looks, &mut rng) {
+                let request = sampler.request(&mut rng);
+                let arm = if to_candidate.sample(&mut rng) {
+                    Arm::Candidate
+                } else {
+                    Arm::Stable
                 };
-                let twin = run(stable.sample(&mut rng));
-                let shadowed = run(candidate.sample(&mut rng));
-                let same = ReadComparison::default();
-                pairs.record_pair("GET /", 0, &twin, &shadowed, Some(&same));
+                let route = labels.label(request.route, request.write);
+                let live = sampler.run(arm, &request, Place::Live, &mut rng);
+                let latency = live.latency.unwrap_or_default();
+                recorder
+                    .record_request(RequestRecord::new(arm, live.outcome, latency).route(route));
+                if arm == Arm::Stable && !request.write && mirror.sample(&mut rng) {
+                    let twin = sampler.run(Arm::Stable, &request, Place::Shadow, &mut rng);
+                    let candidate = sampler.run(Arm::Candidate, &request, Place::Shadow, &mut rng);
+                    let compared = sampler.compare(&twin, &candidate, &mut rng);
+                    pairs.record_pair(route, 0, &twin, &candidate, compared.as_ref());
+                }
             }
             tokio::time::advance(policy.interval).await;
             controller.look().await;
@@ -307,9 +397,81 @@ impl Simulation {
         let status = handle.status();
         Ok(RolloutRecord {
             phase: status.phase,
+            stage,
             looks,
             samples: status.samples,
+            pairs: pairs.snapshot().pairs.total.pairs(),
             degradation: status.last_prediction.map(|p| p.performance_degradation),
+            decision: status.last_decision,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::predict::SequentialPredictor;
+
+    fn one_rollout(max_looks: u64, mirror_fraction: f64) -> Simulation {
+        Simulation::new(SimulationConfig {
+            rollouts: 1,
+            max_looks,
+            mirror_fraction,
+            threads: 1,
+            ..SimulationConfig::default()
+        })
+        .expect("valid settings")
+    }
+
+    fn aa(read_share: f64) -> Scenario {
+        let build = BuildModel::new(LatencyModel::lognormal(100.0, 0.5));
+        Scenario::new(
+            "A/A",
+            build,
+            build,
+            Traffic::Steady {
+                per_interval: 1_000.0,
+            },
+        )
+        .with_read_share(read_share)
+    }
+
+    #[test]
+    fn writes_are_never_mirrored_so_a_write_only_service_has_no_shadow_data() {
+        let report = one_rollout(400, 1.0)
+            .run(&aa(0.0), SequentialPredictor::default)
+            .expect("runs");
+        let record = &report.records[0];
+        assert_eq!(record.pairs, 0);
+        assert_eq!(
+            record.phase,
+            Phase::Paused {
+                from: LivePhase::Shadowing
+            }
+        );
+        let decision = record.decision.as_ref().expect("paused").to_string();
+        assert!(decision.contains("no data"), "{decision}");
+    }
+
+    #[test]
+    fn only_the_mirrored_share_of_stables_reads_is_paired() {
+        // One look of ~1,000 requests, half of them reads, half of those mirrored.
+        let report = one_rollout(1, 0.5)
+            .run(&aa(0.5), SequentialPredictor::default)
+            .expect("runs");
+        let pairs = report.records[0].pairs;
+        assert!((175..=325).contains(&pairs), "{pairs}");
+    }
+
+    #[test]
+    fn a_rollout_stops_once_paused() {
+        let report = one_rollout(1_000, 0.0)
+            .run(&aa(1.0), SequentialPredictor::default)
+            .expect("runs");
+        let record = &report.records[0];
+        // The no-data deadline is a minute of one-second looks.
+        assert!(matches!(record.phase, Phase::Paused { .. }));
+        assert!(record.looks <= 62, "{}", record.looks);
+        assert_eq!(record.stage, Stage::Shadow);
     }
 }

@@ -4,31 +4,49 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::evidence::Stage;
 use crate::model::{Degradation, Phase, SampleCount};
+use crate::rollout::Decision;
 
 /// How one simulated rollout ended.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RolloutRecord {
-    /// The phase at the end: promoted, rolled back, or a live phase if the look budget ran
-    /// out first.
+    /// The phase at the end: promoted, rolled back, paused (a hold reached its deadline;
+    /// the rollout waits for an operator), or a live phase if the look budget ran out
+    /// first.
     pub phase: Phase,
+    /// The stage the last look judged: the shadow (on pairs) or the canary.
+    pub stage: Stage,
     /// Looks the controller took.
     pub looks: u64,
-    /// Requests seen on each build at the last look.
+    /// The samples behind the stage at the last look: shadow pairs (on both sides) in the
+    /// shadow, each build's live requests in the canary.
     pub samples: SampleCount,
+    /// Reads run on both builds in the shadow by the end.
+    pub pairs: u64,
     /// The headline degradation of the last prediction, if there was one.
     pub degradation: Option<Degradation>,
+    /// The controller's last decision, with its reasons.
+    pub decision: Option<Decision>,
 }
 
 impl RolloutRecord {
-    /// The smaller of the two builds' request counts.
+    /// The smaller of the two sides' samples at the last look: pairs, if the shadow was
+    /// judged.
     pub fn samples_per_arm(&self) -> u64 {
         self.samples.stable.min(self.samples.candidate)
+    }
+
+    /// Whether it ended promoted or rolled back.
+    pub fn is_decided(&self) -> bool {
+        self.phase.is_terminal()
     }
 }
 
 /// Every rollout of one scenario with one predictor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ScenarioReport {
     /// The scenario's name.
     pub scenario: String,
@@ -36,13 +54,20 @@ pub struct ScenarioReport {
     pub predictor: String,
     /// The true relative change of typical latency.
     pub true_degradation: f64,
+    /// Whether the builds were identical, so that every rollback was a false one.
+    pub identical_builds: bool,
     /// One record per rollout, in rollout order.
     pub records: Vec<RolloutRecord>,
 }
 
-fn median(mut values: Vec<u64>) -> Option<u64> {
+/// The value at quantile `q` by nearest rank (the lower median at 0.5).
+fn quantile(mut values: Vec<u64>, q: f64) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
     values.sort_unstable();
-    values.get(values.len().saturating_sub(1) / 2).copied()
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values.get(rank - 1).copied()
 }
 
 impl ScenarioReport {
@@ -63,41 +88,69 @@ impl ScenarioReport {
         self.fraction(|r| r.phase == phase)
     }
 
-    /// Fraction of rollouts that ended neither promoted nor rolled back.
+    /// Fraction of rollouts that ended neither promoted nor rolled back: paused at a
+    /// deadline, or still live when the look budget ran out.
     pub fn undecided(&self) -> f64 {
-        self.fraction(|r| !r.phase.is_terminal())
+        self.fraction(|r| !r.is_decided())
     }
 
-    /// Fraction of rollouts that ended in `phase` with at most `samples` requests per build.
+    /// Fraction of rollouts that ended paused.
+    pub fn paused(&self) -> f64 {
+        self.fraction(|r| matches!(r.phase, Phase::Paused { .. }))
+    }
+
+    /// On identical builds, the fraction rolled back (every one of them false); `None`
+    /// when the builds differ.
+    pub fn false_rollback_rate(&self) -> Option<f64> {
+        self.identical_builds
+            .then(|| self.fraction_in(Phase::RolledBack))
+    }
+
+    /// Fraction of rollouts that ended in `phase` with at most `samples` per side.
     pub fn fraction_in_within(&self, phase: Phase, samples: u64) -> f64 {
         self.fraction(|r| r.phase == phase && r.samples_per_arm() <= samples)
     }
 
-    /// Median requests per build at the decision, over rollouts that ended in `phase`.
-    pub fn median_samples_in(&self, phase: Phase) -> Option<u64> {
-        median(
+    /// Quantile `q` of the samples per side at the decision, over rollouts that ended in
+    /// `phase`.
+    pub fn samples_quantile_in(&self, phase: Phase, q: f64) -> Option<u64> {
+        quantile(
             self.records
                 .iter()
                 .filter(|r| r.phase == phase)
                 .map(RolloutRecord::samples_per_arm)
                 .collect(),
+            q,
         )
     }
 
-    /// Median requests per build at the decision, over rollouts that were decided.
-    pub fn median_samples_at_decision(&self) -> Option<u64> {
-        median(
+    /// Median samples per side at the decision, over rollouts that ended in `phase`:
+    /// with `RolledBack` on a regression caught in the shadow, the pairs it took to
+    /// detect.
+    pub fn median_samples_in(&self, phase: Phase) -> Option<u64> {
+        self.samples_quantile_in(phase, 0.5)
+    }
+
+    /// Quantile `q` of the samples per side at the decision, over decided rollouts.
+    pub fn samples_quantile_at_decision(&self, q: f64) -> Option<u64> {
+        quantile(
             self.records
                 .iter()
-                .filter(|r| r.phase.is_terminal())
+                .filter(|r| r.is_decided())
                 .map(RolloutRecord::samples_per_arm)
                 .collect(),
+            q,
         )
+    }
+
+    /// Median samples per side at the decision, over decided rollouts.
+    pub fn median_samples_at_decision(&self) -> Option<u64> {
+        self.samples_quantile_at_decision(0.5)
     }
 
     /// Median looks per rollout.
     pub fn median_looks(&self) -> Option<u64> {
-        median(self.records.iter().map(|r| r.looks).collect())
+        quantile(self.records.iter().map(|r| r.looks).collect(), 0.5)
     }
 
     /// Fraction of rollouts whose last degradation interval covers the true degradation,
@@ -120,51 +173,58 @@ impl ScenarioReport {
     }
 }
 
-/// The simulator's table: one row per scenario report.
+/// The simulator's table: one line per scenario report.
+///
+/// "Samples" are those the decision was taken on: shadow pairs for a decision in the
+/// shadow, the fewer of the two builds' live requests for one in the canary.
 ///
 /// ```
-/// use shadowlib::simulate::{ReportTable, ScenarioReport};
+/// use shadowlib::SequentialPredictor;
+/// use shadowlib::simulate::{BuildModel, LatencyModel, ReportTable, Scenario, Simulation, SimulationConfig, Traffic};
 ///
-/// let report = ScenarioReport {
-///     scenario: "A/A".into(),
-///     predictor: "sequential".into(),
-///     true_degradation: 0.0,
-///     records: Vec::new(),
-/// };
+/// let build = BuildModel::new(LatencyModel::lognormal(100.0, 0.5));
+/// let broken = build.with_error_rate(0.3);
+/// let scenario = Scenario::new("30% errors", build, broken, Traffic::Steady { per_interval: 300.0 });
+/// let simulation = Simulation::new(SimulationConfig { rollouts: 2, ..Default::default() })?;
+/// let report = simulation.run(&scenario, SequentialPredictor::default)?;
 /// let table = ReportTable(&[report]).to_string();
 /// assert!(table.lines().next().unwrap().starts_with("scenario"));
+/// assert!(table.lines().nth(1).unwrap().starts_with("30% errors"));
+/// # Ok::<(), shadowlib::simulate::SimulationError>(())
 /// ```
 pub struct ReportTable<'a>(pub &'a [ScenarioReport]);
 
 impl fmt::Display for ReportTable<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let dash = || "—".to_string();
+        let count = |n: Option<u64>| n.map_or_else(dash, |n| n.to_string());
         writeln!(
             f,
-            "{:<44} {:<22} {:>8} {:>11} {:>9} {:>10} {:>19} {:>12} {:>9}",
+            "{:<50} {:<20} {:>8} {:>11} {:>9} {:>10} {:>14} {:>11} {:>6} {:>9}",
             "scenario",
             "predictor",
             "rollouts",
             "rolled back",
             "promoted",
             "undecided",
-            "median samples/arm",
-            "median looks",
+            "median samples",
+            "p90 samples",
+            "looks",
             "coverage"
         )?;
         for r in self.0 {
             writeln!(
                 f,
-                "{:<44} {:<22} {:>8} {:>10.1}% {:>8.1}% {:>9.1}% {:>19} {:>12} {:>9}",
+                "{:<50} {:<20} {:>8} {:>10.1}% {:>8.1}% {:>9.1}% {:>14} {:>11} {:>6} {:>9}",
                 r.scenario,
                 r.predictor,
                 r.rollouts(),
                 r.fraction_in(Phase::RolledBack) * 100.0,
                 r.fraction_in(Phase::Promoted) * 100.0,
                 r.undecided() * 100.0,
-                r.median_samples_at_decision()
-                    .map_or_else(dash, |s| s.to_string()),
-                r.median_looks().map_or_else(dash, |s| s.to_string()),
+                count(r.median_samples_at_decision()),
+                count(r.samples_quantile_at_decision(0.9)),
+                count(r.median_looks()),
                 r.coverage()
                     .map_or_else(dash, |c| format!("{:.1}%", c * 100.0)),
             )?;
@@ -176,25 +236,29 @@ impl fmt::Display for ReportTable<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LivePhase;
 
     fn record(phase: Phase, samples: u64, degradation: Option<Degradation>) -> RolloutRecord {
         RolloutRecord {
             phase,
+            stage: Stage::Shadow,
             looks: samples / 100,
             samples: SampleCount {
                 stable: samples,
                 candidate: samples + 7,
             },
+            pairs: samples,
             degradation,
+            decision: None,
         }
     }
 
-    #[test]
-    fn fractions_medians_and_coverage() {
-        let report = ScenarioReport {
+    fn report(identical_builds: bool) -> ScenarioReport {
+        ScenarioReport {
             scenario: "s".into(),
             predictor: "p".into(),
             true_degradation: 0.1,
+            identical_builds,
             records: vec![
                 record(
                     Phase::RolledBack,
@@ -207,15 +271,43 @@ mod tests {
                     Some(Degradation::new(0.2, 0.15, 0.25)),
                 ),
                 record(Phase::Promoted, 9_000, None),
-                record(Phase::Shadowing, 20_000, Some(Degradation::point(0.1))),
+                record(
+                    Phase::Paused {
+                        from: LivePhase::Shadowing,
+                    },
+                    20_000,
+                    Some(Degradation::point(0.1)),
+                ),
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn fractions_quantiles_and_coverage() {
+        let report = report(false);
         assert_eq!(report.fraction_in(Phase::RolledBack), 0.5);
         assert_eq!(report.undecided(), 0.25);
+        assert_eq!(report.paused(), 0.25);
+        assert_eq!(report.false_rollback_rate(), None);
         assert_eq!(report.fraction_in_within(Phase::RolledBack, 2_000), 0.25);
         assert_eq!(report.median_samples_in(Phase::RolledBack), Some(1_000));
         assert_eq!(report.median_samples_at_decision(), Some(3_000));
+        assert_eq!(report.samples_quantile_at_decision(0.9), Some(9_000));
+        assert_eq!(report.median_samples_in(Phase::Shadowing), None);
         // Point estimates state no interval and are left out.
         assert_eq!(report.coverage(), Some(0.5));
+    }
+
+    #[test]
+    fn every_rollback_of_identical_builds_is_false() {
+        assert_eq!(report(true).false_rollback_rate(), Some(0.5));
+    }
+
+    #[test]
+    fn the_table_has_one_line_per_scenario() {
+        let reports = [report(false), report(true)];
+        let table = ReportTable(&reports).to_string();
+        assert_eq!(table.lines().count(), 3);
+        assert!(table.lines().nth(1).is_some_and(|l| l.contains("50.0%")));
     }
 }
