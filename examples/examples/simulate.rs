@@ -165,9 +165,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     let capacity = CapacityPredictor::new(CapacityConfig::new(6_000.0, 1))?;
     let with_capacity = || sequential().with_capacity(capacity.clone());
 
-    // An in-process handler: median 100 µs, 0.1% errors. Short latencies also keep the
-    // HDR histograms compact, which keeps the looks cheap.
-    let base = BuildModel::new(LatencyModel::lognormal(100.0, 0.5)).with_error_rate(0.001);
+    // A handler of a millisecond (median), 0.1% errors, well above the latency floor. The
+    // HDR histograms stay compact at that range, which keeps the looks cheap.
+    let base = BuildModel::new(LatencyModel::lognormal(1_000.0, 0.5)).with_error_rate(0.001);
     let aa = Scenario::new("A/A, shadow as fast as live", base, base, full);
     let named = |name: &str| {
         let mut scenario = aa.clone();
@@ -189,7 +189,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let faster = Scenario::new(
         "healthy: 2% faster",
         base,
-        base.with_latency(LatencyModel::lognormal(98.0, 0.5)),
+        base.with_latency(LatencyModel::lognormal(980.0, 0.5)),
         full,
     );
     let noisy = named("timestamp field differs on every response").with_noisy_field(true);
@@ -207,7 +207,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         |name: &str, candidate: BuildModel| Scenario::new(name, base, candidate, caught);
     let slower = regression(
         "+10% median latency, sigma 0.5",
-        base.with_latency(LatencyModel::lognormal(110.0, 0.5)),
+        base.with_latency(LatencyModel::lognormal(1_100.0, 0.5)),
     );
     let errors = Scenario::new(
         "error rate 0.5% -> 1.5%",

@@ -89,7 +89,7 @@ fn identical_builds_are_never_rolled_back_whatever_the_shadows_speed() {
     // 5,000 mirrored reads a look: the shadow's tests (and its 4,606 compared reads) are
     // done at the first look, so eight looks judge the shadow and most of the canary.
     for speed in [0.65, 1.1] {
-        let scenario = Scenario::new("A/A", build(100.0), build(100.0), steady(5_000.0))
+        let scenario = Scenario::new("A/A", build(1_000.0), build(1_000.0), steady(5_000.0))
             .with_shadow_speed(speed);
         let report = simulation(200, 42, 8)
             .run(&scenario, predictor)
@@ -111,7 +111,7 @@ fn identical_builds_are_never_rolled_back_whatever_the_shadows_speed() {
 
 #[test]
 fn identical_builds_with_writes_routes_and_a_slow_shadow_are_promoted() {
-    let scenario = Scenario::new("A/A", build(100.0), build(100.0), steady(5_000.0))
+    let scenario = Scenario::new("A/A", build(1_000.0), build(1_000.0), steady(5_000.0))
         .with_routes(
             five_routes_one_slower()
                 .into_iter()
@@ -132,7 +132,7 @@ fn identical_builds_with_writes_routes_and_a_slow_shadow_are_promoted() {
 #[test]
 fn a_slowdown_of_one_route_of_five_is_caught_from_its_own_pairs() {
     // 25 reads a look, so the pairs at the look that caught it are close to what it took.
-    let scenario = Scenario::new("one route", build(100.0), build(100.0), steady(25.0))
+    let scenario = Scenario::new("one route", build(1_000.0), build(1_000.0), steady(25.0))
         .with_routes(five_routes_one_slower());
     let report = simulation(100, 9, 60)
         .run(&scenario, SequentialPredictor::default)
@@ -166,7 +166,7 @@ fn a_slowdown_of_one_route_of_five_is_caught_from_its_own_pairs() {
 
 #[test]
 fn a_field_wrong_on_one_read_in_a_hundred_rolls_back_and_is_named() {
-    let stable = build(100.0);
+    let stable = build(1_000.0);
     let scenario = Scenario::new(
         "wrong field",
         stable,
@@ -186,8 +186,8 @@ fn a_field_wrong_on_one_read_in_a_hundred_rolls_back_and_is_named() {
 
 #[test]
 fn a_field_that_differs_on_every_response_is_noise_and_promoted() {
-    let scenario =
-        Scenario::new("noisy", build(100.0), build(100.0), steady(5_000.0)).with_noisy_field(true);
+    let scenario = Scenario::new("noisy", build(1_000.0), build(1_000.0), steady(5_000.0))
+        .with_noisy_field(true);
     let report = simulation(20, 12, 60)
         .run(&scenario, predictor)
         .expect("runs");
@@ -196,7 +196,7 @@ fn a_field_that_differs_on_every_response_is_noise_and_promoted() {
 
 #[test]
 fn twice_the_cpu_at_the_same_latency_rolls_back_on_cpu() {
-    let stable = build(100.0).with_cpu_us(100.0);
+    let stable = build(1_000.0).with_cpu_us(100.0);
     let scenario = Scenario::new("cpu", stable, stable.with_cpu_us(200.0), steady(500.0));
     let report = simulation(10, 13, 60)
         .run(&scenario, predictor)
@@ -224,7 +224,7 @@ fn twice_the_cpu_at_the_same_latency_rolls_back_on_cpu() {
 
 #[test]
 fn a_clear_regression_is_rolled_back_and_its_interval_covers_the_truth() {
-    let scenario = Scenario::new("+30%", build(100.0), build(130.0), steady(200.0));
+    let scenario = Scenario::new("+30%", build(1_000.0), build(1_300.0), steady(200.0));
     let report = simulation(20, 42, 60)
         .run(&scenario, predictor)
         .expect("runs");
@@ -243,7 +243,7 @@ fn a_clear_regression_is_rolled_back_and_its_interval_covers_the_truth() {
 
 #[test]
 fn the_same_seed_gives_the_same_rollouts_whatever_the_threads() {
-    let scenario = Scenario::new("+10%", build(100.0), build(110.0), steady(200.0));
+    let scenario = Scenario::new("+10%", build(1_000.0), build(1_100.0), steady(200.0));
     let threads = |threads: usize, seed: u64| {
         Simulation::new(SimulationConfig {
             threads,
@@ -268,8 +268,8 @@ fn sparse_traffic_holds_instead_of_deciding_on_nothing() {
     // back for lack of data, and the rollout pauses rather than wait for ever.
     let scenario = Scenario::new(
         "sparse",
-        build(100.0),
-        build(100.0),
+        build(1_000.0),
+        build(1_000.0),
         Traffic::Bursty {
             per_burst: 300.0,
             every: 50,
@@ -313,8 +313,8 @@ fn bad_settings_are_typed_errors() {
     let result = simulation(1, 1, 1).run(
         &Scenario::new(
             "bad",
-            build(100.0),
-            build(100.0).with_error_rate(2.0),
+            build(1_000.0),
+            build(1_000.0).with_error_rate(2.0),
             steady(1.0),
         ),
         predictor,
@@ -329,8 +329,8 @@ fn bad_settings_are_typed_errors() {
     ));
     let bad_traffic = Scenario::new(
         "bad",
-        build(100.0),
-        build(100.0),
+        build(1_000.0),
+        build(1_000.0),
         Traffic::Bursty {
             per_burst: 10.0,
             every: 0,
@@ -347,7 +347,7 @@ fn bad_settings_are_typed_errors() {
 
 #[test]
 fn bad_paired_parameters_are_typed_errors_naming_the_field() {
-    let aa = Scenario::new("aa", build(100.0), build(100.0), steady(1.0));
+    let aa = Scenario::new("aa", build(1_000.0), build(1_000.0), steady(1.0));
     let field_of = |scenario: Scenario| match scenario.validate() {
         Err(SimulationError::Model { build, field, .. }) => Some((build, field)),
         Err(SimulationError::Route { field, .. }) => Some(("routes", field)),
@@ -389,8 +389,8 @@ fn bad_paired_parameters_are_typed_errors_naming_the_field() {
         (
             Scenario::new(
                 "cpu",
-                build(100.0).with_cpu_us(0.0),
-                build(100.0),
+                build(1_000.0).with_cpu_us(0.0),
+                build(1_000.0),
                 steady(1.0),
             ),
             ("stable", "cpu_us"),
@@ -398,8 +398,8 @@ fn bad_paired_parameters_are_typed_errors_naming_the_field() {
         (
             Scenario::new(
                 "wrong",
-                build(100.0),
-                build(100.0).with_wrong_response_rate(-0.5),
+                build(1_000.0),
+                build(1_000.0).with_wrong_response_rate(-0.5),
                 steady(1.0),
             ),
             ("candidate", "wrong_response_rate"),
