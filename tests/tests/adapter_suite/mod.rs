@@ -761,8 +761,7 @@ pub async fn shadow_copy_strips_hop_by_hop_and_redacts(adapter: &impl AdapterUnd
         .stable
         .hits()
         .into_iter()
-        .filter(|h| !h.shadow)
-        .last()
+        .rfind(|h| !h.shadow)
         .expect("stable served the request");
     assert_eq!(
         value(&live, "authorization").as_deref(),
