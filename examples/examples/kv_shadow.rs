@@ -14,9 +14,13 @@
 //! The rollout is told about both stores (`RolloutBuilder::state_delta`): each mirrored
 //! read carries where the live store stood when it arrived, the shadow's store is brought
 //! there before v2 serves the copy, and the pair is compared only if neither store moved
-//! while its build served the read. A pair where some key was written meanwhile is *not
-//! comparable* (counted, never a false mismatch): with one write in five, about half of
-//! them, as the shadow's store often moves on while a copy waits its turn. Each value
+//! while its build served the read. Both builds read the shadow's copy in the shadow (the
+//! stable twin runs there too), through `in_shadow()`. A pair where some key was written
+//! meanwhile is *not comparable* (counted, never a false mismatch): with one write in five
+//! and every copy run twice, most of them (about 19 in 20 on two cores), as the shadow's
+//! store moves on while a copy waits its turn. The default bound is exact; a shadow that
+//! held its store at the oldest waiting copy's position would compare more, and does not
+//! yet. Each value
 //! carries the version of its last write, sent back as `x-kv-version` and compared with
 //! the body, so a shadow that answered from another version would show as a mismatch.
 //! Two scenarios run against the same load:

@@ -182,8 +182,13 @@ impl RolloutBuilder {
 
     /// The state of a stateful service, kept current in the shadow by deltas from live
     /// (see [`delta`](crate::delta)): a mirrored read is then compared only when the
-    /// candidate served it from exactly the state live served it from (within `bound`),
-    /// and the shadow's lag joins the evidence.
+    /// shadow served it from exactly the state live served it from (within `bound`), and
+    /// the shadow's lag joins the evidence.
+    ///
+    /// In the shadow both builds run each copy — the candidate and the stable twin — so
+    /// both must read the shadow's state there: read [`ShadowState`](crate::delta::ShadowState)
+    /// when [`in_shadow`](crate::shadow::in_shadow) is true, in the stable build's code too
+    /// (it publishes the deltas, so it knows the shadow already).
     #[cfg(feature = "delta")]
     pub fn state_delta<S, T>(
         mut self,

@@ -258,19 +258,17 @@ async fn execute(shared: &Shared, copy: Running, jobs: Jobs) -> Option<AwaitingL
             return None;
         }
     };
-    let (candidate, twin, twin_live_at) = match twin {
-        None => (run(&copy, candidate, timeout).await, None, None),
+    let (candidate, twin) = match twin {
+        None => (run(&copy, candidate, timeout).await, None),
         // The order is drawn per copy, so that whatever running first or second costs
         // (a warm cache, a queue behind the other) falls on either build alike.
         Some(twin) if rng::below(2) == 0 => {
             let twin = run(&copy, twin, timeout).await;
-            let at = live_position(shared);
-            (run(&copy, candidate, timeout).await, Some(twin), at)
+            (run(&copy, candidate, timeout).await, Some(twin))
         }
         Some(twin) => {
             let candidate = run(&copy, candidate, timeout).await;
-            let twin = run(&copy, twin, timeout).await;
-            (candidate, Some(twin), live_position(shared))
+            (candidate, Some(run(&copy, twin, timeout).await))
         }
     };
     let state_held = span.map(StateSpan::held);
@@ -287,7 +285,7 @@ async fn execute(shared: &Shared, copy: Running, jobs: Jobs) -> Option<AwaitingL
     let now = tokio::time::Instant::now();
     let state = copy
         .state_position
-        .map(|at| (at, state_held.unwrap_or(false), twin_live_at));
+        .map(|at| (at, state_held.unwrap_or(false)));
     let pair = AwaitingLive {
         slot: copy.task.slot,
         route: copy.route,
@@ -303,11 +301,6 @@ async fn execute(shared: &Shared, copy: Running, jobs: Jobs) -> Option<AwaitingL
     } else {
         Some(pair)
     }
-}
-
-/// Where live's state is now, for a stateful service.
-fn live_position(shared: &Shared) -> Option<StatePosition> {
-    shared.state.as_ref().map(|state| state.live_position())
 }
 
 /// Runs one build's call: guarded, measured, and summed up as a [`Run`].
@@ -384,10 +377,10 @@ struct AwaitingLive {
     request_bytes: u64,
     candidate: Answer,
     twin: Option<Answer>,
-    /// For a stateful service: where live's state stood when the read arrived, whether
-    /// the shadow's stood there all through the candidate's copy, and where live's stood
-    /// when the twin (which reads live's state) had answered.
-    state: Option<(StatePosition, bool, Option<StatePosition>)>,
+    /// For a stateful service: where live's state stood when the read arrived, and
+    /// whether the shadow's stood there all through both builds' runs (both read the
+    /// shadow's state: the twin runs in the shadow too).
+    state: Option<(StatePosition, bool)>,
     /// The live response is given up after the budget's timeout, as a copy would be.
     deadline: tokio::time::Instant,
 }
@@ -411,14 +404,12 @@ impl AwaitingLive {
                 let mut summary = shared.recycled.pop().unwrap_or_default();
                 captured.summarize(&mut summary);
                 live = Some(summary);
-                if let (Some((arrived_at, shadow_held, twin_at)), Some(state)) =
-                    (self.state, &shared.state)
+                if let (Some((arrived_at, shadow_held)), Some(state)) = (self.state, &shared.state)
                 {
-                    let live_held = |at: Option<StatePosition>| {
-                        at.is_some_and(|at| state.live_held(arrived_at, at))
-                    };
-                    let twin_held = self.twin.is_none() || live_held(twin_at);
-                    same_state = shadow_held && twin_held && live_held(captured.state_position);
+                    let live_held = captured
+                        .state_position
+                        .is_some_and(|answered_at| state.live_held(arrived_at, answered_at));
+                    same_state = shadow_held && live_held;
                 }
             }
         }
