@@ -16,7 +16,7 @@ use crate::model::Outcome;
 /// The field differences past this many per route count under [`OVERFLOW_FIELD`].
 const MAX_FIELDS_PER_ROUTE: usize = 64;
 
-/// The field differences past [`MAX_FIELDS_PER_ROUTE`] of a route are counted under.
+/// The field that differences in fields past the 64th of a route are counted under.
 pub const OVERFLOW_FIELD: &str = "(other fields)";
 
 /// The smallest CPU time a log ratio is taken of: below a microsecond the thread clock
