@@ -394,18 +394,26 @@ impl AwaitingLive {
 
     /// Compares both answers with the live response if that was sent whole, and records
     /// the pair (or the candidate's run alone, without a twin).
-    fn settle(mut self, shared: &Shared) {
+    fn settle(self, shared: &Shared) {
+        let AwaitingLive {
+            slot,
+            route,
+            request_bytes,
+            mut candidate,
+            mut twin,
+            state,
+            deadline: _,
+        } = self;
         let mut live = None;
         let mut same_state = true;
         {
-            let captured = self.slot.live();
+            let captured = slot.live();
             if captured.progress == LiveProgress::Seen {
                 // Unpacked into a summary of the worker's own, to compare as summaries.
                 let mut summary = shared.recycled.pop().unwrap_or_default();
                 captured.summarize(&mut summary);
                 live = Some(summary);
-                if let (Some((arrived_at, shadow_held)), Some(state)) = (self.state, &shared.state)
-                {
+                if let (Some((arrived_at, shadow_held)), Some(state)) = (state, &shared.state) {
                     let live_held = captured
                         .state_position
                         .is_some_and(|answered_at| state.live_held(arrived_at, answered_at));
@@ -413,97 +421,99 @@ impl AwaitingLive {
                 }
             }
         }
-        shared.slots.give_back(Arc::clone(&self.slot));
+        // Moved, not cloned: the pool takes a slot back only from its last holder.
+        shared.slots.give_back(slot);
         let compared = match &live {
             None => {
-                if self.candidate.response.is_some() {
+                if candidate.response.is_some() {
                     ShadowStats::bump(&shared.stats.comparison_missed);
                 }
                 None
             }
             Some(_) if !same_state => {
-                tracing::debug!(route = %self.route, "state moved during the read; not compared");
+                tracing::debug!(route = %route, "state moved during the read; not compared");
                 ShadowStats::bump(&shared.stats.not_comparable);
                 None
             }
-            Some(live) => self.compare(shared, live),
+            Some(live) => compare(shared, &route, &candidate, twin.as_ref(), live),
         };
-        match &self.twin {
+        match &twin {
             Some(twin) => shared.pairs.record_pair(
-                &self.route,
-                self.request_bytes,
+                &route,
+                request_bytes,
                 &twin.run,
-                &self.candidate.run,
+                &candidate.run,
                 compared.as_ref(),
             ),
-            None => shared
-                .pairs
-                .record_unpaired(self.request_bytes, &self.candidate.run),
+            None => shared.pairs.record_unpaired(request_bytes, &candidate.run),
         }
         // A full pool frees the rest: it only has to cover the copies in flight.
         let responses = [
             live,
-            self.candidate.response.take(),
-            self.twin.as_mut().and_then(|t| t.response.take()),
+            candidate.response.take(),
+            twin.as_mut().and_then(|t| t.response.take()),
         ];
         for summary in responses.into_iter().flatten() {
             let _ = shared.recycled.push(summary);
         }
     }
+}
 
-    /// Compares the live response with the candidate's and the twin's: which fields
-    /// differed from live, on which side. Only a read all three answered (and could be
-    /// compared) enters the mismatch test; the candidate's comparison is counted anyway.
-    fn compare(&self, shared: &Shared, live: &ResponseSummary) -> Option<ReadComparison> {
-        let route: &str = &self.route;
-        // An unanswered copy was counted as timed out, panicked or failed.
-        let candidate = self.candidate.response.as_ref()?;
-        let candidate_fields = match differing_fields(shared, route, live, candidate) {
-            Ok(fields) => fields,
-            Err(Uncompared::NotComparable) => {
-                ShadowStats::bump(&shared.stats.not_comparable);
-                return None;
-            }
-            Err(Uncompared::ComparatorPanicked) => {
-                ShadowStats::bump(&shared.stats.comparison_missed);
-                return None;
-            }
-        };
-        let twin_fields = self
-            .twin
-            .as_ref()
-            .and_then(|twin| twin.response.as_ref())
-            .and_then(|response| differing_fields(shared, route, live, response).ok());
-        let mismatched = match &twin_fields {
-            Some(twin) => candidate_fields.iter().any(|f| !twin.contains(f)),
-            None => !candidate_fields.is_empty(),
-        };
-        ShadowStats::bump(&shared.stats.compared);
-        if mismatched {
-            ShadowStats::bump(&shared.stats.mismatched);
-            tracing::debug!(route, fields = ?candidate_fields, "shadow response differs");
+/// Compares the live response with the candidate's and the twin's: which fields
+/// differed from live, on which side. Only a read all three answered (and could be
+/// compared) enters the mismatch test; the candidate's comparison is counted anyway.
+fn compare(
+    shared: &Shared,
+    route: &str,
+    candidate: &Answer,
+    twin: Option<&Answer>,
+    live: &ResponseSummary,
+) -> Option<ReadComparison> {
+    // An unanswered copy was counted as timed out, panicked or failed.
+    let candidate = candidate.response.as_ref()?;
+    let candidate_fields = match differing_fields(shared, route, live, candidate) {
+        Ok(fields) => fields,
+        Err(Uncompared::NotComparable) => {
+            ShadowStats::bump(&shared.stats.not_comparable);
+            return None;
         }
-        // Without the twin's answer there is no noise to net out.
-        let twin_fields = twin_fields?;
-        let mut fields: Vec<(String, Differed)> = candidate_fields
-            .iter()
-            .map(|field| {
-                let side = if twin_fields.contains(field) {
-                    Differed::Both
-                } else {
-                    Differed::CandidateOnly
-                };
-                (field.clone(), side)
-            })
-            .collect();
-        fields.extend(
-            twin_fields
-                .iter()
-                .filter(|field| !candidate_fields.contains(field))
-                .map(|field| (field.clone(), Differed::TwinOnly)),
-        );
-        Some(ReadComparison { fields })
+        Err(Uncompared::ComparatorPanicked) => {
+            ShadowStats::bump(&shared.stats.comparison_missed);
+            return None;
+        }
+    };
+    let twin_fields = twin
+        .and_then(|twin| twin.response.as_ref())
+        .and_then(|response| differing_fields(shared, route, live, response).ok());
+    let mismatched = match &twin_fields {
+        Some(twin) => candidate_fields.iter().any(|f| !twin.contains(f)),
+        None => !candidate_fields.is_empty(),
+    };
+    ShadowStats::bump(&shared.stats.compared);
+    if mismatched {
+        ShadowStats::bump(&shared.stats.mismatched);
+        tracing::debug!(route, fields = ?candidate_fields, "shadow response differs");
     }
+    // Without the twin's answer there is no noise to net out.
+    let twin_fields = twin_fields?;
+    let mut fields: Vec<(String, Differed)> = candidate_fields
+        .iter()
+        .map(|field| {
+            let side = if twin_fields.contains(field) {
+                Differed::Both
+            } else {
+                Differed::CandidateOnly
+            };
+            (field.clone(), side)
+        })
+        .collect();
+    fields.extend(
+        twin_fields
+            .iter()
+            .filter(|field| !candidate_fields.contains(field))
+            .map(|field| (field.clone(), Differed::TwinOnly)),
+    );
+    Some(ReadComparison { fields })
 }
 
 /// Why a pair of responses was not compared.
