@@ -153,8 +153,9 @@ pub use predict::{
     ThresholdPredictor, ThresholdPredictorConfig,
 };
 pub use rollout::{
-    BuildError, ConfigError, Decision, DecisionSource, MismatchPolicy, Reason, Release,
-    ReleaseSwitch, Releases, Rollout, RolloutBuilder, RolloutDriver, RolloutEvent, RolloutHandle,
-    RolloutPolicy, RolloutStatus, Thresholds, Transition, TransitionError,
+    ASSUMED_PAIR_SPREAD, BuildError, ConfigError, Decision, DecisionSource, MismatchPolicy,
+    PlanItem, Reason, Release, ReleaseSwitch, Releases, Rollout, RolloutBuilder, RolloutDriver,
+    RolloutEvent, RolloutHandle, RolloutPlan, RolloutPolicy, RolloutStatus, Transition,
+    TransitionError,
 };
 pub use steer::{TrafficSteerer, WeightedSteerer};

@@ -355,7 +355,7 @@ impl Drop for Tracker {
         let shared = self.runtime.shared();
         let whole = self.response.as_ref().is_some_and(|r| r.whole);
         match &self.response {
-            Some(_) if self.mirrored => shared.recorder.count_live(),
+            Some(_) if self.mirrored => shared.recorder.count_live(self.arm),
             Some(response) => {
                 let record = RequestRecord::new(self.arm, response.outcome, response.latency)
                     .bytes(self.request_bytes, response.bytes);

@@ -27,7 +27,9 @@ mod mann_whitney;
 mod mismatch;
 mod msprt;
 mod normal;
+mod quantile;
 mod regression;
+mod split;
 
 pub use anomaly::{
     Alarm, Chart, ChartConfig, DifferenceMonitor, DifferenceTotals, NovelFailure, novel_failures,
@@ -40,6 +42,9 @@ pub use msprt::{
     SequentialTest, Verdict,
 };
 pub(crate) use normal::survival as normal_survival;
+pub use quantile::{QuantileComparison, QuantileSequence};
 pub use regression::{
-    Assessment, KpiTest, Metric, Scope, SequentialAnalysis, SequentialConfig, Tolerances,
+    Assessment, KpiTest, Metric, Quantile, Scope, SequentialAnalysis, SequentialConfig, Statistic,
+    Tolerances,
 };
+pub use split::{SPLIT_ALPHA, SPLIT_TOLERANCE, SplitCheck, proportion_sequence};

@@ -355,16 +355,34 @@ impl SequentialTest {
     }
 }
 
-/// The mixture SPRT with a normal mixing distribution of standard deviation `τ`.
+/// The mixture SPRT with a normal mixing distribution of standard deviation `τ`, or an
+/// equal mixture of several such `τ`.
 ///
 /// `τ` sets the effect size the test is quickest to detect: the test is most powerful for
-/// differences around `τ`, and still valid for every other. A good choice is the smallest
-/// difference worth acting on — the tolerance — which is what
-/// [`SequentialAnalysis`](super::SequentialAnalysis) uses.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// differences around `τ`, and still valid for every other. One `τ` at the tolerance is
+/// slow to see a difference ten times the tolerance early on (the mixture puts almost no
+/// weight there); an equal mixture over a geometric grid of scales, from the tolerance up
+/// to the largest difference worth seeing at the first decision, detects each about as
+/// fast as a test tuned to it, for the price of `ln(grid size)` in the threshold. An
+/// average of martingales is a martingale, so the mixture is as valid as each.
+///
+/// ```
+/// use shadowlib::SampleCount;
+/// use shadowlib::analysis::{DifferenceEstimate, MixtureSprt};
+///
+/// let single = MixtureSprt::new(0.01, 0.001)?;
+/// let grid = MixtureSprt::spanning(0.01, 0.001, 0.1)?;
+/// // An error rate up 8 points, seen on 600 requests a side.
+/// let estimate = DifferenceEstimate { difference: 0.08, variance: 0.0002, samples: SampleCount::default() };
+/// assert!(grid.p_value(&estimate, 0.0) < 0.01, "the grid sees it");
+/// assert!(single.p_value(&estimate, 0.0) > 0.5, "one tiny scale does not yet");
+/// # Ok::<(), shadowlib::analysis::AnalysisError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
 pub struct MixtureSprt {
     alpha: f64,
-    mixing_variance: f64,
+    /// The mixing variances `τ²`, weighted equally.
+    mixing_variances: Vec<f64>,
 }
 
 impl MixtureSprt {
@@ -374,7 +392,25 @@ impl MixtureSprt {
         positive("mixing_sd", mixing_sd)?;
         Ok(Self {
             alpha,
-            mixing_variance: mixing_sd * mixing_sd,
+            mixing_variances: vec![mixing_sd * mixing_sd],
+        })
+    }
+
+    /// A test at level `alpha` mixing equally over the scales `smallest, 2·smallest, …` up
+    /// to the first at or past `largest` (one scale when `largest ≤ smallest`).
+    pub fn spanning(alpha: f64, smallest: f64, largest: f64) -> Result<Self, AnalysisError> {
+        unit_open("alpha", alpha)?;
+        positive("mixing_sd", smallest)?;
+        let mut mixing_variances = vec![smallest * smallest];
+        let mut scale = smallest;
+        // At most 24 doublings: a grid past 10⁷ times its first scale says nothing more.
+        while scale < largest && mixing_variances.len() < 24 {
+            scale *= 2.0;
+            mixing_variances.push(scale * scale);
+        }
+        Ok(Self {
+            alpha,
+            mixing_variances,
         })
     }
 
@@ -383,11 +419,20 @@ impl MixtureSprt {
         self.alpha
     }
 
+    /// The mixing standard deviations.
+    pub fn scales(&self) -> impl Iterator<Item = f64> + '_ {
+        self.mixing_variances.iter().map(|v| v.sqrt())
+    }
+
     /// `ln Λ(null)` for this estimate: the evidence against "the difference is `null`".
     pub fn log_likelihood_ratio(&self, estimate: &DifferenceEstimate, null: f64) -> f64 {
-        let (v, t) = (estimate.variance, self.mixing_variance);
+        let v = estimate.variance;
         let shift = estimate.difference - null;
-        0.5 * (v / (v + t)).ln() + t * shift * shift / (2.0 * v * (v + t))
+        let logs = self
+            .mixing_variances
+            .iter()
+            .map(|&t| 0.5 * (v / (v + t)).ln() + t * shift * shift / (2.0 * v * (v + t)));
+        log_mean_exp(logs)
     }
 
     /// Always-valid p-value of "the difference is `null`": `min(1, 1/Λ(null))`.
@@ -395,12 +440,40 @@ impl MixtureSprt {
         (-self.log_likelihood_ratio(estimate, null)).exp().min(1.0)
     }
 
-    /// The confidence sequence `{θ₀ : Λ(θ₀) < 1/α}`, which solves to
-    /// `θ̂ ± sqrt( V (V + τ²) / τ² · (2 ln(1/α) + ln((V + τ²)/V)) )`.
+    /// The confidence sequence `{θ₀ : Λ(θ₀) < 1/α}`. With one scale it solves to
+    /// `θ̂ ± sqrt( V (V + τ²) / τ² · (2 ln(1/α) + ln((V + τ²)/V)) )`; with a grid, `Λ` grows
+    /// with `|θ̂ − θ₀|`, and the half-width is found by bisection.
     pub fn confidence_sequence(&self, estimate: &DifferenceEstimate) -> ConfidenceSequence {
-        let (v, t) = (estimate.variance, self.mixing_variance);
-        let half_width =
-            (v * (v + t) / t * (2.0 * (1.0 / self.alpha).ln() + ((v + t) / v).ln())).sqrt();
+        let v = estimate.variance;
+        let threshold = (1.0 / self.alpha).ln();
+        let half_width = match self.mixing_variances.as_slice() {
+            [t] => (v * (v + t) / t * (2.0 * threshold + ((v + t) / v).ln())).sqrt(),
+            _ => {
+                let at = |h: f64| {
+                    let shifted = DifferenceEstimate {
+                        difference: estimate.difference + h,
+                        ..*estimate
+                    };
+                    self.log_likelihood_ratio(&shifted, estimate.difference)
+                };
+                // Λ grows without bound with the distance: doubling finds a point past
+                // the threshold, and bisection the crossing.
+                let mut high = v.sqrt().max(f64::MIN_POSITIVE);
+                while at(high) < threshold && high < 1e12 {
+                    high *= 2.0;
+                }
+                let mut low = 0.0;
+                for _ in 0..80 {
+                    let middle = (low + high) / 2.0;
+                    if at(middle) < threshold {
+                        low = middle;
+                    } else {
+                        high = middle;
+                    }
+                }
+                high
+            }
+        };
         ConfidenceSequence {
             low: estimate.difference - half_width,
             high: estimate.difference + half_width,
@@ -447,6 +520,17 @@ impl MixtureSprt {
     }
 }
 
+/// `ln( mean(exp(xᵢ)) )`, computed without overflow.
+fn log_mean_exp(values: impl Iterator<Item = f64>) -> f64 {
+    let values: Vec<f64> = values.collect();
+    let largest = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !largest.is_finite() {
+        return largest;
+    }
+    let sum: f64 = values.iter().map(|x| (x - largest).exp()).sum();
+    largest + (sum / values.len() as f64).ln()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,6 +561,28 @@ mod tests {
             })
         ));
         assert!(MixtureSprt::new(0.05, f64::NAN).is_err());
+    }
+
+    #[test]
+    fn a_grid_of_one_scale_is_the_single_scale_test() {
+        let single = MixtureSprt::new(0.05, 0.05).expect("valid");
+        let grid = MixtureSprt::spanning(0.05, 0.05, 0.01).expect("valid");
+        let e = estimate(0.08, 1e-3);
+        assert!((single.p_value(&e, 0.0) - grid.p_value(&e, 0.0)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn the_grid_confidence_sequence_is_where_the_ratio_crosses_the_threshold() {
+        let grid = MixtureSprt::spanning(0.05, 0.01, 1.0).expect("valid");
+        let e = estimate(0.2, 1e-3);
+        let cs = grid.confidence_sequence(&e);
+        let threshold = (1.0f64 / 0.05).ln();
+        for edge in [cs.low, cs.high] {
+            let at = grid.log_likelihood_ratio(&e, edge);
+            assert!((at - threshold).abs() < 1e-6, "{at} at {edge}");
+        }
+        // Inside, the ratio is below the threshold.
+        assert!(grid.log_likelihood_ratio(&e, 0.2) < threshold);
     }
 
     #[test]

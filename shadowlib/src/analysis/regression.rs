@@ -9,13 +9,19 @@ use super::AnalysisError;
 use super::anomaly::{ChartConfig, DifferenceTotals, NovelFailure, novel_failures};
 use super::error::{positive, unit_open};
 use super::msprt::{DifferenceEstimate, MixtureSprt, Proportion, SequentialTest, Verdict};
+use super::normal_survival;
+use super::quantile::QuantileComparison;
 use crate::evidence::{
     CanaryEvidence, Distribution, Evidence, LATENCY_FLOOR_US, OutcomeCounts, Stage,
 };
 use crate::model::{Arm, Degradation, Kpi, SampleCount};
 
-/// The degradation the user tolerates on each KPI. Each is also the effect size its test
-/// is tuned to detect fastest (the mixing scale of the mSPRT).
+/// CPU times below this many nanoseconds are taken as it, so that a quantile of nearly
+/// nothing is not a ratio of noise.
+const CPU_FLOOR_NS: u64 = 1_000;
+
+/// The degradation the user tolerates on each KPI. The smallest of the scales each test
+/// mixes over (see [`MixtureSprt::spanning`]) is its tolerance.
 ///
 /// ```
 /// use shadowlib::analysis::Tolerances;
@@ -30,15 +36,19 @@ pub struct Tolerances {
     /// Relative increase of typical latency (the geometric mean of latency plus the
     /// [`LATENCY_FLOOR`](crate::LATENCY_FLOOR)): 0.05 = 5% slower.
     pub latency: f64,
-    /// Absolute increase of the share of requests slower than stable's
-    /// [`tail_quantile`](SequentialConfig::tail_quantile): 0.01 = one percentage point more
-    /// requests above stable's p95.
-    pub latency_tail: f64,
+    /// Relative increase of median latency.
+    pub latency_p50: f64,
+    /// Relative increase of the 95th percentile of latency.
+    pub latency_p95: f64,
+    /// Relative increase of the 99th percentile of latency: a tail-only regression.
+    pub latency_p99: f64,
     /// Absolute increase of the failure rate: 0.001 = 0.1 percentage points.
     pub error_rate: f64,
-    /// Relative increase of mean CPU time per request.
+    /// Relative increase of typical CPU time per request.
     pub cpu: f64,
-    /// Relative increase of mean bytes allocated per request.
+    /// Relative increase of the 99th percentile of CPU time per request.
+    pub cpu_p99: f64,
+    /// Relative increase of typical bytes allocated per request.
     pub allocations: f64,
 }
 
@@ -46,9 +56,12 @@ impl Default for Tolerances {
     fn default() -> Self {
         Self {
             latency: 0.05,
-            latency_tail: 0.01,
+            latency_p50: 0.05,
+            latency_p95: 0.10,
+            latency_p99: 0.20,
             error_rate: 0.001,
             cpu: 0.10,
+            cpu_p99: 0.25,
             allocations: 0.10,
         }
     }
@@ -60,7 +73,7 @@ impl Default for Tolerances {
 /// use shadowlib::analysis::SequentialConfig;
 ///
 /// let config: SequentialConfig = toml::from_str(r#"
-///     alpha = 0.05
+///     alpha = 0.01
 ///     min_samples_per_arm = 500
 ///
 ///     [tolerances]
@@ -68,7 +81,7 @@ impl Default for Tolerances {
 ///     error_rate = 0.0025
 /// "#).unwrap();
 /// config.validate()?;
-/// assert_eq!(config.tail_quantile, 0.95);
+/// assert_eq!(config.mixing_span, 64.0);
 ///
 /// let bad = SequentialConfig { alpha: 1.5, ..Default::default() };
 /// assert_eq!(bad.validate().unwrap_err().to_string(), "alpha: 1.5 is outside (0, 1)");
@@ -88,10 +101,17 @@ pub struct SequentialConfig {
     /// Shadow pairs a route needs before its own latency test runs (the test's normal
     /// approximation needs a few dozen).
     pub min_pairs_per_route: u64,
-    /// The quantile of stable's latency whose exceedance the tail test compares.
-    pub tail_quantile: f64,
+    /// How far above its tolerance each test's mixing reaches: its scales run from the
+    /// tolerance to this many times it, doubling, so a difference many times the
+    /// tolerance is seen about as soon as a test tuned to it would (see
+    /// [`MixtureSprt::spanning`]). 1 mixes at the tolerance alone.
+    pub mixing_span: f64,
     /// Level at which a failure class stable never produced counts as a regression.
     pub novel_failure_alpha: f64,
+    /// The scale of the prior on each KPI's difference that `failure_probability` is
+    /// computed under, as a multiple of the KPI's tolerance (see
+    /// [`SequentialAnalysis::failure_probability`]).
+    pub prior_scale: f64,
     /// The tolerated degradations.
     pub tolerances: Tolerances,
     /// The control charts on the difference between the builds.
@@ -101,11 +121,12 @@ pub struct SequentialConfig {
 impl Default for SequentialConfig {
     fn default() -> Self {
         Self {
-            alpha: 0.05,
+            alpha: 0.01,
             min_samples_per_arm: 200,
             min_pairs_per_route: 30,
-            tail_quantile: 0.95,
+            mixing_span: 64.0,
             novel_failure_alpha: 0.001,
+            prior_scale: 2.0,
             tolerances: Tolerances::default(),
             charts: ChartConfig::default(),
         }
@@ -128,55 +149,106 @@ impl SequentialConfig {
                 });
             }
         }
-        unit_open("tail_quantile", self.tail_quantile)?;
+        if !(self.mixing_span >= 1.0 && self.mixing_span.is_finite()) {
+            return Err(AnalysisError::OutOfRange {
+                field: "mixing_span",
+                value: self.mixing_span,
+                expected: "[1, infinity)",
+            });
+        }
         unit_open("novel_failure_alpha", self.novel_failure_alpha)?;
+        positive("prior_scale", self.prior_scale)?;
         let t = &self.tolerances;
         positive("tolerances.latency", t.latency)?;
-        unit_open("tolerances.latency_tail", t.latency_tail)?;
+        positive("tolerances.latency_p50", t.latency_p50)?;
+        positive("tolerances.latency_p95", t.latency_p95)?;
+        positive("tolerances.latency_p99", t.latency_p99)?;
         unit_open("tolerances.error_rate", t.error_rate)?;
         positive("tolerances.cpu", t.cpu)?;
+        positive("tolerances.cpu_p99", t.cpu_p99)?;
         positive("tolerances.allocations", t.allocations)?;
         self.charts.validate()
+    }
+}
+
+/// A quantile a test compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantile {
+    /// The median.
+    P50,
+    /// The 95th percentile.
+    P95,
+    /// The 99th percentile.
+    P99,
+}
+
+impl Quantile {
+    /// The quantile as a fraction.
+    pub fn fraction(self) -> f64 {
+        match self {
+            Quantile::P50 => 0.50,
+            Quantile::P95 => 0.95,
+            Quantile::P99 => 0.99,
+        }
+    }
+}
+
+impl fmt::Display for Quantile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Quantile::P50 => "p50",
+            Quantile::P95 => "p95",
+            Quantile::P99 => "p99",
+        })
     }
 }
 
 /// What a KPI test measures, and on which scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Metric {
     /// Log latency: a relative shift of typical latency (the geometric mean).
     Latency,
-    /// The share of requests slower than stable's tail quantile: a tail-only slowdown.
-    LatencyTail,
+    /// A quantile of latency, relative.
+    LatencyQuantile(Quantile),
     /// The failure rate (server errors, timeouts and panics over requests).
     ErrorRate,
-    /// CPU time per request, relative.
+    /// Typical CPU time per request, relative.
     Cpu,
-    /// Bytes allocated per request, relative.
+    /// A quantile of CPU time per request, relative.
+    CpuQuantile(Quantile),
+    /// Typical bytes allocated per request, relative.
     Allocations,
+    /// The candidate's utilization of its cores at the declared peak load (1 = saturated),
+    /// from its CPU per request.
+    PeakUtilization,
 }
 
 impl Metric {
     /// Whether the test works on the log of a ratio (reported as a relative change) rather
     /// than on a plain difference (reported as is).
     pub fn is_relative(self) -> bool {
-        matches!(self, Metric::Latency | Metric::Cpu | Metric::Allocations)
+        !matches!(self, Metric::ErrorRate | Metric::PeakUtilization)
     }
 
     /// The KPI a prediction reports it under.
     pub fn kpi(self) -> Kpi {
         match self {
             Metric::Latency => Kpi::Custom("latency (geometric mean)".into()),
-            Metric::LatencyTail => {
-                Kpi::Custom("share of requests slower than stable's tail quantile".into())
-            }
+            Metric::LatencyQuantile(Quantile::P50) => Kpi::LatencyP50,
+            Metric::LatencyQuantile(Quantile::P99) => Kpi::LatencyP99,
+            Metric::LatencyQuantile(q) => Kpi::Custom(format!("latency {q}")),
             Metric::ErrorRate => Kpi::ErrorRate,
             Metric::Cpu => Kpi::CpuPerRequest,
+            Metric::CpuQuantile(q) => Kpi::Custom(format!("CPU per request {q}")),
             Metric::Allocations => Kpi::AllocPerRequest,
+            Metric::PeakUtilization => Kpi::Custom("utilization at peak".into()),
         }
     }
 
-    /// Maps a value on the test's scale to the reported scale.
+    /// Maps a value on a mixture test's scale to the reported scale.
     fn report(self, value: f64) -> f64 {
         if self.is_relative() {
             value.exp() - 1.0
@@ -188,13 +260,15 @@ impl Metric {
 
 impl fmt::Display for Metric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Metric::Latency => "latency (geometric mean)",
-            Metric::LatencyTail => "share of requests above stable's tail quantile",
-            Metric::ErrorRate => "error rate",
-            Metric::Cpu => "CPU per request",
-            Metric::Allocations => "allocated bytes per request",
-        })
+        match self {
+            Metric::Latency => f.write_str("latency (geometric mean)"),
+            Metric::LatencyQuantile(q) => write!(f, "latency {q}"),
+            Metric::ErrorRate => f.write_str("error rate"),
+            Metric::Cpu => f.write_str("CPU per request"),
+            Metric::CpuQuantile(q) => write!(f, "CPU per request {q}"),
+            Metric::Allocations => f.write_str("allocated bytes per request"),
+            Metric::PeakUtilization => f.write_str("utilization at the declared peak"),
+        }
     }
 }
 
@@ -221,50 +295,128 @@ impl fmt::Display for Scope {
     }
 }
 
-/// One KPI's sequential test and its verdict.
+/// What a KPI test computed: a mixture SPRT on a difference, or the comparison of a
+/// quantile's confidence sequences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum Statistic {
+    /// A mixture SPRT, on the test's scale (log ratio for relative metrics).
+    Mixture(SequentialTest),
+    /// A quantile of each build, with their point estimates.
+    Quantile {
+        /// The confidence sequences and their verdict.
+        comparison: QuantileComparison,
+        /// Stable's quantile now.
+        stable: f64,
+        /// The candidate's quantile now.
+        candidate: f64,
+    },
+}
+
+/// One KPI's always-valid test and its verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KpiTest {
     /// The KPI.
     pub metric: Metric,
     /// The evidence it compares.
     pub scope: Scope,
-    /// The test, on the test's scale (log ratio for relative metrics).
-    pub test: SequentialTest,
+    /// What it computed.
+    pub statistic: Statistic,
     /// The verdict, after the minimum-evidence rules.
     pub verdict: Verdict,
     /// Why the verdict is "not yet known" although the test alone would say more.
     pub held_because: Option<String>,
     /// Whether the stage's "not worse" needs this test's "not worse" (every test can roll
-    /// back; per-route tests and, in the canary, the shadow's tests only do that).
+    /// back; the others only do that).
     pub required: bool,
+    /// The samples behind it.
+    pub samples: SampleCount,
 }
 
 impl KpiTest {
+    /// The level the test is judged at: its share of the rollback budget.
+    pub fn alpha(&self) -> f64 {
+        match &self.statistic {
+            Statistic::Mixture(test) => test.alpha,
+            Statistic::Quantile { comparison, .. } => comparison.alpha,
+        }
+    }
+
     /// The degradation with its confidence sequence, on the reported scale (relative change
-    /// for latency, CPU and allocations; absolute difference for rates and shares).
+    /// for latency, CPU and allocations; absolute difference for rates).
     pub fn degradation(&self) -> Degradation {
-        let m = self.metric;
-        Degradation::new(
-            m.report(self.test.estimate.difference),
-            m.report(self.test.confidence.low),
-            m.report(self.test.confidence.high),
-        )
+        match &self.statistic {
+            Statistic::Mixture(test) => {
+                let m = self.metric;
+                Degradation::new(
+                    m.report(test.estimate.difference),
+                    m.report(test.confidence.low),
+                    m.report(test.confidence.high),
+                )
+            }
+            Statistic::Quantile {
+                comparison,
+                stable,
+                candidate,
+            } => {
+                let (low, estimate, high) = comparison.ratio(*stable, *candidate);
+                Degradation::new(estimate, low, high)
+            }
+        }
     }
 
     /// The tolerance on the reported scale.
     pub fn tolerance(&self) -> f64 {
-        self.metric.report(self.test.tolerance)
+        match &self.statistic {
+            Statistic::Mixture(test) => self.metric.report(test.tolerance),
+            Statistic::Quantile { comparison, .. } => comparison.tolerance,
+        }
+    }
+
+    /// The mixture test's estimate, where the test is one (for the posterior).
+    pub fn estimate(&self) -> Option<(&DifferenceEstimate, f64)> {
+        match &self.statistic {
+            Statistic::Mixture(test) => Some((&test.estimate, test.tolerance)),
+            Statistic::Quantile { .. } => None,
+        }
+    }
+
+    /// How strongly the evidence says "worse than tolerated": the always-valid p-value of
+    /// "not worse" where the test has one, else 0 when worse and 1 otherwise.
+    pub fn worse_p_value(&self) -> f64 {
+        match &self.statistic {
+            Statistic::Mixture(test) => test.worse_p_value,
+            Statistic::Quantile { .. } if self.verdict == Verdict::Worse => 0.0,
+            Statistic::Quantile { .. } => 1.0,
+        }
+    }
+
+    /// How strongly the evidence says "not worse": the always-valid p-value of "worse"
+    /// where the test has one, else 0 when not worse and 1 otherwise.
+    pub fn not_worse_p_value(&self) -> f64 {
+        match &self.statistic {
+            Statistic::Mixture(test) => test.not_worse_p_value,
+            Statistic::Quantile { .. } if self.verdict == Verdict::NotWorse => 0.0,
+            Statistic::Quantile { .. } => 1.0,
+        }
     }
 }
 
 fn percent(value: f64) -> String {
-    format!("{:+.2}%", value * 100.0)
+    if value.is_finite() {
+        format!("{:+.2}%", value * 100.0)
+    } else if value > 0.0 {
+        "+inf".to_owned()
+    } else {
+        "-inf".to_owned()
+    }
 }
 
 impl fmt::Display for KpiTest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.degradation();
-        let s = self.test.estimate.samples;
+        let s = self.samples;
         let samples = match self.scope {
             Scope::Canary => format!(
                 "live requests stable {}, candidate {}",
@@ -274,20 +426,26 @@ impl fmt::Display for KpiTest {
         };
         write!(
             f,
-            "{} ({}): {} [{}, {}] ({:.1}% confidence sequence), tolerance {}: {} \
-             (p worse {:.3}, p not worse {:.3}, level {:.4}; {samples})",
+            "{} ({}): {} [{}, {}] ({:.1}% confidence sequence), tolerance {}: {}",
             self.metric,
             self.scope,
             percent(d.estimate),
             percent(d.low),
             percent(d.high),
-            self.test.confidence.confidence * 100.0,
+            (1.0 - self.alpha()) * 100.0,
             percent(self.tolerance()),
             self.verdict,
-            self.test.worse_p_value,
-            self.test.not_worse_p_value,
-            self.test.alpha,
         )?;
+        match &self.statistic {
+            Statistic::Mixture(test) => write!(
+                f,
+                " (p worse {:.3}, p not worse {:.3}, level {:.4}; {samples})",
+                test.worse_p_value, test.not_worse_p_value, test.alpha,
+            )?,
+            Statistic::Quantile { .. } => {
+                write!(f, " (level {:.4}; {samples})", self.alpha())?;
+            }
+        }
         if let Some(why) = &self.held_because {
             write!(f, "; {why}")?;
         }
@@ -307,6 +465,9 @@ pub struct Assessment {
     pub tests: Vec<KpiTest>,
     /// Failure classes the candidate produced and stable never did.
     pub novel_failures: Vec<NovelFailure>,
+    /// Whether the novel failures, none significant, are past the samples at which they
+    /// would have been: they no longer hold "not worse" back.
+    pub novel_failures_decided: bool,
     /// The samples behind the stage.
     pub samples: SampleCount,
     /// Why the stage's tests did not run yet: too little evidence.
@@ -347,10 +508,9 @@ impl Assessment {
                 .iter()
                 .filter(|t| t.verdict != Verdict::Worse)
                 .max_by(|a, b| {
-                    a.test
+                    a.degradation()
                         .estimate
-                        .difference
-                        .total_cmp(&b.test.estimate.difference)
+                        .total_cmp(&b.degradation().estimate)
                 });
             let slowest = slowest.map_or(String::new(), |t| match &t.scope {
                 Scope::ShadowRoute(route) => format!(
@@ -366,7 +526,13 @@ impl Assessment {
                  than tolerated{slowest}"
             ));
         }
-        reasons.extend(self.novel_failures.iter().map(ToString::to_string));
+        reasons.extend(self.novel_failures.iter().map(|n| {
+            if self.novel_failures_decided && !n.significant {
+                format!("{n}; not significant after as many pairs as would have shown it: left to the error-rate test")
+            } else {
+                n.to_string()
+            }
+        }));
         reasons
     }
 }
@@ -388,10 +554,10 @@ fn route_share(k: usize) -> f64 {
     }
 }
 
-/// How many tests share the rollback budget `α`: pooled shadow latency, shadow latency per
-/// route (as one), shadow tail, shadow errors, shadow CPU, shadow allocations, canary
-/// latency and canary errors.
-const TEST_SLOTS: f64 = 8.0;
+/// How many tests share the rollback budget `α`. In the shadow: typical latency, its
+/// p50, p95 and p99, latency per route (as one), the error rate, typical CPU, its p99,
+/// and allocations; in the canary: typical latency and the error rate.
+const TEST_SLOTS: f64 = 11.0;
 
 /// Runs the sequential tests on the evidence of a look.
 ///
@@ -401,28 +567,31 @@ const TEST_SLOTS: f64 = 8.0;
 /// * **Latency**: mixture SPRT on the mean per-read log ratio candidate/twin — pooled, and
 ///   for each route with [`min_pairs_per_route`](SequentialConfig::min_pairs_per_route)
 ///   pairs (a slowdown of one route among many would hide in the pooled mean).
-/// * **Latency tail**: the share of the candidate's reads slower than the twin's
-///   `tail_quantile` (by default p95) against the twin's own share, for a regression that
-///   only affects the tail.
+/// * **Latency quantiles** p50, p95 and p99: the confidence sequences of each build's
+///   quantile ([`QuantileComparison`]), so a regression of the tail alone (one request in
+///   a hundred ten times slower) is caught.
 /// * **Error rate**: the reads only the candidate failed against those only the twin
 ///   failed (a paired test of proportions). A zero-heavy count cannot pass just because
 ///   nothing happened: "not worse" waits until `ln(1/α) / (twin rate + tolerance)` pairs —
 ///   enough that a candidate failing at the tolerated rate would have shown a failure with
 ///   probability `1 − α`.
-/// * **CPU** and **allocations**: the mean per-read log ratio, where measured.
+/// * **CPU** (typical and p99) and **allocations**: per-read log ratios and quantiles, where
+///   measured.
 ///
 /// **Canary** (live requests of both builds, compared within each canary step and route
-/// and added up with the stratum's share of requests as weight): latency (mean log
-/// latency) and error rate, with the same zero-heavy rule. The canary phase is judged on
-/// these; the shadow's tests keep watching and can still roll back.
+/// and added up): typical latency and the error rate, with the same zero-heavy rule. The
+/// canary phase is judged on these; the shadow's tests keep watching and can still roll
+/// back.
 ///
-/// **Novel failure classes** in either: see [`novel_failures`].
+/// **Novel failure classes** (timeouts, panics) in either: see [`novel_failures`]. One not
+/// significant holds "not worse" back only until as many pairs as would have shown it.
 ///
-/// The rollback budget `α` is split evenly over eight test slots (the per-route latency
+/// The rollback budget `α` is split evenly over eleven test slots (the per-route latency
 /// tests share one, spread over the routes in order of appearance), so the chance that
-/// *any* test calls identical builds worse at *any* look stays within `α`. Below
-/// `min_samples_per_arm` pairs (or live requests per build, in the canary) nothing is
-/// decided from that stage.
+/// *any* test calls identical builds worse at *any* look stays within `α`. Each mixture
+/// test mixes over the scales from its tolerance to [`mixing_span`](SequentialConfig::mixing_span)
+/// times it. Below `min_samples_per_arm` pairs (or live requests per build, in the canary)
+/// nothing is decided from that stage.
 ///
 /// ```
 /// use shadowlib::{Evidence, Outcome, Version};
@@ -463,22 +632,24 @@ impl SequentialAnalysis {
         &self.config
     }
 
-    /// The test of `metric` at `alpha`, most powerful near the tolerance.
-    fn sprt(&self, metric: Metric, alpha: f64) -> (MixtureSprt, f64) {
+    /// The tolerance of a mixture test, on its scale.
+    fn tolerance(&self, metric: Metric) -> f64 {
         let t = &self.config.tolerances;
-        let tolerance = match metric {
+        match metric {
             Metric::Latency => t.latency.ln_1p(),
-            Metric::LatencyTail => t.latency_tail,
             Metric::ErrorRate => t.error_rate,
             Metric::Cpu => t.cpu.ln_1p(),
             Metric::Allocations => t.allocations.ln_1p(),
-        };
-        // Both are validated in (0, 1) and positive, so the test exists.
-        let sprt = MixtureSprt::new(alpha, tolerance)
-            .unwrap_or_else(|_| unreachable!("validated level {alpha} and scale {tolerance}"));
-        (sprt, tolerance)
+            Metric::LatencyQuantile(Quantile::P50) => t.latency_p50,
+            Metric::LatencyQuantile(Quantile::P95) => t.latency_p95,
+            Metric::LatencyQuantile(Quantile::P99) => t.latency_p99,
+            Metric::CpuQuantile(_) => t.cpu_p99,
+            // Judged against the capacity declaration's limit, not a tolerance.
+            Metric::PeakUtilization => 1.0,
+        }
     }
 
+    /// A mixture SPRT of `metric` at `alpha`, mixing from its tolerance up.
     fn run(
         &self,
         metric: Metric,
@@ -487,16 +658,54 @@ impl SequentialAnalysis {
         alpha: f64,
         required: bool,
     ) -> KpiTest {
-        let (sprt, tolerance) = self.sprt(metric, alpha);
+        let tolerance = self.tolerance(metric);
+        // Both are validated in (0, 1) and positive, so the test exists.
+        let sprt = MixtureSprt::spanning(alpha, tolerance, tolerance * self.config.mixing_span)
+            .unwrap_or_else(|_| unreachable!("validated level {alpha} and scale {tolerance}"));
         let test = sprt.test(estimate, tolerance);
         KpiTest {
             metric,
             scope,
             verdict: test.verdict(),
-            test,
+            samples: test.estimate.samples,
+            statistic: Statistic::Mixture(test),
             held_because: None,
             required,
         }
+    }
+
+    /// The comparison of one quantile of the two builds' distributions.
+    #[allow(clippy::too_many_arguments)]
+    fn quantile(
+        &self,
+        metric: Metric,
+        quantile: Quantile,
+        stable: &Distribution,
+        candidate: &Distribution,
+        offset: u64,
+        required: bool,
+    ) -> Option<KpiTest> {
+        let tolerance = self.tolerance(metric);
+        let p = quantile.fraction();
+        let comparison =
+            QuantileComparison::of(stable, candidate, p, tolerance, self.slot_alpha, offset)?;
+        let point = |d: &Distribution| d.quantile(p).saturating_add(offset) as f64;
+        Some(KpiTest {
+            metric,
+            scope: Scope::Shadow,
+            verdict: comparison.verdict,
+            samples: SampleCount {
+                stable: stable.count(),
+                candidate: candidate.count(),
+            },
+            statistic: Statistic::Quantile {
+                comparison,
+                stable: point(stable),
+                candidate: point(candidate),
+            },
+            held_because: None,
+            required,
+        })
     }
 
     /// Tests the evidence of one look.
@@ -541,6 +750,15 @@ impl SequentialAnalysis {
                 ));
             }
         }
+        // A class none of whose failures is significant decides once there were as many
+        // pairs as a class at the tolerated error rate would have needed to show.
+        let decide_after = ((1.0 / self.config.novel_failure_alpha).ln()
+            / self.config.tolerances.error_rate)
+            .ceil() as u64;
+        let novel_failures_decided = pairs >= decide_after;
+        let novel_blocks = novel
+            .iter()
+            .any(|n| n.significant || !novel_failures_decided);
         let verdict = if tests.iter().any(|t| t.verdict == Verdict::Worse)
             || novel.iter().any(|n| n.significant)
         {
@@ -551,7 +769,7 @@ impl SequentialAnalysis {
                 .iter()
                 .filter(|t| t.required)
                 .all(|t| t.verdict == Verdict::NotWorse)
-            && novel.is_empty()
+            && !novel_blocks
         {
             Verdict::NotWorse
         } else {
@@ -562,13 +780,43 @@ impl SequentialAnalysis {
             verdict,
             tests,
             novel_failures: novel,
+            novel_failures_decided,
             samples: evidence.samples(),
             insufficient,
             differences,
         }
     }
 
-    /// The shadow's paired tests; `required` when the shadow is the stage judged.
+    /// The probability that the candidate is worse than tolerated on at least one of the
+    /// required KPIs the mixture tests estimate, under a normal prior on each difference
+    /// centred on no difference with standard deviation `prior_scale × tolerance`, taken as
+    /// independent: `1 − Π (1 − P(θₖ > tolₖ | θ̂ₖ))`, each from the normal posterior
+    /// `N(τ²θ̂/(τ²+V), τ²V/(τ²+V))`.
+    ///
+    /// It is what a forecaster who believed that prior would say, so it is calibrated on a
+    /// world whose differences follow it (the simulator measures how well); it is reported,
+    /// and a decision never rests on it.
+    pub fn failure_probability(&self, assessment: &Assessment) -> f64 {
+        let survival: f64 = assessment
+            .tests
+            .iter()
+            .filter(|t| t.required)
+            .filter_map(KpiTest::estimate)
+            .map(|(estimate, tolerance)| {
+                let prior = (self.config.prior_scale * tolerance).powi(2);
+                let v = estimate.variance;
+                if !(v > 0.0 && v.is_finite()) {
+                    return 1.0;
+                }
+                let mean = prior * estimate.difference / (prior + v);
+                let sd = (prior * v / (prior + v)).sqrt();
+                1.0 - normal_survival((tolerance - mean) / sd)
+            })
+            .product();
+        (1.0 - survival).clamp(0.0, 1.0)
+    }
+
+    /// The shadow's tests; `required` when the shadow is the stage judged.
     fn shadow_tests(&self, evidence: &Evidence, required: bool, tests: &mut Vec<KpiTest>) {
         let alpha = self.slot_alpha;
         let shadow = &evidence.shadow;
@@ -589,16 +837,18 @@ impl SequentialAnalysis {
             }
         }
         let (twin, candidate) = (&shadow.twin.latency_us, &shadow.candidate.latency_us);
-        if !twin.is_empty() && !candidate.is_empty() {
-            // On the same reads the two samples go up and down together, so treating them
-            // as independent overstates the variance: slower to decide, never wrong.
-            let threshold = twin.quantile(self.config.tail_quantile);
-            let above = |d: &Distribution| Proportion::new(d.count_above(threshold), d.count());
-            let (t, c) = (above(twin), above(candidate));
-            if let Some(e) = DifferenceEstimate::proportions(t, c) {
-                let test = self.run(Metric::LatencyTail, Scope::Shadow, e, alpha, required);
-                tests.push(self.zero_heavy(test, t.rate(), t.trials.min(c.trials)));
-            }
+        for quantile in [Quantile::P50, Quantile::P95, Quantile::P99] {
+            // The p99 is required: a tail-only regression must stop a promotion too.
+            let needed = required && quantile == Quantile::P99;
+            let metric = Metric::LatencyQuantile(quantile);
+            tests.extend(self.quantile(
+                metric,
+                quantile,
+                twin,
+                candidate,
+                LATENCY_FLOOR_US,
+                needed,
+            ));
         }
         let o = &pairs.outcomes;
         if let Some(e) =
@@ -614,6 +864,17 @@ impl SequentialAnalysis {
             if let Some(e) = DifferenceEstimate::paired(moments) {
                 tests.push(self.run(metric, Scope::Shadow, e, alpha, required));
             }
+        }
+        if let (Some(twin), Some(candidate)) = (&shadow.twin.cpu_ns, &shadow.candidate.cpu_ns) {
+            let metric = Metric::CpuQuantile(Quantile::P99);
+            tests.extend(self.quantile(
+                metric,
+                Quantile::P99,
+                twin,
+                candidate,
+                CPU_FLOOR_NS,
+                false,
+            ));
         }
     }
 
@@ -659,8 +920,8 @@ impl SequentialAnalysis {
         if judged.verdict != Verdict::NotWorse {
             return judged;
         }
-        let tolerated_rate = stable_rate + judged.test.tolerance;
-        let needed = ((1.0 / judged.test.alpha).ln() / tolerated_rate).ceil() as u64;
+        let tolerated_rate = stable_rate + judged.tolerance();
+        let needed = ((1.0 / judged.alpha()).ln() / tolerated_rate).ceil() as u64;
         if seen < needed {
             judged.verdict = Verdict::NotYetKnown;
             judged.held_because = Some(format!(
@@ -886,15 +1147,75 @@ mod tests {
             })
         ));
         let config = SequentialConfig {
-            tail_quantile: 1.0,
+            mixing_span: 0.5,
             ..Default::default()
         };
         assert!(matches!(
             config.validate(),
             Err(AnalysisError::OutOfRange {
-                field: "tail_quantile",
+                field: "mixing_span",
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_tail_only_regression_is_caught_by_the_p99_test() {
+        let analysis = SequentialAnalysis::new(SequentialConfig::default()).expect("valid");
+        let mut evidence =
+            Evidence::new(crate::Version::new("a", "1"), crate::Version::new("a", "2"));
+        let shadow = &mut evidence.shadow;
+        let mut state = 7u64;
+        let mut uniform = || {
+            state = crate::rng::mix(state);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for i in 0..40_000u64 {
+            // Lognormal latency around a millisecond (σ 0.5), one candidate read in a
+            // hundred ten times slower: the p99 moves, the median does not.
+            let normal = (-2.0 * uniform().max(1e-12).ln()).sqrt()
+                * (2.0 * std::f64::consts::PI * uniform()).cos();
+            let latency = (1_000.0 * (0.5 * normal).exp()) as u64;
+            let candidate = if i % 100 == 0 { latency * 10 } else { latency };
+            shadow.twin.record_request(crate::Outcome::Success, latency);
+            shadow
+                .candidate
+                .record_request(crate::Outcome::Success, candidate);
+            let pairs = &mut shadow.pairs.total;
+            pairs.outcomes.record(false, false);
+            pairs
+                .latency
+                .add(((candidate + 20) as f64 / (latency + 20) as f64).ln());
+        }
+        let assessment = analysis.analyze(&evidence);
+        let p99 = assessment
+            .test(Metric::LatencyQuantile(Quantile::P99), &Scope::Shadow)
+            .expect("ran");
+        assert_eq!(p99.verdict, Verdict::Worse, "{p99}");
+        let p50 = assessment
+            .test(Metric::LatencyQuantile(Quantile::P50), &Scope::Shadow)
+            .expect("ran");
+        assert_ne!(p50.verdict, Verdict::Worse, "{p50}");
+    }
+
+    #[test]
+    fn the_failure_probability_follows_the_evidence() {
+        let analysis = SequentialAnalysis::new(SequentialConfig::default()).expect("valid");
+        let probability = |shift: f64, n: u64| {
+            let mut evidence =
+                Evidence::new(crate::Version::new("a", "1"), crate::Version::new("a", "2"));
+            pairs(&mut evidence, "GET /", n, shift);
+            analysis.failure_probability(&analysis.analyze(&evidence))
+        };
+        // No difference, many pairs: nearly certainly within the tolerance.
+        assert!(probability(0.0, 20_000) < 0.01);
+        // 20% slower: nearly certainly worse.
+        assert!(probability(1.2f64.ln(), 20_000) > 0.99);
+        // Just below and just above the tolerance of 5%.
+        assert!(probability(1.04f64.ln(), 20_000) < 0.05);
+        assert!(probability(1.06f64.ln(), 20_000) > 0.95);
+        // Few pairs at the tolerance: undecided, and said so.
+        let unsure = probability(1.05f64.ln(), 300);
+        assert!((0.05..0.95).contains(&unsure), "{unsure}");
     }
 }

@@ -15,6 +15,13 @@ pub struct CanaryStep {
     pub stable: ArmEvidence,
     /// Live requests the candidate served during the step.
     pub candidate: ArmEvidence,
+    /// Live requests the steerer sent to stable during the step, mirrored ones included
+    /// (those are counted, not measured): what the split is checked on.
+    #[serde(default)]
+    pub stable_assigned: u64,
+    /// Live requests the steerer sent to the candidate during the step.
+    #[serde(default)]
+    pub candidate_assigned: u64,
 }
 
 impl CanaryStep {
@@ -100,6 +107,8 @@ impl CanaryEvidence {
             let into = self.step_mut(index, step.share);
             into.stable.merge(&step.stable)?;
             into.candidate.merge(&step.candidate)?;
+            into.stable_assigned += step.stable_assigned;
+            into.candidate_assigned += step.candidate_assigned;
         }
         Ok(())
     }

@@ -395,14 +395,21 @@ impl KpiRecorder {
         let mut shard = self.shard();
         shard.live_requests += 1;
         if step != NO_STEP {
-            shard.step(step)[arm_index(request.arm)].record(&self.bounds, request, route);
+            let stats = &mut shard.step(step)[arm_index(request.arm)];
+            stats.assigned += 1;
+            stats.record(&self.bounds, request, route);
         }
     }
 
-    /// Counts a live request without recording it: one whose measurement is not like the
-    /// others' (a mirrored read, which paid for its copy).
-    pub(crate) fn count_live(&self) {
-        self.shard().live_requests += 1;
+    /// Counts a live request of `arm` without recording it: one whose measurement is not
+    /// like the others' (a mirrored read, which paid for its copy).
+    pub(crate) fn count_live(&self, arm: Arm) {
+        let step = self.step.load(Ordering::Relaxed);
+        let mut shard = self.shard();
+        shard.live_requests += 1;
+        if step != NO_STEP {
+            shard.step(step)[arm_index(arm)].assigned += 1;
+        }
     }
 
     /// The route labels this recorder keeps, shared with the rollout's route labeller so
@@ -464,6 +471,8 @@ impl KpiRecorder {
             let step = canary.step_mut(index, share);
             step.stable = self.evidence(&arms[0]);
             step.candidate = self.evidence(&arms[1]);
+            step.stable_assigned = arms[0].assigned;
+            step.candidate_assigned = arms[1].assigned;
         }
         canary
     }
@@ -693,6 +702,8 @@ impl LazyHistogram {
 /// One arm's statistics in one shard, or in total.
 #[derive(Debug, Clone, Default)]
 struct Stats {
+    /// Requests the steerer sent to this arm, measured or only counted.
+    assigned: u64,
     outcomes: OutcomeCounts,
     latency: LazyHistogram,
     request_bytes: u64,
@@ -784,6 +795,7 @@ impl Stats {
 
     /// Moves everything in `other` into this, leaving `other` empty (allocations kept).
     fn absorb(&mut self, bounds: &Bounds, other: &mut Stats) {
+        self.assigned += std::mem::take(&mut other.assigned);
         self.outcomes.merge(&std::mem::take(&mut other.outcomes));
         self.latency.absorb(&bounds.latency, &mut other.latency);
         self.request_bytes += std::mem::take(&mut other.request_bytes);

@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::{Prediction, Predictor, Resource};
+use crate::analysis::{DifferenceEstimate, KpiTest, Metric, MixtureSprt, Scope, Statistic};
 use crate::evidence::{ArmEvidence, Evidence};
-use crate::model::{Degradation, Kpi};
+use crate::model::{Degradation, Kpi, SampleCount};
 
 /// Fewest CPU measurements per build before the capacity model says anything.
 const MIN_CPU_SAMPLES: u64 = 30;
@@ -51,6 +52,9 @@ pub enum CapacityConfigError {
     /// `latency_objective_p99_us` must be positive.
     #[error("latency_objective_p99_us: must be positive")]
     BadObjective,
+    /// `alpha` must be in (0, 1).
+    #[error("alpha: {0} is outside (0, 1)")]
+    BadAlpha(f64),
 }
 
 /// What the service must carry and what it has to carry it with.
@@ -70,6 +74,14 @@ pub struct CapacityConfig {
     /// The p99 latency objective at peak, in microseconds, if there is one.
     #[serde(default)]
     pub latency_objective_p99_us: Option<u64>,
+    /// The chance, over the whole rollout, that its test finds identical builds past the
+    /// utilization limit (its share of the rollback budget).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+}
+
+fn default_alpha() -> f64 {
+    0.01
 }
 
 fn default_utilization_limit() -> f64 {
@@ -85,6 +97,7 @@ impl CapacityConfig {
             stable_max_rps: None,
             utilization_limit: default_utilization_limit(),
             latency_objective_p99_us: None,
+            alpha: default_alpha(),
         }
     }
 
@@ -109,6 +122,9 @@ impl CapacityConfig {
         if self.latency_objective_p99_us == Some(0) {
             return Err(CapacityConfigError::BadObjective);
         }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(CapacityConfigError::BadAlpha(self.alpha));
+        }
         Ok(())
     }
 }
@@ -117,6 +133,10 @@ impl CapacityConfig {
 /// probability that it saturates or misses the latency objective there, from the CPU per
 /// request the shadow measured on the twin and the candidate. See the module docs for the
 /// queueing model.
+///
+/// Its verdict rests on one always-valid test: the candidate's utilization at the peak
+/// against the limit ([`Metric::PeakUtilization`](crate::analysis::Metric::PeakUtilization)),
+/// at the configuration's `alpha`. The probabilities and the predicted p99 explain it.
 ///
 /// It answers alone, or explains the [`SequentialPredictor`](super::SequentialPredictor)'s
 /// verdicts when given to it ([`SequentialPredictor::with_capacity`](super::SequentialPredictor::with_capacity)).
@@ -241,9 +261,50 @@ impl CapacityPredictor {
     }
 }
 
+/// The always-valid test of the candidate's utilization at the peak: a mixture SPRT on
+/// `peak · mean CPU per request / cores` (the variance of the mean, scaled), against the
+/// limit. Worse once even its lower bound is past the limit; not worse once its upper
+/// bound is below.
+fn utilization_test(
+    config: &CapacityConfig,
+    candidate: &crate::evidence::Distribution,
+    scale: f64,
+) -> Option<KpiTest> {
+    let n = candidate.count();
+    if n < MIN_CPU_SAMPLES {
+        return None;
+    }
+    let per_core = config.peak_rps / f64::from(config.cores) / 1e9 * scale;
+    let estimate = DifferenceEstimate {
+        difference: candidate.mean() * per_core,
+        variance: (candidate.stdev() * per_core).powi(2).max(1e-12) / n as f64,
+        samples: SampleCount {
+            stable: 0,
+            candidate: n,
+        },
+    };
+    let limit = config.utilization_limit;
+    // From a twentieth of the limit up: a utilization off by 5% is the least worth telling.
+    let sprt = MixtureSprt::spanning(config.alpha, limit / 20.0, limit * 2.0).ok()?;
+    let test = sprt.test(estimate, limit);
+    Some(KpiTest {
+        metric: Metric::PeakUtilization,
+        scope: Scope::Shadow,
+        verdict: test.verdict(),
+        samples: test.estimate.samples,
+        statistic: Statistic::Mixture(test),
+        held_because: None,
+        required: true,
+    })
+}
+
 impl Predictor for CapacityPredictor {
     fn name(&self) -> &str {
         "capacity"
+    }
+
+    fn alpha(&self) -> f64 {
+        self.config.alpha
     }
 
     fn predict(&self, evidence: &Evidence) -> Prediction {
@@ -294,6 +355,11 @@ impl Predictor for CapacityPredictor {
             0.0
         };
 
+        let test = shadow
+            .candidate
+            .cpu_ns
+            .as_ref()
+            .and_then(|cpu| utilization_test(&self.config, cpu, scale));
         let mut prediction = Prediction::new(self.name(), p_saturate, evidence)
             .with_degradation(Degradation::point(degradation))
             .with_kpi(
@@ -314,6 +380,9 @@ impl Predictor for CapacityPredictor {
                 limit * 100.0,
                 p_saturate
             ));
+        if let Some(test) = test {
+            prediction = prediction.with_reason(test.to_string()).with_test(test);
+        }
         if let Some(objective) = self.config.latency_objective_p99_us {
             let objective = objective as f64;
             let meeting = self.demand_meeting_objective(objective, candidate_p99);
@@ -368,6 +437,12 @@ mod tests {
     fn thirty_percent_more_cpu_past_capacity_fails() {
         let p = predictor().predict(&evidence(1_000, 1_300));
         assert!(p.failure_probability >= 0.9, "{p:?}");
+        assert_eq!(
+            p.verdict(),
+            crate::analysis::Verdict::Worse,
+            "{:?}",
+            p.reasons
+        );
         assert_eq!(p.bottlenecks[0].resource, Resource::Cpu);
         assert!((p.bottlenecks[0].ratio.estimate - 1.3).abs() < 0.02);
         assert_eq!(p.performance_degradation.estimate, SATURATED_DEGRADATION);
@@ -377,6 +452,12 @@ mod tests {
     fn equal_cost_passes() {
         let p = predictor().predict(&evidence(1_000, 1_000));
         assert!(p.failure_probability <= 0.1, "{p:?}");
+        assert_eq!(
+            p.verdict(),
+            crate::analysis::Verdict::NotWorse,
+            "{:?}",
+            p.reasons
+        );
         assert!(p.performance_degradation.estimate.abs() < 0.05);
     }
 
@@ -394,7 +475,8 @@ mod tests {
         let mut config = CapacityConfig::new(6_400.0, 8);
         config.latency_objective_p99_us = Some(3_500);
         let predictor = CapacityPredictor::new(config).expect("valid");
-        // Below saturation (90%), but the queueing wait alone breaks a 3.5 ms objective.
+        // Below saturation (90%), but the queueing wait alone breaks a 3.5 ms objective:
+        // a probability to explain with; the verdict is the utilization test's.
         let p = predictor.predict(&evidence(1_000, 1_120));
         assert!(p.failure_probability > 0.9, "{p:?}");
     }

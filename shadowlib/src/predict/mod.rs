@@ -1,10 +1,22 @@
 //! Turning evidence into a prediction of the candidate's risk.
 //!
 //! A [`Predictor`] reads the [`Evidence`] of a look and answers with a [`Prediction`]: the
-//! probability that the candidate fails under peak load, the expected performance
-//! degradation with an interval, the resources likely to become bottlenecks, and the
-//! reasons. The controller compares the prediction with the thresholds of the
-//! [`RolloutPolicy`](crate::RolloutPolicy) to step up, hold or roll back.
+//! always-valid tests its verdict rests on, the probability that the candidate fails, the
+//! expected performance degradation with an interval, the resources likely to become
+//! bottlenecks, and the reasons.
+//!
+//! # The decision rule
+//!
+//! The controller acts on verdicts, never on point estimates: it rolls back when a test
+//! says *worse than tolerated* (or a predictor's [ruling](Prediction::ruling) does, or the
+//! policy's mismatch test), steps up when every required test says *not worse* (and the
+//! mismatch test does), and holds otherwise. Each test is always valid — its chance of a
+//! false "worse" at *any* look is at most its level — and a predictor's tests share the
+//! budget it declares ([`Predictor::alpha`]): the chance that identical builds are rolled
+//! back by a predictor is at most that budget, however often the controller looks. An
+//! [`Ensemble`] spends the sum of its members'. Failure probabilities, degradations and
+//! bottlenecks explain the verdict; a predictor that only explains (the learned model,
+//! with a budget of 0) never moves a rollout by itself.
 
 mod capacity;
 mod ensemble;
@@ -25,6 +37,7 @@ pub use learned::{
 pub use sequential::SequentialPredictor;
 pub use threshold::{ThresholdPredictor, ThresholdPredictorConfig};
 
+use crate::analysis::{KpiTest, Verdict};
 use crate::evidence::Evidence;
 use crate::model::{Degradation, Kpi, SampleCount};
 
@@ -57,6 +70,13 @@ pub trait Predictor: Send + Sync {
 
     /// The prediction for this evidence.
     fn predict(&self, evidence: &Evidence) -> Prediction;
+
+    /// The chance of a false rollback its tests spend in total, over the whole rollout
+    /// (the sum of their levels). 0 for a predictor that only explains, or whose verdicts
+    /// are rules rather than statistics.
+    fn alpha(&self) -> f64 {
+        0.0
+    }
 }
 
 impl<P: Predictor + ?Sized> Predictor for std::sync::Arc<P> {
@@ -67,6 +87,10 @@ impl<P: Predictor + ?Sized> Predictor for std::sync::Arc<P> {
     fn predict(&self, evidence: &Evidence) -> Prediction {
         (**self).predict(evidence)
     }
+
+    fn alpha(&self) -> f64 {
+        (**self).alpha()
+    }
 }
 
 impl<P: Predictor + ?Sized> Predictor for Box<P> {
@@ -76,6 +100,10 @@ impl<P: Predictor + ?Sized> Predictor for Box<P> {
 
     fn predict(&self, evidence: &Evidence) -> Prediction {
         (**self).predict(evidence)
+    }
+
+    fn alpha(&self) -> f64 {
+        (**self).alpha()
     }
 }
 
@@ -126,7 +154,7 @@ pub enum Certainty {
     NeedsSamples(String),
 }
 
-/// A predictor's answer: the risk of the candidate and why.
+/// A predictor's answer: the verdict's evidence, the risk of the candidate, and why.
 ///
 /// ```
 /// use shadowlib::{Degradation, Evidence, Prediction, Version};
@@ -141,10 +169,10 @@ pub enum Certainty {
 pub struct Prediction {
     /// The predictor that made it.
     pub predictor: String,
-    /// Probability that the candidate fails under peak load, in `[0, 1]`.
+    /// Probability that the candidate fails (is worse than tolerated, or fails under the
+    /// declared peak load), in `[0, 1]`. Reported: the controller acts on the tests.
     pub failure_probability: f64,
-    /// The headline performance degradation (latency, relative), compared with the
-    /// policy's `max_degradation`.
+    /// The headline performance degradation (latency, relative), with its interval.
     pub performance_degradation: Degradation,
     /// Degradation per KPI, where the predictor estimates it.
     pub degradations: Vec<KpiDegradation>,
@@ -156,6 +184,15 @@ pub struct Prediction {
     pub certainty: Certainty,
     /// The samples behind it.
     pub samples: SampleCount,
+    /// The always-valid tests the verdict rests on, each at its level.
+    #[serde(default)]
+    pub tests: Vec<KpiTest>,
+    /// The verdict the predictor reached itself — from its tests and the rules it applies
+    /// beside them (a failure class stable never produced, a business rule such as "no
+    /// checkout may differ") — taken as it is; `None` lets the controller derive it from
+    /// [`tests`](Self::tests).
+    #[serde(default)]
+    pub ruling: Option<Verdict>,
 }
 
 impl Prediction {
@@ -183,7 +220,59 @@ impl Prediction {
             reasons: Vec::new(),
             certainty,
             samples: evidence.samples(),
+            tests: Vec::new(),
+            ruling: None,
         }
+    }
+
+    /// A rule's verdict: worse (the controller rolls back) or not worse (it may step up),
+    /// taken as it is, with failure probability 1 or 0.
+    ///
+    /// ```
+    /// use shadowlib::analysis::Verdict;
+    /// use shadowlib::{Evidence, Prediction, Version};
+    ///
+    /// let evidence = Evidence::new(Version::new("api", "1"), Version::new("api", "2"));
+    /// let p = Prediction::ruling("no-differences", Verdict::Worse, &evidence)
+    ///     .with_reason("one checkout quoted differently");
+    /// assert_eq!(p.verdict(), Verdict::Worse);
+    /// ```
+    pub fn ruling(predictor: impl Into<String>, verdict: Verdict, evidence: &Evidence) -> Self {
+        let probability = match verdict {
+            Verdict::Worse => 1.0,
+            _ => 0.0,
+        };
+        let mut p = Self::new(predictor, probability, evidence);
+        p.ruling = Some(verdict);
+        p
+    }
+
+    /// The verdict the controller acts on: the ruling when there is one; otherwise worse
+    /// when any test is, not worse when every required test is (and there is one), not yet
+    /// known else.
+    pub fn verdict(&self) -> Verdict {
+        if let Some(ruling) = self.ruling {
+            return ruling;
+        }
+        if self.tests.iter().any(|t| t.verdict == Verdict::Worse) {
+            Verdict::Worse
+        } else if self.tests.iter().any(|t| t.required)
+            && self
+                .tests
+                .iter()
+                .filter(|t| t.required)
+                .all(|t| t.verdict == Verdict::NotWorse)
+        {
+            Verdict::NotWorse
+        } else {
+            Verdict::NotYetKnown
+        }
+    }
+
+    /// Adds a test the verdict rests on.
+    pub fn with_test(mut self, test: KpiTest) -> Self {
+        self.tests.push(test);
+        self
     }
 
     /// A prediction that says "not yet known", with why.

@@ -14,18 +14,19 @@ use crate::evidence::{Evidence, Stage};
 /// within each step and route in the canary — and the control charts of
 /// [`DifferenceMonitor`], and maps the verdict onto a [`Prediction`] the controller acts on:
 ///
-/// * **worse than tolerated** → a conclusive prediction with failure probability
-///   `1 − p`, where `p ≤ α` is the smallest always-valid p-value of "not worse" among the
-///   failing tests (or the chance of a significant novel failure class): the controller
-///   rolls back.
-/// * **not worse than tolerated** on every required KPI, and no chart alarm → a conclusive
-///   prediction with failure probability equal to the largest always-valid p-value of
-///   "worse" (at most `α`): the controller steps up.
+/// * **worse than tolerated** (a test, or a significant novel failure class) → the
+///   controller rolls back.
+/// * **not worse than tolerated** on every required KPI, and no chart alarm → the
+///   controller steps up.
 /// * **too few samples** for the stage → the controller holds while they come.
 /// * **not yet known** (a test undecided, a failure class stable never produced, or a
 ///   chart alarm on the difference between the builds) → an inconclusive prediction: the
 ///   controller holds, until the policy's decision deadline.
 ///
+/// Its tests are in the prediction ([`Prediction::tests`]), their levels adding up to the
+/// configuration's `alpha` ([`Predictor::alpha`]). The failure probability is the
+/// posterior that some required KPI is worse than tolerated
+/// ([`SequentialAnalysis::failure_probability`]), reported at every look, decided or not.
 /// The headline degradation is the relative change of typical latency (geometric mean)
 /// of the stage judged, with its confidence sequence; every test's degradation is reported
 /// per KPI, and CPU or allocations that the candidate spends more of become bottlenecks.
@@ -45,7 +46,7 @@ use crate::evidence::{Evidence, Stage};
 ///     pairs.latency.add(((i * 7919) % 100) as f64 / 1_000.0 - 0.05);
 /// }
 /// let prediction = predictor.predict(&evidence);
-/// assert!(prediction.is_conclusive());
+/// assert_eq!(prediction.verdict(), shadowlib::analysis::Verdict::Worse);
 /// assert!(prediction.failure_probability > 0.95);
 /// ```
 #[derive(Debug)]
@@ -121,6 +122,10 @@ impl Predictor for SequentialPredictor {
         "sequential"
     }
 
+    fn alpha(&self) -> f64 {
+        self.analysis.config().alpha
+    }
+
     fn predict(&self, evidence: &Evidence) -> Prediction {
         let assessment = self.analysis.analyze(evidence);
         // The monitor holds only numbers that stay consistent whatever a panic interrupted.
@@ -130,33 +135,11 @@ impl Predictor for SequentialPredictor {
             .unwrap_or_else(PoisonError::into_inner)
             .observe(assessment.differences);
 
+        // The posterior of "worse than tolerated", whatever the verdict: an undecided
+        // answer is not a zero.
+        let probability = self.analysis.failure_probability(&assessment);
         let mut prediction = match assessment.verdict {
-            Verdict::Worse => {
-                let evidence_of_worse = assessment
-                    .tests
-                    .iter()
-                    .filter(|t| t.verdict == Verdict::Worse)
-                    .map(|t| t.test.worse_p_value)
-                    .chain(
-                        assessment
-                            .novel_failures
-                            .iter()
-                            .filter(|n| n.significant)
-                            .map(|n| n.chance),
-                    )
-                    .fold(1.0, f64::min);
-                Prediction::new(self.name(), 1.0 - evidence_of_worse, evidence)
-            }
-            Verdict::NotWorse if alarms.is_empty() => {
-                let evidence_of_within = assessment
-                    .tests
-                    .iter()
-                    .filter(|t| t.required)
-                    .map(|t| t.test.not_worse_p_value)
-                    .fold(0.0, f64::max);
-                Prediction::new(self.name(), evidence_of_within, evidence)
-            }
-            Verdict::NotWorse => Prediction::inconclusive(
+            Verdict::NotWorse if !alarms.is_empty() => Prediction::inconclusive(
                 self.name(),
                 "every KPI within tolerance, but a control chart of the difference between \
                  the builds alarmed",
@@ -166,11 +149,18 @@ impl Predictor for SequentialPredictor {
                 Some(why) => Prediction::needs_samples(self.name(), why.clone(), evidence),
                 None => Prediction::inconclusive(self.name(), undecided(&assessment), evidence),
             },
+            verdict => Prediction::ruling(self.name(), verdict, evidence),
         };
+        prediction.failure_probability = probability;
+        prediction.ruling = Some(match assessment.verdict {
+            Verdict::NotWorse if !alarms.is_empty() => Verdict::NotYetKnown,
+            verdict => verdict,
+        });
         let headline = match assessment.stage {
             Stage::Shadow => Scope::Shadow,
             _ => Scope::Canary,
         };
+        prediction.tests = assessment.tests.clone();
         for test in &assessment.tests {
             if matches!(test.scope, Scope::ShadowRoute(_)) {
                 continue;

@@ -1,10 +1,15 @@
-//! Fixed thresholds, the way Argo Rollouts analysis and Flagger checks work.
+//! Fixed limits, the way Argo Rollouts analysis and Flagger checks state them, judged by
+//! always-valid tests.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Prediction, Predictor};
-use crate::evidence::Evidence;
-use crate::model::{Degradation, Kpi};
+use crate::analysis::{
+    DifferenceEstimate, KpiTest, Metric, MixtureSprt, Proportion, Quantile, QuantileComparison,
+    Scope, Statistic, Verdict,
+};
+use crate::evidence::{Evidence, LATENCY_FLOOR_US};
+use crate::model::SampleCount;
 
 /// The limits a [`ThresholdPredictor`] checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +22,9 @@ pub struct ThresholdPredictorConfig {
     pub max_p99_increase: f64,
     /// Largest tolerated relative increase of median latency.
     pub max_p50_increase: f64,
+    /// The chance, over the whole rollout, that a limit is found exceeded on identical
+    /// builds: split evenly among the three checks.
+    pub alpha: f64,
 }
 
 impl Default for ThresholdPredictorConfig {
@@ -25,30 +33,35 @@ impl Default for ThresholdPredictorConfig {
             max_error_rate_increase: 0.01,
             max_p99_increase: 0.25,
             max_p50_increase: 0.15,
+            alpha: 0.01,
         }
     }
 }
 
-/// A predictor with fixed thresholds: failure probability is 1 when any limit is exceeded
-/// and 0 otherwise; the headline degradation is the relative change of p99 latency.
+/// Fixed limits, the way Argo Rollouts analysis and Flagger checks state them — error rate
+/// up at most a point, p99 at most 25%, median at most 15% — each judged with an
+/// always-valid test instead of a comparison of point estimates: a limit is exceeded when
+/// the confidence sequence says so, kept when it says that, and neither is claimed before.
+/// Repeated at every look, it does not fire on noise; the point estimates are reported.
 ///
 /// It compares the like-for-like pair of the phase ([`Evidence::arms`]: the twin and the
-/// candidate in the shadow, both builds' live requests in the canary).
-///
-/// This is how most infrastructure canary tools judge a canary. It is simple and easy to
-/// explain, but it is not a statistical test: repeated at every look it will eventually
-/// fire on noise, and it states no uncertainty. The sequential predictors do better.
+/// candidate in the shadow, both builds' live requests in the canary). The error rate is a
+/// mixture SPRT on the difference of proportions, the quantiles are
+/// [`QuantileComparison`]s.
 ///
 /// ```
+/// use shadowlib::analysis::Verdict;
 /// use shadowlib::{Evidence, Outcome, Predictor, ThresholdPredictor, Version};
 ///
 /// let mut evidence = Evidence::new(Version::new("api", "1"), Version::new("api", "2"));
-/// for _ in 0..1_000 {
-///     evidence.shadow.twin.record_request(Outcome::Success, 1_000);
-///     evidence.shadow.candidate.record_request(Outcome::ServerError, 1_000);
+/// for i in 0..5_000u64 {
+///     evidence.shadow.twin.record_request(Outcome::Success, 1_000 + i % 100);
+///     let failed = i % 10 == 0; // 10% failures
+///     let outcome = if failed { Outcome::ServerError } else { Outcome::Success };
+///     evidence.shadow.candidate.record_request(outcome, 1_000 + i % 100);
 /// }
 /// let prediction = ThresholdPredictor::default().predict(&evidence);
-/// assert_eq!(prediction.failure_probability, 1.0);
+/// assert_eq!(prediction.verdict(), Verdict::Worse);
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ThresholdPredictor {
@@ -62,14 +75,58 @@ impl ThresholdPredictor {
     }
 }
 
-fn relative_change(candidate: f64, stable: f64) -> f64 {
-    if stable > 0.0 {
-        candidate / stable - 1.0
-    } else if candidate > 0.0 {
-        1.0
-    } else {
-        0.0
-    }
+/// The test of a rate limit: the mixture SPRT on the difference of failure rates.
+fn error_rate_test(
+    stable: &crate::evidence::ArmEvidence,
+    candidate: &crate::evidence::ArmEvidence,
+    limit: f64,
+    alpha: f64,
+) -> Option<KpiTest> {
+    let failures = |arm: &crate::evidence::ArmEvidence| {
+        Proportion::new(arm.outcomes.failures(), arm.requests())
+    };
+    let estimate = DifferenceEstimate::proportions(failures(stable), failures(candidate))?;
+    let sprt = MixtureSprt::spanning(alpha, limit, limit * 16.0).ok()?;
+    let test = sprt.test(estimate, limit);
+    Some(KpiTest {
+        metric: Metric::ErrorRate,
+        scope: Scope::Shadow,
+        verdict: test.verdict(),
+        samples: test.estimate.samples,
+        statistic: Statistic::Mixture(test),
+        held_because: None,
+        required: true,
+    })
+}
+
+/// The test of a quantile limit.
+fn quantile_test(
+    stable: &crate::evidence::Distribution,
+    candidate: &crate::evidence::Distribution,
+    quantile: Quantile,
+    limit: f64,
+    alpha: f64,
+) -> Option<KpiTest> {
+    let p = quantile.fraction();
+    let comparison = QuantileComparison::of(stable, candidate, p, limit, alpha, LATENCY_FLOOR_US)?;
+    let point =
+        |d: &crate::evidence::Distribution| d.quantile(p).saturating_add(LATENCY_FLOOR_US) as f64;
+    Some(KpiTest {
+        metric: Metric::LatencyQuantile(quantile),
+        scope: Scope::Shadow,
+        verdict: comparison.verdict,
+        samples: SampleCount {
+            stable: stable.count(),
+            candidate: candidate.count(),
+        },
+        statistic: Statistic::Quantile {
+            comparison,
+            stable: point(stable),
+            candidate: point(candidate),
+        },
+        held_because: None,
+        required: true,
+    })
 }
 
 impl Predictor for ThresholdPredictor {
@@ -77,49 +134,67 @@ impl Predictor for ThresholdPredictor {
         "threshold"
     }
 
+    fn alpha(&self) -> f64 {
+        self.config.alpha
+    }
+
     fn predict(&self, evidence: &Evidence) -> Prediction {
         let (stable, candidate) = evidence.arms();
         if stable.latency_us.is_empty() || candidate.latency_us.is_empty() {
-            return Prediction::inconclusive(
+            return Prediction::needs_samples(
                 self.name(),
                 "no latency measured on one of the builds",
                 evidence,
             );
         }
-        let error_increase = candidate.outcomes.failure_rate() - stable.outcomes.failure_rate();
-        let p50 = relative_change(
-            candidate.latency_us.quantile(0.5) as f64,
-            stable.latency_us.quantile(0.5) as f64,
-        );
-        let p99 = relative_change(
-            candidate.latency_us.quantile(0.99) as f64,
-            stable.latency_us.quantile(0.99) as f64,
-        );
-        let checks = [
-            (
-                "error rate increase",
-                error_increase,
-                self.config.max_error_rate_increase,
+        let scope = match evidence.stage() {
+            crate::evidence::Stage::Shadow => Scope::Shadow,
+            _ => Scope::Canary,
+        };
+        let c = &self.config;
+        let alpha = c.alpha / 3.0;
+        let tests: Vec<KpiTest> = [
+            error_rate_test(&stable, &candidate, c.max_error_rate_increase, alpha),
+            quantile_test(
+                &stable.latency_us,
+                &candidate.latency_us,
+                Quantile::P99,
+                c.max_p99_increase,
+                alpha,
             ),
-            ("p99 latency increase", p99, self.config.max_p99_increase),
-            ("p50 latency increase", p50, self.config.max_p50_increase),
-        ];
-        let mut prediction = Prediction::new(self.name(), 0.0, evidence)
-            .with_degradation(Degradation::point(p99))
-            .with_kpi(Kpi::LatencyP50, Degradation::point(p50))
-            .with_kpi(Kpi::LatencyP99, Degradation::point(p99))
-            .with_kpi(Kpi::ErrorRate, Degradation::point(error_increase));
-        for (name, value, limit) in checks {
-            let verdict = if value > limit { "exceeds" } else { "within" };
-            prediction = prediction.with_reason(format!(
-                "{name} {:+.2}% {verdict} the limit {:+.2}%",
-                value * 100.0,
-                limit * 100.0
-            ));
-            if value > limit {
-                prediction.failure_probability = 1.0;
+            quantile_test(
+                &stable.latency_us,
+                &candidate.latency_us,
+                Quantile::P50,
+                c.max_p50_increase,
+                alpha,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|mut t| {
+            t.scope = scope.clone();
+            t
+        })
+        .collect();
+        let mut prediction = Prediction::new(self.name(), 0.0, evidence);
+        for test in tests {
+            let degradation = test.degradation();
+            if test.metric == Metric::LatencyQuantile(Quantile::P99) {
+                prediction = prediction.with_degradation(degradation);
             }
+            prediction = prediction
+                .with_kpi(test.metric.kpi(), degradation)
+                .with_reason(test.to_string())
+                .with_test(test);
         }
+        prediction.failure_probability = match prediction.verdict() {
+            Verdict::Worse => 1.0,
+            Verdict::NotWorse => 0.0,
+            // Undecided: how far the point estimates are toward their limits, as a rough
+            // guide (reported only).
+            Verdict::NotYetKnown => 0.5,
+        };
         prediction
     }
 }
@@ -131,7 +206,8 @@ mod tests {
 
     fn evidence(candidate_latency: u64, candidate_errors: u64) -> Evidence {
         let mut e = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));
-        for i in 0..1_000 {
+        // Enough requests that even the p99 can be bounded from above.
+        for i in 0..3_000 {
             e.shadow.twin.record_request(Outcome::Success, 1_000);
             let outcome = if i < candidate_errors {
                 Outcome::ServerError
@@ -148,31 +224,34 @@ mod tests {
     #[test]
     fn identical_builds_pass() {
         let p = ThresholdPredictor::default().predict(&evidence(1_000, 0));
+        assert_eq!(p.verdict(), Verdict::NotWorse, "{:?}", p.reasons);
         assert_eq!(p.failure_probability, 0.0);
-        assert!(p.is_conclusive());
         assert!(p.performance_degradation.estimate.abs() < 0.01);
     }
 
     #[test]
     fn slow_candidate_fails_with_degradation() {
         let p = ThresholdPredictor::default().predict(&evidence(1_500, 0));
-        assert_eq!(p.failure_probability, 1.0);
-        assert!((p.performance_degradation.estimate - 0.5).abs() < 0.01);
+        assert_eq!(p.verdict(), Verdict::Worse, "{:?}", p.reasons);
+        // On the floored scale: 1,520 over 1,020.
+        assert!((p.performance_degradation.estimate - 0.49).abs() < 0.02);
     }
 
     #[test]
     fn erroring_candidate_fails() {
-        let p = ThresholdPredictor::default().predict(&evidence(1_000, 50));
-        assert_eq!(p.failure_probability, 1.0);
+        let p = ThresholdPredictor::default().predict(&evidence(1_000, 150));
+        assert_eq!(p.verdict(), Verdict::Worse);
         assert!(
             p.reasons
                 .iter()
-                .any(|r| r.contains("error rate increase +5.00% exceeds"))
+                .any(|r| r.starts_with("error rate") && r.contains("worse than tolerated")),
+            "{:?}",
+            p.reasons
         );
     }
 
     #[test]
-    fn empty_evidence_is_inconclusive() {
+    fn empty_evidence_needs_samples() {
         let e = Evidence::new(Version::new("a", "1"), Version::new("a", "2"));
         assert!(!ThresholdPredictor::default().predict(&e).is_conclusive());
     }

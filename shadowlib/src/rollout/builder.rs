@@ -8,6 +8,7 @@ use thiserror::Error;
 use super::controller::Controller;
 use super::decision::Decision;
 use super::handle::RolloutHandle;
+use super::plan::RolloutPlan;
 use super::policy::{ConfigError, RolloutPolicy};
 use super::release::ReleaseSwitch;
 use super::state::{RolloutStatus, Shared};
@@ -110,7 +111,7 @@ impl RolloutBuilder {
         }
     }
 
-    /// How the rollout proceeds: steps, interval, samples, thresholds (validated by
+    /// How the rollout proceeds: steps, interval, samples, deadlines, the mismatch test (validated by
     /// [`build`](Self::build)).
     pub fn policy(mut self, policy: RolloutPolicy) -> Self {
         self.policy = policy;
@@ -284,6 +285,12 @@ impl RolloutBuilder {
             self.state,
             placement,
         )?;
+        let plan = RolloutPlan::new(
+            &shared.policy,
+            &crate::analysis::SequentialConfig::default(),
+            self.predictor.alpha(),
+        );
+        tracing::info!(%plan, "rollout of {} against {}", self.candidate, self.stable);
         let controller = Controller::new(self.predictor, shared, self.shadow_only);
         // Only an idle rollout can be started, and this one was just made.
         let _ = handle.start();
@@ -293,6 +300,7 @@ impl RolloutBuilder {
                 shadow,
                 recorder,
                 pairs,
+                plan,
             }),
         };
         Ok((rollout, RolloutDriver { controller }, worker))
@@ -356,6 +364,7 @@ struct Inner {
     shadow: ShadowRuntime,
     recorder: Arc<KpiRecorder>,
     pairs: Arc<PairRecorder>,
+    plan: RolloutPlan,
 }
 
 impl fmt::Debug for Rollout {
@@ -386,6 +395,12 @@ impl Rollout {
     /// The phase now: one atomic load, for code that asks on every request.
     pub fn phase(&self) -> Phase {
         self.inner.handle.phase()
+    }
+
+    /// What the rollout can tell, and how soon, worked out when it was built (and logged
+    /// then): see [`RolloutPlan`].
+    pub fn plan(&self) -> &RolloutPlan {
+        &self.inner.plan
     }
 
     /// What happened to every read the shadow could have seen.

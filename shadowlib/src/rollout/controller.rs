@@ -10,7 +10,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::decision::{Decision, Reason};
 use super::handle::RolloutHandle;
 use super::state::{RolloutStatus, Shared};
-use crate::analysis::{MismatchTest, Verdict};
+use crate::analysis::{MismatchTest, SplitCheck, Verdict};
 use crate::evidence::{Evidence, Stage};
 use crate::model::{Action, Phase};
 use crate::predict::{Certainty, Prediction, Predictor};
@@ -38,6 +38,8 @@ pub(crate) struct Controller {
     phase: Option<(Phase, Instant)>,
     /// When the controller began holding on evidence that does not decide, in this phase.
     undecided_since: Option<Instant>,
+    /// Whether the rollout is paused because the controller waited for samples in vain.
+    paused_for_data: bool,
 }
 
 /// What a look found: the decision (with the prediction it rests on), or a hold.
@@ -73,6 +75,7 @@ impl Controller {
             shadow_only,
             phase: None,
             undecided_since: None,
+            paused_for_data: false,
         }
     }
 
@@ -137,6 +140,10 @@ impl Controller {
         };
         if self.phase.is_none_or(|(seen, _)| seen != phase) {
             self.undecided_since = None;
+            // A pause for want of data is the controller's to lift; any other move ends it.
+            if !matches!(phase, Phase::Paused { .. }) {
+                self.paused_for_data = false;
+            }
         }
         self.phase = Some((phase, entered));
 
@@ -155,12 +162,40 @@ impl Controller {
         let samples = evidence.samples();
         self.shared.status.send_modify(|s| s.samples = samples);
 
-        let (decision, prediction) = match self.assess(&evidence, failures) {
-            Ok((decision, prediction)) => (decision, prediction),
+        let (decision, prediction, waiting) = match self.assess(&evidence, failures) {
+            Ok((decision, prediction)) => (decision, prediction, false),
             Err(held) => {
                 let (hold, prediction) = *held;
-                (self.hold(hold, phase, now - entered, now), prediction)
+                let waiting = matches!(hold, Hold::Samples(_));
+                (
+                    self.hold(hold, phase, now - entered, now),
+                    prediction,
+                    waiting,
+                )
             }
+        };
+        let paused = matches!(phase, Phase::Paused { .. });
+        let decision = if decision.action == Action::Pause && waiting {
+            self.paused_for_data = true;
+            decision
+        } else if paused
+            && self.paused_for_data
+            && !waiting
+            && self.shared.policy.resume_when_data_returns
+            && decision.action == Action::Hold
+        {
+            // The pause was for want of data, and data came back: carry on where it left.
+            Decision::controller(
+                Action::Resume,
+                Reason::new(
+                    "data returned: the rollout paused for want of samples has them now, and \
+                     resumes where it left",
+                )
+                .samples(samples),
+            )
+            .with_reasons(decision.reasons)
+        } else {
+            decision
         };
         let decision = if self.shadow_only && decision.action != Action::Hold {
             // Comparing without rolling out: say what the evidence would have done.
@@ -289,9 +324,7 @@ impl Controller {
             cited.push(reason.clone());
         }
         let probability = prediction.failure_probability;
-        let degradation = prediction.performance_degradation.estimate;
-        let thresholds = &policy.thresholds;
-        let conclusive = prediction.is_conclusive();
+        let verdict = prediction.verdict();
         let rollback = |reason: Reason| {
             Decision::controller(Action::RollBack, reason.samples(samples))
                 .with_reasons(cited.clone())
@@ -307,27 +340,66 @@ impl Controller {
             ));
             return Ok((rollback(lead), Some(prediction)));
         }
-        if conclusive && !(probability.is_nan() || degradation.is_nan()) {
-            if probability > thresholds.max_failure_probability {
-                let lead = Reason::new(format!("predictor `{name}`: failure probability too high"))
+        // A prediction that does not hold together (a probability outside [0, 1], NaN
+        // included) says the predictor is broken: nothing it says moves the rollout.
+        if !(0.0..=1.0).contains(&probability) {
+            let lead = Reason::new(format!(
+                "predictor `{name}` reported a failure probability of {probability}, not a \
+                 number in [0, 1]: its prediction is not used"
+            ));
+            let mut reasons = vec![lead.samples(samples)];
+            reasons.extend(cited.iter().cloned());
+            return Err(Box::new((Hold::Undecided(reasons), Some(prediction))));
+        }
+        if verdict == Verdict::Worse {
+            // The tests that found it, by name; a ruling of the predictor's own otherwise.
+            let failing: Vec<&crate::analysis::KpiTest> = prediction
+                .tests
+                .iter()
+                .filter(|t| t.verdict == Verdict::Worse)
+                .collect();
+            let lead = match failing.first() {
+                Some(test) => {
+                    let d = test.degradation();
+                    Reason::new(format!(
+                        "predictor `{name}`: {} ({}) worse than tolerated: {} [{}]",
+                        test.metric,
+                        test.scope,
+                        d,
+                        failing
+                            .iter()
+                            .map(|t| format!("{} ({})", t.metric, t.scope))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
                     .metric(
-                        "failure_probability",
-                        probability,
-                        thresholds.max_failure_probability,
-                    );
-                return Ok((rollback(lead), Some(prediction)));
-            }
-            if degradation > thresholds.max_degradation {
-                let lead = Reason::new(format!(
-                    "predictor `{name}`: performance degradation {} too high",
-                    prediction.performance_degradation
-                ))
-                .metric(
-                    "performance_degradation",
-                    degradation,
-                    thresholds.max_degradation,
-                );
-                return Ok((rollback(lead), Some(prediction)));
+                        test.metric.to_string(),
+                        d.estimate,
+                        test.tolerance(),
+                    )
+                }
+                None => Reason::new(format!("predictor `{name}`: worse than tolerated")),
+            };
+            return Ok((rollback(lead), Some(prediction)));
+        }
+        if let Phase::Canary { step } = phase
+            && let Some(at_step) = evidence.canary.steps.get(step)
+            && at_step.share > crate::model::Share::ZERO
+            && at_step.share < crate::model::Share::FULL
+        {
+            let requests = at_step.stable_assigned + at_step.candidate_assigned;
+            let split = SplitCheck::of(at_step.share, at_step.candidate_assigned, requests);
+            if split.broken {
+                let decision = Decision::controller(
+                    Action::Pause,
+                    Reason::new(format!(
+                        "sample ratio mismatch: {split}; the steerer does not split traffic \
+                         as it was told, so the canary's comparison cannot be trusted"
+                    ))
+                    .metric("candidate_share", split.observed, split.expected),
+                )
+                .with_reasons(cited);
+                return Ok((decision, Some(prediction)));
             }
         }
         let hold = |lead: Reason| -> Vec<Reason> {
@@ -346,11 +418,18 @@ impl Controller {
             }
             _ => {}
         }
-        if probability.is_nan() || degradation.is_nan() {
-            // A predictor bug is not evidence against the candidate, nor for it.
-            let lead = Reason::new(format!(
-                "predictor `{name}` returned a value that is not a number; ignored"
-            ));
+        if verdict != Verdict::NotWorse {
+            let open: Vec<String> = prediction
+                .tests
+                .iter()
+                .filter(|t| t.required && t.verdict != Verdict::NotWorse)
+                .map(|t| format!("{} ({})", t.metric, t.scope))
+                .collect();
+            let lead = Reason::new(if open.is_empty() {
+                format!("predictor `{name}`: not yet known")
+            } else {
+                format!("predictor `{name}`: not yet known: {}", open.join(", "))
+            });
             return Err(Box::new((Hold::Undecided(hold(lead)), Some(prediction))));
         }
         match &mismatch {
@@ -372,7 +451,7 @@ impl Controller {
         if matches!(phase, Phase::Paused { .. }) {
             let decision = Decision::controller(
                 Action::Hold,
-                Reason::new("paused: the evidence is within the thresholds"),
+                Reason::new("paused: every required test is not worse than tolerated"),
             )
             .with_reasons(cited);
             return Ok((decision, Some(prediction)));
@@ -385,7 +464,8 @@ impl Controller {
                 .map_or(0, |s| s.candidate.requests());
             if at_step < policy.min_samples_per_step {
                 let lead = Reason::new(format!(
-                    "within thresholds; {at_step} of {} candidate requests needed at this step",
+                    "not worse than tolerated; {at_step} of {} candidate requests needed at \
+                     this step",
                     policy.min_samples_per_step
                 ));
                 return Err(Box::new((Hold::Samples(hold(lead)), Some(prediction))));
@@ -393,13 +473,11 @@ impl Controller {
         }
         let decision = Decision::controller(
             Action::StepUp,
-            Reason::new(format!("predictor `{name}`: within thresholds"))
-                .metric(
-                    "failure_probability",
-                    probability,
-                    thresholds.max_failure_probability,
-                )
-                .samples(samples),
+            Reason::new(format!(
+                "predictor `{name}`: every required test not worse than tolerated \
+                 (failure probability {probability:.4})"
+            ))
+            .samples(samples),
         )
         .with_reasons(cited);
         Ok((decision, Some(prediction)))
@@ -411,7 +489,6 @@ mod tests {
     use super::*;
     use crate::metrics::{Differed, ReadComparison, ResourceUsage, Run};
     use crate::model::{Arm, LivePhase, Outcome, Share, Version};
-    use crate::predict::ThresholdPredictor;
     use crate::rollout::{Rollout, RolloutDriver, RolloutPolicy};
 
     fn policy() -> RolloutPolicy {
@@ -425,10 +502,30 @@ mod tests {
         }
     }
 
+    /// A rule, not a statistic: worse once the candidate alone failed a read in the shadow,
+    /// not worse otherwise — what these tests need to steer the controller look by look.
+    struct NoFailures;
+
+    impl Predictor for NoFailures {
+        fn name(&self) -> &str {
+            "no-failures"
+        }
+
+        fn predict(&self, evidence: &Evidence) -> Prediction {
+            let failed = evidence.shadow.pairs.total.outcomes.candidate_only > 0;
+            let verdict = if failed {
+                Verdict::Worse
+            } else {
+                Verdict::NotWorse
+            };
+            Prediction::ruling(self.name(), verdict, evidence)
+        }
+    }
+
     fn rollout() -> (Rollout, RolloutDriver) {
         Rollout::builder(Version::new("svc", "1"), Version::new("svc", "2"))
             .policy(policy())
-            .predictor(ThresholdPredictor::default())
+            .predictor(NoFailures)
             .without_process_sampling()
             .build_driven()
             .expect("valid policy")
@@ -448,16 +545,27 @@ mod tests {
             usage: ResourceUsage::default(),
             response_bytes: 0,
         };
-        for _ in 0..5_000 {
+        // Enough compared reads for the mismatch test to pass a zero rate (about 5,300).
+        for _ in 0..6_000 {
             let (twin, candidate) = (run(Outcome::Success), run(candidate_outcome));
             rollout
                 .pairs()
                 .record_pair("GET /", 0, &twin, &candidate, Some(compared));
         }
+        // 200 of the candidate's live requests and stable's in the ratio of the share in
+        // force, as a steerer doing its job splits them.
+        let share = rollout.status().share.fraction();
+        let stable = if share > 0.0 && share < 1.0 {
+            (200.0 * (1.0 - share) / share).round() as usize
+        } else {
+            200
+        };
         let recorder = rollout.recorder();
         for _ in 0..200 {
-            recorder.record(Arm::Stable, Outcome::Success, latency, 0, 0);
             recorder.record(Arm::Candidate, candidate_outcome, latency, 0, 0);
+        }
+        for _ in 0..stable {
+            recorder.record(Arm::Stable, Outcome::Success, latency, 0, 0);
         }
     }
 
@@ -546,7 +654,7 @@ mod tests {
         let (rollout, mut driver) =
             Rollout::builder(Version::new("svc", "1"), Version::new("svc", "2"))
                 .policy(policy())
-                .predictor(ThresholdPredictor::default())
+                .predictor(NoFailures)
                 .without_process_sampling()
                 .shadow_only()
                 .build_driven()

@@ -94,7 +94,7 @@ impl Predictor for KayentaMannWhitney {
 /// // Geometric means of about 1,350 µs against 1,050 µs: 28.6% slower.
 /// assert!((prediction.performance_degradation.estimate - 0.286).abs() < 0.005);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UnpairedSequential {
     sprt: MixtureSprt,
     /// The tolerance on the log scale.
