@@ -268,12 +268,13 @@ fn main() -> Result<(), Box<dyn Error>> {
          for the power rows"
     );
     println!(
-        "sequential predictor: alpha {}, tolerances latency +{:.0}%, tail +{:.0} pp above stable's p{:.0}, \
+        "sequential predictor: alpha {}, tolerances latency +{:.0}% (p50 +{:.0}%, p95 +{:.0}%, p99 +{:.0}%), \
          errors +{} pp, CPU +{:.0}%; mismatch: rollback above {}% net of noise\n",
         analysis.alpha,
         analysis.tolerances.latency * 100.0,
-        analysis.tolerances.latency_tail * 100.0,
-        analysis.tail_quantile * 100.0,
+        analysis.tolerances.latency_p50 * 100.0,
+        analysis.tolerances.latency_p95 * 100.0,
+        analysis.tolerances.latency_p99 * 100.0,
         analysis.tolerances.error_rate * 100.0,
         analysis.tolerances.cpu * 100.0,
         policy.mismatch.rollback_above * 100.0,

@@ -25,7 +25,9 @@ fn policy() -> RolloutPolicy {
         min_samples: 100,
         min_samples_per_step: 0,
         no_data_deadline: INTERVAL * 5,
-        // A tolerance the few hundred reads these tests feed can show.
+        // A tolerance the few thousand reads these tests feed can show (a zero rate passes
+        // after ln(1 / alpha) / tolerance = 530 reads; the threshold predictor's p99 needs
+        // a few thousand).
         mismatch: MismatchPolicy {
             tolerance: 0.01,
             rollback_above: 0.01,
@@ -49,6 +51,8 @@ fn builder(policy: RolloutPolicy) -> RolloutBuilder {
 struct Traffic {
     shadow: Mutex<ShadowEvidence>,
     live: KpiRecorder,
+    /// The candidate's share of live traffic now, which the live requests fed follow.
+    share: Mutex<Share>,
 }
 
 fn recorder() -> Arc<Traffic> {
@@ -56,6 +60,7 @@ fn recorder() -> Arc<Traffic> {
     Arc::new(Traffic {
         shadow: Mutex::new(ShadowEvidence::default()),
         live: KpiRecorder::new(stable, candidate),
+        share: Mutex::new(Share::ZERO),
     })
 }
 
@@ -72,6 +77,7 @@ impl MetricSource for Traffic {
     }
 
     fn phase_changed(&self, phase: Phase, share: Share) {
+        *self.share.lock().expect("not poisoned") = share;
         self.live.phase_changed(phase, share);
     }
 }
@@ -95,7 +101,9 @@ impl MetricSource for CountingSource {
 }
 
 /// `n` reads run on both builds in the shadow, their responses the same, and `n` live
-/// requests of each build: stable succeeds in 10 ms, the candidate as told.
+/// requests of the candidate with as many of stable's as the share in force implies (`n`
+/// outside a partial share), so that the split is the one the steerer was told: stable
+/// succeeds in 10 ms, the candidate as told.
 fn feed(traffic: &Traffic, n: usize, candidate_outcome: Outcome, candidate_latency_ms: u64) {
     let stable_latency = Duration::from_millis(10);
     let candidate_latency = Duration::from_millis(candidate_latency_ms);
@@ -112,10 +120,18 @@ fn feed(traffic: &Traffic, n: usize, candidate_outcome: Outcome, candidate_laten
             pairs.mismatches.record(false, false);
         }
     }
+    let share = traffic.share.lock().expect("not poisoned").fraction();
+    let stable_requests = if share > 0.0 && share < 1.0 {
+        (n as f64 * (1.0 - share) / share).round() as usize
+    } else {
+        n
+    };
+    let live = &traffic.live;
     for _ in 0..n {
-        let live = &traffic.live;
-        live.record(Arm::Stable, Outcome::Success, stable_latency, 0, 0);
         live.record(Arm::Candidate, candidate_outcome, candidate_latency, 0, 0);
+    }
+    for _ in 0..stable_requests {
+        live.record(Arm::Stable, Outcome::Success, stable_latency, 0, 0);
     }
 }
 
@@ -193,7 +209,7 @@ async fn regression_is_rolled_back_with_reasons_and_the_stable_release_restored(
     let mut events = handle.subscribe();
     let rollout = tokio::spawn(driver.run());
 
-    feed(&recorder, 500, Outcome::Success, 10);
+    feed(&recorder, 3_000, Outcome::Success, 10);
     tokio::time::sleep(INTERVAL * 2 + INTERVAL / 2).await;
     assert!(matches!(handle.status().phase, Phase::Canary { .. }));
     assert!(!steerer.share().is_zero());
@@ -220,8 +236,12 @@ async fn regression_is_rolled_back_with_reasons_and_the_stable_release_restored(
     assert_eq!(last.transition.to, Phase::RolledBack);
     assert_eq!(last.decision.action, Action::RollBack);
     let reason = &last.decision.reasons[0];
-    assert_eq!(reason.metric.as_deref(), Some("failure_probability"));
-    assert_eq!(reason.threshold, Some(0.5));
+    assert_eq!(reason.metric.as_deref(), Some("error rate"));
+    assert_eq!(
+        reason.threshold,
+        Some(0.01),
+        "the threshold predictor's limit"
+    );
     assert!(reason.samples.expect("samples cited").candidate >= 2_000);
     assert!(last.prediction.is_some());
 }
@@ -301,7 +321,7 @@ async fn pause_holds_the_share_and_resume_continues() {
         .build()
         .expect("valid policy");
     let handle = rollout.handle();
-    feed(&recorder, 500, Outcome::Success, 10);
+    feed(&recorder, 3_000, Outcome::Success, 10);
     tokio::time::sleep(INTERVAL + INTERVAL / 2).await;
     assert_eq!(handle.status().phase, Phase::Canary { step: 0 });
     handle.pause("deploy freeze").expect("pausable");
@@ -317,7 +337,7 @@ async fn pause_holds_the_share_and_resume_continues() {
     handle.resume("freeze over").expect("resumable");
     assert_eq!(handle.status().phase, Phase::Canary { step: 0 });
     // Live requests at this step: what the canary is judged on.
-    feed(&recorder, 500, Outcome::Success, 10);
+    feed(&recorder, 3_000, Outcome::Success, 10);
     tokio::time::sleep(INTERVAL).await;
     assert_eq!(handle.status().phase, Phase::Canary { step: 1 });
 }
@@ -474,7 +494,7 @@ async fn a_nan_prediction_holds_instead_of_deciding() {
         .metric_source(recorder.clone())
         .build_driven()
         .expect("valid policy");
-    feed(&recorder, 500, Outcome::Success, 10);
+    feed(&recorder, 3_000, Outcome::Success, 10);
     let decision = controller.look().await;
     assert_eq!(decision.action, Action::Hold);
     assert!(

@@ -147,7 +147,9 @@ fn a_slowdown_of_one_route_of_five_is_caught_from_its_own_pairs() {
         "caught in the shadow"
     );
     let median = report.median_samples_in(Phase::RolledBack);
-    assert!(median.is_some_and(|pairs| pairs <= 300), "{median:?}");
+    // About 290 with five test slots; eleven (quantiles and CPU joined the budget) cost
+    // ln(1100) / ln(500) = 1.13 times the pairs.
+    assert!(median.is_some_and(|pairs| pairs <= 350), "{median:?}");
     let caught_by_route = report
         .records
         .iter()

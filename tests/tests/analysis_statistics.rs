@@ -2,10 +2,10 @@
 //! formula, independently of the code under test.
 
 use shadowlib::analysis::{
-    DifferenceEstimate, MannWhitney, Metric, MixtureSprt, Proportion, Scope, SequentialAnalysis,
-    SequentialConfig, Verdict,
+    DifferenceEstimate, MannWhitney, Metric, MixtureSprt, Proportion, Quantile, Scope,
+    SequentialAnalysis, SequentialConfig, Statistic, Verdict,
 };
-use shadowlib::{Distribution, Evidence, Moments, Outcome, SampleCount, Version};
+use shadowlib::{Distribution, Evidence, LATENCY_FLOOR, Moments, Outcome, SampleCount, Version};
 
 fn estimate(difference: f64, variance: f64) -> DifferenceEstimate {
     DifferenceEstimate {
@@ -220,32 +220,43 @@ fn kpi_tests_read_the_evidence_as_the_formulas_say() {
         .test(Metric::Latency, &Scope::Shadow)
         .expect("latency measured on both");
     let ratios = e.shadow.pairs.total.latency;
-    assert!((latency.test.estimate.difference - ratios.mean()).abs() < 1e-12);
-    assert!((latency.test.estimate.variance - ratios.variance() / 10_000.0).abs() < 1e-15);
+    let (estimate, _) = latency.estimate().expect("a mixture test");
+    assert!((estimate.difference - ratios.mean()).abs() < 1e-12);
+    assert!((estimate.variance - ratios.variance() / 10_000.0).abs() < 1e-15);
     assert!((latency.degradation().estimate - ratios.mean().exp_m1()).abs() < 1e-12);
     assert!(
         (ratios.mean() - 0.1 * 4f64.ln()).abs() < 1e-9,
         "a tenth of reads 4x slower"
     );
 
-    let tail = assessment
-        .test(Metric::LatencyTail, &Scope::Shadow)
+    // The p95: each build's point estimate is its histogram's p95 on the floored scale,
+    // and a tenth of reads 4x slower moves the candidate's p95 into the slow tenth.
+    let p95 = assessment
+        .test(Metric::LatencyQuantile(Quantile::P95), &Scope::Shadow)
         .expect("latency measured on both");
     let (twin, candidate) = (&e.shadow.twin.latency_us, &e.shadow.candidate.latency_us);
-    let threshold = twin.quantile(0.95);
-    let stable_share = twin.count_above(threshold) as f64 / 10_000.0;
-    let candidate_share = candidate.count_above(threshold) as f64 / 10_000.0;
-    assert!((tail.test.estimate.difference - (candidate_share - stable_share)).abs() < 1e-12);
+    let Statistic::Quantile {
+        stable: twin_p95,
+        candidate: candidate_p95,
+        ..
+    } = p95.statistic
+    else {
+        panic!("a quantile test: {p95}");
+    };
+    let floor = LATENCY_FLOOR.as_micros() as f64;
+    assert_eq!(twin_p95, twin.quantile(0.95) as f64 + floor);
+    assert_eq!(candidate_p95, candidate.quantile(0.95) as f64 + floor);
     assert!(
-        candidate_share > stable_share + 0.04,
-        "{candidate_share} vs {stable_share}"
+        candidate_p95 > 2.5 * twin_p95,
+        "{candidate_p95} vs {twin_p95}"
     );
-    assert_eq!(tail.verdict, Verdict::Worse);
+    assert_eq!(p95.verdict, Verdict::Worse);
 
     let errors = assessment
         .test(Metric::ErrorRate, &Scope::Shadow)
         .expect("requests on both");
-    assert_eq!(errors.test.estimate.difference, 0.0);
+    let (estimate, _) = errors.estimate().expect("a mixture test");
+    assert_eq!(estimate.difference, 0.0);
     assert!(
         assessment.test(Metric::Cpu, &Scope::Shadow).is_none(),
         "CPU is not measured here"

@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
+use shadowlib::analysis::Verdict;
 use shadowlib::delta::{DeltaBus, LiveState, ShadowState, StalenessBound, StateDelta};
 use shadowlib::mirror::{HttpMirror, Mirror, RequestCopy, RequestHead};
 use shadowlib::{
@@ -179,10 +180,16 @@ impl Predictor for QueryBudget {
             .lock()
             .expect("not poisoned")
             .push((stable, candidate));
-        let failing = candidate > 2.0 * stable;
-        Prediction::new(self.name(), if failing { 1.0 } else { 0.0 }, evidence).with_reason(
-            format!("queries per request: stable {stable}, candidate {candidate}"),
-        )
+        // A rule of the service's own, taken as it is: the budget is a contract, not an
+        // estimate with noise.
+        let verdict = if candidate > 2.0 * stable {
+            Verdict::Worse
+        } else {
+            Verdict::NotWorse
+        };
+        Prediction::ruling(self.name(), verdict, evidence).with_reason(format!(
+            "queries per request: stable {stable}, candidate {candidate}"
+        ))
     }
 }
 

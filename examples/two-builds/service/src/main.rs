@@ -128,6 +128,7 @@ fn rollout_of(
         max_error_rate_increase: 0.02,
         max_p99_increase: 1.5,
         max_p50_increase: 0.5,
+        ..ThresholdPredictorConfig::default()
     });
     let config = ShadowConfig::new().with_sticky_key(StickyKey::header("x-user")?);
     Ok(Rollout::builder(stable, candidate)
