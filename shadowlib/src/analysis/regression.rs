@@ -801,10 +801,20 @@ impl SequentialAnalysis {
             .tests
             .iter()
             .filter(|t| t.required)
-            .filter_map(KpiTest::estimate)
-            .map(|(estimate, tolerance)| {
+            .filter_map(|t| Some((t, t.estimate()?)))
+            .map(|(test, (estimate, tolerance))| {
                 let prior = (self.config.prior_scale * tolerance).powi(2);
-                let v = estimate.variance;
+                // A rate estimated from no (or one kind of) discordant pair has a variance
+                // of 0, which would claim certainty from silence: it is floored at what one
+                // more discordant pair would give.
+                let floor = match test.metric {
+                    Metric::ErrorRate => {
+                        let n = test.samples.stable.min(test.samples.candidate).max(1) as f64;
+                        1.0 / (n * n)
+                    }
+                    _ => 0.0,
+                };
+                let v = estimate.variance.max(floor);
                 if !(v > 0.0 && v.is_finite()) {
                     return 1.0;
                 }
