@@ -46,7 +46,9 @@ use thiserror::Error;
 pub use baseline::{KayentaMannWhitney, UnpairedSequential};
 pub use history::{HistoryConfig, brier_score, synthetic_history};
 pub use model::{BuildModel, LatencyModel, RouteModel, Scenario, Tail, Traffic};
-pub use report::{ReportTable, RolloutRecord, ScenarioReport};
+pub use report::{
+    Calibration, CalibrationBin, Forecast, ReportTable, RolloutRecord, ScenarioReport,
+};
 
 use crate::evidence::Stage;
 use crate::metrics::RequestRecord;
@@ -146,6 +148,62 @@ impl Default for SimulationConfig {
                 decision_deadline: Duration::from_secs(120),
                 ..RolloutPolicy::default()
             },
+        }
+    }
+}
+
+/// The prior a calibration run draws its candidates from, and what counts as a failure
+/// ([`Simulation::calibration`]).
+///
+/// ```
+/// use shadowlib::analysis::SequentialConfig;
+/// use shadowlib::simulate::{
+///     BuildModel, CalibrationWorld, LatencyModel, Scenario, Simulation, SimulationConfig, Traffic,
+/// };
+/// use shadowlib::SequentialPredictor;
+///
+/// let config = SequentialConfig::default();
+/// let world = CalibrationWorld::of(&config, 20, 200);
+/// let build = BuildModel::new(LatencyModel::lognormal(1_000.0, 0.5)).with_error_rate(0.01);
+/// let scenario = Scenario::new("calibration", build, build, Traffic::Steady { per_interval: 250.0 });
+/// let simulation = Simulation::new(SimulationConfig { rollouts: 1, max_looks: 1, ..SimulationConfig::default() })?;
+/// let calibration = simulation.calibration(&scenario, &world, SequentialPredictor::default)?;
+/// assert_eq!(calibration.bins.iter().map(|b| b.forecasts).sum::<usize>(), 20);
+/// # Ok::<(), shadowlib::simulate::SimulationError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationWorld {
+    /// Standard deviation of the candidate's log shift of median latency.
+    pub latency_sd: f64,
+    /// A latency degradation above this is a failure.
+    pub latency_tolerance: f64,
+    /// Standard deviation of the candidate's change of error rate.
+    pub error_sd: f64,
+    /// An error-rate rise above this is a failure.
+    pub error_tolerance: f64,
+    /// Candidates drawn.
+    pub candidates: usize,
+    /// Forecasts are taken at the first look with this many pairs.
+    pub at_pairs: u64,
+}
+
+impl CalibrationWorld {
+    /// The world the sequential predictor's posterior assumes for latency and errors
+    /// under `config`: each difference normal, centred on none, with a standard deviation
+    /// of `prior_scale` tolerances.
+    pub fn of(
+        config: &crate::analysis::SequentialConfig,
+        candidates: usize,
+        at_pairs: u64,
+    ) -> Self {
+        let t = &config.tolerances;
+        Self {
+            latency_sd: config.prior_scale * t.latency.ln_1p(),
+            latency_tolerance: t.latency,
+            error_sd: config.prior_scale * t.error_rate,
+            error_tolerance: t.error_rate,
+            candidates,
+            at_pairs,
         }
     }
 }
@@ -320,6 +378,61 @@ impl Simulation {
         })
     }
 
+    /// How well a predictor's failure probability is calibrated, in a world drawn from a
+    /// prior: [`CalibrationWorld::candidates`] variants of `scenario`, each candidate's
+    /// median latency shifted by a factor `exp(θ)` and its error rate by `δ`, `θ` and `δ`
+    /// drawn from centred normals, each variant rolled out
+    /// [`rollouts`](SimulationConfig::rollouts) times. The forecast is the failure
+    /// probability at the first look with at least [`CalibrationWorld::at_pairs`] pairs; the
+    /// event is a true latency degradation ([`Scenario::true_degradation`]) or error-rate
+    /// rise above its tolerance.
+    ///
+    /// A forecaster is calibrated only for a world like the one it assumes: draw from the
+    /// prior the predictor's posterior uses to check it, and from another to see how much
+    /// that matters.
+    pub fn calibration<P, F>(
+        &self,
+        scenario: &Scenario,
+        world: &CalibrationWorld,
+        new_predictor: F,
+    ) -> Result<Calibration, SimulationError>
+    where
+        P: Predictor + 'static,
+        F: Fn() -> P + Sync,
+    {
+        let normal = |sd: f64| {
+            rand_distr::Normal::new(0.0, sd)
+                .map_err(|e| SimulationError::Distribution(e.to_string()))
+        };
+        let (latency_prior, error_prior) = (normal(world.latency_sd)?, normal(world.error_sd)?);
+        let mut rng = SmallRng::seed_from_u64(mix(self.config.seed ^ name_hash(&scenario.name)));
+        let mut points = Vec::new();
+        for i in 0..world.candidates {
+            let shift: f64 = latency_prior.sample(&mut rng);
+            let rise: f64 = error_prior.sample(&mut rng);
+            let mut variant = scenario.clone();
+            variant.name = format!("{} #{i}", scenario.name);
+            variant.candidate.latency.median_us *= shift.exp();
+            // A rate cannot fall below zero: such draws are clamped there.
+            let error_rate = (variant.candidate.error_rate + rise).clamp(0.0, 1.0);
+            variant.candidate.error_rate = error_rate;
+            let worse = variant.true_degradation() > world.latency_tolerance
+                || error_rate - variant.stable.error_rate > world.error_tolerance;
+            let report = self.run(&variant, &new_predictor)?;
+            points.extend(
+                report
+                    .records
+                    .iter()
+                    .filter_map(|r| r.forecast_at(world.at_pairs))
+                    .map(|f| (f.failure_probability, worse)),
+            );
+        }
+        Calibration::by_tenths(&points).ok_or(SimulationError::Setting {
+            field: "at_pairs",
+            reason: "no rollout made a forecast on that many pairs",
+        })
+    }
+
     /// One rollout: each interval, live requests are split by the steerer's share and
     /// recorded live; stable's reads are mirrored and run on the twin and the candidate in
     /// the shadow; time advances one interval and the controller looks. It ends when the
@@ -359,6 +472,7 @@ impl Simulation {
         let handle = rollout.handle();
         let mut looks = 0;
         let mut stage = Stage::Shadow;
+        let mut forecasts = Vec::new();
         loop {
             let phase = handle.status().phase;
             if looks >= self.config.max_looks
@@ -393,6 +507,13 @@ impl Simulation {
             tokio::time::advance(policy.interval).await;
             controller.look().await;
             looks += 1;
+            if let Some(prediction) = handle.status().last_prediction {
+                forecasts.push(Forecast {
+                    look: looks,
+                    pairs: pairs.snapshot().pairs.total.pairs(),
+                    failure_probability: prediction.failure_probability,
+                });
+            }
         }
         let status = handle.status();
         Ok(RolloutRecord {
@@ -403,6 +524,7 @@ impl Simulation {
             pairs: pairs.snapshot().pairs.total.pairs(),
             degradation: status.last_prediction.map(|p| p.performance_degradation),
             decision: status.last_decision,
+            forecasts,
         })
     }
 }

@@ -143,6 +143,14 @@ pub struct BuildModel {
     /// 1% of reads on top of stable's noise `r` has `r + 0.01`.
     #[serde(default)]
     pub wrong_response_rate: f64,
+    /// Probability, in `[0, 1]`, that a run panics: a failure class of its own, with no
+    /// latency, which a build that never panics makes "novel".
+    #[serde(default)]
+    pub panic_rate: f64,
+    /// Median bytes allocated per request at route cost 1, if the shadow counts them. It
+    /// follows the request's own cost, as CPU time does.
+    #[serde(default)]
+    pub allocated_bytes: Option<f64>,
 }
 
 impl BuildModel {
@@ -154,6 +162,8 @@ impl BuildModel {
             error_rate: 0.0,
             cpu_us: None,
             wrong_response_rate: 0.0,
+            panic_rate: 0.0,
+            allocated_bytes: None,
         }
     }
 
@@ -172,6 +182,20 @@ impl BuildModel {
     pub fn with_cpu_us(self, cpu_us: f64) -> Self {
         Self {
             cpu_us: Some(cpu_us),
+            ..self
+        }
+    }
+
+    /// The same build panicking on this share of runs.
+    pub fn with_panic_rate(self, panic_rate: f64) -> Self {
+        Self { panic_rate, ..self }
+    }
+
+    /// The same build allocating this median of bytes per request (at route cost 1),
+    /// counted in the shadow.
+    pub fn with_allocated_bytes(self, allocated_bytes: f64) -> Self {
+        Self {
+            allocated_bytes: Some(allocated_bytes),
             ..self
         }
     }
@@ -201,6 +225,14 @@ impl BuildModel {
         }
         if !(0.0..=1.0).contains(&self.wrong_response_rate) {
             return Err(bad("wrong_response_rate", self.wrong_response_rate));
+        }
+        if !(0.0..=1.0).contains(&self.panic_rate) {
+            return Err(bad("panic_rate", self.panic_rate));
+        }
+        if let Some(bytes) = self.allocated_bytes
+            && !(bytes > 0.0 && bytes.is_finite())
+        {
+            return Err(bad("allocated_bytes", bytes));
         }
         Ok(())
     }

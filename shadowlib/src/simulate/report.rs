@@ -29,6 +29,20 @@ pub struct RolloutRecord {
     pub degradation: Option<Degradation>,
     /// The controller's last decision, with its reasons.
     pub decision: Option<Decision>,
+    /// The predictor's failure probability at each look that had a prediction, in order.
+    pub forecasts: Vec<Forecast>,
+}
+
+/// A predictor's failure probability at one look.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Forecast {
+    /// The look, counted from 1.
+    pub look: u64,
+    /// The shadow's pairs by then.
+    pub pairs: u64,
+    /// The failure probability the prediction reported.
+    pub failure_probability: f64,
 }
 
 impl RolloutRecord {
@@ -41,6 +55,122 @@ impl RolloutRecord {
     /// Whether it ended promoted or rolled back.
     pub fn is_decided(&self) -> bool {
         self.phase.is_terminal()
+    }
+
+    /// The first forecast made on at least `pairs` pairs, if the rollout got that far.
+    pub fn forecast_at(&self, pairs: u64) -> Option<Forecast> {
+        self.forecasts.iter().find(|f| f.pairs >= pairs).copied()
+    }
+}
+
+/// One tenth of the unit interval of a reliability diagram: the forecasts that fell in it,
+/// their mean, and how often what they forecast happened.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CalibrationBin {
+    /// The lowest forecast the bin holds.
+    pub low: f64,
+    /// The bin holds forecasts below this (the last one, up to 1 inclusive).
+    pub high: f64,
+    /// Forecasts in the bin.
+    pub forecasts: usize,
+    /// Their mean.
+    pub mean_forecast: f64,
+    /// The share of them whose event happened.
+    pub observed: f64,
+}
+
+/// How well probabilities match frequencies: forecasts binned by tenths, and the expected
+/// calibration error, the bins' `|mean forecast − observed|` weighted by their counts (0
+/// for a perfectly calibrated forecaster).
+///
+/// ```
+/// use shadowlib::simulate::Calibration;
+///
+/// // A forecaster that says 0.8 of what happens 8 times in 10 is calibrated there.
+/// let points: Vec<(f64, bool)> = (0..10).map(|i| (0.8, i < 8)).collect();
+/// let calibration = Calibration::by_tenths(&points).expect("forecasts");
+/// assert!(calibration.expected_calibration_error < 1e-12);
+/// assert_eq!(calibration.bins[8].forecasts, 10);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Calibration {
+    /// The ten bins, from `[0, 0.1)` to `[0.9, 1]`.
+    pub bins: Vec<CalibrationBin>,
+    /// The expected calibration error.
+    pub expected_calibration_error: f64,
+    /// The Brier score, the mean squared error of the forecasts.
+    pub brier_score: f64,
+}
+
+impl Calibration {
+    /// The calibration of `(forecast, happened)` pairs; `None` without any, or with a
+    /// forecast outside `[0, 1]`.
+    pub fn by_tenths(points: &[(f64, bool)]) -> Option<Self> {
+        if points.is_empty() || points.iter().any(|(p, _)| !(0.0..=1.0).contains(p)) {
+            return None;
+        }
+        let mut sums = [(0usize, 0.0f64, 0usize); 10];
+        for &(p, happened) in points {
+            // Forecasts of exactly 1 go in the last bin.
+            let bin = ((p * 10.0) as usize).min(9);
+            sums[bin].0 += 1;
+            sums[bin].1 += p;
+            sums[bin].2 += usize::from(happened);
+        }
+        let total = points.len() as f64;
+        let mut error = 0.0;
+        let bins = sums
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, sum, happened))| {
+                let (mean_forecast, observed) = if n > 0 {
+                    (sum / n as f64, happened as f64 / n as f64)
+                } else {
+                    (f64::NAN, f64::NAN)
+                };
+                if n > 0 {
+                    error += n as f64 / total * (mean_forecast - observed).abs();
+                }
+                CalibrationBin {
+                    low: i as f64 / 10.0,
+                    high: (i + 1) as f64 / 10.0,
+                    forecasts: n,
+                    mean_forecast,
+                    observed,
+                }
+            })
+            .collect();
+        let brier_score = points
+            .iter()
+            .map(|&(p, happened)| (p - f64::from(u8::from(happened))).powi(2))
+            .sum::<f64>()
+            / total;
+        Some(Self {
+            bins,
+            expected_calibration_error: error,
+            brier_score,
+        })
+    }
+}
+
+impl fmt::Display for Calibration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "expected calibration error {:.3}, Brier {:.3}; by tenth (forecasts: mean forecast \
+             / observed):",
+            self.expected_calibration_error, self.brier_score
+        )?;
+        for bin in self.bins.iter().filter(|b| b.forecasts > 0) {
+            write!(
+                f,
+                " [{:.1},{:.1}) {}: {:.2}/{:.2}",
+                bin.low, bin.high, bin.forecasts, bin.mean_forecast, bin.observed
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -250,7 +380,25 @@ mod tests {
             pairs: samples,
             degradation,
             decision: None,
+            forecasts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn calibration_bins_forecasts_by_tenth_and_weighs_their_errors() {
+        // 0.15 said of what happens 1 time in 10 (error 0.05), and 0.95 of what happens
+        // always (error 0.05): an ECE of 0.05 whatever the mix.
+        let mut points: Vec<(f64, bool)> = (0..20).map(|i| (0.15, i % 10 == 0)).collect();
+        points.extend((0..5).map(|_| (0.95, true)));
+        points.push((1.0, true));
+        let c = Calibration::by_tenths(&points).expect("forecasts");
+        assert_eq!(c.bins[1].forecasts, 20);
+        assert_eq!(c.bins[9].forecasts, 6, "1.0 goes in the last tenth");
+        let expected = (20.0 * 0.05 + 6.0 * (1.0 - (5.0 * 0.95 + 1.0) / 6.0)) / 26.0;
+        assert!((c.expected_calibration_error - expected).abs() < 1e-12);
+        assert!(Calibration::by_tenths(&[]).is_none());
+        assert!(Calibration::by_tenths(&[(1.5, true)]).is_none());
+        assert!(Calibration::by_tenths(&[(f64::NAN, true)]).is_none());
     }
 
     fn report(identical_builds: bool) -> ScenarioReport {

@@ -9,7 +9,7 @@ use rand_distr::{Bernoulli, Distribution as _, StandardNormal};
 
 use super::SimulationError;
 use super::model::{BuildModel, Scenario};
-use crate::metrics::{Differed, ReadComparison, ResourceUsage, Run};
+use crate::metrics::{Allocations, Differed, ReadComparison, ResourceUsage, Run};
 use crate::model::{Arm, Outcome};
 
 /// The field a build's wrong response differs in.
@@ -48,6 +48,8 @@ struct BuildSampler {
     failure: Bernoulli,
     ln_cpu_us: Option<f64>,
     wrong: Bernoulli,
+    panic: Bernoulli,
+    ln_allocated_bytes: Option<f64>,
 }
 
 impl BuildSampler {
@@ -66,6 +68,8 @@ impl BuildSampler {
             failure: Bernoulli::new(model.error_rate).map_err(|e| distribution_error(&e))?,
             ln_cpu_us: model.cpu_us.map(f64::ln),
             wrong: Bernoulli::new(model.wrong_response_rate).map_err(|e| distribution_error(&e))?,
+            panic: Bernoulli::new(model.panic_rate).map_err(|e| distribution_error(&e))?,
+            ln_allocated_bytes: model.allocated_bytes.map(f64::ln),
         })
     }
 }
@@ -163,21 +167,40 @@ impl ScenarioSampler {
         if place == Place::Shadow {
             ln_latency -= self.ln_shadow_speed;
         }
+        // Thread CPU time counts only time on the CPU, so a slower shadow environment,
+        // which mostly waits longer, leaves it as it is; so do allocations.
+        let cpu_time = build.ln_cpu_us.map(|ln_cpu| {
+            duration_from_micros((self.ln_cost(arm, request, ln_cpu) + noise(rng)).exp())
+        });
+        let allocations = build.ln_allocated_bytes.map(|ln_bytes| Allocations {
+            // A saturating cast, as for durations.
+            bytes: (self.ln_cost(arm, request, ln_bytes) + noise(rng)).exp() as u64,
+            count: 1,
+        });
+        // A panic ends the run without a response, so without a latency.
+        if build.panic.sample(rng) {
+            return Run {
+                outcome: Outcome::Panic,
+                latency: None,
+                usage: ResourceUsage {
+                    cpu_time,
+                    allocations,
+                    ..ResourceUsage::default()
+                },
+                response_bytes: 0,
+            };
+        }
         let outcome = if build.failure.sample(rng) {
             Outcome::ServerError
         } else {
             Outcome::Success
         };
-        // Thread CPU time counts only time on the CPU, so a slower shadow environment,
-        // which mostly waits longer, leaves it as it is.
-        let cpu_time = build.ln_cpu_us.map(|ln_cpu| {
-            duration_from_micros((self.ln_cost(arm, request, ln_cpu) + noise(rng)).exp())
-        });
         Run {
             outcome,
             latency: Some(duration_from_micros(ln_latency.exp())),
             usage: ResourceUsage {
                 cpu_time,
+                allocations,
                 ..ResourceUsage::default()
             },
             response_bytes: 0,
