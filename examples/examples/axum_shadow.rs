@@ -260,11 +260,6 @@ async fn rollout(regression: Regression) -> Result<(), Box<dyn std::error::Error
         min_samples = 300
         min_samples_per_step = 150
         no_data_deadline = "10s"
-
-        # Millisecond handlers on a shared machine jitter by tens of percent at p99; a
-        # real regression here is several times slower, or failing.
-        [thresholds]
-        max_degradation = 1.5
         "#,
     )?;
     // Building starts the rollout (shadowing) and its loop, which first looks one interval

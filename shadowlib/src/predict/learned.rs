@@ -263,7 +263,25 @@ impl LearnedModel {
     }
 }
 
-/// A predictor backed by a [`LearnedModel`].
+/// A predictor backed by a [`LearnedModel`]: it explains, and never decides.
+///
+/// Its P(incident) is reported as the failure probability, with the features that moved it
+/// most; it runs no test, so it never rolls a rollout back or forward by itself (the same
+/// probability thresholded at every look rolled identical builds back in 22.7% of
+/// rollouts). Put it in an [`Ensemble`](super::Ensemble) with a
+/// [`SequentialPredictor`](super::SequentialPredictor), whose tests decide:
+///
+/// ```
+/// # use shadowlib::predict::{Ensemble, LearnedModel, LearnedPredictor};
+/// # use shadowlib::SequentialPredictor;
+/// # fn with(model: LearnedModel) -> Ensemble {
+/// Ensemble::max()
+///     .with(SequentialPredictor::default())
+///     .with(LearnedPredictor::new(model))
+/// # }
+/// ```
+///
+/// Trained and loaded:
 ///
 /// ```
 /// use shadowlib::predict::{HistoryRecord, LearnedModel, LearnedPredictor};

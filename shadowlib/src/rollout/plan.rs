@@ -154,6 +154,15 @@ impl RolloutPlan {
             ),
         ];
         let mut warnings = Vec::new();
+        if predictor_alpha == 0.0 {
+            warnings.push(
+                "the predictor declares no error budget (an alpha of 0): unless it rules on its \
+                 own (Prediction::ruling), it only explains and the rollout will pause at its \
+                 decision deadline; an explaining predictor goes in an Ensemble with a \
+                 SequentialPredictor"
+                    .to_owned(),
+            );
+        }
         let longest = items.iter().skip(1).filter_map(|i| i.duration).max();
         if let Some(longest) = longest
             && longest > policy.decision_deadline.max(policy.no_data_deadline)

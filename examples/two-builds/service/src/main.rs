@@ -146,9 +146,6 @@ fn demo_policy() -> Result<RolloutPolicy, BoxError> {
         min_samples = 300
         min_samples_per_step = 150
         no_data_deadline = "10s"
-
-        [thresholds]
-        max_degradation = 1.5
         "#,
     )?)
 }
