@@ -175,7 +175,9 @@ async fn run_scenario(name: &str, candidate: Behaviour) -> Result<(), Box<dyn st
         min_samples = 500
         min_samples_per_step = 2000
         no_data_deadline = "20s"
-        decision_deadline = "30s"
+        decision_deadline = "90s"
+        # What the built-in load generator mirrors on two cores, for the plan below.
+        expected_reads_per_second = 2000
         "#,
     )?;
     let items = PathPattern::new("/items/{id}")?;
@@ -183,6 +185,8 @@ async fn run_scenario(name: &str, candidate: Behaviour) -> Result<(), Box<dyn st
         .policy(policy)
         .route_patterns([items])
         .build()?;
+    // What the rollout can tell and how soon, worked out before it starts.
+    println!("{}", rollout.plan());
     // The start went out as the rollout was built: it is the first of the history.
     for event in rollout.handle().history() {
         print_event(&event);

@@ -503,3 +503,52 @@ async fn a_nan_prediction_holds_instead_of_deciding() {
     );
     assert_eq!(rollout.status().phase, Phase::Shadowing);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_split_unlike_the_steerers_share_pauses_the_canary_with_the_reason() {
+    let recorder = recorder();
+    let (rollout, mut driver) = builder(policy())
+        .metric_source(recorder.clone())
+        .build_driven()
+        .expect("valid policy");
+    feed(&recorder, 3_000, Outcome::Success, 10);
+    let decision = driver.look().await;
+    assert_eq!(
+        rollout.status().phase,
+        Phase::Canary { step: 0 },
+        "{decision}"
+    );
+    // The steerer was told 1%, but the service (a load balancer in front, a cache, a
+    // sticky key that lands everyone on one arm) splits half and half.
+    for _ in 0..1_000 {
+        recorder.live.record(
+            Arm::Candidate,
+            Outcome::Success,
+            Duration::from_millis(10),
+            0,
+            0,
+        );
+        recorder.live.record(
+            Arm::Stable,
+            Outcome::Success,
+            Duration::from_millis(10),
+            0,
+            0,
+        );
+    }
+    let decision = driver.look().await;
+    assert_eq!(decision.action, Action::Pause, "{decision}");
+    let reason = &decision.reasons[0];
+    assert!(
+        reason.message.starts_with("sample ratio mismatch"),
+        "{decision}"
+    );
+    assert_eq!(reason.metric.as_deref(), Some("candidate_share"));
+    assert_eq!(reason.value, Some(0.5));
+    assert_eq!(
+        rollout.status().phase,
+        Phase::Paused {
+            from: LivePhase::Canary { step: 0 }
+        }
+    );
+}
