@@ -131,9 +131,12 @@ pub mod delta;
 pub mod metrics;
 pub mod mirror;
 pub mod predict;
+pub mod redact;
 pub mod shadow;
 #[cfg(feature = "simulate")]
 pub mod simulate;
+#[cfg(feature = "persist")]
+pub mod store;
 
 #[cfg(feature = "delta")]
 pub use delta::StateDelta;
@@ -153,9 +156,9 @@ pub use predict::{
     ThresholdPredictor, ThresholdPredictorConfig,
 };
 pub use rollout::{
-    ASSUMED_PAIR_SPREAD, BuildError, ConfigError, Decision, DecisionSource, MismatchPolicy,
-    PlanItem, Reason, Release, ReleaseSwitch, Releases, Rollout, RolloutBuilder, RolloutDriver,
-    RolloutEvent, RolloutHandle, RolloutPlan, RolloutPolicy, RolloutStatus, Transition,
-    TransitionError,
+    ASSUMED_PAIR_SPREAD, BuildError, Command, ConfigError, Decision, DecisionSource,
+    MismatchPolicy, PlanItem, Reason, Release, ReleaseSwitch, Releases, Rollout, RolloutBuilder,
+    RolloutDriver, RolloutEvent, RolloutHandle, RolloutPlan, RolloutPolicy, RolloutStatus,
+    Transition, TransitionError, UnknownCommand,
 };
 pub use steer::{TrafficSteerer, WeightedSteerer};

@@ -25,7 +25,7 @@ mod state;
 
 pub use builder::{BuildError, Rollout, RolloutBuilder, RolloutDriver};
 pub use decision::{Decision, DecisionSource, Reason};
-pub use handle::RolloutHandle;
+pub use handle::{Command, RolloutHandle, UnknownCommand};
 pub use machine::{Transition, TransitionError};
 pub use plan::{ASSUMED_PAIR_SPREAD, PlanItem, RolloutPlan};
 pub use policy::{ConfigError, MismatchPolicy, RolloutPolicy};
