@@ -80,7 +80,7 @@ pub fn read_rules(data: &[u8]) {
     let headers = HeaderList::default();
     let head = RequestHead::new(method, path, &headers);
     let class = mirror.classify(&head);
-    if denied.iter().any(|rule| *rule == request) {
+    if denied.contains(&request) {
         assert!(!class.is_read(), "denied `{request}` classified a read");
     }
 }

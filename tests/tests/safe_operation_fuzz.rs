@@ -187,13 +187,16 @@ proptest! {
     fn delta_frames_and_snapshots(data in input(DELTA)) { entry::delta_frame(&data) }
 }
 
+/// A fuzz target's entry point.
+type Target = fn(&[u8]);
+
 /// Inputs kept as regressions, by target: hostile shapes (deep nesting, numbers past
 /// every integer type, lone surrogates, a `u64` overflow in an override's expiry, frames
 /// that claim more deltas than they carry). A crash a fuzz run finds is added here.
 #[test]
 fn inputs_kept_as_regressions() {
     let deep_json = format!("{}\u{ff}{}", "[".repeat(100_000), "{\"a\":".repeat(50_000));
-    let regressions: Vec<(fn(&[u8]), Vec<u8>)> = vec![
+    let regressions: Vec<(Target, Vec<u8>)> = vec![
         (entry::json_comparator, deep_json.into_bytes()),
         (entry::json_comparator, b"1e999999\xff-1e999999".to_vec()),
         (

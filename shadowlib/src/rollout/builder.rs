@@ -270,7 +270,7 @@ impl RolloutBuilder {
     /// Keeps the rollout's state and every event in a store at `path` (a file, created
     /// with the rollout; its directory must exist), so that a process restarted in the
     /// middle of a rollout comes back on stable, at share 0, paused, with the reason
-    /// "restarted during <phase> at share <x>" and its earlier events — never resuming by
+    /// "restarted during `<phase>` at share `<x>`" and its earlier events — never resuming by
     /// itself. A torn or damaged store is set aside and reported, never a panic: see
     /// [`store`](crate::store) and [`Rollout::recovery`]. Feature `persist`.
     ///

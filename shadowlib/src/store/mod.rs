@@ -17,7 +17,7 @@
 //! # What is kept
 //!
 //! Two tables: `rollout`, one record (the builds, the phase, the share, how many events,
-//! the time elapsed), and `events`, every [`RolloutEvent`] by sequence number, both JSON.
+//! the time elapsed), and `events`, every [`RolloutEvent`](crate::RolloutEvent) by sequence number, both JSON.
 //! Each change of phase writes both in one transaction. A store whose file cannot be
 //! opened or read as a rollout (torn, truncated, not redb, records that do not decode) is
 //! renamed `<path>.corrupt-<unix seconds>` and a new one started; a store left by a
