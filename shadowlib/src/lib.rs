@@ -128,7 +128,7 @@ mod rollout;
 mod steer;
 
 pub mod adapter;
-pub mod admin;
+pub use rollout::admin;
 pub mod analysis;
 pub mod compare;
 #[cfg(feature = "delta")]
@@ -136,12 +136,12 @@ pub mod delta;
 pub mod metrics;
 pub mod mirror;
 pub mod predict;
-pub mod redact;
+pub use mirror::redact;
 pub mod shadow;
 #[cfg(feature = "simulate")]
 pub mod simulate;
 #[cfg(feature = "persist")]
-pub mod store;
+pub use rollout::store;
 
 #[cfg(feature = "delta")]
 pub use delta::StateDelta;

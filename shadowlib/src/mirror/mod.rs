@@ -23,6 +23,7 @@ mod copy;
 mod head;
 mod headers;
 mod labels;
+pub mod redact;
 
 pub use arm_override::{
     ArmOverride, DEFAULT_OVERRIDE_LIFETIME, MIN_OVERRIDE_SECRET, OverrideCounts, OverrideError,

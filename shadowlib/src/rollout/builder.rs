@@ -16,13 +16,13 @@ use crate::evidence::Evidence;
 use crate::metrics::{
     KpiRecorder, MetricSource, PairRecorder, ProcessSampler, RecorderConfig, RecorderConfigError,
 };
+use crate::mirror::redact::{RedactedComparator, Redaction};
 use crate::mirror::{
     ArmOverride, HttpMirror, HttpMirrorRef, Mirror, OverrideCounts, PathPattern, RequestCopy,
     RequestHead, RouteLabels,
 };
 use crate::model::{Arm, Phase, Version};
 use crate::predict::{Predictor, SequentialPredictor};
-use crate::redact::{RedactedComparator, Redaction};
 use crate::shadow::{
     BudgetError, Placement, Recorders, ShadowConfig, ShadowCounts, ShadowRuntime, StateLink,
 };
@@ -45,7 +45,7 @@ pub enum BuildError {
     /// and replaced instead, see [`store`](crate::store)).
     #[cfg(feature = "persist")]
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::rollout::store::StoreError),
     /// [`RolloutBuilder::build`] was called outside a tokio runtime, so the loop that
     /// drives the rollout has nowhere to run. Call it inside one, or use
     /// [`RolloutBuilder::build_driven`] and run the driver yourself.
@@ -369,7 +369,7 @@ impl RolloutBuilder {
         let found = match &self.store_path {
             Some(path) => {
                 let (store, found) =
-                    crate::store::Store::open(path, &self.stable, &self.candidate)?;
+                    crate::rollout::store::Store::open(path, &self.stable, &self.candidate)?;
                 shared.store = Some(store);
                 Some(found)
             }
@@ -508,7 +508,7 @@ struct Inner {
     plan: RolloutPlan,
     redaction: Redaction,
     #[cfg(feature = "persist")]
-    recovery: Option<crate::store::Recovery>,
+    recovery: Option<crate::rollout::store::Recovery>,
 }
 
 impl fmt::Debug for Rollout {
@@ -570,7 +570,7 @@ impl Rollout {
     /// ([`RolloutBuilder::persist`]): where it restarted from, how many events it read
     /// back, and what was set aside.
     #[cfg(feature = "persist")]
-    pub fn recovery(&self) -> Option<&crate::store::Recovery> {
+    pub fn recovery(&self) -> Option<&crate::rollout::store::Recovery> {
         self.inner.recovery.as_ref()
     }
 
@@ -583,7 +583,7 @@ impl Rollout {
             .shared
             .store
             .as_ref()
-            .map_or(0, crate::store::Store::failed_writes)
+            .map_or(0, crate::rollout::store::Store::failed_writes)
     }
 
     /// What happened to every read the shadow could have seen.

@@ -146,10 +146,10 @@ impl RolloutHandle {
     #[cfg(feature = "persist")]
     pub(crate) fn take_over(
         &self,
-        found: crate::store::Found<RolloutEvent>,
+        found: crate::rollout::store::Found<RolloutEvent>,
         path: &std::path::Path,
-    ) -> crate::store::Recovery {
-        use crate::store::{Found, Recovery};
+    ) -> crate::rollout::store::Recovery {
+        use crate::rollout::store::{Found, Recovery};
         let mut recovery = Recovery {
             path: path.to_owned(),
             restarted_from: None,

@@ -13,6 +13,7 @@
 //! [`RolloutHandle`] gives operators pause, resume, promote and abort, and everyone the
 //! status and the event stream.
 
+pub mod admin;
 mod builder;
 mod controller;
 mod decision;
@@ -22,6 +23,8 @@ mod plan;
 mod policy;
 mod release;
 mod state;
+#[cfg(feature = "persist")]
+pub mod store;
 
 pub use builder::{BuildError, Rollout, RolloutBuilder, RolloutDriver};
 pub use decision::{Decision, DecisionSource, Reason};

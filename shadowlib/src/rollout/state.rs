@@ -97,7 +97,7 @@ pub(crate) struct Shared {
     pub(crate) ended: Notify,
     /// Where each event and the state after it are kept across restarts.
     #[cfg(feature = "persist")]
-    pub(crate) store: Option<crate::store::Store>,
+    pub(crate) store: Option<crate::rollout::store::Store>,
 }
 
 impl Shared {
@@ -235,7 +235,7 @@ impl Shared {
         // Kept before anyone hears of it: a restart from here on knows of it.
         #[cfg(feature = "persist")]
         if let Some(store) = &self.store {
-            let saved = crate::store::SavedRollout::new(
+            let saved = crate::rollout::store::SavedRollout::new(
                 &self.stable,
                 &self.candidate,
                 transition.to,

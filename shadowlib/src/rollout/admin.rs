@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use thiserror::Error;
 
-use crate::redact::Redaction;
+use crate::mirror::redact::Redaction;
 use crate::rollout::{Command, Rollout};
 
 /// The largest request body the API reads, in bytes: a command's reason needs far less.
