@@ -28,10 +28,12 @@
 //! The middleware only translates actix-web's types (which are `http` 0.2's) into the
 //! core's vocabulary through [`shadowlib::adapter`]; routing, classification, the shadow's
 //! queue and worker, comparison and recording are the core's, shared with the tower
-//! adapter. See [`shadow`].
+//! adapter. See [`shadow`]; [`admin`] mounts the rollout's authenticated admin API as a
+//! `Scope`.
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod shadow;
 
 pub use shadow::{Shadow, ShadowMiddleware};

@@ -28,10 +28,13 @@
 //! [`shadow`].
 //!
 //! Features: `axum` (on by default) adds [`ShadowLayer::around`] and makes the layer
-//! right under `Router::layer`; without it the crate needs only `http` and `tower`.
+//! right under `Router::layer`, and the rollout's authenticated admin API as a `Router`
+//! (`admin::router`); without it the crate needs only `http` and `tower`.
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "axum")]
+pub mod admin;
 pub mod shadow;
 
 pub use shadow::{ShadowLayer, ShadowService};

@@ -104,6 +104,8 @@
 //!   rest on, and field-by-field response comparison.
 //! * [`metrics`]: KPI sources, the recorder, CPU and allocation attribution.
 //! * [`adapter`]: what an adapter author needs.
+//! * [`admin`]: the authenticated admin API the adapters mount; [`redact`]: what counts as
+//!   a credential, kept out of every output.
 //!
 //! # Features
 //!
@@ -113,6 +115,8 @@
 //! * `simulate`: the rollout simulator (`simulate`), which needs `learned`.
 //! * `count-allocations`: `metrics::CountingAllocator`, to attribute allocations to
 //!   requests.
+//! * `persist`: `RolloutBuilder::persist`, a rollout's state and events kept in a store
+//!   (`store`, on redb) so that a restart comes back paused with its history.
 
 #![warn(missing_docs)]
 
@@ -124,6 +128,7 @@ mod rollout;
 mod steer;
 
 pub mod adapter;
+pub use rollout::admin;
 pub mod analysis;
 pub mod compare;
 #[cfg(feature = "delta")]
@@ -131,9 +136,12 @@ pub mod delta;
 pub mod metrics;
 pub mod mirror;
 pub mod predict;
+pub use mirror::redact;
 pub mod shadow;
 #[cfg(feature = "simulate")]
 pub mod simulate;
+#[cfg(feature = "persist")]
+pub use rollout::store;
 
 #[cfg(feature = "delta")]
 pub use delta::StateDelta;
@@ -153,9 +161,9 @@ pub use predict::{
     ThresholdPredictor, ThresholdPredictorConfig,
 };
 pub use rollout::{
-    ASSUMED_PAIR_SPREAD, BuildError, ConfigError, Decision, DecisionSource, MismatchPolicy,
-    PlanItem, Reason, Release, ReleaseSwitch, Releases, Rollout, RolloutBuilder, RolloutDriver,
-    RolloutEvent, RolloutHandle, RolloutPlan, RolloutPolicy, RolloutStatus, Transition,
-    TransitionError,
+    ASSUMED_PAIR_SPREAD, BuildError, Command, ConfigError, Decision, DecisionSource,
+    MismatchPolicy, PlanItem, Reason, Release, ReleaseSwitch, Releases, Rollout, RolloutBuilder,
+    RolloutDriver, RolloutEvent, RolloutHandle, RolloutPlan, RolloutPolicy, RolloutStatus,
+    Transition, TransitionError, UnknownCommand,
 };
 pub use steer::{TrafficSteerer, WeightedSteerer};

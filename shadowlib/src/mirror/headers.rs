@@ -1,9 +1,8 @@
-//! Which headers the shadow's copy carries, and the headers that steer a request.
+//! Which headers the shadow's copy carries, and the sticky key that steers a request.
 
 use thiserror::Error;
 
 use super::HeaderView;
-use crate::model::Arm;
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1). The shadow is
 /// not on that connection, so they are never passed to it.
@@ -215,53 +214,6 @@ fn cookie_value<'v>(header: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
     })
 }
 
-/// A header that lets testers pin a request to one build: value `candidate` or `stable`
-/// (any case). Other values are ignored.
-///
-/// Anyone who can set the header can reach the candidate, so choose a name your edge
-/// proxy strips from outside traffic. After a rollback it is ignored: rolled back means no
-/// request reaches the candidate.
-///
-/// ```
-/// use shadowlib::Arm;
-/// use shadowlib::mirror::{ArmOverride, HeaderList};
-///
-/// let header = ArmOverride::new("x-shadowlib-arm")?;
-/// let headers = HeaderList(vec![("x-shadowlib-arm", b"Candidate".as_slice())]);
-/// assert_eq!(header.requested(&headers), Some(Arm::Candidate));
-/// # Ok::<(), shadowlib::mirror::HeaderNameError>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArmOverride {
-    name: String,
-}
-
-impl ArmOverride {
-    /// Overrides are read from header `name`.
-    pub fn new(name: &str) -> Result<Self, HeaderNameError> {
-        Ok(Self {
-            name: header_name(name)?,
-        })
-    }
-
-    /// The header's name, lowercase.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The build the request asks for, if any.
-    pub fn requested(&self, headers: &dyn HeaderView) -> Option<Arm> {
-        let value = headers.first(&self.name)?.trim_ascii();
-        if value.eq_ignore_ascii_case(b"candidate") {
-            Some(Arm::Candidate)
-        } else if value.eq_ignore_ascii_case(b"stable") {
-            Some(Arm::Stable)
-        } else {
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,16 +272,12 @@ mod tests {
     }
 
     #[test]
-    fn header_keys_and_overrides() {
+    fn header_keys() {
         let key = StickyKey::header("X-User").expect("valid");
         let headers = HeaderList(vec![
             ("x-user", b"42".as_slice()),
             ("x-arm", b" stable ".as_slice()),
         ]);
         assert_eq!(key.extract(&headers), Some(b"42".as_slice()));
-        let force = ArmOverride::new("x-arm").expect("valid");
-        assert_eq!(force.requested(&headers), Some(Arm::Stable));
-        let other = HeaderList(vec![("x-arm", b"v2".as_slice())]);
-        assert_eq!(force.requested(&other), None);
     }
 }

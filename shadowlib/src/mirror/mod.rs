@@ -14,18 +14,24 @@
 //!   [`PathPattern`]s); a [`HeaderPolicy`] strips hop-by-hop headers from the copy and
 //!   redacts the ones you list.
 //! * [`RequestCopy`]: the copy the shadow receives, plain bytes in reused buffers.
-//! * [`StickyKey`] and [`ArmOverride`]: the headers that steer a live request.
+//! * [`StickyKey`] and [`ArmOverride`]: the headers that steer a live request (the
+//!   override signed, see [`ArmOverride::signed`]).
 
+mod arm_override;
 mod classify;
 mod copy;
 mod head;
 mod headers;
 mod labels;
+pub mod redact;
 
+pub use arm_override::{
+    ArmOverride, DEFAULT_OVERRIDE_LIFETIME, MIN_OVERRIDE_SECRET, OverrideCounts, OverrideError,
+};
 pub use classify::{PathPattern, ReadRules, RouteRule, RuleError, SAFE_METHODS};
 pub use copy::RequestCopy;
 pub use head::{Attach, BodySize, HeaderList, HeaderPairs, HeaderView, HttpVersion, RequestHead};
-pub use headers::{ArmOverride, HOP_BY_HOP, HeaderNameError, HeaderPolicy, StickyKey};
+pub use headers::{HOP_BY_HOP, HeaderNameError, HeaderPolicy, StickyKey};
 
 pub(crate) use headers::{ForwardHeader, header_name};
 

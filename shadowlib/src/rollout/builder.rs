@@ -16,8 +16,10 @@ use crate::evidence::Evidence;
 use crate::metrics::{
     KpiRecorder, MetricSource, PairRecorder, ProcessSampler, RecorderConfig, RecorderConfigError,
 };
+use crate::mirror::redact::{RedactedComparator, Redaction};
 use crate::mirror::{
-    HttpMirror, HttpMirrorRef, Mirror, PathPattern, RequestCopy, RequestHead, RouteLabels,
+    ArmOverride, HttpMirror, HttpMirrorRef, Mirror, OverrideCounts, PathPattern, RequestCopy,
+    RequestHead, RouteLabels,
 };
 use crate::model::{Arm, Phase, Version};
 use crate::predict::{Predictor, SequentialPredictor};
@@ -39,6 +41,11 @@ pub enum BuildError {
     /// The KPI recorder's configuration is invalid.
     #[error(transparent)]
     Recorder(#[from] RecorderConfigError),
+    /// The rollout's store cannot be used (feature `persist`; a damaged one is set aside
+    /// and replaced instead, see [`store`](crate::store)).
+    #[cfg(feature = "persist")]
+    #[error(transparent)]
+    Store(#[from] crate::rollout::store::StoreError),
     /// [`RolloutBuilder::build`] was called outside a tokio runtime, so the loop that
     /// drives the rollout has nowhere to run. Call it inside one, or use
     /// [`RolloutBuilder::build_driven`] and run the driver yourself.
@@ -76,6 +83,10 @@ pub struct RolloutBuilder {
     process_sampling: bool,
     shadow_only: bool,
     state: Option<Arc<dyn StateLink>>,
+    arm_override: Option<ArmOverride>,
+    redaction: Redaction,
+    #[cfg(feature = "persist")]
+    store_path: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for RolloutBuilder {
@@ -108,6 +119,10 @@ impl RolloutBuilder {
             process_sampling: true,
             shadow_only: false,
             state: None,
+            arm_override: None,
+            redaction: Redaction::new(),
+            #[cfg(feature = "persist")]
+            store_path: None,
         }
     }
 
@@ -206,6 +221,87 @@ impl RolloutBuilder {
         self
     }
 
+    /// The header that pins a live request to one build, in place of any
+    /// [`ShadowConfig::with_override_header`] set: give it an
+    /// [`ArmOverride::signed`], so that only values signed with your secret for this
+    /// rollout's builds are honoured (see [`ArmOverride`]). What it ignored and refused is
+    /// in [`Rollout::override_counts`].
+    ///
+    /// ```
+    /// use shadowlib::{Rollout, Version};
+    /// use shadowlib::mirror::ArmOverride;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let secret = std::env::var("SHADOWLIB_OVERRIDE_SECRET")
+    ///     .unwrap_or_else(|_| "a secret of at least sixteen bytes".into());
+    /// let rollout = Rollout::builder(Version::new("api", "1"), Version::new("api", "2"))
+    ///     .override_header(ArmOverride::signed("x-shadowlib-arm", secret)?)
+    ///     .build()?;
+    /// assert_eq!(rollout.override_counts().unsigned, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn override_header(mut self, header: ArmOverride) -> Self {
+        self.arm_override = Some(header);
+        self
+    }
+
+    /// What counts as a credential beyond the headers that always do (see
+    /// [`redact`](crate::redact)): the names of differing fields are cut at its JSON
+    /// fields before they are recorded, and the admin API's answers pass through it.
+    ///
+    /// ```
+    /// use shadowlib::{Rollout, Version};
+    /// use shadowlib::redact::Redaction;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let rollout = Rollout::builder(Version::new("api", "1"), Version::new("api", "2"))
+    ///     .redaction(Redaction::new().header("x-api-key")?.json_field("password"))
+    ///     .build()?;
+    /// assert!(rollout.redaction().is_sensitive_header("x-api-key", false));
+    /// # Ok(()) }
+    /// ```
+    pub fn redaction(mut self, redaction: Redaction) -> Self {
+        self.redaction = redaction;
+        self
+    }
+
+    /// Keeps the rollout's state and every event in a store at `path` (a file, created
+    /// with the rollout; its directory must exist), so that a process restarted in the
+    /// middle of a rollout comes back on stable, at share 0, paused, with the reason
+    /// "restarted during `<phase>` at share `<x>`" and its earlier events — never resuming by
+    /// itself. A torn or damaged store is set aside and reported, never a panic: see
+    /// [`store`](crate::store) and [`Rollout::recovery`]. Feature `persist`.
+    ///
+    /// ```
+    /// use shadowlib::{LivePhase, Phase, Rollout, Version};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("shadowlib-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("rollout.redb");
+    /// # let _ = std::fs::remove_file(&path);
+    /// let builds = || (Version::new("api", "1"), Version::new("api", "2"));
+    /// {
+    ///     let (rollout, _driver) = Rollout::builder(builds().0, builds().1).persist(&path).build_driven()?;
+    ///     rollout.handle().step_up("by hand")?;
+    /// } // the process "stops" here: the rollout and its driver are gone, the store is closed
+    /// let (again, _driver) = Rollout::builder(builds().0, builds().1).persist(&path).build_driven()?;
+    /// assert_eq!(again.phase(), Phase::Paused { from: LivePhase::Shadowing });
+    /// assert_eq!(again.status().share.percent(), 0.0);
+    /// let history = again.handle().history();
+    /// assert_eq!(history.len(), 3, "started, stepped up, restarted");
+    /// assert!(history[2].decision.to_string().contains("restarted during canary step 1 at share 1%"));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "persist")]
+    pub fn persist(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.store_path = Some(path.into());
+        self
+    }
+
     /// Compares the builds without rolling anything out, the way GitHub Scientist or
     /// Diffy are used: every read is mirrored and judged, the status and events say what
     /// the evidence shows, and no live request ever goes to the candidate.
@@ -260,20 +356,52 @@ impl RolloutBuilder {
             sources.push(Arc::new(ProcessSampler::new()));
         }
         sources.extend(self.sources);
-        let shared = Arc::new(Shared::new(
+        #[cfg_attr(not(feature = "persist"), expect(unused_mut))]
+        let mut shared = Shared::new(
             self.stable.clone(),
             self.candidate.clone(),
             self.policy,
             Arc::clone(&self.steerer),
             self.release_switch,
             sources,
-        ));
+        );
+        #[cfg(feature = "persist")]
+        let found = match &self.store_path {
+            Some(path) => {
+                let (store, found) =
+                    crate::rollout::store::Store::open(path, &self.stable, &self.candidate)?;
+                shared.store = Some(store);
+                Some(found)
+            }
+            None => None,
+        };
+        let shared = Arc::new(shared);
+        let mut shadow_config = self.shadow;
+        if let Some(header) = self.arm_override {
+            shadow_config.arm_override = Some(header);
+        }
+        shadow_config.arm_override = shadow_config.arm_override.map(|header| {
+            if !header.is_signed() {
+                tracing::warn!(
+                    header = header.name(),
+                    "the override header is unsigned: anyone who can set it can pin reads to \
+                     the candidate; give the rollout an ArmOverride::signed"
+                );
+            }
+            header.for_builds(&self.stable, &self.candidate)
+        });
+        if !self.redaction.json_fields().is_empty() {
+            shadow_config.comparator = Arc::new(RedactedComparator {
+                inner: shadow_config.comparator,
+                redaction: self.redaction.clone(),
+            });
+        }
         let handle = RolloutHandle {
             shared: Arc::clone(&shared),
         };
         let labels = RouteLabels::new(self.route_patterns, Arc::clone(recorder.routes()));
         let (shadow, worker) = ShadowRuntime::new(
-            self.shadow,
+            shadow_config,
             self.mirror,
             self.steerer,
             Arc::new(handle.clone()),
@@ -292,6 +420,16 @@ impl RolloutBuilder {
         );
         tracing::info!(%plan, "rollout of {} against {}", self.candidate, self.stable);
         let controller = Controller::new(self.predictor, shared, self.shadow_only);
+        #[cfg(feature = "persist")]
+        let recovery = match (found, &self.store_path) {
+            (Some(found), Some(path)) => Some(handle.take_over(found, path)),
+            _ => {
+                // Only an idle rollout can be started, and this one was just made.
+                let _ = handle.start();
+                None
+            }
+        };
+        #[cfg(not(feature = "persist"))]
         // Only an idle rollout can be started, and this one was just made.
         let _ = handle.start();
         let rollout = Rollout {
@@ -301,6 +439,9 @@ impl RolloutBuilder {
                 recorder,
                 pairs,
                 plan,
+                redaction: self.redaction,
+                #[cfg(feature = "persist")]
+                recovery,
             }),
         };
         Ok((rollout, RolloutDriver { controller }, worker))
@@ -365,6 +506,9 @@ struct Inner {
     recorder: Arc<KpiRecorder>,
     pairs: Arc<PairRecorder>,
     plan: RolloutPlan,
+    redaction: Redaction,
+    #[cfg(feature = "persist")]
+    recovery: Option<crate::rollout::store::Recovery>,
 }
 
 impl fmt::Debug for Rollout {
@@ -401,6 +545,45 @@ impl Rollout {
     /// then): see [`RolloutPlan`].
     pub fn plan(&self) -> &RolloutPlan {
         &self.inner.plan
+    }
+
+    /// What counts as a credential in this rollout's outputs
+    /// ([`RolloutBuilder::redaction`]).
+    pub fn redaction(&self) -> &Redaction {
+        &self.inner.redaction
+    }
+
+    /// What the override header ignored and refused (all zero without one): see
+    /// [`ArmOverride`]. Requests it pinned are [`ShadowCounts::overridden`].
+    pub fn override_counts(&self) -> OverrideCounts {
+        self.inner
+            .shadow
+            .shared()
+            .config
+            .arm_override
+            .as_ref()
+            .map(ArmOverride::counts)
+            .unwrap_or_default()
+    }
+
+    /// What the rollout found in its store when it was built, when it has one
+    /// ([`RolloutBuilder::persist`]): where it restarted from, how many events it read
+    /// back, and what was set aside.
+    #[cfg(feature = "persist")]
+    pub fn recovery(&self) -> Option<&crate::rollout::store::Recovery> {
+        self.inner.recovery.as_ref()
+    }
+
+    /// Writes to the rollout's store that failed (each is logged; the rollout goes on in
+    /// memory). Zero without a store.
+    #[cfg(feature = "persist")]
+    pub fn store_failures(&self) -> u64 {
+        self.inner
+            .handle
+            .shared
+            .store
+            .as_ref()
+            .map_or(0, crate::rollout::store::Store::failed_writes)
     }
 
     /// What happened to every read the shadow could have seen.

@@ -133,6 +133,10 @@ pub struct Decision {
     pub source: DecisionSource,
     /// Why; never empty.
     pub reasons: Vec<Reason>,
+    /// Who gave an operator's command, when they said (the admin API records the name of
+    /// the token that authorised it); `None` for the controller's decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl Decision {
@@ -142,6 +146,7 @@ impl Decision {
             action,
             source: DecisionSource::Controller,
             reasons: vec![reason],
+            by: None,
         }
     }
 
@@ -151,7 +156,21 @@ impl Decision {
             action,
             source: DecisionSource::Operator,
             reasons: vec![reason],
+            by: None,
         }
+    }
+
+    /// Names who gave the command.
+    ///
+    /// ```
+    /// use shadowlib::{Action, Decision, Reason};
+    ///
+    /// let d = Decision::operator(Action::Pause, Reason::new("operator: a page")).by("ops-alice");
+    /// assert_eq!(d.to_string(), "pause (by ops-alice): operator: a page");
+    /// ```
+    pub fn by(mut self, identity: impl Into<String>) -> Self {
+        self.by = Some(identity.into());
+        self
     }
 
     /// Adds further reasons.
@@ -164,6 +183,9 @@ impl Decision {
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.action)?;
+        if let Some(by) = &self.by {
+            write!(f, " (by {by})")?;
+        }
         for (i, reason) in self.reasons.iter().enumerate() {
             f.write_str(if i == 0 { ": " } else { "; " })?;
             write!(f, "{reason}")?;

@@ -155,6 +155,13 @@ impl RolloutMachine {
         }
     }
 
+    /// Puts the machine in `phase` as it is, legal move or not: for a rollout taken over
+    /// from its store, whose phase was decided before the restart.
+    #[cfg(feature = "persist")]
+    pub(crate) fn restore(&mut self, phase: Phase) {
+        self.phase = phase;
+    }
+
     /// Starts the rollout: `Idle -> Shadowing`.
     pub(crate) fn start(&mut self) -> Result<Transition, TransitionError> {
         match self.phase {

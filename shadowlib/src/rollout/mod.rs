@@ -13,6 +13,7 @@
 //! [`RolloutHandle`] gives operators pause, resume, promote and abort, and everyone the
 //! status and the event stream.
 
+pub mod admin;
 mod builder;
 mod controller;
 mod decision;
@@ -22,10 +23,12 @@ mod plan;
 mod policy;
 mod release;
 mod state;
+#[cfg(feature = "persist")]
+pub mod store;
 
 pub use builder::{BuildError, Rollout, RolloutBuilder, RolloutDriver};
 pub use decision::{Decision, DecisionSource, Reason};
-pub use handle::RolloutHandle;
+pub use handle::{Command, RolloutHandle, UnknownCommand};
 pub use machine::{Transition, TransitionError};
 pub use plan::{ASSUMED_PAIR_SPREAD, PlanItem, RolloutPlan};
 pub use policy::{ConfigError, MismatchPolicy, RolloutPolicy};

@@ -67,6 +67,9 @@ pub struct RolloutStatus {
 pub(crate) struct State {
     pub(crate) machine: RolloutMachine,
     pub(crate) started: Option<Instant>,
+    /// Time the rollout had run before this process took it over from its store: event
+    /// times count on from there.
+    pub(crate) elapsed_before: Duration,
     pub(crate) looks: u64,
     pub(crate) events: u64,
     /// The events so far, the oldest dropped past [`EVENT_BUFFER`]: what a subscriber
@@ -92,6 +95,9 @@ pub(crate) struct Shared {
     pub(crate) phase: AtomicPhase,
     /// Wakes the controller when an operator ends the rollout between looks.
     pub(crate) ended: Notify,
+    /// Where each event and the state after it are kept across restarts.
+    #[cfg(feature = "persist")]
+    pub(crate) store: Option<crate::rollout::store::Store>,
 }
 
 impl Shared {
@@ -123,6 +129,7 @@ impl Shared {
             state: Mutex::new(State {
                 machine,
                 started: None,
+                elapsed_before: Duration::ZERO,
                 looks: 0,
                 events: 0,
                 history: VecDeque::new(),
@@ -134,6 +141,8 @@ impl Shared {
             phase: AtomicPhase::new(status.phase),
             status: watch::channel(status).0,
             ended: Notify::new(),
+            #[cfg(feature = "persist")]
+            store: None,
         }
     }
 
@@ -192,7 +201,7 @@ impl Shared {
             }
         }
         state.events += 1;
-        let elapsed = state.started.map(|s| s.elapsed()).unwrap_or_default();
+        let elapsed = state.elapsed_before + state.started.map(|s| s.elapsed()).unwrap_or_default();
         tracing::info!(
             from = %transition.from, to = %transition.to, share = %transition.share_after,
             decision = %decision, "rollout transition"
@@ -222,6 +231,19 @@ impl Shared {
         };
         if state.history.len() == EVENT_BUFFER {
             state.history.pop_front();
+        }
+        // Kept before anyone hears of it: a restart from here on knows of it.
+        #[cfg(feature = "persist")]
+        if let Some(store) = &self.store {
+            let saved = crate::rollout::store::SavedRollout::new(
+                &self.stable,
+                &self.candidate,
+                transition.to,
+                transition.share_after,
+                state.events,
+                elapsed,
+            );
+            store.record(&saved, event.sequence, &event);
         }
         state.history.push_back(event.clone());
         // No subscriber is fine: the status and the history still say what happened.

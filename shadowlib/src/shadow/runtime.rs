@@ -222,11 +222,12 @@ impl ShadowRuntime {
         let config = &shared.config;
         // One atomic load, shared with nobody who writes per request.
         let phase = shared.link.phase();
+        // Signed, unexpired, for this build, never after a rollback, and never a write to
+        // a candidate that serves no live traffic (see `ArmOverride::admit`).
         let overridden = config
             .arm_override
             .as_ref()
-            .and_then(|o| o.requested(head.headers))
-            .filter(|_| phase != crate::model::Phase::RolledBack);
+            .and_then(|o| o.admit(head, phase, || shared.mirror.classify(head).is_read()));
         let arm = match overridden {
             Some(arm) => {
                 ShadowStats::bump(&shared.stats.overridden);
