@@ -53,7 +53,14 @@ impl Predictor for KayentaMannWhitney {
         let slower = test.candidate_slower(self.confidence);
         let median_change =
             candidate.quantile(0.5) as f64 / stable.quantile(0.5).max(1) as f64 - 1.0;
-        Prediction::new(self.name(), if slower { 1.0 } else { 0.0 }, evidence)
+        // Kayenta's judgement at every look, pass or fail, taken as it is: what a fixed-level
+        // test re-run at every look does to identical builds is what this row shows.
+        let verdict = if slower {
+            Verdict::Worse
+        } else {
+            Verdict::NotWorse
+        };
+        Prediction::ruling(self.name(), verdict, evidence)
             .with_degradation(Degradation::point(median_change))
             .with_reason(format!(
                 "Mann-Whitney z = {:.2}, two-sided p = {:.4} at {:.0}% confidence: {}",
@@ -97,6 +104,7 @@ impl Predictor for KayentaMannWhitney {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnpairedSequential {
     sprt: MixtureSprt,
+    alpha: f64,
     /// The tolerance on the log scale.
     tolerance: f64,
     min_samples_per_arm: u64,
@@ -127,6 +135,7 @@ impl UnpairedSequential {
         let tolerance = tolerance.ln_1p();
         Ok(Self {
             sprt: MixtureSprt::new(alpha, tolerance)?,
+            alpha,
             tolerance,
             min_samples_per_arm,
         })
@@ -149,6 +158,10 @@ impl Default for UnpairedSequential {
 impl Predictor for UnpairedSequential {
     fn name(&self) -> &str {
         "unpaired-sequential"
+    }
+
+    fn alpha(&self) -> f64 {
+        self.alpha
     }
 
     fn predict(&self, evidence: &Evidence) -> Prediction {
@@ -188,10 +201,10 @@ impl Predictor for UnpairedSequential {
             estimate.samples.stable,
             estimate.samples.candidate,
         );
+        // An always-valid test's verdict, taken as a ruling: the controller acts on it.
         let prediction = match test.verdict() {
-            Verdict::Worse => Prediction::new(self.name(), 1.0 - test.worse_p_value, evidence),
-            Verdict::NotWorse => Prediction::new(self.name(), test.not_worse_p_value, evidence),
             Verdict::NotYetKnown => Prediction::inconclusive(self.name(), reason.clone(), evidence),
+            verdict => Prediction::ruling(self.name(), verdict, evidence),
         };
         prediction.with_degradation(degradation).with_reason(reason)
     }
