@@ -229,9 +229,10 @@ impl Controller {
                 Decision::controller(
                     Action::Pause,
                     Reason::new(format!(
-                        "no data: waited {:.1?} in this phase, past the no-data deadline \
-                         of {:?}; no data is not a verdict, so the rollout pauses for an \
-                         operator",
+                        "no data, or too few samples for the tests: waited {:.1?} in this \
+                         phase, past the no-data deadline of {:?}; no data is not a verdict, \
+                         so the rollout pauses for an operator (and resumes by itself when \
+                         the samples come, if the policy says so)",
                         in_phase, policy.no_data_deadline
                     )),
                 )
