@@ -57,7 +57,7 @@ use thiserror::Error;
 pub use alloc::CountingAllocator;
 pub use alloc::{Allocations, thread_allocations};
 pub use attribution::{MeasureExt, Measured, ResourceUsage, thread_cpu_time};
-pub(crate) use process::ProcessSampler;
+pub(crate) use process::{ProcessSampler, sample_process};
 pub use recorder::{KpiRecorder, RecorderConfig, RecorderConfigError, RequestRecord};
 
 use crate::evidence::Evidence;

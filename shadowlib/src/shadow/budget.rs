@@ -5,8 +5,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::ResourcesError;
+
 /// A budget that cannot be used, naming the field that is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 pub enum BudgetError {
     /// The TOML text could not be parsed (syntax, types, unknown fields).
     #[error("invalid TOML shadow budget: {0}")]
@@ -20,6 +22,9 @@ pub enum BudgetError {
     /// Every copy would time out before it started.
     #[error("timeout: must be greater than zero")]
     ZeroTimeout,
+    /// One of the [`ShadowResources`](super::ShadowResources) beyond the budget is wrong.
+    #[error(transparent)]
+    Resources(Box<ResourcesError>),
 }
 
 /// What the shadow may spend: queue depth, concurrency and time per request.
