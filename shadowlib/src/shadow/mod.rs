@@ -24,6 +24,7 @@
 
 mod budget;
 mod config;
+mod cpu_sampling;
 mod cpu_wait;
 mod governor;
 mod queue;

@@ -70,6 +70,10 @@ pub struct ShadowCounts {
     /// wanted the CPU): shed from the latency evidence, since their wall latency says
     /// how busy live was; their CPU time, outcome and response are evidence still.
     pub starved: u64,
+    /// Of the copies started, those whose CPU time was measured: all of them where a
+    /// copy's work dwarfs reading the thread's CPU clock, a random sample where it does not
+    /// (the readings then cost at most a tenth of the copies' own CPU).
+    pub cpu_measured: u64,
     /// CPU time the shadow's worker thread has used, in nanoseconds (as of its last report,
     /// at most a millisecond of its work ago).
     pub shadow_cpu_ns: u64,
@@ -175,6 +179,7 @@ pub(crate) struct ShadowStats {
     pub(crate) not_comparable: Counter,
     pub(crate) started: Counter,
     pub(crate) starved: Counter,
+    pub(crate) cpu_measured: Counter,
     /// The worker thread's CPU clock, stored (not added to) by the worker.
     pub(crate) shadow_cpu_ns: Counter,
     /// Mirrored reads whose live latency the worker has seen, and the sum of those
@@ -214,6 +219,7 @@ impl ShadowStats {
             not_comparable: Counter::default(),
             started: Counter::default(),
             starved: Counter::default(),
+            cpu_measured: Counter::default(),
             shadow_cpu_ns: Counter::default(),
             mirrored_live_timed: Counter::default(),
             mirrored_live_busy_ns: Counter::default(),
@@ -261,6 +267,7 @@ impl ShadowStats {
             overridden: get(&self.overridden),
             started: get(&self.started),
             starved: get(&self.starved),
+            cpu_measured: get(&self.cpu_measured),
             shadow_cpu_ns: get(&self.shadow_cpu_ns),
             cpu_this_hour_ns: pacing.cpu_this_hour_ns(),
             mirror_share: share.share,
@@ -281,7 +288,7 @@ mod tests {
 
     /// Every counter the counts show, each with how many times the tests below bump it
     /// (all different).
-    fn counters(stats: &ShadowStats) -> [(&Counter, u64); 21] {
+    fn counters(stats: &ShadowStats) -> [(&Counter, u64); 22] {
         [
             (&stats.not_read, 1),
             (&stats.mirrored, 2),
@@ -304,6 +311,7 @@ mod tests {
             (&stats.started, 19),
             (&stats.starved, 20),
             (&stats.shadow_cpu_ns, 21),
+            (&stats.cpu_measured, 22),
         ]
     }
 
@@ -346,6 +354,7 @@ mod tests {
                 started: 19,
                 starved: 20,
                 shadow_cpu_ns: 21,
+                cpu_measured: 22,
                 cpu_this_hour_ns: 0,
                 mirror_share: Share::FULL,
                 mirror_ceiling: Share::FULL,

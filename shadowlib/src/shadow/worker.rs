@@ -30,6 +30,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use super::IN_SHADOW;
+use super::cpu_sampling::CpuSampling;
 use super::cpu_wait::CpuWaitClock;
 use super::queue::{SHADOW_TICK, Task};
 use super::runtime::Shared;
@@ -166,6 +167,7 @@ impl Worker {
     /// next copy (or target) wakes it.
     pub(crate) async fn run(self) {
         let clock = self.cpu_wait_clock();
+        let sampling = CpuSampling::calibrate();
         let shared = self.shared;
         let mut targets = Targets::default();
         let queue = &shared.queue;
@@ -204,7 +206,7 @@ impl Worker {
                     started: now,
                     cpu_wait_at_start: clock.total(),
                 };
-                running.push(execute(&shared, &clock, copy, jobs));
+                running.push(execute(&shared, &clock, &sampling, copy, jobs));
             }
             let waiting = settle_awaiting(&shared, &mut awaiting);
             let busy = !running.is_empty() || waiting;
@@ -312,10 +314,12 @@ struct Answer {
 async fn execute(
     shared: &Shared,
     clock: &CpuWaitClock,
+    sampling: &CpuSampling,
     copy: Running,
     jobs: Jobs,
 ) -> Option<AwaitingLive> {
     let timeout = shared.config.resources.budget.timeout;
+    let measure = sampling.draw();
     // A stateful service's shadow state is brought to where live's stood first.
     let span = match (&shared.state, copy.state_position) {
         (Some(state), Some(at)) => Some(state.catch_up(at).await),
@@ -343,19 +347,30 @@ async fn execute(
         }
     };
     let (candidate, twin) = match twin {
-        None => (run(&copy, candidate, timeout, clock).await, None),
+        None => (run(&copy, candidate, timeout, clock, measure).await, None),
         // The order is drawn per copy, so that whatever running first or second costs
         // (a warm cache, a queue behind the other) falls on either build alike.
         Some(twin) if rng::below(2) == 0 => {
-            let twin = run(&copy, twin, timeout, clock).await;
-            (run(&copy, candidate, timeout, clock).await, Some(twin))
+            let twin = run(&copy, twin, timeout, clock, measure).await;
+            (
+                run(&copy, candidate, timeout, clock, measure).await,
+                Some(twin),
+            )
         }
         Some(twin) => {
-            let candidate = run(&copy, candidate, timeout, clock).await;
-            (candidate, Some(run(&copy, twin, timeout, clock).await))
+            let candidate = run(&copy, candidate, timeout, clock, measure).await;
+            (
+                candidate,
+                Some(run(&copy, twin, timeout, clock, measure).await),
+            )
         }
     };
     let state_held = span.map(StateSpan::held);
+    if measure {
+        ShadowStats::bump(&shared.stats.cpu_measured);
+        let cpu = |answer: &Answer| answer.run.usage.cpu_time.unwrap_or_default();
+        sampling.observe(cpu(&candidate) + twin.as_ref().map_or(Duration::ZERO, cpu));
+    }
     let now = Instant::now();
     ShadowStats::add_own(
         &shared.stats.copy_wall_ns,
@@ -400,9 +415,15 @@ async fn execute(
 }
 
 /// Runs one build's call: guarded, measured, and summed up as a [`Run`].
-async fn run(copy: &Running, call: ShadowCall, timeout: Duration, clock: &CpuWaitClock) -> Answer {
+async fn run(
+    copy: &Running,
+    call: ShadowCall,
+    timeout: Duration,
+    clock: &CpuWaitClock,
+    measure: bool,
+) -> Answer {
     let started = Instant::now();
-    let (guarded, usage) = run_guarded(call, timeout, clock).await;
+    let (guarded, usage) = run_guarded(call, timeout, clock, measure).await;
     let failed = |outcome| Answer {
         run: Run {
             outcome,
@@ -444,8 +465,8 @@ enum Guarded {
     Panicked,
 }
 
-/// Runs a call inside the shadow scope, under the timeout, with panics caught, and with
-/// the thread CPU time and allocations of every poll added up.
+/// Runs a call inside the shadow scope, under the timeout, with panics caught, and, when
+/// it is to be `measure`d, with the thread CPU time and allocations of every poll added up.
 ///
 /// The timeout counts the time the shadow had the CPU: when it expires, it is pushed back
 /// by however long the thread waited for CPU meanwhile, and the call ends at twice the
@@ -454,8 +475,14 @@ async fn run_guarded(
     call: impl Future<Output = ShadowResult>,
     timeout: Duration,
     clock: &CpuWaitClock,
+    measure: bool,
 ) -> (Guarded, ResourceUsage) {
-    let measured = Measured::new(IN_SHADOW.scope((), AssertUnwindSafe(call).catch_unwind()));
+    let guarded = IN_SHADOW.scope((), AssertUnwindSafe(call).catch_unwind());
+    let measured = if measure {
+        Measured::new(guarded)
+    } else {
+        Measured::polls_only(guarded)
+    };
     let mut measured = pin!(measured);
     let started = Instant::now();
     let waited_before = clock.total();
