@@ -262,6 +262,8 @@ pub(crate) struct Pacer {
     mean_copy_wall_ns: Option<f64>,
     /// The UTC hour the cost cap counts, and the shadow's CPU when it was first seen.
     hour: Option<(u64, u64)>,
+    /// The share of copies the twin runs too.
+    twin_share: Share,
 }
 
 impl Pacer {
@@ -277,7 +279,14 @@ impl Pacer {
             live_concurrency: VecDeque::with_capacity(CONCURRENCY_WINDOW),
             mean_copy_wall_ns: None,
             hour: None,
+            twin_share: Share::FULL,
         }
+    }
+
+    /// The share of copies the stable twin runs too (all, unless set).
+    pub(crate) fn with_twin_share(mut self, twin_share: Share) -> Self {
+        self.twin_share = twin_share;
+        self
     }
 
     /// The ceiling at `unix_seconds`: an off-peak window's share, or the base share.
@@ -437,7 +446,9 @@ impl Pacer {
     }
 
     /// The copies run at once: the peak of live's concurrency over the last intervals,
-    /// rounded up, within the budget.
+    /// for each build a copy runs on (it runs the twin and the candidate one after the
+    /// other, so it takes about twice a live request's time), rounded up, within the
+    /// budget.
     fn concurrency(&mut self, live: f64) -> usize {
         let cap = self.resources.budget.concurrency;
         if !self.resources.follow_live {
@@ -448,7 +459,8 @@ impl Pacer {
         }
         self.live_concurrency.push_back(live);
         let peak = self.live_concurrency.iter().copied().fold(0.0, f64::max);
-        (peak.ceil() as usize).clamp(1, cap)
+        let builds = 1.0 + self.twin_share.fraction();
+        ((peak * builds).ceil() as usize).clamp(1, cap)
     }
 
     /// The queue's limit: what the shadow can start within the CPU-wait deadline at
@@ -505,9 +517,12 @@ impl Governor {
         Totals {
             live_timed: live_timed + get(&shared.stats.mirrored_live_timed),
             live_busy_ns: live_busy_ns.saturating_add(get(&shared.stats.mirrored_live_busy_ns)),
-            process_cpu_ns: self
-                .surroundings
-                .process_cpu()
+            // Only the adaptive share reads it: a file read a look is not spent for nothing.
+            process_cpu_ns: shared
+                .config
+                .resources
+                .adaptive
+                .and_then(|_| self.surroundings.process_cpu())
                 .map(|cpu| u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX)),
             shadow_cpu_ns: counts.shadow_cpu_ns,
             offered: counts.mirrored + counts.dropped_queue_full,
@@ -521,7 +536,9 @@ impl Governor {
     pub(crate) async fn run(self) {
         let resources = &self.shared.config.resources;
         let interval = resources.interval;
-        let mut pacer = Pacer::new(resources.clone(), self.shared.config.mirror_share);
+        let config = &self.shared.config;
+        let mut pacer =
+            Pacer::new(resources.clone(), config.mirror_share).with_twin_share(config.twin_share);
         let mut since = self.totals();
         let mut at = Instant::now();
         self.publish(&pacer.initial(self.surroundings.unix_seconds()));

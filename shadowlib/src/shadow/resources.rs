@@ -308,7 +308,8 @@ impl AdaptiveShare {
 /// * **Sized like live** ([`follow_live`](Self::follow_live), on by default): the copies
 ///   run at once follow the concurrency live is observed to use (requests in flight, by
 ///   Little's law over each interval: busy time over wall time, the peak of the last ten
-///   intervals), within the budget's [`concurrency`](ShadowBudget::concurrency); the
+///   intervals), once for each build a copy runs on (the twin and the candidate, one
+///   after the other), within the budget's [`concurrency`](ShadowBudget::concurrency); the
 ///   queue holds what the shadow can start within [`max_cpu_wait`](Self::max_cpu_wait)
 ///   at that concurrency, within the budget's [`queue_capacity`](ShadowBudget::queue_capacity).
 ///   Off, the budget's figures are used as they are.

@@ -132,6 +132,7 @@ impl ShadowRuntime {
         })?;
         let budget = &config.resources.budget;
         let initial = Pacer::new(config.resources.clone(), config.mirror_share)
+            .with_twin_share(config.twin_share)
             .initial(System.unix_seconds());
         let pacing = Pacing::new(initial.share, initial.concurrency, initial.queue_limit);
         // Enough for every copy queued or running and as many whose live response is

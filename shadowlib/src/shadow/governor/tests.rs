@@ -204,20 +204,30 @@ fn concurrency_follows_the_peak_of_live_and_the_queue_what_can_start_in_time() {
     };
     let mut pacer = Pacer::new(resources, Share::FULL);
     let initial = pacer.initial(NEW_YEAR);
+    let mut half_twinned =
+        Pacer::new(ShadowResources::default(), Share::FULL).with_twin_share(percent(50.0));
+    let ten_in_flight = steady(1, 1_000, Duration::from_millis(10), 0.1);
+    assert_eq!(
+        half_twinned
+            .look(&look(Totals::default(), ten_in_flight, NEW_YEAR))
+            .concurrency,
+        15
+    );
     assert_eq!((initial.concurrency, initial.queue_limit), (64, 1024));
-    // 1,000 requests a second of 10 ms each: ten in flight. Copies of 20 ms each: at ten
-    // at once, 50 start in the 100 ms deadline.
+    // 1,000 requests a second of 10 ms each: ten in flight, so twenty copies at once (each
+    // runs twice, on the twin and the candidate). Copies of 20 ms each: at twenty at once,
+    // 100 start in the 100 ms deadline.
     let now = Totals {
         copies_finished: 100,
         copy_wall_ns: 100 * 20_000_000,
         ..steady(1, 1_000, Duration::from_millis(10), 0.1)
     };
     let paced = pacer.look(&look(Totals::default(), now, NEW_YEAR));
-    assert_eq!((paced.concurrency, paced.queue_limit), (10, 50));
+    assert_eq!((paced.concurrency, paced.queue_limit), (20, 100));
     assert!((paced.live_concurrency - 10.0).abs() < 1e-9);
     // A quiet second keeps the peak; more than live can use is capped by the budget.
     let quiet = pacer.look(&look(now, now, NEW_YEAR + 1));
-    assert_eq!(quiet.concurrency, 10);
+    assert_eq!(quiet.concurrency, 20);
     let flood = Totals {
         live_busy_ns: now.live_busy_ns + 500_000_000_000,
         ..now
