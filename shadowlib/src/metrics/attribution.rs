@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::alloc::{Allocations, thread_allocations};
 
 /// The CPU time the calling thread has used since it started, or `None` on platforms without
-/// a per-thread CPU clock (and under valgrind, see [`under_valgrind`]).
+/// a per-thread CPU clock, and under valgrind (where reading it through rustix would fault
+/// the process: rustix issue 1559).
 ///
 /// ```
 /// let before = shadowlib::metrics::thread_cpu_time();

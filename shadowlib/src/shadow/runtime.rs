@@ -247,7 +247,7 @@ impl ShadowRuntime {
     /// * The override header, when configured and not rolled back, wins.
     /// * Otherwise the steerer picks, by the sticky key when the request carries one.
     /// * A request going to stable while the rollout is live that the mirror calls a read,
-    ///   within the mirror share and the body limit, is copied.
+    ///   within the share in force and the body limit, with room in the queue, is copied.
     pub(crate) fn route(&self, head: &RequestHead<'_>, body: BodySize) -> Route {
         let shared = self.shared();
         let config = &shared.config;
