@@ -20,8 +20,9 @@ pin_project! {
     #[project = KindProj]
     enum Kind<SF, CF, NF> {
         Stable { #[pin] future: SF },
-        // The candidate, waiting for its readiness first.
-        Candidate { #[pin] future: CatchUnwind<AssertUnwindSafe<CF>> },
+        // The candidate, waiting for its readiness first: boxed, since it holds the whole
+        // request, and every response future (stable's too) would be moved at its size.
+        Candidate { future: Pin<Box<CatchUnwind<AssertUnwindSafe<CF>>>> },
         // The candidate, called in place.
         CandidateNow { #[pin] future: CatchUnwind<AssertUnwindSafe<NF>> },
         // The candidate panicked in `call`.
@@ -50,7 +51,7 @@ impl<SF, CF: Future, NF: Future> ResponseFuture<SF, CF, NF> {
     pub(crate) fn candidate(future: CF, tracker: Tracker) -> Self {
         Self {
             kind: Kind::Candidate {
-                future: AssertUnwindSafe(future).catch_unwind(),
+                future: Box::pin(AssertUnwindSafe(future).catch_unwind()),
             },
             tracker: Some(tracker),
         }
@@ -109,7 +110,7 @@ where
         let this = self.project();
         let result = match this.kind.project() {
             KindProj::Stable { future } => Ok(ready!(future.poll(cx))),
-            KindProj::Candidate { future } => ready!(future.poll(cx)),
+            KindProj::Candidate { future } => ready!(future.as_mut().poll(cx)),
             KindProj::CandidateNow { future } => ready!(future.poll(cx)),
             KindProj::Panicked { panic } => match panic.take() {
                 Some(panic) => Err(panic),

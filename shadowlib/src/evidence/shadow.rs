@@ -1,8 +1,12 @@
-//! What the shadow measured: the stable twin and the candidate, on the same mirrored reads.
+//! What the shadow measured: the stable twin and the candidate, on the same mirrored reads;
+//! and what running it cost.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::{ArmEvidence, DistributionError, PairedEvidence};
+use crate::model::Share;
 
 /// What the shadow measured while it ran mirrored reads on both builds.
 ///
@@ -19,6 +23,7 @@ use super::{ArmEvidence, DistributionError, PairedEvidence};
 /// shadow.twin.record_request(Outcome::Success, 900);
 /// shadow.candidate.record_request(Outcome::Success, 950);
 /// assert_eq!(shadow.candidate.requests(), 1);
+/// assert_eq!(shadow.cost.copies_started, 0);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShadowEvidence {
@@ -32,15 +37,201 @@ pub struct ShadowEvidence {
     /// [`ShadowConfig::with_twin_share`](crate::shadow::ShadowConfig::with_twin_share)):
     /// counted, never paired.
     pub unpaired: u64,
+    /// What running the shadow cost, as of the governor's last look.
+    #[serde(default)]
+    pub cost: ShadowCost,
+    /// The share of reads mirrored at the governor's last look, and why.
+    #[serde(default)]
+    pub share: Option<ShareInForce>,
 }
 
 impl ShadowEvidence {
-    /// Adds other shadow evidence about the same builds.
+    /// Adds other shadow evidence about the same builds (another replica's: costs add up,
+    /// and the share in force stays this one's unless it has none).
     pub fn merge(&mut self, other: &ShadowEvidence) -> Result<(), DistributionError> {
         self.twin.merge(&other.twin)?;
         self.candidate.merge(&other.candidate)?;
         self.pairs.merge(&other.pairs);
         self.unpaired += other.unpaired;
+        self.cost.merge(&other.cost);
+        if self.share.is_none() {
+            self.share = other.share;
+        }
         Ok(())
+    }
+}
+
+/// What the shadow cost: CPU, copies run, and copies shed and why.
+///
+/// Copies dropped at a full queue are recorded as [`Outcome::Shed`](crate::Outcome::Shed)
+/// in the candidate's outcomes too.
+///
+/// ```
+/// use shadowlib::shadow::ShadowCost;
+///
+/// let mut cost = ShadowCost { cpu_ns: 1_500_000_000, copies_started: 3_000, ..ShadowCost::default() };
+/// cost.merge(&cost.clone());
+/// assert_eq!(cost.cpu_seconds(), 3.0);
+/// assert_eq!(cost.cpu_ns_per_copy(), Some(500_000.0));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShadowCost {
+    /// CPU time the shadow's worker thread used, in nanoseconds: both builds' runs and
+    /// everything around them.
+    pub cpu_ns: u64,
+    /// Copies the shadow began to run.
+    pub copies_started: u64,
+    /// Copies dropped because the shadow's queue was full (or at the limit that follows
+    /// live).
+    pub shed_queue_full: u64,
+    /// Copies during which the shadow's thread waited for CPU past the deadline: shed
+    /// from the latency evidence (their wall latency says how busy live was, not how fast
+    /// either build is); their CPU time, outcome and comparison are evidence still.
+    pub starved: u64,
+}
+
+impl ShadowCost {
+    /// The CPU in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.cpu_ns as f64 / 1e9
+    }
+
+    /// CPU per copy started, in nanoseconds; `None` before the first.
+    pub fn cpu_ns_per_copy(&self) -> Option<f64> {
+        (self.copies_started > 0).then(|| self.cpu_ns as f64 / self.copies_started as f64)
+    }
+
+    /// Adds another replica's costs.
+    pub fn merge(&mut self, other: &ShadowCost) {
+        self.cpu_ns += other.cpu_ns;
+        self.copies_started += other.copies_started;
+        self.shed_queue_full += other.shed_queue_full;
+        self.starved += other.starved;
+    }
+}
+
+/// Why the share of reads mirrored is what it is.
+///
+/// ```
+/// use shadowlib::shadow::ShareReason;
+///
+/// assert!(ShareReason::LiveLatency.is_cut());
+/// assert!(!ShareReason::Headroom.is_cut());
+/// assert_eq!(ShareReason::CostCap.to_string(), "the shadow's CPU budget for this hour is spent");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ShareReason {
+    /// The configured share, which nothing adapts.
+    #[default]
+    Configured,
+    /// An off-peak window's share, which nothing adapts.
+    OffPeak,
+    /// The adaptive share's floor, where it starts before its first look.
+    Starting,
+    /// Live had headroom at the last look: the adaptive share rose (or stays at its
+    /// ceiling).
+    Headroom,
+    /// Live's latency rose past its baseline: the adaptive share was cut.
+    LiveLatency,
+    /// Live's CPU was above the ceiling: the adaptive share was cut.
+    LiveCpu,
+    /// The shadow shed more copies than it may: the adaptive share was cut.
+    ShadowSheds,
+    /// The shadow's CPU-seconds for this UTC hour are spent: nothing is mirrored until the
+    /// next hour.
+    CostCap,
+}
+
+impl ShareReason {
+    /// Whether the share was cut for live's sake, or the shadow's cost.
+    pub fn is_cut(self) -> bool {
+        matches!(
+            self,
+            Self::LiveLatency | Self::LiveCpu | Self::ShadowSheds | Self::CostCap
+        )
+    }
+
+    pub(crate) fn to_code(self) -> u8 {
+        match self {
+            Self::Configured => 0,
+            Self::OffPeak => 1,
+            Self::Starting => 2,
+            Self::Headroom => 3,
+            Self::LiveLatency => 4,
+            Self::LiveCpu => 5,
+            Self::ShadowSheds => 6,
+            Self::CostCap => 7,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Self {
+        match code {
+            1 => Self::OffPeak,
+            2 => Self::Starting,
+            3 => Self::Headroom,
+            4 => Self::LiveLatency,
+            5 => Self::LiveCpu,
+            6 => Self::ShadowSheds,
+            7 => Self::CostCap,
+            _ => Self::Configured,
+        }
+    }
+}
+
+impl fmt::Display for ShareReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Configured => "the configured share",
+            Self::OffPeak => "an off-peak window's share",
+            Self::Starting => "the adaptive share starts at its floor",
+            Self::Headroom => "live has headroom",
+            Self::LiveLatency => "live latency rose",
+            Self::LiveCpu => "live CPU is above its ceiling",
+            Self::ShadowSheds => "the shadow shed copies",
+            Self::CostCap => "the shadow's CPU budget for this hour is spent",
+        })
+    }
+}
+
+/// The share of reads mirrored, its ceiling, and why it is what it is.
+///
+/// ```
+/// use shadowlib::Share;
+/// use shadowlib::shadow::{ShareInForce, ShareReason};
+///
+/// let share = ShareInForce {
+///     share: Share::from_percent(12.5)?,
+///     ceiling: Share::FULL,
+///     reason: ShareReason::LiveCpu,
+///     off_peak: false,
+/// };
+/// assert_eq!(share.to_string(), "12.5% of reads (ceiling 100%): live CPU is above its ceiling");
+/// # Ok::<(), shadowlib::ShareError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareInForce {
+    /// The share of reads mirrored.
+    pub share: Share,
+    /// The most it may be now: an off-peak window's share, or the configured one.
+    pub ceiling: Share,
+    /// Why it is what it is.
+    pub reason: ShareReason,
+    /// Whether an off-peak window set the ceiling.
+    pub off_peak: bool,
+}
+
+impl fmt::Display for ShareInForce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of reads (ceiling {}{}): {}",
+            self.share,
+            self.ceiling,
+            if self.off_peak { ", off-peak" } else { "" },
+            self.reason
+        )
     }
 }

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::alloc::{Allocations, thread_allocations};
 
 /// The CPU time the calling thread has used since it started, or `None` on platforms without
-/// a per-thread CPU clock.
+/// a per-thread CPU clock, and under valgrind (where reading it through rustix would fault
+/// the process: rustix issue 1559).
 ///
 /// ```
 /// let before = shadowlib::metrics::thread_cpu_time();
@@ -31,7 +32,26 @@ use super::alloc::{Allocations, thread_allocations};
 /// }
 /// ```
 pub fn thread_cpu_time() -> Option<Duration> {
+    if under_valgrind() {
+        return None;
+    }
     cpu_clock::thread_cpu_time()
+}
+
+/// Whether the process runs under valgrind, which the clock and page-size readings must
+/// not touch.
+///
+/// On Linux they go through rustix, which finds the vDSO from `/proc/self/auxv`; under
+/// valgrind that file describes valgrind's own process, whose vDSO the program cannot
+/// read, and the first reading is a segmentation fault (rustix issue 1559). A library in
+/// a service must never take the process down, so under valgrind (known by the preloaded
+/// `vgpreload` library it injects) CPU is "not measured" instead. Checked once.
+pub(crate) fn under_valgrind() -> bool {
+    static UNDER_VALGRIND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNDER_VALGRIND.get_or_init(|| {
+        std::env::var_os("LD_PRELOAD")
+            .is_some_and(|preload| preload.to_string_lossy().contains("vgpreload"))
+    })
 }
 
 #[cfg(any(
@@ -104,6 +124,8 @@ pin_project! {
         #[pin]
         inner: F,
         usage: ResourceUsage,
+        // Whether the clocks are read; without them only the polls are counted.
+        clocks: bool,
     }
 }
 
@@ -113,6 +135,16 @@ impl<F> Measured<F> {
         Self {
             inner,
             usage: ResourceUsage::default(),
+            clocks: true,
+        }
+    }
+
+    /// Wraps `inner` counting its polls only: for the work the shadow leaves unmeasured,
+    /// where reading the clocks would cost more than the measurement is worth.
+    pub(crate) fn polls_only(inner: F) -> Self {
+        Self {
+            clocks: false,
+            ..Self::new(inner)
         }
     }
 
@@ -127,6 +159,11 @@ impl<F: Future> Future for Measured<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if !*this.clocks {
+            let poll = this.inner.poll(cx);
+            this.usage.polls += 1;
+            return poll.map(|output| (output, *this.usage));
+        }
         let cpu_before = thread_cpu_time();
         let alloc_before = thread_allocations();
         let poll = this.inner.poll(cx);

@@ -56,8 +56,9 @@ use thiserror::Error;
 #[cfg(feature = "count-allocations")]
 pub use alloc::CountingAllocator;
 pub use alloc::{Allocations, thread_allocations};
+pub(crate) use attribution::under_valgrind;
 pub use attribution::{MeasureExt, Measured, ResourceUsage, thread_cpu_time};
-pub(crate) use process::ProcessSampler;
+pub(crate) use process::{ProcessSampler, sample_process};
 pub use recorder::{KpiRecorder, RecorderConfig, RecorderConfigError, RequestRecord};
 
 use crate::evidence::Evidence;

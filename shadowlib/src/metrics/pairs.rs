@@ -1,15 +1,18 @@
 //! Records what the shadow measured: each mirrored read on the stable twin and on the
 //! candidate, as a pair.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
 
 use async_trait::async_trait;
 
 use super::{MetricError, MetricSource, ResourceUsage};
 use crate::evidence::{
     ArmEvidence, Distribution, Evidence, FieldDifferences, LATENCY_FLOOR_US, PairStats,
-    ShadowEvidence,
+    PairedEvidence, ShadowCost, ShadowEvidence, ShareInForce,
 };
 use crate::model::Outcome;
 
@@ -56,17 +59,35 @@ impl ReadComparison {
 }
 
 /// The shadow's recorder: only the shadow's worker writes to it, once per read, so one
-/// lock suffices (the controller takes it once per look).
+/// lock suffices (the controller takes it once per look, the governor once per interval).
+/// Copies shed on the live path are counted apart, in an atomic: the live path never
+/// takes the lock.
 #[derive(Debug, Default)]
 pub(crate) struct PairRecorder {
     evidence: Mutex<ShadowEvidence>,
+    shed: CachePadded<AtomicU64>,
 }
 
-fn record_run(arm: &mut ArmEvidence, run: &Run, request_bytes: u64) {
-    let micros = run
-        .latency
-        .map_or(0, |l| u64::try_from(l.as_micros()).unwrap_or(u64::MAX));
-    arm.record_request(run.outcome, micros);
+/// Whether a read's wall latencies are evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timing {
+    /// They are.
+    Evidence,
+    /// The shadow's thread waited for CPU past its deadline while the read ran: what the
+    /// wait added to them says nothing of either build.
+    Starved,
+}
+
+fn record_run(arm: &mut ArmEvidence, run: &Run, request_bytes: u64, timing: Timing) {
+    match timing {
+        Timing::Evidence => {
+            let micros = run
+                .latency
+                .map_or(0, |l| u64::try_from(l.as_micros()).unwrap_or(u64::MAX));
+            arm.record_request(run.outcome, micros);
+        }
+        Timing::Starved => arm.outcomes.add(run.outcome, 1),
+    }
     arm.request_bytes += request_bytes;
     arm.response_bytes += run.response_bytes;
     if let Some(cpu) = run.usage.cpu_time {
@@ -90,17 +111,21 @@ fn record_pair(
     twin: &Run,
     candidate: &Run,
     compared: Option<&ReadComparison>,
+    timing: Timing,
 ) {
     stats
         .outcomes
         .record(twin.outcome.is_failure(), candidate.outcome.is_failure());
+    // Resources are compared on reads both builds answered: a run cut short by a timeout
+    // or a panic used less than the read needed.
     if let (Some(t), Some(c)) = (twin.latency, candidate.latency) {
-        let floor = LATENCY_FLOOR_US as f64;
-        let micros = |d: Duration| d.as_secs_f64() * 1e6 + floor;
-        stats.latency.add((micros(c) / micros(t)).ln());
+        if timing == Timing::Evidence {
+            let floor = LATENCY_FLOOR_US as f64;
+            let micros = |d: Duration| d.as_secs_f64() * 1e6 + floor;
+            stats.latency.add((micros(c) / micros(t)).ln());
+        }
         if let (Some(t), Some(c)) = (twin.usage.cpu_time, candidate.usage.cpu_time) {
-            let nanos = |d: Duration| (d.as_secs_f64() * 1e9).max(CPU_FLOOR_NS);
-            stats.cpu.add((nanos(c) / nanos(t)).ln());
+            stats.cpu.add(cpu_log_ratio(t, c));
         }
         if let (Some(t), Some(c)) = (twin.usage.allocations, candidate.usage.allocations) {
             stats
@@ -109,26 +134,47 @@ fn record_pair(
         }
     }
     if let Some(compared) = compared {
-        stats.mismatches.record(
-            compared.any(Differed::CandidateOnly),
-            compared.any(Differed::TwinOnly),
-        );
-        for (field, differed) in &compared.fields {
-            let admitted = stats.fields.len() < MAX_FIELDS_PER_ROUTE;
-            let key = if admitted || stats.fields.contains_key(field) {
-                field.as_str()
-            } else {
-                OVERFLOW_FIELD
-            };
-            let counts: &mut FieldDifferences = match stats.fields.get_mut(key) {
-                Some(counts) => counts,
-                None => stats.fields.entry(key.to_owned()).or_default(),
-            };
-            match differed {
-                Differed::CandidateOnly => counts.candidate_only += 1,
-                Differed::TwinOnly => counts.twin_only += 1,
-                Differed::Both => counts.both += 1,
-            }
+        record_comparison(stats, compared);
+    }
+}
+
+/// The pairs of `route`, made empty the first time it is seen (looked up first, so that
+/// the route's name is copied only then).
+fn route_stats<'a>(pairs: &'a mut PairedEvidence, route: &str) -> Option<&'a mut PairStats> {
+    if !pairs.routes.contains_key(route) {
+        pairs.route_order.push(route.to_owned());
+        pairs.routes.insert(route.to_owned(), PairStats::default());
+    }
+    pairs.routes.get_mut(route)
+}
+
+/// The log ratio of the candidate's CPU time to the twin's, each floored.
+fn cpu_log_ratio(twin: Duration, candidate: Duration) -> f64 {
+    let nanos = |d: Duration| (d.as_secs_f64() * 1e9).max(CPU_FLOOR_NS);
+    (nanos(candidate) / nanos(twin)).ln()
+}
+
+/// Counts which side of a compared read differed from live, and in which fields.
+fn record_comparison(stats: &mut PairStats, compared: &ReadComparison) {
+    stats.mismatches.record(
+        compared.any(Differed::CandidateOnly),
+        compared.any(Differed::TwinOnly),
+    );
+    for (field, differed) in &compared.fields {
+        let admitted = stats.fields.len() < MAX_FIELDS_PER_ROUTE;
+        let key = if admitted || stats.fields.contains_key(field) {
+            field.as_str()
+        } else {
+            OVERFLOW_FIELD
+        };
+        let counts: &mut FieldDifferences = match stats.fields.get_mut(key) {
+            Some(counts) => counts,
+            None => stats.fields.entry(key.to_owned()).or_default(),
+        };
+        match differed {
+            Differed::CandidateOnly => counts.candidate_only += 1,
+            Differed::TwinOnly => counts.twin_only += 1,
+            Differed::Both => counts.both += 1,
         }
     }
 }
@@ -148,36 +194,87 @@ impl PairRecorder {
         candidate: &Run,
         compared: Option<&ReadComparison>,
     ) {
-        let mut shadow = self.lock();
-        record_run(&mut shadow.twin, twin, request_bytes);
-        record_run(&mut shadow.candidate, candidate, request_bytes);
-        let pairs = &mut shadow.pairs;
-        record_pair(&mut pairs.total, twin, candidate, compared);
-        if !pairs.routes.contains_key(route) {
-            pairs.route_order.push(route.to_owned());
-            pairs.routes.insert(route.to_owned(), PairStats::default());
-        }
-        if let Some(stats) = pairs.routes.get_mut(route) {
-            record_pair(stats, twin, candidate, compared);
-        }
+        self.record_timed(
+            route,
+            request_bytes,
+            Some(twin),
+            candidate,
+            compared,
+            Timing::Evidence,
+        );
     }
 
     /// Records a read only the candidate ran: it describes the candidate, and is never
     /// paired.
     pub(crate) fn record_unpaired(&self, request_bytes: u64, candidate: &Run) {
+        self.record_timed("", request_bytes, None, candidate, None, Timing::Evidence);
+    }
+
+    /// Records a read that ran while the shadow's thread waited for CPU past its deadline:
+    /// as any other (with the twin's run, when it had one), except that neither build's
+    /// wall latency is evidence. CPU time, allocations, outcomes and the comparison with
+    /// live are: the wait changed none of them (the timeout counts only the time the
+    /// shadow had the CPU, so a timeout is still the build's).
+    pub(crate) fn record_starved(
+        &self,
+        route: &str,
+        request_bytes: u64,
+        twin: Option<&Run>,
+        candidate: &Run,
+        compared: Option<&ReadComparison>,
+    ) {
+        self.record_timed(
+            route,
+            request_bytes,
+            twin,
+            candidate,
+            compared,
+            Timing::Starved,
+        );
+    }
+
+    fn record_timed(
+        &self,
+        route: &str,
+        request_bytes: u64,
+        twin: Option<&Run>,
+        candidate: &Run,
+        compared: Option<&ReadComparison>,
+        timing: Timing,
+    ) {
         let mut shadow = self.lock();
-        record_run(&mut shadow.candidate, candidate, request_bytes);
-        shadow.unpaired += 1;
+        record_run(&mut shadow.candidate, candidate, request_bytes, timing);
+        let Some(twin) = twin else {
+            shadow.unpaired += 1;
+            return;
+        };
+        record_run(&mut shadow.twin, twin, request_bytes, timing);
+        let pairs = &mut shadow.pairs;
+        record_pair(&mut pairs.total, twin, candidate, compared, timing);
+        if let Some(stats) = route_stats(pairs, route) {
+            record_pair(stats, twin, candidate, compared, timing);
+        }
     }
 
     /// Records a read neither build ran because the shadow had no room for it.
     pub(crate) fn record_shed(&self) {
-        self.lock().candidate.outcomes.add(Outcome::Shed, 1);
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What running the shadow cost, and the share in force: the governor's figures at
+    /// its last look, which the evidence carries from then on.
+    pub(crate) fn set_resources(&self, cost: ShadowCost, share: ShareInForce) {
+        let mut shadow = self.lock();
+        shadow.cost = cost;
+        shadow.share = Some(share);
     }
 
     /// Everything recorded so far.
     pub(crate) fn snapshot(&self) -> ShadowEvidence {
-        self.lock().clone()
+        let mut snapshot = self.lock().clone();
+        let shed = self.shed.load(Ordering::Relaxed);
+        snapshot.candidate.outcomes.add(Outcome::Shed, shed);
+        snapshot
     }
 }
 

@@ -40,11 +40,8 @@ pub(crate) struct IoCounters {
 /// The process's counters could not be read.
 #[derive(Debug, Error)]
 pub(crate) enum ProcessError {
-    /// This platform has no process statistics shadowlib can read (only Linux has).
-    #[cfg_attr(
-        target_os = "linux",
-        allow(dead_code, reason = "made where /proc is missing")
-    )]
+    /// This platform has no process statistics shadowlib can read (only Linux has), or
+    /// the process runs under valgrind, where reading them would fault.
     #[error("process statistics are not available on this platform")]
     Unsupported,
     /// A file under `/proc/self` could not be read or parsed.
@@ -104,6 +101,10 @@ mod procfs_reader {
     }
 
     pub(super) fn sample() -> Result<ProcessSample, ProcessError> {
+        if crate::metrics::under_valgrind() {
+            // The clock-tick and page-size readings below would fault there.
+            return Err(ProcessError::Unsupported);
+        }
         let stat = read("stat")?;
         let (utime, stime, rss_pages) = parse_stat(&stat).ok_or_else(|| ProcessError::Read {
             file: "stat",

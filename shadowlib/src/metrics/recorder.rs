@@ -250,6 +250,10 @@ type ArmsStats = [Stats; 2];
 struct ShardStats {
     /// Live requests recorded, in a canary step or not.
     live_requests: u64,
+    /// Of those, the ones recorded with their latency (every one but mirrored reads),
+    /// and the sum of those latencies: what the shadow's governor reads live's load from.
+    live_timed: u64,
+    live_busy_ns: u64,
     /// By canary step.
     steps: Vec<ArmsStats>,
     /// Custom KPIs by arm, then by name index.
@@ -267,6 +271,8 @@ impl ShardStats {
     /// Moves everything in `other` into this, leaving `other` empty (allocations kept).
     fn absorb(&mut self, bounds: &Bounds, other: &mut ShardStats) {
         self.live_requests += std::mem::take(&mut other.live_requests);
+        self.live_timed += std::mem::take(&mut other.live_timed);
+        self.live_busy_ns += std::mem::take(&mut other.live_busy_ns);
         for (step, arms) in other.steps.iter_mut().enumerate() {
             let into = self.step(step);
             for arm in 0..2 {
@@ -392,8 +398,11 @@ impl KpiRecorder {
     pub(crate) fn record_indexed(&self, request: &RequestRecord<'_>, route: Option<usize>) {
         // One load of a word written only at phase changes.
         let step = self.step.load(Ordering::Relaxed);
+        let latency_ns = u64::try_from(request.latency.as_nanos()).unwrap_or(u64::MAX);
         let mut shard = self.shard();
         shard.live_requests += 1;
+        shard.live_timed += 1;
+        shard.live_busy_ns = shard.live_busy_ns.saturating_add(latency_ns);
         if step != NO_STEP {
             let stats = &mut shard.step(step)[arm_index(request.arm)];
             stats.assigned += 1;
@@ -421,6 +430,14 @@ impl KpiRecorder {
     /// Live requests recorded so far, in a canary step or not.
     pub fn live_requests(&self) -> u64 {
         self.fold().live_requests
+    }
+
+    /// The live requests recorded with their latency so far, and the sum of those
+    /// latencies in nanoseconds (live's busy time: over wall time, the mean number of
+    /// requests in flight).
+    pub(crate) fn live_load(&self) -> (u64, u64) {
+        let folded = self.fold();
+        (folded.live_timed, folded.live_busy_ns)
     }
 
     /// Adds one observation of a custom KPI (database queries of a request, a cache hit as

@@ -5,8 +5,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::ResourcesError;
+
 /// A budget that cannot be used, naming the field that is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 pub enum BudgetError {
     /// The TOML text could not be parsed (syntax, types, unknown fields).
     #[error("invalid TOML shadow budget: {0}")]
@@ -20,6 +22,9 @@ pub enum BudgetError {
     /// Every copy would time out before it started.
     #[error("timeout: must be greater than zero")]
     ZeroTimeout,
+    /// One of the [`ShadowResources`](super::ShadowResources) beyond the budget is wrong.
+    #[error(transparent)]
+    Resources(Box<ResourcesError>),
 }
 
 /// What the shadow may spend: queue depth, concurrency and time per request.
@@ -27,9 +32,13 @@ pub enum BudgetError {
 /// The shadow is work the live path did not ask for, so it is bounded in every direction:
 /// at most [`ShadowBudget::queue_capacity`] copies wait, at most
 /// [`ShadowBudget::concurrency`] run at once, and each one gets
-/// [`ShadowBudget::timeout`] before it is cancelled and recorded as a timeout. A copy that
-/// finds the queue full is dropped and counted; it never waits, so the live request that
-/// produced it never waits either.
+/// [`ShadowBudget::timeout`] of the time the shadow had the CPU before it is cancelled and
+/// recorded as a timeout. A copy that finds the queue full is dropped and counted; it
+/// never waits, so the live request that produced it never waits either.
+///
+/// These are the most the shadow ever uses. By default it uses what live does, within
+/// them: see [`ShadowResources::follow_live`](super::ShadowResources::follow_live), and
+/// [`ShadowResources`](super::ShadowResources) for what else the budget file may say.
 ///
 /// ```
 /// use std::time::Duration;

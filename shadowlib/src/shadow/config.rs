@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::ShadowBudget;
+use super::{ShadowBudget, ShadowResources};
 #[cfg(doc)]
 use crate::compare::ExactComparison;
 use crate::compare::{Comparator, CompareResponses};
@@ -45,7 +45,7 @@ pub struct ShadowConfig {
     pub(crate) canary_mirror_share: Share,
     pub(crate) compared_headers: Arc<[String]>,
     pub(crate) comparator: Arc<dyn CompareResponses>,
-    pub(crate) budget: ShadowBudget,
+    pub(crate) resources: ShadowResources,
 }
 
 impl Default for ShadowConfig {
@@ -59,7 +59,7 @@ impl Default for ShadowConfig {
             canary_mirror_share: Share::from_ppm(Share::PPM_SCALE / 2).unwrap_or(Share::FULL),
             compared_headers: Arc::from(["content-type".to_owned()]),
             comparator: Arc::new(Comparator::default()),
-            budget: ShadowBudget::default(),
+            resources: ShadowResources::default(),
         }
     }
 }
@@ -74,7 +74,7 @@ impl fmt::Debug for ShadowConfig {
             .field("twin_share", &self.twin_share)
             .field("canary_mirror_share", &self.canary_mirror_share)
             .field("compared_headers", &self.compared_headers)
-            .field("budget", &self.budget)
+            .field("resources", &self.resources)
             .finish_non_exhaustive()
     }
 }
@@ -113,12 +113,16 @@ impl ShadowConfig {
     /// "What it costs" docs): on handlers of a few microseconds, a share below 100% buys
     /// most of it back, at the price of fewer comparisons and less shadow evidence per
     /// minute, so a rollout waits longer for the same certainty.
+    ///
+    /// It is the share outside [off-peak windows](ShadowResources::off_peak), and the
+    /// ceiling of the [adaptive share](ShadowResources::adaptive); the share in force is
+    /// [`ShadowCounts::mirror_share`](super::ShadowCounts::mirror_share).
     pub fn with_mirror_share(mut self, share: Share) -> Self {
         self.mirror_share = share;
         self
     }
 
-    /// The share of reads copied to the shadow.
+    /// The share of reads copied to the shadow outside off-peak windows.
     pub fn mirror_share(&self) -> Share {
         self.mirror_share
     }
@@ -172,9 +176,20 @@ impl ShadowConfig {
         self
     }
 
-    /// What the shadow may spend (validated when the runtime is built).
+    /// What one copy may spend, and the most copies queued and running (validated when
+    /// the runtime is built). The same as setting [`ShadowResources::budget`].
     pub fn with_budget(mut self, budget: ShadowBudget) -> Self {
-        self.budget = budget;
+        self.resources.budget = budget;
+        self
+    }
+
+    /// What the shadow may use and when: sized like live, how long a copy may wait for
+    /// CPU, the adaptive share, off-peak windows and the cost cap, with the budget
+    /// (validated when the runtime is built; see [`ShadowResources`]).
+    ///
+    /// The share outside off-peak windows is [`with_mirror_share`](Self::with_mirror_share)'s.
+    pub fn with_resources(mut self, resources: ShadowResources) -> Self {
+        self.resources = resources;
         self
     }
 
@@ -185,6 +200,11 @@ impl ShadowConfig {
 
     /// The shadow's budget.
     pub fn budget(&self) -> &ShadowBudget {
-        &self.budget
+        &self.resources.budget
+    }
+
+    /// What the shadow may use, and when.
+    pub fn resources(&self) -> &ShadowResources {
+        &self.resources
     }
 }

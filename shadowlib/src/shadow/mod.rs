@@ -9,13 +9,26 @@
 //! [`ShadowBudget::timeout`], with panics caught. A build that blocks its thread stalls
 //! only the shadow, never a thread live requests run on.
 //!
+//! The shadow is an in-process spot instance: its thread runs in the lowest scheduling
+//! class the OS offers ([`SchedulingClass`]: `SCHED_IDLE` on Linux), so it gets only CPU
+//! that live does not want, and a copy that waited for CPU too long is shed. A governor
+//! thread, at the process's own class, looks at live once per interval and sets what the
+//! shadow may use until the next look ([`ShadowResources`]): concurrency and queue sized
+//! like live, the share of reads mirrored (off-peak windows, an adaptive share that gives
+//! way as soon as live needs the room) and a cap on the shadow's CPU per hour.
+//!
 //! [`ShadowConfig`] sets what is copied and compared and what the shadow may spend;
-//! [`ShadowCounts`] says what happened to every read the shadow could have seen;
-//! [`in_shadow`] tells application code it is running as the shadow.
+//! [`ShadowCounts`] says what happened to every read the shadow could have seen, what is
+//! in force and why, and what the shadow cost; [`in_shadow`] tells application code it is
+//! running as the shadow.
 
 mod budget;
 mod config;
+mod cpu_sampling;
+mod cpu_wait;
+mod governor;
 mod queue;
+mod resources;
 mod runtime;
 mod slots;
 mod state;
@@ -26,7 +39,13 @@ mod worker;
 
 pub use budget::{BudgetError, ShadowBudget};
 pub use config::{DEFAULT_BODY_LIMIT, ShadowConfig};
+pub use resources::{
+    AdaptiveShare, OffPeakWindow, ResourcesError, ShadowResources, TimeOfDay, TimeOfDayError,
+};
 pub use stats::ShadowCounts;
+pub use thread::SchedulingClass;
+
+pub use crate::evidence::{ShadowCost, ShareInForce, ShareReason};
 
 pub(crate) use runtime::{Placement, Recorders, ShadowRuntime};
 pub(crate) use slots::{CopySlot, LiveProgress};

@@ -6,15 +6,17 @@
 //! for it, and in a steady state allocates nothing for it.
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::governor::{Governor, Pacer, Pacing, Surroundings, System};
 use super::queue::{CopyQueue, Task};
 use super::slots::{CopySlot, SlotPool};
 use super::stats::ShadowStats;
 use super::target::{RECYCLED_SUMMARIES, Recycled, ResponseCapture, TargetFactory, TargetId};
 use super::worker::Worker;
-use super::{BudgetError, RolloutLink, ShadowConfig, ShadowCounts, StateLink};
+use super::{BudgetError, ResourcesError, RolloutLink, ShadowConfig, ShadowCounts, StateLink};
 use crate::metrics::{KpiRecorder, PairRecorder};
 use crate::mirror::{BodySize, HttpMirrorRef, RequestHead, RouteLabels};
 use crate::model::{Arm, Share};
@@ -47,6 +49,9 @@ pub(crate) struct Shared {
     /// The shadow's pairs.
     pub(crate) pairs: Arc<PairRecorder>,
     pub(crate) stats: ShadowStats,
+    /// What the governor has put in force: read by the live path on every read, written
+    /// once per interval, so on lines of its own.
+    pub(crate) pacing: CachePadded<Pacing>,
     /// Its own allocation: the live path clones it per mirrored read, and its reference
     /// count must not share a cache line with what the worker reads.
     pub(crate) slots: Arc<SlotPool>,
@@ -58,7 +63,7 @@ pub(crate) struct Shared {
     /// Targets registered and not yet handed to the worker.
     pub(crate) registrations: Mutex<Vec<(TargetId, TargetFactory)>>,
     next_target: Mutex<usize>,
-    placement: Placement,
+    pub(crate) placement: Placement,
     /// `NOT_STARTED`, `RUNNING` or `FAILED`; moved on from `NOT_STARTED` once.
     executor: AtomicU8,
 }
@@ -121,8 +126,15 @@ impl ShadowRuntime {
         state: Option<Arc<dyn StateLink>>,
         placement: Placement,
     ) -> Result<(Self, Option<Worker>), BudgetError> {
-        config.budget.validate()?;
-        let budget = &config.budget;
+        config.resources.validate().map_err(|error| match error {
+            ResourcesError::Budget(error) => error,
+            other => BudgetError::Resources(Box::new(other)),
+        })?;
+        let budget = &config.resources.budget;
+        let initial = Pacer::new(config.resources.clone(), config.mirror_share)
+            .with_twin_share(config.twin_share)
+            .initial(System.unix_seconds());
+        let pacing = Pacing::new(initial.share, initial.concurrency, initial.queue_limit);
         // Enough for every copy queued or running and as many whose live response is
         // still on its way; beyond that a slot is made (and later freed).
         let slots = Arc::new(SlotPool::new(
@@ -140,6 +152,7 @@ impl ShadowRuntime {
             recorder: recorders.live,
             pairs: recorders.pairs,
             stats: ShadowStats::new(),
+            pacing: CachePadded::new(pacing),
             slots,
             recycled: Arc::new(ArrayQueue::new(RECYCLED_SUMMARIES)),
             labels,
@@ -169,7 +182,15 @@ impl ShadowRuntime {
 
     /// The shadow's counters.
     pub(crate) fn counts(&self) -> ShadowCounts {
-        self.shared().stats.counts()
+        let shared = self.shared();
+        shared.stats.counts(&shared.pacing)
+    }
+
+    /// A governor for this runtime, for a test to run where it likes (a runtime placed
+    /// by hand starts none).
+    #[cfg(test)]
+    pub(crate) fn governor(&self) -> Governor {
+        Governor::new(Arc::clone(self.shared()))
     }
 
     /// Registers a target, to be built on the shadow's thread, and starts that thread if
@@ -201,12 +222,22 @@ impl ShadowRuntime {
             return;
         }
         // `FAILED` until the thread is known to run: a copy routed meanwhile is not made.
-        match super::thread::spawn(Worker::new(Arc::clone(shared))) {
+        let reporting = Arc::clone(shared);
+        let lowered = move |class| reporting.pacing.set_scheduling(class);
+        match super::thread::spawn_worker(Worker::new(Arc::clone(shared)), lowered) {
             Ok(()) => shared.executor.store(RUNNING, Ordering::Release),
             Err(error) => {
                 shared.executor.store(FAILED, Ordering::Release);
                 tracing::error!(%error, "the shadow's thread did not start; no read will be shadowed");
+                return;
             }
+        }
+        if shared.config.resources.needs_governor()
+            && let Err(error) = super::thread::spawn_governor(Governor::new(Arc::clone(shared)))
+        {
+            // What was in force at the start stays: the budget's figures and the share the
+            // schedule started with.
+            tracing::error!(%error, "the shadow's governor did not start; nothing adapts");
         }
     }
 
@@ -216,7 +247,7 @@ impl ShadowRuntime {
     /// * The override header, when configured and not rolled back, wins.
     /// * Otherwise the steerer picks, by the sticky key when the request carries one.
     /// * A request going to stable while the rollout is live that the mirror calls a read,
-    ///   within the mirror share and the body limit, is copied.
+    ///   within the share in force and the body limit, with room in the queue, is copied.
     pub(crate) fn route(&self, head: &RequestHead<'_>, body: BodySize) -> Route {
         let shared = self.shared();
         let config = &shared.config;
@@ -255,11 +286,13 @@ impl ShadowRuntime {
             ShadowStats::bump(&shared.stats.not_read);
             return no_copy;
         }
+        // The share the governor has in force: one load of a word it writes once per
+        // interval.
+        let in_force = shared.pacing.mirror_ppm();
         let sampled = match label {
-            Some(_) => config.mirror_share.min(config.canary_mirror_share),
-            None => config.mirror_share,
-        }
-        .ppm();
+            Some(_) => in_force.min(config.canary_mirror_share.ppm()),
+            None => in_force,
+        };
         if sampled < Share::PPM_SCALE && rng::below(Share::PPM_SCALE) >= sampled {
             ShadowStats::bump(&shared.stats.not_sampled);
             return no_copy;
@@ -272,7 +305,16 @@ impl ShadowRuntime {
             ShadowStats::bump(&shared.stats.skipped_oversize);
             return no_copy;
         }
-        let slot = shared.slots.take(config.body_limit);
+        // A copy that would find the queue at its limit is shed before it is made: live
+        // pays for nothing the shadow will not run.
+        if shared.queue.tasks.len() >= shared.pacing.queue_limit() {
+            ShadowStats::bump(&shared.stats.dropped_queue_full);
+            shared.pairs.record_shed();
+            return no_copy;
+        }
+        let slot = shared
+            .slots
+            .take(config.body_limit, tokio::time::Instant::now());
         {
             let mut copy = slot.request();
             shared.mirror.copy(head, &mut copy);

@@ -5,8 +5,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use serde::{Deserialize, Serialize};
 
-/// Counts of the shadow's work, readable at any time (see
-/// [`Rollout::shadow_counts`](crate::Rollout::shadow_counts)).
+use super::SchedulingClass;
+use super::governor::Pacing;
+use crate::evidence::{ShadowCost, ShareInForce, ShareReason};
+use crate::model::Share;
+
+/// Counts of the shadow's work, what is in force, and what the shadow has cost, readable
+/// at any time (see [`Rollout::shadow_counts`](crate::Rollout::shadow_counts)).
+///
+/// What the shadow cost: [`shadow_cpu_ns`](Self::shadow_cpu_ns) of CPU for
+/// [`started`](Self::started) copies run; copies shed, by reason: dropped at the queue's
+/// limit ([`dropped_queue_full`](Self::dropped_queue_full)), or run but shed from the
+/// latency evidence for waiting for CPU ([`starved`](Self::starved)); reads not
+/// mirrored because of the share in force, [`not_sampled`](Self::not_sampled), with the
+/// share and why in [`mirror_share`](Self::mirror_share) and
+/// [`share_reason`](Self::share_reason).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ShadowCounts {
@@ -50,6 +63,39 @@ pub struct ShadowCounts {
     pub canary_panics: u64,
     /// Live requests pinned to a build by the override header.
     pub overridden: u64,
+    /// Copies the shadow began to run (both builds' runs, or the candidate's alone).
+    pub started: u64,
+    /// Copies during which the shadow's thread waited for CPU past
+    /// [`ShadowResources::max_cpu_wait`](super::ShadowResources::max_cpu_wait) (live
+    /// wanted the CPU): shed from the latency evidence, since their wall latency says
+    /// how busy live was; their CPU time, outcome and response are evidence still.
+    pub starved: u64,
+    /// Of the copies started, those whose CPU time was measured: all of them where a
+    /// copy's work dwarfs reading the thread's CPU clock, a random sample where it does not
+    /// (the readings then cost at most a tenth of the copies' own CPU).
+    pub cpu_measured: u64,
+    /// CPU time the shadow's worker thread has used, in nanoseconds (as of its last report,
+    /// at most a millisecond of its work ago).
+    pub shadow_cpu_ns: u64,
+    /// Of that, what it used in the current UTC hour: what the cost cap counts.
+    pub cpu_this_hour_ns: u64,
+    /// The share of reads mirrored now.
+    pub mirror_share: Share,
+    /// The most it may be now: an off-peak window's share, or the configured one.
+    pub mirror_ceiling: Share,
+    /// Why the share is what it is.
+    pub share_reason: ShareReason,
+    /// Whether an off-peak window sets the ceiling now.
+    pub off_peak: bool,
+    /// Copies the shadow may run at once now.
+    pub concurrency_limit: u64,
+    /// Copies that may wait for the shadow now; one more is dropped and counted.
+    pub queue_limit: u64,
+    /// Live requests in flight on average over the governor's last interval, in
+    /// thousandths (busy time over wall time).
+    pub live_concurrency_milli: u64,
+    /// The scheduling class of the shadow's worker thread.
+    pub scheduling: SchedulingClass,
 }
 
 impl ShadowCounts {
@@ -74,6 +120,31 @@ impl ShadowCounts {
             + self.comparison_missed
             + self.not_comparable;
         self.mirrored.saturating_sub(ended)
+    }
+
+    /// The shadow's CPU time in seconds.
+    pub fn shadow_cpu_seconds(&self) -> f64 {
+        self.shadow_cpu_ns as f64 / 1e9
+    }
+
+    /// The share in force, its ceiling and why, as one value.
+    pub fn share_in_force(&self) -> ShareInForce {
+        ShareInForce {
+            share: self.mirror_share,
+            ceiling: self.mirror_ceiling,
+            reason: self.share_reason,
+            off_peak: self.off_peak,
+        }
+    }
+
+    /// What the shadow has cost, as the evidence carries it.
+    pub fn cost(&self) -> ShadowCost {
+        ShadowCost {
+            cpu_ns: self.shadow_cpu_ns,
+            copies_started: self.started,
+            shed_queue_full: self.dropped_queue_full,
+            starved: self.starved,
+        }
     }
 }
 
@@ -106,6 +177,18 @@ pub(crate) struct ShadowStats {
     pub(crate) mismatched: Counter,
     pub(crate) comparison_missed: Counter,
     pub(crate) not_comparable: Counter,
+    pub(crate) started: Counter,
+    pub(crate) starved: Counter,
+    pub(crate) cpu_measured: Counter,
+    /// The worker thread's CPU clock, stored (not added to) by the worker.
+    pub(crate) shadow_cpu_ns: Counter,
+    /// Mirrored reads whose live latency the worker has seen, and the sum of those
+    /// latencies: the part of live's load the recorder does not see.
+    pub(crate) mirrored_live_timed: Counter,
+    pub(crate) mirrored_live_busy_ns: Counter,
+    /// The wall time from start to end of every copy run, for how many the shadow can
+    /// start in a given time.
+    pub(crate) copy_wall_ns: Counter,
 }
 
 /// A counter alone on its cache lines. It dereferences to the atomic, so
@@ -134,6 +217,13 @@ impl ShadowStats {
             mismatched: Counter::default(),
             comparison_missed: Counter::default(),
             not_comparable: Counter::default(),
+            started: Counter::default(),
+            starved: Counter::default(),
+            cpu_measured: Counter::default(),
+            shadow_cpu_ns: Counter::default(),
+            mirrored_live_timed: Counter::default(),
+            mirrored_live_busy_ns: Counter::default(),
+            copy_wall_ns: Counter::default(),
         }
     }
 
@@ -141,10 +231,21 @@ impl ShadowStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The counts so far. Each counter is read on its own, so a snapshot taken while
-    /// requests run may be a few requests apart between counters.
-    pub(crate) fn counts(&self) -> ShadowCounts {
+    /// Adds `amount` to a counter only one thread writes: a load and a store, not the
+    /// locked read-modify-write `bump` needs.
+    pub(crate) fn add_own(counter: &AtomicU64, amount: u64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(amount),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The counts so far, with what `pacing` has in force. Each counter is read on its
+    /// own, so a snapshot taken while requests run may be a few requests apart between
+    /// counters.
+    pub(crate) fn counts(&self, pacing: &Pacing) -> ShadowCounts {
         let get = |c: &Counter| c.load(Ordering::Relaxed);
+        let share = pacing.share_in_force();
         ShadowCounts {
             not_read: get(&self.not_read),
             not_sampled: get(&self.not_sampled),
@@ -164,6 +265,19 @@ impl ShadowStats {
             not_comparable: get(&self.not_comparable),
             canary_panics: get(&self.canary_panics),
             overridden: get(&self.overridden),
+            started: get(&self.started),
+            starved: get(&self.starved),
+            cpu_measured: get(&self.cpu_measured),
+            shadow_cpu_ns: get(&self.shadow_cpu_ns),
+            cpu_this_hour_ns: pacing.cpu_this_hour_ns(),
+            mirror_share: share.share,
+            mirror_ceiling: share.ceiling,
+            share_reason: share.reason,
+            off_peak: share.off_peak,
+            concurrency_limit: pacing.concurrency() as u64,
+            queue_limit: pacing.queue_limit() as u64,
+            live_concurrency_milli: pacing.live_concurrency_milli(),
+            scheduling: pacing.scheduling(),
         }
     }
 }
@@ -172,8 +286,9 @@ impl ShadowStats {
 mod tests {
     use super::*;
 
-    /// Every counter, each with how many times the tests below bump it (all different).
-    fn counters(stats: &ShadowStats) -> [(&Counter, u64); 18] {
+    /// Every counter the counts show, each with how many times the tests below bump it
+    /// (all different).
+    fn counters(stats: &ShadowStats) -> [(&Counter, u64); 22] {
         [
             (&stats.not_read, 1),
             (&stats.mirrored, 2),
@@ -193,6 +308,10 @@ mod tests {
             (&stats.not_sampled, 16),
             (&stats.no_executor, 17),
             (&stats.paired, 18),
+            (&stats.started, 19),
+            (&stats.starved, 20),
+            (&stats.shadow_cpu_ns, 21),
+            (&stats.cpu_measured, 22),
         ]
     }
 
@@ -204,8 +323,15 @@ mod tests {
                 ShadowStats::bump(counter);
             }
         }
+        let share = ShareInForce {
+            share: Share::FULL,
+            ceiling: Share::FULL,
+            reason: ShareReason::Configured,
+            off_peak: false,
+        };
+        let pacing = Pacing::new(share, 16, 1024);
         assert_eq!(
-            stats.counts(),
+            stats.counts(&pacing),
             ShadowCounts {
                 not_read: 1,
                 mirrored: 2,
@@ -225,6 +351,19 @@ mod tests {
                 not_sampled: 16,
                 no_executor: 17,
                 paired: 18,
+                started: 19,
+                starved: 20,
+                shadow_cpu_ns: 21,
+                cpu_measured: 22,
+                cpu_this_hour_ns: 0,
+                mirror_share: Share::FULL,
+                mirror_ceiling: Share::FULL,
+                share_reason: ShareReason::Configured,
+                off_peak: false,
+                concurrency_limit: 16,
+                queue_limit: 1024,
+                live_concurrency_milli: 0,
+                scheduling: SchedulingClass::NotStarted,
             }
         );
     }
@@ -234,9 +373,16 @@ mod tests {
         let stats = ShadowStats::new();
         // The target's cache line, or the pair of lines its prefetcher pulls together.
         let line = std::mem::align_of::<CachePadded<u8>>();
+        let internal = [
+            &stats.mirrored_live_timed,
+            &stats.mirrored_live_busy_ns,
+            &stats.copy_wall_ns,
+        ];
         let lines: Vec<usize> = counters(&stats)
             .iter()
-            .map(|(counter, _)| std::ptr::from_ref::<AtomicU64>(counter) as usize / line)
+            .map(|(counter, _)| *counter)
+            .chain(internal)
+            .map(|counter| std::ptr::from_ref::<AtomicU64>(counter) as usize / line)
             .collect();
         let mut distinct = lines.clone();
         distinct.sort_unstable();

@@ -8,18 +8,30 @@
 //! time, whatever the live load, and a copy costs the live path no wake-up of another
 //! thread unless the worker has been idle long enough to park (see
 //! [`SHADOW_TICK`](super::queue::SHADOW_TICK)).
+//!
+//! The thread runs in the lowest scheduling class, so it may wait for CPU while live has
+//! it. The worker reads how long it waited ([`CpuWaitClock`]): a copy whose thread waited
+//! past the deadline while it ran is *starved*, and keeps its CPU time, outcome and
+//! comparison as evidence but not its wall latency (which says how busy live was). A
+//! build's timeout counts only the time the shadow had the CPU: it is pushed back by the
+//! thread's wait during the run, up to twice the budget's timeout, so that a timeout is
+//! still the build's doing.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
+use tokio::time::Instant;
 
 use super::IN_SHADOW;
+use super::cpu_sampling::CpuSampling;
+use super::cpu_wait::CpuWaitClock;
 use super::queue::{SHADOW_TICK, Task};
 use super::runtime::Shared;
 use super::slots::{CopySlot, LiveProgress};
@@ -27,7 +39,7 @@ use super::stats::ShadowStats;
 use super::target::{ShadowCall, ShadowError, ShadowResult, ShadowTarget, TargetId};
 use super::{StatePosition, StateSpan};
 use crate::compare::ResponseSummary;
-use crate::metrics::{Differed, Measured, ReadComparison, ResourceUsage, Run};
+use crate::metrics::{Differed, Measured, ReadComparison, ResourceUsage, Run, thread_cpu_time};
 use crate::model::{Arm, Outcome, Share};
 use crate::rng;
 
@@ -35,6 +47,10 @@ use crate::rng;
 /// without copies. A parked worker costs nothing; the first copy of the next burst wakes
 /// it once.
 const IDLE_TICKS_BEFORE_PARKING: u32 = 100;
+
+/// How often the worker reports its thread's CPU time (a system call of about a
+/// microsecond): the cost the governor counts is at most this much behind.
+const CPU_REPORT_EVERY: Duration = Duration::from_millis(1);
 
 /// A registered target as the worker holds it.
 enum Target {
@@ -46,6 +62,9 @@ enum Target {
 /// See the [module docs](self).
 pub(crate) struct Worker {
     shared: Arc<Shared>,
+    /// The wait for CPU a test plays, in nanoseconds, instead of the thread's own.
+    #[cfg(test)]
+    scripted_cpu_wait: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// The targets registered so far, by id. They live on the shadow's thread only.
@@ -99,7 +118,38 @@ impl Targets {
 
 impl Worker {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            #[cfg(test)]
+            scripted_cpu_wait: None,
+        }
+    }
+
+    /// The same worker, with its thread's wait for CPU played by the test.
+    #[cfg(test)]
+    pub(crate) fn with_scripted_cpu_wait(
+        mut self,
+        waited_ns: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        self.scripted_cpu_wait = Some(waited_ns);
+        self
+    }
+
+    /// The clock of the thread the worker runs on (made there: it reads that thread's).
+    fn cpu_wait_clock(&self) -> CpuWaitClock {
+        let deadline = self.shared.config.resources.max_cpu_wait;
+        #[cfg(test)]
+        {
+            if let Some(waited) = &self.scripted_cpu_wait {
+                return CpuWaitClock::scripted(Arc::clone(waited), deadline);
+            }
+            // A worker placed by hand runs on a test's thread, which is not lowered: its
+            // waits for CPU are the machine's business, not live's.
+            if self.shared.placement == super::runtime::Placement::Manual {
+                return CpuWaitClock::unavailable(deadline);
+            }
+        }
+        CpuWaitClock::for_this_thread(deadline)
     }
 
     fn has_registrations(shared: &Shared) -> bool {
@@ -116,21 +166,29 @@ impl Worker {
     /// whenever a copy it runs finishes); after about 0.1 s without any it parks, and the
     /// next copy (or target) wakes it.
     pub(crate) async fn run(self) {
+        let clock = self.cpu_wait_clock();
+        let sampling = CpuSampling::calibrate();
         let shared = self.shared;
         let mut targets = Targets::default();
-        let concurrency = shared.config.budget.concurrency;
         let queue = &shared.queue;
         let mut running = FuturesUnordered::new();
         let mut awaiting = Vec::new();
         let mut idle_ticks = 0;
+        let mut cpu_reported: Option<Instant> = None;
         loop {
             if Self::has_registrations(&shared) {
                 targets.build_new(&shared).await;
             }
+            let now = Instant::now();
+            clock.sample(now);
+            report_cpu(&shared, now, &mut cpu_reported);
+            // What the governor allows now, following live.
+            let concurrency = shared.pacing.concurrency().max(1);
             while running.len() < concurrency {
                 let Some(task) = queue.tasks.pop() else {
                     break;
                 };
+                ShadowStats::bump(&shared.stats.started);
                 let (route, request_bytes, bodiless, state_position) = {
                     let copy = task.slot.request();
                     let route = shared.labels.label(copy.method(), copy.path());
@@ -145,8 +203,10 @@ impl Worker {
                     request_bytes,
                     bodiless,
                     state_position,
+                    started: now,
+                    cpu_wait_at_start: clock.total(),
                 };
-                running.push(execute(&shared, copy, jobs));
+                running.push(execute(&shared, &clock, &sampling, copy, jobs));
             }
             let waiting = settle_awaiting(&shared, &mut awaiting);
             let busy = !running.is_empty() || waiting;
@@ -158,6 +218,11 @@ impl Worker {
                 continue;
             }
             let park = !busy && idle_ticks >= IDLE_TICKS_BEFORE_PARKING;
+            if park {
+                // Parked, the thread uses nothing: the count stays current meanwhile.
+                cpu_reported = None;
+                report_cpu(&shared, now, &mut cpu_reported);
+            }
             let wait_for_copies = async {
                 if park {
                     queue.park(|| Self::has_registrations(&shared)).await;
@@ -211,6 +276,19 @@ pub(crate) fn is_bodiless(method: &str) -> bool {
     method == "HEAD"
 }
 
+/// Stores the worker thread's CPU time for the governor, at most every
+/// [`CPU_REPORT_EVERY`] (`reported` is when it last did; `None` reports now).
+fn report_cpu(shared: &Shared, now: Instant, reported: &mut Option<Instant>) {
+    if reported.is_some_and(|at| now.saturating_duration_since(at) < CPU_REPORT_EVERY) {
+        return;
+    }
+    *reported = Some(now);
+    if let Some(cpu) = thread_cpu_time() {
+        let nanos = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
+        shared.stats.shadow_cpu_ns.store(nanos, Ordering::Relaxed);
+    }
+}
+
 /// A copy the worker runs: its task, its route label and the size of its request body.
 struct Running {
     task: Task,
@@ -220,6 +298,9 @@ struct Running {
     bodiless: bool,
     /// Where live's state stood when the read arrived (a stateful service).
     state_position: Option<StatePosition>,
+    /// When the worker started it, and the thread's total wait for CPU then.
+    started: Instant,
+    cpu_wait_at_start: Duration,
 }
 
 /// One build's run of a copy: what is recorded, and its response if it answered.
@@ -230,8 +311,15 @@ struct Answer {
 
 /// Runs one copy on both builds, one after the other in a random order, each under the
 /// timeout; when the live response is not there yet, returns them to settle later.
-async fn execute(shared: &Shared, copy: Running, jobs: Jobs) -> Option<AwaitingLive> {
-    let timeout = shared.config.budget.timeout;
+async fn execute(
+    shared: &Shared,
+    clock: &CpuWaitClock,
+    sampling: &CpuSampling,
+    copy: Running,
+    jobs: Jobs,
+) -> Option<AwaitingLive> {
+    let timeout = shared.config.resources.budget.timeout;
+    let measure = sampling.draw();
     // A stateful service's shadow state is brought to where live's stood first.
     let span = match (&shared.state, copy.state_position) {
         (Some(state), Some(at)) => Some(state.catch_up(at).await),
@@ -259,19 +347,42 @@ async fn execute(shared: &Shared, copy: Running, jobs: Jobs) -> Option<AwaitingL
         }
     };
     let (candidate, twin) = match twin {
-        None => (run(&copy, candidate, timeout).await, None),
+        None => (run(&copy, candidate, timeout, clock, measure).await, None),
         // The order is drawn per copy, so that whatever running first or second costs
         // (a warm cache, a queue behind the other) falls on either build alike.
         Some(twin) if rng::below(2) == 0 => {
-            let twin = run(&copy, twin, timeout).await;
-            (run(&copy, candidate, timeout).await, Some(twin))
+            let twin = run(&copy, twin, timeout, clock, measure).await;
+            (
+                run(&copy, candidate, timeout, clock, measure).await,
+                Some(twin),
+            )
         }
         Some(twin) => {
-            let candidate = run(&copy, candidate, timeout).await;
-            (candidate, Some(run(&copy, twin, timeout).await))
+            let candidate = run(&copy, candidate, timeout, clock, measure).await;
+            (
+                candidate,
+                Some(run(&copy, twin, timeout, clock, measure).await),
+            )
         }
     };
     let state_held = span.map(StateSpan::held);
+    if measure {
+        ShadowStats::bump(&shared.stats.cpu_measured);
+        let cpu = |answer: &Answer| answer.run.usage.cpu_time.unwrap_or_default();
+        sampling.observe(cpu(&candidate) + twin.as_ref().map_or(Duration::ZERO, cpu));
+    }
+    let now = Instant::now();
+    ShadowStats::add_own(
+        &shared.stats.copy_wall_ns,
+        u64::try_from(now.duration_since(copy.started).as_nanos()).unwrap_or(u64::MAX),
+    );
+    clock.sample(now);
+    let waited = clock.total().saturating_sub(copy.cpu_wait_at_start);
+    let starved = waited > shared.config.resources.max_cpu_wait;
+    if starved {
+        ShadowStats::bump(&shared.stats.starved);
+        tracing::debug!(route = %copy.route, ?waited, "the shadow waited for CPU during a copy; its latency is not evidence");
+    }
     let counter = match candidate.run.outcome {
         _ if candidate.response.is_some() => &shared.stats.completed,
         Outcome::Timeout => &shared.stats.timed_out,
@@ -282,7 +393,6 @@ async fn execute(shared: &Shared, copy: Running, jobs: Jobs) -> Option<AwaitingL
     if twin.is_some() {
         ShadowStats::bump(&shared.stats.paired);
     }
-    let now = tokio::time::Instant::now();
     let state = copy
         .state_position
         .map(|at| (at, state_held.unwrap_or(false)));
@@ -293,6 +403,7 @@ async fn execute(shared: &Shared, copy: Running, jobs: Jobs) -> Option<AwaitingL
         candidate,
         twin,
         state,
+        starved,
         deadline: now + timeout,
     };
     if pair.is_due(now) {
@@ -304,9 +415,15 @@ async fn execute(shared: &Shared, copy: Running, jobs: Jobs) -> Option<AwaitingL
 }
 
 /// Runs one build's call: guarded, measured, and summed up as a [`Run`].
-async fn run(copy: &Running, call: ShadowCall, timeout: Duration) -> Answer {
-    let started = tokio::time::Instant::now();
-    let (guarded, usage) = run_guarded(call, timeout).await;
+async fn run(
+    copy: &Running,
+    call: ShadowCall,
+    timeout: Duration,
+    clock: &CpuWaitClock,
+    measure: bool,
+) -> Answer {
+    let started = Instant::now();
+    let (guarded, usage) = run_guarded(call, timeout, clock, measure).await;
     let failed = |outcome| Answer {
         run: Run {
             outcome,
@@ -348,15 +465,43 @@ enum Guarded {
     Panicked,
 }
 
-/// Runs a call inside the shadow scope, under the timeout, with panics caught, and with
-/// the thread CPU time and allocations of every poll added up.
+/// Runs a call inside the shadow scope, under the timeout, with panics caught, and, when
+/// it is to be `measure`d, with the thread CPU time and allocations of every poll added up.
+///
+/// The timeout counts the time the shadow had the CPU: when it expires, it is pushed back
+/// by however long the thread waited for CPU meanwhile, and the call ends at twice the
+/// timeout whatever the wait (no hold without an end).
 async fn run_guarded(
     call: impl Future<Output = ShadowResult>,
     timeout: Duration,
+    clock: &CpuWaitClock,
+    measure: bool,
 ) -> (Guarded, ResourceUsage) {
-    let measured = Measured::new(IN_SHADOW.scope((), AssertUnwindSafe(call).catch_unwind()));
+    let guarded = IN_SHADOW.scope((), AssertUnwindSafe(call).catch_unwind());
+    let measured = if measure {
+        Measured::new(guarded)
+    } else {
+        Measured::polls_only(guarded)
+    };
     let mut measured = pin!(measured);
-    let outcome = tokio::time::timeout(timeout, measured.as_mut()).await;
+    let started = Instant::now();
+    let waited_before = clock.total();
+    let last_chance = started + timeout * 2;
+    let mut deadline = started + timeout;
+    let outcome = loop {
+        match tokio::time::timeout_at(deadline, measured.as_mut()).await {
+            Ok(done) => break Ok(done),
+            Err(elapsed) => {
+                clock.sample(deadline);
+                let waited = clock.total().saturating_sub(waited_before);
+                let fair = (started + timeout + waited).min(last_chance);
+                if fair <= deadline {
+                    break Err(elapsed);
+                }
+                deadline = fair;
+            }
+        }
+    };
     match outcome {
         Err(_elapsed) => (Guarded::TimedOut, measured.usage()),
         Ok((Err(_panic), usage)) => (Guarded::Panicked, usage),
@@ -381,14 +526,16 @@ struct AwaitingLive {
     /// whether the shadow's stood there all through both builds' runs (both read the
     /// shadow's state: the twin runs in the shadow too).
     state: Option<(StatePosition, bool)>,
+    /// The shadow's thread waited for CPU past the deadline while the copy ran.
+    starved: bool,
     /// The live response is given up after the budget's timeout, as a copy would be.
-    deadline: tokio::time::Instant,
+    deadline: Instant,
 }
 
 impl AwaitingLive {
     /// Whether the pair can be settled: the live response was sent whole, will never
     /// be, or is past the deadline.
-    fn is_due(&self, now: tokio::time::Instant) -> bool {
+    fn is_due(&self, now: Instant) -> bool {
         now >= self.deadline || self.slot.live().progress != LiveProgress::Awaited
     }
 
@@ -402,12 +549,22 @@ impl AwaitingLive {
             mut candidate,
             mut twin,
             state,
+            starved,
             deadline: _,
         } = self;
         let mut live = None;
         let mut same_state = true;
         {
             let captured = slot.live();
+            if let Some(latency) = captured.latency {
+                // The worker alone writes these two.
+                let stats = &shared.stats;
+                ShadowStats::add_own(&stats.mirrored_live_timed, 1);
+                ShadowStats::add_own(
+                    &stats.mirrored_live_busy_ns,
+                    u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
+                );
+            }
             if captured.progress == LiveProgress::Seen {
                 // Unpacked into a summary of the worker's own, to compare as summaries.
                 let mut summary = shared.recycled.pop().unwrap_or_default();
@@ -438,6 +595,13 @@ impl AwaitingLive {
             Some(live) => compare(shared, &route, &candidate, twin.as_ref(), live),
         };
         match &twin {
+            _ if starved => shared.pairs.record_starved(
+                &route,
+                request_bytes,
+                twin.as_ref().map(|twin| &twin.run),
+                &candidate.run,
+                compared.as_ref(),
+            ),
             Some(twin) => shared.pairs.record_pair(
                 &route,
                 request_bytes,
@@ -554,7 +718,7 @@ fn differing_fields(
 /// Compares the shadow responses whose live response has arrived; keeps the others
 /// until their deadline. Returns whether any are still waiting.
 fn settle_awaiting(shared: &Shared, awaiting: &mut Vec<AwaitingLive>) -> bool {
-    let now = tokio::time::Instant::now();
+    let now = Instant::now();
     let mut index = 0;
     while index < awaiting.len() {
         if awaiting[index].is_due(now) {
@@ -565,3 +729,6 @@ fn settle_awaiting(shared: &Shared, awaiting: &mut Vec<AwaitingLive>) -> bool {
     }
     !awaiting.is_empty()
 }
+
+#[cfg(test)]
+mod tests;
