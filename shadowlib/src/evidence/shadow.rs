@@ -73,6 +73,11 @@ impl ShadowEvidence {
 /// cost.merge(&cost.clone());
 /// assert_eq!(cost.cpu_seconds(), 3.0);
 /// assert_eq!(cost.cpu_ns_per_copy(), Some(500_000.0));
+/// cost.shed_queue_full = 12;
+/// assert_eq!(
+///     cost.to_string(),
+///     "3.000 CPU-seconds for 6000 copies run (500.0 µs each); shed: 12 at the queue's limit, 0 starved of CPU"
+/// );
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -108,6 +113,25 @@ impl ShadowCost {
         self.copies_started += other.copies_started;
         self.shed_queue_full += other.shed_queue_full;
         self.starved += other.starved;
+    }
+}
+
+impl fmt::Display for ShadowCost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:.3} CPU-seconds for {} copies run",
+            self.cpu_seconds(),
+            self.copies_started
+        )?;
+        if let Some(per_copy) = self.cpu_ns_per_copy() {
+            write!(f, " ({:.1} µs each)", per_copy / 1e3)?;
+        }
+        write!(
+            f,
+            "; shed: {} at the queue's limit, {} starved of CPU",
+            self.shed_queue_full, self.starved
+        )
     }
 }
 
@@ -233,5 +257,46 @@ impl fmt::Display for ShareInForce {
             if self.off_peak { ", off-peak" } else { "" },
             self.reason
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_add_their_costs_and_keep_a_share() {
+        let share = ShareInForce {
+            share: Share::FULL,
+            ceiling: Share::FULL,
+            reason: ShareReason::OffPeak,
+            off_peak: true,
+        };
+        let replica = ShadowEvidence {
+            cost: ShadowCost {
+                cpu_ns: 10,
+                copies_started: 2,
+                shed_queue_full: 1,
+                starved: 1,
+            },
+            share: Some(share),
+            ..ShadowEvidence::default()
+        };
+        let mut pooled = ShadowEvidence::default();
+        pooled.merge(&replica).expect("same bounds");
+        pooled.merge(&replica).expect("same bounds");
+        assert_eq!(pooled.cost.cpu_ns, 20);
+        assert_eq!(pooled.cost.starved, 2);
+        assert_eq!(pooled.share, Some(share));
+    }
+
+    #[test]
+    fn evidence_kept_before_costs_were_recorded_still_reads() {
+        let mut old = serde_json::to_value(ShadowEvidence::default()).expect("serializes");
+        let fields = old.as_object_mut().expect("an object");
+        fields.remove("cost");
+        fields.remove("share");
+        let read: ShadowEvidence = serde_json::from_value(old).expect("deserializes");
+        assert_eq!(read, ShadowEvidence::default());
     }
 }

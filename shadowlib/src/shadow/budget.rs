@@ -80,9 +80,19 @@ impl Default for ShadowBudget {
 }
 
 impl ShadowBudget {
-    /// Parses and validates a budget written in TOML.
+    /// Parses and validates a budget written in TOML. A file that also sets what the
+    /// budget does not (off-peak windows, a cost cap, the adaptive share) is refused with
+    /// an error that says to read it with
+    /// [`ShadowResources::from_toml`](super::ShadowResources::from_toml), which reads both.
     pub fn from_toml(text: &str) -> Result<Self, BudgetError> {
-        let budget: Self = toml::from_str(text).map_err(|e| BudgetError::Toml(e.to_string()))?;
+        let budget: Self = toml::from_str(text).map_err(|e| {
+            let hint = if super::ShadowResources::from_toml(text).is_ok() {
+                " (the file sets shadow resources beyond the budget: read it with ShadowResources::from_toml)"
+            } else {
+                ""
+            };
+            BudgetError::Toml(format!("{e}{hint}"))
+        })?;
         budget.validate()?;
         Ok(budget)
     }
@@ -130,5 +140,11 @@ mod tests {
         );
         let unknown = ShadowBudget::from_toml("workers = 3").expect_err("unknown field");
         assert!(unknown.to_string().contains("workers"), "{unknown}");
+        let resources =
+            ShadowBudget::from_toml("cpu_seconds_per_hour = 60").expect_err("not a budget key");
+        assert!(
+            resources.to_string().contains("ShadowResources::from_toml"),
+            "{resources}"
+        );
     }
 }
