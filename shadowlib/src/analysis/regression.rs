@@ -335,6 +335,39 @@ pub struct KpiTest {
 }
 
 impl KpiTest {
+    /// The comparison of one `quantile` of `arms` (stable, candidate) against `1 +
+    /// tolerance` at level `alpha`, on values offset by `offset` (a latency floor), in the
+    /// shadow: its verdict and each build's point estimate. `None` without observations.
+    pub(crate) fn quantile(
+        metric: Metric,
+        quantile: Quantile,
+        (stable, candidate): (&Distribution, &Distribution),
+        tolerance: f64,
+        alpha: f64,
+        offset: u64,
+        required: bool,
+    ) -> Option<KpiTest> {
+        let p = quantile.fraction();
+        let comparison = QuantileComparison::of(stable, candidate, p, tolerance, alpha, offset)?;
+        let point = |d: &Distribution| d.quantile(p).saturating_add(offset) as f64;
+        Some(KpiTest {
+            metric,
+            scope: Scope::Shadow,
+            verdict: comparison.verdict,
+            samples: SampleCount {
+                stable: stable.count(),
+                candidate: candidate.count(),
+            },
+            statistic: Statistic::Quantile {
+                comparison,
+                stable: point(stable),
+                candidate: point(candidate),
+            },
+            held_because: None,
+            required,
+        })
+    }
+
     /// The level the test is judged at: its share of the rollback budget.
     pub fn alpha(&self) -> f64 {
         match &self.statistic {
@@ -686,26 +719,15 @@ impl SequentialAnalysis {
         required: bool,
     ) -> Option<KpiTest> {
         let tolerance = self.tolerance(metric);
-        let p = quantile.fraction();
-        let comparison =
-            QuantileComparison::of(stable, candidate, p, tolerance, self.slot_alpha, offset)?;
-        let point = |d: &Distribution| d.quantile(p).saturating_add(offset) as f64;
-        Some(KpiTest {
+        KpiTest::quantile(
             metric,
-            scope: Scope::Shadow,
-            verdict: comparison.verdict,
-            samples: SampleCount {
-                stable: stable.count(),
-                candidate: candidate.count(),
-            },
-            statistic: Statistic::Quantile {
-                comparison,
-                stable: point(stable),
-                candidate: point(candidate),
-            },
-            held_because: None,
+            quantile,
+            (stable, candidate),
+            tolerance,
+            self.slot_alpha,
+            offset,
             required,
-        })
+        )
     }
 
     /// Tests the evidence of one look.

@@ -5,11 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Prediction, Predictor};
 use crate::analysis::{
-    DifferenceEstimate, KpiTest, Metric, MixtureSprt, Proportion, Quantile, QuantileComparison,
-    Scope, Statistic, Verdict,
+    DifferenceEstimate, KpiTest, Metric, MixtureSprt, Proportion, Quantile, Scope, Statistic,
+    Verdict,
 };
 use crate::evidence::{Evidence, LATENCY_FLOOR_US};
-use crate::model::SampleCount;
 
 /// The limits a [`ThresholdPredictor`] checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,7 +98,7 @@ fn error_rate_test(
     })
 }
 
-/// The test of a quantile limit.
+/// The test of a quantile limit, on latency with its floor.
 fn quantile_test(
     stable: &crate::evidence::Distribution,
     candidate: &crate::evidence::Distribution,
@@ -107,26 +106,15 @@ fn quantile_test(
     limit: f64,
     alpha: f64,
 ) -> Option<KpiTest> {
-    let p = quantile.fraction();
-    let comparison = QuantileComparison::of(stable, candidate, p, limit, alpha, LATENCY_FLOOR_US)?;
-    let point =
-        |d: &crate::evidence::Distribution| d.quantile(p).saturating_add(LATENCY_FLOOR_US) as f64;
-    Some(KpiTest {
-        metric: Metric::LatencyQuantile(quantile),
-        scope: Scope::Shadow,
-        verdict: comparison.verdict,
-        samples: SampleCount {
-            stable: stable.count(),
-            candidate: candidate.count(),
-        },
-        statistic: Statistic::Quantile {
-            comparison,
-            stable: point(stable),
-            candidate: point(candidate),
-        },
-        held_because: None,
-        required: true,
-    })
+    KpiTest::quantile(
+        Metric::LatencyQuantile(quantile),
+        quantile,
+        (stable, candidate),
+        limit,
+        alpha,
+        LATENCY_FLOOR_US,
+        true,
+    )
 }
 
 impl Predictor for ThresholdPredictor {
