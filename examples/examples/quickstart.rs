@@ -116,8 +116,8 @@ fn print_event(event: &RolloutEvent) {
     }
 }
 
-/// Sends requests from `clients` concurrent connections until the rollout ends or the
-/// deadline passes: about 85% reads.
+/// Sends requests from `clients` concurrent connections, each pausing 2 ms between its
+/// requests, until the rollout ends or the deadline passes: about 85% reads.
 async fn load(
     addr: std::net::SocketAddr,
     rollout: &Rollout,
@@ -152,6 +152,10 @@ async fn load(
                         let _ = response.into_body().collect().await;
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
+                    // Each user pauses between requests: a service with headroom, as a
+                    // real one runs. The shadow runs only on CPU live leaves idle, so a load
+                    // generator that saturates every core would leave it none.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             })
         })
