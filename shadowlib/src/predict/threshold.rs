@@ -46,7 +46,7 @@ impl Default for ThresholdPredictorConfig {
 /// It compares the like-for-like pair of the phase ([`Evidence::arms`]: the twin and the
 /// candidate in the shadow, both builds' live requests in the canary). The error rate is a
 /// mixture SPRT on the difference of proportions, the quantiles are
-/// [`QuantileComparison`]s.
+/// [`QuantileComparison`](crate::analysis::QuantileComparison)s.
 ///
 /// ```
 /// use shadowlib::analysis::Verdict;
