@@ -114,6 +114,9 @@ fn print_event(event: &RolloutEvent) {
     for reason in &event.decision.reasons {
         println!("          - {reason}");
     }
+    if event.look > 0 {
+        println!("          shadow: {}", event.shadow);
+    }
 }
 
 /// Sends requests from `clients` concurrent connections, each pausing 2 ms between its

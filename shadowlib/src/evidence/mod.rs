@@ -29,7 +29,7 @@ pub use outcomes::OutcomeCounts;
 pub use paired::{FieldDifferences, PairStats, PairedEvidence, PairedMismatches, PairedOutcomes};
 pub use process::ProcessEvidence;
 pub use route::RouteEvidence;
-pub use shadow::{ShadowCost, ShadowEvidence, ShareInForce, ShareReason};
+pub use shadow::{ShadowActivity, ShadowCost, ShadowEvidence, ShareInForce, ShareReason};
 
 use crate::model::{Arm, LivePhase, Phase, SampleCount, Share, Version};
 

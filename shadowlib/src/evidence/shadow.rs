@@ -107,6 +107,27 @@ impl ShadowCost {
         (self.copies_started > 0).then(|| self.cpu_ns as f64 / self.copies_started as f64)
     }
 
+    /// Of the copies handed to the shadow since `earlier` (the same shadow's cost at an
+    /// earlier look), the share it shed: dropped at the queue's limit or starved of CPU
+    /// past the deadline. `None` when none were handed to it.
+    ///
+    /// ```
+    /// use shadowlib::shadow::ShadowCost;
+    ///
+    /// let earlier = ShadowCost { copies_started: 100, ..ShadowCost::default() };
+    /// let now = ShadowCost { copies_started: 115, shed_queue_full: 85, starved: 5, ..earlier };
+    /// assert_eq!(now.shed_share_since(&earlier), Some(0.9));
+    /// assert_eq!(now.shed_share_since(&now), None);
+    /// ```
+    pub fn shed_share_since(&self, earlier: &ShadowCost) -> Option<f64> {
+        let started = self.copies_started.saturating_sub(earlier.copies_started);
+        let dropped = self.shed_queue_full.saturating_sub(earlier.shed_queue_full);
+        // A starved copy was started: it is among `started` and shed from the evidence.
+        let starved = self.starved.saturating_sub(earlier.starved).min(started);
+        let handed = started + dropped;
+        (handed > 0).then(|| (dropped + starved) as f64 / handed as f64)
+    }
+
     /// Adds another replica's costs.
     pub fn merge(&mut self, other: &ShadowCost) {
         self.cpu_ns += other.cpu_ns;
@@ -257,6 +278,74 @@ impl fmt::Display for ShareInForce {
             if self.off_peak { ", off-peak" } else { "" },
             self.reason
         )
+    }
+}
+
+/// What the shadow is doing for a rollout and what it has cost, as of a look: the
+/// share of reads it mirrors and why, its cost so far, and whether live left it too little
+/// CPU to run what it was handed. In [`RolloutStatus`](crate::RolloutStatus) and every
+/// [`RolloutEvent`](crate::RolloutEvent).
+///
+/// ```
+/// use shadowlib::Share;
+/// use shadowlib::shadow::{ShadowActivity, ShadowCost, ShareInForce, ShareReason};
+///
+/// let mut activity = ShadowActivity::default();
+/// activity.share = Some(ShareInForce {
+///     share: Share::from_percent(5.0)?,
+///     ceiling: Share::FULL,
+///     reason: ShareReason::LiveLatency,
+///     off_peak: false,
+/// });
+/// activity.cost = ShadowCost { cpu_ns: 2_000_000_000, copies_started: 4_000, ..ShadowCost::default() };
+/// assert_eq!(
+///     activity.to_string(),
+///     "mirroring 5% of reads (ceiling 100%): live latency rose; cost 2.000 CPU-seconds for \
+///      4000 copies run (500.0 µs each); shed: 0 at the queue's limit, 0 starved of CPU"
+/// );
+/// # Ok::<(), shadowlib::ShareError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct ShadowActivity {
+    /// The share of reads mirrored and why; `None` before the shadow's governor has
+    /// looked, or with no shadow.
+    pub share: Option<ShareInForce>,
+    /// What the shadow has cost since it started.
+    pub cost: ShadowCost,
+    /// Whether, between the last two looks, the shadow shed more than half of the copies
+    /// handed to it (at the queue's limit or starved of CPU): live is using the CPU the
+    /// shadow runs on, so the shadow's evidence grows slowly or not at all until live
+    /// leaves some idle.
+    pub starved: bool,
+}
+
+impl ShadowActivity {
+    /// The shadow's figures in `evidence`, judged starved against `previous` (the same
+    /// shadow's cost at the look before).
+    pub(crate) fn at_look(evidence: &ShadowEvidence, previous: &ShadowCost) -> Self {
+        Self {
+            share: evidence.share,
+            cost: evidence.cost,
+            starved: evidence
+                .cost
+                .shed_share_since(previous)
+                .is_some_and(|shed| shed > 0.5),
+        }
+    }
+}
+
+impl fmt::Display for ShadowActivity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(share) = &self.share {
+            write!(f, "mirroring {share}; ")?;
+        }
+        write!(f, "cost {}", self.cost)?;
+        if self.starved {
+            f.write_str("; starved: live left the shadow too little CPU since the last look")?;
+        }
+        Ok(())
     }
 }
 

@@ -777,7 +777,11 @@ mod tests {
         assert_eq!(code, 200);
         assert!(events.contains("\"by\":\"ops\""), "{events}");
         let (_, later) = call(&api, "GET", "/events?since=1", Some(READ), "");
-        assert!(!later.contains("started"), "{later}");
+        assert!(
+            !later.contains("\"sequence\":1,"),
+            "the start is left out: {later}"
+        );
+        assert!(later.contains("\"sequence\":2,"), "{later}");
         assert_eq!(call(&api, "GET", "/events?since=x", Some(READ), "").0, 400);
     }
 }

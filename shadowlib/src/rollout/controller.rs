@@ -11,7 +11,7 @@ use super::decision::{Decision, Reason};
 use super::handle::RolloutHandle;
 use super::state::{RolloutStatus, Shared};
 use crate::analysis::{MismatchTest, SplitCheck, Verdict};
-use crate::evidence::{Evidence, Stage};
+use crate::evidence::{Evidence, ShadowActivity, ShadowCost, Stage};
 use crate::model::{Action, Phase};
 use crate::predict::{Certainty, Prediction, Predictor};
 
@@ -40,6 +40,8 @@ pub(crate) struct Controller {
     undecided_since: Option<Instant>,
     /// Whether the rollout is paused because the controller waited for samples in vain.
     paused_for_data: bool,
+    /// The shadow's cost at the last look: what it shed since is judged against it.
+    shadow_cost_before: ShadowCost,
 }
 
 /// What a look found: the decision (with the prediction it rests on), or a hold.
@@ -55,6 +57,33 @@ enum Hold {
 }
 
 /// A hold's decision: its first reason leads, the rest follow.
+impl Hold {
+    /// Adds a reason after the one that leads.
+    fn cite(&mut self, reason: Reason) {
+        let (Self::Samples(reasons) | Self::Undecided(reasons)) = self;
+        reasons.insert(1.min(reasons.len()), reason);
+    }
+}
+
+/// Why the shadow's evidence grows slowly, when it shed most of what it was handed since
+/// the last look: said with every hold, so that a rollout waiting on a starved shadow says
+/// so instead of only "not enough samples".
+fn starvation(now: &ShadowCost, before: &ShadowCost) -> Option<Reason> {
+    let shed = now.shed_share_since(before).filter(|&shed| shed > 0.5)?;
+    let started = now.copies_started.saturating_sub(before.copies_started);
+    let dropped = now.shed_queue_full.saturating_sub(before.shed_queue_full);
+    let starved = now.starved.saturating_sub(before.starved);
+    Some(
+        Reason::new(format!(
+            "the shadow is starved of CPU: since the last look it dropped {dropped} copies at \
+             its queue's limit and ran {started}, {starved} of them starved past the CPU-wait \
+             deadline; it runs only on CPU live leaves idle, and live is using it, so its \
+             evidence grows when the load eases or in an off-peak window"
+        ))
+        .metric("shadow_shed_share", shed, 0.5),
+    )
+}
+
 fn holding(mut reasons: Vec<Reason>) -> Decision {
     let rest = reasons.split_off(1.min(reasons.len()));
     let lead = reasons
@@ -76,6 +105,7 @@ impl Controller {
             phase: None,
             undecided_since: None,
             paused_for_data: false,
+            shadow_cost_before: ShadowCost::default(),
         }
     }
 
@@ -160,12 +190,29 @@ impl Controller {
             }
         }
         let samples = evidence.samples();
-        self.shared.status.send_modify(|s| s.samples = samples);
+        let activity = ShadowActivity::at_look(&evidence.shadow, &self.shadow_cost_before);
+        let starved = starvation(&evidence.shadow.cost, &self.shadow_cost_before)
+            .filter(|_| evidence.stage() == Stage::Shadow);
+        self.shadow_cost_before = evidence.shadow.cost;
+        self.shared.status.send_modify(|s| {
+            let reason = |activity: &ShadowActivity| activity.share.map(|share| share.reason);
+            if let Some(share) = activity
+                .share
+                .filter(|_| reason(&s.shadow) != reason(&activity))
+            {
+                tracing::info!(share = %share, "the shadow's mirror share changed");
+            }
+            s.samples = samples;
+            s.shadow = activity;
+        });
 
         let (decision, prediction, waiting) = match self.assess(&evidence, failures) {
             Ok((decision, prediction)) => (decision, prediction, false),
             Err(held) => {
-                let (hold, prediction) = *held;
+                let (mut hold, prediction) = *held;
+                if let Some(reason) = starved {
+                    hold.cite(reason);
+                }
                 let waiting = matches!(hold, Hold::Samples(_));
                 (
                     self.hold(hold, phase, now - entered, now),
@@ -735,6 +782,55 @@ mod tests {
                 from: LivePhase::Shadowing,
             },
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_starved_shadow_says_so_in_the_hold_the_status_and_the_events() {
+        use crate::shadow::{ShareInForce, ShareReason};
+
+        let (rollout, mut driver) = rollout();
+        let share = ShareInForce {
+            share: Share::from_percent(5.0).expect("valid"),
+            ceiling: Share::FULL,
+            reason: ShareReason::LiveCpu,
+            off_peak: false,
+        };
+        let mut cost = ShadowCost {
+            cpu_ns: 1_000_000,
+            copies_started: 40,
+            ..ShadowCost::default()
+        };
+        rollout.pairs().set_resources(cost, share);
+        let first = driver.look().await;
+        assert!(!first.to_string().contains("starved"), "{first}");
+        assert!(!rollout.status().shadow.starved, "40 of 40 copies ran");
+
+        // Between two looks: 10 copies run, 990 dropped at the queue's limit.
+        cost.copies_started += 10;
+        cost.shed_queue_full += 990;
+        rollout.pairs().set_resources(cost, share);
+        tokio::time::advance(policy().interval).await;
+        let held = driver.look().await;
+        assert_eq!(held.action, Action::Hold, "{held}");
+        let text = held.to_string();
+        assert!(
+            text.contains("not enough samples"),
+            "the lead stays: {text}"
+        );
+        assert!(text.contains("starved of CPU"), "{text}");
+        assert!(text.contains("dropped 990 copies"), "{text}");
+        let status = rollout.status();
+        assert!(status.shadow.starved);
+        assert_eq!(status.shadow.cost, cost);
+        assert_eq!(status.shadow.share, Some(share));
+
+        // An event made now carries what the shadow was doing.
+        let handle = rollout.handle();
+        handle.pause("look at the shadow").expect("pausable");
+        let event = handle.history().pop().expect("an event");
+        assert_eq!(event.shadow, status.shadow);
+        let json = serde_json::to_string(&event).expect("serializes");
+        assert!(json.contains("\"live_cpu\""), "{json}");
     }
 
     #[tokio::test(start_paused = true)]

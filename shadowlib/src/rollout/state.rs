@@ -13,6 +13,7 @@ use super::decision::Decision;
 use super::machine::{AtomicPhase, RolloutMachine, Transition, TransitionError};
 use super::policy::RolloutPolicy;
 use super::release::ReleaseSwitch;
+use crate::evidence::ShadowActivity;
 use crate::metrics::MetricSource;
 use crate::model::{Arm, Phase, SampleCount, Share, Version};
 use crate::predict::Prediction;
@@ -40,6 +41,9 @@ pub struct RolloutEvent {
     pub prediction: Option<Prediction>,
     /// The requests seen on each build when it was made.
     pub samples: SampleCount,
+    /// What the shadow was mirroring and had cost, as of the last look.
+    #[serde(default)]
+    pub shadow: ShadowActivity,
 }
 
 /// Where the rollout is, readable at any time.
@@ -62,6 +66,10 @@ pub struct RolloutStatus {
     pub last_prediction: Option<Prediction>,
     /// The requests seen on each build at the last look.
     pub samples: SampleCount,
+    /// What the shadow mirrors and why, what it has cost, and whether live leaves it CPU
+    /// enough, as of the last look.
+    #[serde(default)]
+    pub shadow: ShadowActivity,
 }
 
 pub(crate) struct State {
@@ -121,6 +129,7 @@ impl Shared {
             last_decision: None,
             last_prediction: None,
             samples: SampleCount::default(),
+            shadow: ShadowActivity::default(),
         };
         Self {
             policy,
@@ -228,6 +237,7 @@ impl Shared {
             decision,
             prediction,
             samples,
+            shadow: self.status.borrow().shadow,
         };
         if state.history.len() == EVENT_BUFFER {
             state.history.pop_front();

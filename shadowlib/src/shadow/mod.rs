@@ -45,7 +45,7 @@ pub use resources::{
 pub use stats::ShadowCounts;
 pub use thread::SchedulingClass;
 
-pub use crate::evidence::{ShadowCost, ShareInForce, ShareReason};
+pub use crate::evidence::{ShadowActivity, ShadowCost, ShareInForce, ShareReason};
 
 pub(crate) use runtime::{Placement, Recorders, ShadowRuntime};
 pub(crate) use slots::{CopySlot, LiveProgress};
