@@ -3,13 +3,13 @@
 //! timeouts, error values, and a candidate that cannot start.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, test as actix_test, web};
-use shadowlib::mirror::{HeaderPolicy, HttpMirror};
+use shadowlib::mirror::{ArmOverride, HeaderPolicy, HttpMirror};
 use shadowlib::shadow::{ShadowBudget, ShadowConfig, ShadowCounts, in_shadow};
 use shadowlib::{
     Arm, ArmEvidence, Phase, Rollout, RolloutBuilder, RolloutPolicy, Share, TrafficSteerer,
@@ -221,11 +221,16 @@ async fn responses_are_compared_per_route() {
 }
 
 #[actix_web::test]
-async fn the_override_header_pins_a_request_to_the_candidate() {
-    let config = ShadowConfig::new()
-        .with_override_header("x-arm")
-        .expect("valid name");
-    let rollout = rollout(|builder| builder.shadow(config));
+async fn a_signed_override_header_pins_a_read_to_the_candidate() {
+    let header = ArmOverride::signed("x-arm", [9u8; 32]).expect("a long secret");
+    let pin = header
+        .sign(
+            Arm::Candidate,
+            &Version::new("actix", "2"),
+            SystemTime::now() + Duration::from_secs(60),
+        )
+        .expect("signs");
+    let rollout = rollout(|builder| builder.override_header(header));
     let candidate = log();
     let candidate_log = Arc::clone(&candidate);
     let shadow = Shadow::new(
@@ -236,7 +241,7 @@ async fn the_override_header_pins_a_request_to_the_candidate() {
     let live = actix_test::init_service(app("v1", log()).wrap(shadow.clone())).await;
     let forced = actix_test::TestRequest::get()
         .uri("/items")
-        .insert_header(("x-arm", "candidate"));
+        .insert_header(("x-arm", pin));
     assert_eq!(
         get(&live, forced).await,
         (StatusCode::OK, "v2 /items".to_owned())
@@ -248,6 +253,17 @@ async fn the_override_header_pins_a_request_to_the_candidate() {
     assert!(!copies[0].shadow, "served live, not as a shadow copy");
     // Pinned requests are not the steerer's: counted, and kept out of the canary's tests.
     assert_eq!(rollout.evidence().live_requests, 1);
+    // Anyone's bare "candidate" is not a signature: the read is served by stable (and
+    // mirrored like any other), and the value is counted.
+    let unsigned = actix_test::TestRequest::get()
+        .uri("/items")
+        .insert_header(("x-arm", "candidate"));
+    assert_eq!(
+        get(&live, unsigned).await,
+        (StatusCode::OK, "v1 /items".to_owned())
+    );
+    assert_eq!(rollout.override_counts().unsigned, 1);
+    assert_eq!(shadow.counts().overridden, 1);
 }
 
 #[actix_web::test]

@@ -6,8 +6,9 @@
 //! 1. **Routing.** The [`TrafficSteerer`](shadowlib::TrafficSteerer) the rollout
 //!    controller drives picks the build, by share, stickily per key when a
 //!    [`StickyKey`](shadowlib::mirror::StickyKey) header or cookie is configured. An
-//!    [override header](shadowlib::shadow::ShadowConfig::with_override_header) can pin a
-//!    request to a build for testing (ignored after a rollback).
+//!    [override header](shadowlib::RolloutBuilder::override_header), signed, can pin a
+//!    request to a build for testing (never a write while the candidate only shadows;
+//!    ignored after a rollback).
 //! 2. **Mirroring.** A request served by stable, while the rollout is shadowing, in canary
 //!    or paused, that the classifier calls a read (deny by default: `GET`, `HEAD`,
 //!    `OPTIONS`, plus routes the application declares), is copied to the candidate.

@@ -7,7 +7,7 @@ use tokio::task::LocalSet;
 
 use super::*;
 use crate::compare::{CompareResponses, Comparison, ResponseSummary};
-use crate::mirror::{HeaderList, StickyKey};
+use crate::mirror::{ArmOverride, HeaderList, StickyKey};
 use crate::model::{Phase, Share, Version};
 use crate::rollout::RolloutPolicy;
 use crate::shadow::{ShadowBudget, ShadowConfig, Worker, in_shadow};
@@ -75,15 +75,20 @@ struct Fixture {
 }
 
 fn fixture(config: ShadowConfig) -> Fixture {
+    fixture_with(config, None)
+}
+
+fn fixture_with(config: ShadowConfig, arm_override: Option<ArmOverride>) -> Fixture {
     let steerer = Arc::new(WeightedSteerer::new());
-    let (rollout, _driver, worker) =
-        Rollout::builder(Version::new("t", "1"), Version::new("t", "2"))
-            .policy(RolloutPolicy::default())
-            .steerer(Arc::clone(&steerer))
-            .shadow(config)
-            .without_process_sampling()
-            .build_with_worker()
-            .expect("a valid configuration");
+    let mut builder = Rollout::builder(Version::new("t", "1"), Version::new("t", "2"))
+        .policy(RolloutPolicy::default())
+        .steerer(Arc::clone(&steerer))
+        .shadow(config)
+        .without_process_sampling();
+    if let Some(header) = arm_override {
+        builder = builder.override_header(header);
+    }
+    let (rollout, _driver, worker) = builder.build_with_worker().expect("a valid configuration");
     let runtime = Runtime::new(&rollout);
     let target = runtime.register(Box::new(|| {
         Box::pin(async { Ok(Box::new(TestCandidate) as Box<dyn ShadowTarget>) })
@@ -675,10 +680,15 @@ async fn unread_and_oversize_bodies_are_counted() {
 
 #[tokio::test]
 async fn writes_candidates_and_finished_rollouts_are_never_mirrored() {
-    let config = ShadowConfig::new()
-        .with_override_header("x-arm")
-        .expect("valid name");
-    let f = fixture(config);
+    let header = ArmOverride::signed("x-arm", [9u8; 32]).expect("a long secret");
+    let pin = header
+        .sign(
+            Arm::Candidate,
+            &Version::new("t", "2"),
+            std::time::SystemTime::now() + Duration::from_secs(60),
+        )
+        .expect("signs");
+    let f = fixture_with(ShadowConfig::new(), Some(header));
     let none = HeaderList::default();
     let (tracker, _) = Tracker::start(
         &f.runtime,
@@ -690,7 +700,7 @@ async fn writes_candidates_and_finished_rollouts_are_never_mirrored() {
     drop(tracker);
     assert_eq!(f.counts().not_read, 1);
 
-    let forced = HeaderList(vec![("x-arm", b"candidate".as_slice())]);
+    let forced = HeaderList(vec![("x-arm", pin.as_bytes())]);
     let (tracker, _) = f.read("/r", &forced, BodySize::Empty);
     assert_eq!(tracker.arm(), Arm::Candidate);
     drop(tracker);

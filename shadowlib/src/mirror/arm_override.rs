@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
 
+use super::RequestHead;
 use super::headers::{HeaderNameError, header_name};
-use super::{HeaderView, RequestHead};
 use crate::model::{Arm, LivePhase, Phase, Version};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -45,9 +45,6 @@ pub enum OverrideError {
         /// How many bytes were given.
         given: usize,
     },
-    /// [`ArmOverride::sign`] on an override made without a secret.
-    #[error("this override header has no secret, so it cannot sign values")]
-    NoSecret,
     /// The expiry given to [`ArmOverride::sign`] is before 1970.
     #[error("an override cannot expire before 1970")]
     ExpiryBeforeEpoch,
@@ -59,8 +56,8 @@ pub enum OverrideError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct OverrideCounts {
-    /// Values ignored because they carried no signature, or one that is not
-    /// `arm.expiry.tag` (an unsigned override's values are never counted here).
+    /// Values ignored because they carried no signature (a bare `candidate`, say), or
+    /// one that is not `arm.expiry.tag`.
     pub unsigned: u64,
     /// Values ignored because their tag was not the one the secret makes for that arm,
     /// build and expiry: forged, made for another build, or with another secret.
@@ -69,7 +66,7 @@ pub struct OverrideCounts {
     /// longest lifetime allowed.
     pub expired: u64,
     /// Valid requests for the candidate refused because they were writes while the
-    /// candidate served no live traffic (or, for an unsigned override, writes at all).
+    /// candidate served no live traffic.
     pub refused_write: u64,
 }
 
@@ -99,9 +96,9 @@ impl fmt::Debug for Key {
     }
 }
 
-/// A header that lets testers pin a live request to one build.
+/// A header that lets testers pin a live request to one build, if its value is signed.
 ///
-/// **Signed** ([`ArmOverride::signed`], the one to use): the value is
+/// The value is
 /// `<arm>.<expiry>.<tag>`, where `<arm>` is `candidate` or `stable`, `<expiry>` the Unix
 /// time in seconds after which the value is void, and `<tag>` the lowercase hex
 /// HMAC-SHA256, keyed with the configured secret, of
@@ -126,11 +123,8 @@ impl fmt::Debug for Key {
 /// stable, and is counted as [`refused_write`](OverrideCounts::refused_write). After a
 /// rollback every override is ignored: rolled back means no request reaches the candidate.
 ///
-/// **Unsigned** ([`ArmOverride::new`], what
-/// [`ShadowConfig::with_override_header`](crate::shadow::ShadowConfig::with_override_header)
-/// makes): the value is the arm alone, and anyone who can set the header can use it, so it
-/// only ever pins reads; a write asking for the candidate goes to stable and is counted.
-/// Give the rollout a signed one with
+/// There is no unsigned mode: a header anyone who can reach the service could set would
+/// let them choose the build that serves them. Give it to the rollout with
 /// [`RolloutBuilder::override_header`](crate::RolloutBuilder::override_header).
 ///
 /// ```
@@ -162,7 +156,7 @@ impl fmt::Debug for Key {
 #[derive(Clone)]
 pub struct ArmOverride {
     name: String,
-    key: Option<Key>,
+    key: Key,
     max_lifetime: Duration,
     /// The builds as [`Version`] displays them, stable then candidate: what a tag is for.
     builds: Arc<[String; 2]>,
@@ -173,7 +167,6 @@ impl fmt::Debug for ArmOverride {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArmOverride")
             .field("name", &self.name)
-            .field("signed", &self.key.is_some())
             .field("max_lifetime", &self.max_lifetime)
             .field("builds", &self.builds)
             .finish_non_exhaustive()
@@ -184,42 +177,18 @@ impl PartialEq for ArmOverride {
     /// The same header, signed or not alike, for the same builds (secrets are not compared).
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
-            && self.key.is_some() == other.key.is_some()
             && self.max_lifetime == other.max_lifetime
             && self.builds == other.builds
     }
 }
 
 impl ArmOverride {
-    /// An unsigned override read from header `name`: value `candidate` or `stable` (any
-    /// case), honoured for reads only. Prefer [`ArmOverride::signed`].
-    ///
-    /// ```
-    /// use shadowlib::{Arm, Phase};
-    /// use shadowlib::mirror::{ArmOverride, HeaderList, RequestHead};
-    ///
-    /// let header = ArmOverride::new("x-shadowlib-arm")?;
-    /// let headers = HeaderList(vec![("x-shadowlib-arm", b"Candidate".as_slice())]);
-    /// assert_eq!(header.requested(&headers), Some(Arm::Candidate));
-    /// let write = RequestHead::new("DELETE", "/items/1", &headers);
-    /// assert_eq!(header.admit(&write, Phase::Canary { step: 0 }, || false), None);
-    /// # Ok::<(), shadowlib::mirror::HeaderNameError>(())
-    /// ```
-    pub fn new(name: &str) -> Result<Self, HeaderNameError> {
-        Ok(Self {
-            name: header_name(name)?,
-            key: None,
-            max_lifetime: DEFAULT_OVERRIDE_LIFETIME,
-            builds: Arc::new([String::new(), String::new()]),
-            counters: Arc::default(),
-        })
-    }
-
-    /// A signed override read from header `name`, its values' tags keyed with `secret`
-    /// (at least [`MIN_OVERRIDE_SECRET`] bytes; 32 random bytes is right). The rollout
-    /// binds it to its two builds when it is given to
+    /// An override read from header `name`, its values' tags keyed with `secret` (at
+    /// least [`MIN_OVERRIDE_SECRET`] bytes; 32 random bytes is right). The rollout binds
+    /// it to its two builds when it is given to
     /// [`RolloutBuilder::override_header`](crate::RolloutBuilder::override_header).
     pub fn signed(name: &str, secret: impl AsRef<[u8]>) -> Result<Self, OverrideError> {
+        let name = header_name(name)?;
         let secret = secret.as_ref();
         if secret.len() < MIN_OVERRIDE_SECRET {
             return Err(OverrideError::ShortSecret {
@@ -231,8 +200,11 @@ impl ArmOverride {
             given: secret.len(),
         })?;
         Ok(Self {
-            key: Some(Key(key)),
-            ..Self::new(name)?
+            name,
+            key: Key(key),
+            max_lifetime: DEFAULT_OVERRIDE_LIFETIME,
+            builds: Arc::new([String::new(), String::new()]),
+            counters: Arc::default(),
         })
     }
 
@@ -256,11 +228,6 @@ impl ArmOverride {
         &self.name
     }
 
-    /// Whether values must carry a signature.
-    pub fn is_signed(&self) -> bool {
-        self.key.is_some()
-    }
-
     /// What the header has ignored and refused so far (shared by every clone).
     pub fn counts(&self) -> OverrideCounts {
         let c = &self.counters;
@@ -279,12 +246,11 @@ impl ArmOverride {
         build: &Version,
         expires_at: SystemTime,
     ) -> Result<String, OverrideError> {
-        let key = self.key.as_ref().ok_or(OverrideError::NoSecret)?;
         let expiry = expires_at
             .duration_since(UNIX_EPOCH)
             .map_err(|_| OverrideError::ExpiryBeforeEpoch)?
             .as_secs();
-        let tag = tag(key, arm, &build.to_string(), expiry)
+        let tag = tag(&self.key, arm, &build.to_string(), expiry)
             .finalize()
             .into_bytes();
         let mut value = format!("{arm}.{expiry}.");
@@ -294,17 +260,10 @@ impl ArmOverride {
         Ok(value)
     }
 
-    /// The build the request's header names, read as an unsigned value (`candidate` or
-    /// `stable`, any case), whatever this override requires; `None` without one.
-    pub fn requested(&self, headers: &dyn HeaderView) -> Option<Arm> {
-        arm_word(headers.first(&self.name)?.trim_ascii())
-    }
-
-    /// The build the request is pinned to, if its header is honoured in `phase`: signed
-    /// (when required), unexpired and for this build, not after a rollback, and — for the
-    /// candidate — not a write while the candidate serves no live traffic (never a write,
-    /// unsigned). `is_read` is asked only for a valid request for the candidate. Ignored
-    /// and refused values are counted.
+    /// The build the request is pinned to, if its header is honoured in `phase`: signed,
+    /// unexpired and for this build, not after a rollback, and — for the candidate — not a
+    /// write while the candidate serves no live traffic. `is_read` is asked only for a
+    /// valid request for the candidate. Ignored and refused values are counted.
     pub fn admit(
         &self,
         head: &RequestHead<'_>,
@@ -315,10 +274,7 @@ impl ArmOverride {
         if phase == Phase::RolledBack {
             return None;
         }
-        let arm = match &self.key {
-            None => arm_word(value)?,
-            Some(key) => self.verify(key, value)?,
-        };
+        let arm = self.verify(value)?;
         if arm == Arm::Candidate {
             let candidate_serves_live = !matches!(
                 phase,
@@ -328,8 +284,7 @@ impl ArmOverride {
                         from: LivePhase::Shadowing
                     }
             );
-            let writes_allowed = self.key.is_some() && candidate_serves_live;
-            if !writes_allowed && !is_read() {
+            if !candidate_serves_live && !is_read() {
                 Counters::bump(&self.counters.refused_write);
                 return None;
             }
@@ -338,7 +293,7 @@ impl ArmOverride {
     }
 
     /// The arm a signed value names, if its tag, build and expiry hold; counts why not.
-    fn verify(&self, key: &Key, value: &[u8]) -> Option<Arm> {
+    fn verify(&self, value: &[u8]) -> Option<Arm> {
         let counters = &self.counters;
         let Some((arm, expiry, tag_hex)) = split_signed(value) else {
             Counters::bump(&counters.unsigned);
@@ -355,7 +310,10 @@ impl ArmOverride {
         };
         // The tag first: an unauthenticated caller learns nothing from how the expiry is
         // judged. `verify_slice` compares in constant time.
-        if tag(key, arm, build, expiry).verify_slice(&given).is_err() {
+        if tag(&self.key, arm, build, expiry)
+            .verify_slice(&given)
+            .is_err()
+        {
             Counters::bump(&counters.bad_signature);
             return None;
         }
@@ -468,12 +426,6 @@ mod tests {
             ArmOverride::signed("x arm", SECRET),
             Err(OverrideError::HeaderName(_))
         ));
-        assert_eq!(
-            ArmOverride::new("x-arm")
-                .expect("valid")
-                .sign(Arm::Stable, &builds().0, in_a_minute()),
-            Err(OverrideError::NoSecret)
-        );
     }
 
     #[test]
@@ -597,28 +549,30 @@ mod tests {
     }
 
     #[test]
-    fn an_unsigned_override_pins_reads_only() {
-        let header = ArmOverride::new("x-arm").expect("valid");
+    fn a_bare_arm_word_is_no_signature_even_for_a_read() {
+        let header = header();
+        for value in ["candidate", " Candidate ", "stable", "v2"] {
+            assert_eq!(
+                admit(&header, value, "GET", Phase::Shadowing),
+                None,
+                "{value}"
+            );
+            assert_eq!(
+                admit(&header, value, "GET", Phase::Canary { step: 1 }),
+                None
+            );
+        }
+        assert_eq!(header.counts().unsigned, 8);
         assert_eq!(
-            admit(&header, " Candidate ", "GET", Phase::Shadowing),
-            Some(Arm::Candidate)
+            header.counts().refused_write,
+            0,
+            "nothing valid was refused"
         );
-        assert_eq!(
-            admit(&header, "candidate", "POST", Phase::Canary { step: 2 }),
-            None
-        );
-        assert_eq!(
-            admit(&header, "stable", "POST", Phase::Shadowing),
-            Some(Arm::Stable)
-        );
-        assert_eq!(admit(&header, "v2", "GET", Phase::Shadowing), None);
-        assert_eq!(header.counts().refused_write, 1);
     }
 
     #[test]
     fn the_secret_never_shows_in_debug() {
         let text = format!("{:?}", ArmOverride::signed("x-arm", SECRET).expect("valid"));
         assert!(!text.contains("0123456789abcdef"), "{text}");
-        assert!(text.contains("signed: true"), "{text}");
     }
 }

@@ -221,11 +221,10 @@ impl RolloutBuilder {
         self
     }
 
-    /// The header that pins a live request to one build, in place of any
-    /// [`ShadowConfig::with_override_header`] set: give it an
-    /// [`ArmOverride::signed`], so that only values signed with your secret for this
-    /// rollout's builds are honoured (see [`ArmOverride`]). What it ignored and refused is
-    /// in [`Rollout::override_counts`].
+    /// The header that lets testers pin a live request to one build: only values signed
+    /// with your secret for this rollout's builds are honoured, and never a write while
+    /// the candidate only shadows (see [`ArmOverride`]). None by default. What it ignored
+    /// and refused is in [`Rollout::override_counts`].
     ///
     /// ```
     /// use shadowlib::{Rollout, Version};
@@ -377,19 +376,9 @@ impl RolloutBuilder {
         };
         let shared = Arc::new(shared);
         let mut shadow_config = self.shadow;
-        if let Some(header) = self.arm_override {
-            shadow_config.arm_override = Some(header);
-        }
-        shadow_config.arm_override = shadow_config.arm_override.map(|header| {
-            if !header.is_signed() {
-                tracing::warn!(
-                    header = header.name(),
-                    "the override header is unsigned: anyone who can set it can pin reads to \
-                     the candidate; give the rollout an ArmOverride::signed"
-                );
-            }
-            header.for_builds(&self.stable, &self.candidate)
-        });
+        shadow_config.arm_override = self
+            .arm_override
+            .map(|header| header.for_builds(&self.stable, &self.candidate));
         if !self.redaction.json_fields().is_empty() {
             shadow_config.comparator = Arc::new(RedactedComparator {
                 inner: shadow_config.comparator,

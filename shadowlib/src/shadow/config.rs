@@ -17,7 +17,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// the shadow may spend. Framework-neutral: both adapters follow the rollout's.
 ///
 /// The defaults are safe: bodies up to 64 KiB are copied, `content-type` is compared along
-/// with status and body, every read is mirrored, no sticky key, no override header. Which
+/// with status and body, every read is mirrored, no sticky key. (An override header, which
+/// must be signed, is the rollout's: see
+/// [`RolloutBuilder::override_header`](crate::RolloutBuilder::override_header).) Which
 /// requests are reads, and which headers a copy carries, is the rollout's
 /// [`Mirror`](crate::mirror::Mirror)'s to say.
 ///
@@ -28,7 +30,6 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 ///
 /// let config = ShadowConfig::new()
 ///     .with_sticky_key(StickyKey::cookie("session")?)
-///     .with_override_header("x-shadowlib-arm")?
 ///     .with_body_limit(16 * 1024)
 ///     .with_compare_headers(["content-type", "cache-control"])?
 ///     .with_mirror_share(Share::from_percent(25.0)?);
@@ -89,12 +90,6 @@ impl ShadowConfig {
     pub fn with_sticky_key(mut self, key: StickyKey) -> Self {
         self.sticky = Some(key);
         self
-    }
-
-    /// The header that pins a request to a build (see [`ArmOverride`]).
-    pub fn with_override_header(mut self, name: &str) -> Result<Self, HeaderNameError> {
-        self.arm_override = Some(ArmOverride::new(name)?);
-        Ok(self)
     }
 
     /// The largest request body copied to the shadow, and the largest response body
