@@ -16,7 +16,7 @@ use shadowlib::admin::{AdminApi, AdminRequest};
 use shadowlib::compare::ComparisonReport;
 use shadowlib::redact::Redaction;
 use shadowlib::shadow::{ShadowConfig, in_shadow};
-use shadowlib::{Rollout, RolloutPolicy, Version};
+use shadowlib::{Rollout, RolloutPolicy, Share, TrafficSteerer, Version, WeightedSteerer};
 use shadowlib_tower::ShadowLayer;
 use tower::ServiceExt;
 use tracing::field::{Field, Visit};
@@ -264,4 +264,48 @@ async fn no_credential_reaches_any_output() {
         "the refusal was logged"
     );
     let _ = std::fs::remove_file(&store);
+}
+
+/// A candidate that panics on a live request with a message quoting the request's
+/// credentials: the adapter logs the panic, with the credentials scrubbed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_candidates_panic_is_logged_without_the_credentials_it_quotes() {
+    let logs = Capture::default();
+    // This thread's subscriber: the runtime is this thread, and the other test owns the
+    // global one.
+    let _scope = tracing::subscriber::set_default(logs.clone());
+    let steerer = Arc::new(WeightedSteerer::new());
+    let (rollout, _driver) = Rollout::builder(Version::new("shop", "1"), Version::new("shop", "2"))
+        .steerer(Arc::clone(&steerer))
+        .redaction(Redaction::new().header("x-api-key").expect("a header name"))
+        .without_process_sampling()
+        .build_driven()
+        .expect("valid");
+    steerer.set_share(Share::FULL);
+    let candidate = Router::new().fallback(|request: Request| async move {
+        let quoted: Vec<String> = ["authorization", "cookie", "x-api-key"]
+            .iter()
+            .filter_map(|name| request.headers().get(*name))
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .collect();
+        panic!("refused the credentials {quoted:?}");
+        #[allow(unreachable_code)]
+        ""
+    });
+    let service = ShadowLayer::new(candidate, &rollout).around(build(false, Arc::default()));
+    let request = http::Request::builder()
+        .uri("/items/1")
+        .header("authorization", AUTHORIZATION)
+        .header("cookie", format!("theme=dark; session={COOKIE}"))
+        .header("x-api-key", API_KEY)
+        .body(axum::body::Body::empty())
+        .expect("valid");
+    let response = service.oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), 500);
+    let text = logs.text();
+    assert!(text.contains("refused the credentials"), "logged: {text}");
+    for secret in [AUTHORIZATION, COOKIE, API_KEY] {
+        assert!(!text.contains(secret), "the log holds {secret}:\n{text}");
+    }
+    assert!(text.contains("[redacted]"), "{text}");
 }

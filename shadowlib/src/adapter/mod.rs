@@ -79,6 +79,8 @@ use tokio::time::Instant;
 
 use crate::compare::BodyCapture;
 use crate::metrics::RequestRecord;
+use crate::mirror::HeaderList;
+use crate::mirror::redact::Redaction;
 use crate::model::{Arm, Outcome};
 use crate::rollout::Rollout;
 use crate::shadow::{CopySlot, LiveProgress, ShadowRuntime, ShadowStats, is_bodiless};
@@ -155,6 +157,10 @@ pub struct Tracker {
     request_bytes: u64,
     response: Option<Responded>,
     live: LiveCapture,
+    /// The credentials a live request to the candidate carried (sensitive headers' values):
+    /// scrubbed from its panic message, which may quote them. Kept only for the
+    /// candidate's live requests, the only ones whose panics the adapter logs.
+    credentials: Option<Credentials>,
 }
 
 /// The response, once its head is known.
@@ -229,7 +235,12 @@ impl Tracker {
                 }
             }
         };
+        let credentials = match route.arm {
+            Arm::Candidate => credentials(head.headers, &shadow.shared().config.redaction),
+            Arm::Stable => None,
+        };
         let tracker = Tracker {
+            credentials,
             runtime: shadow.clone(),
             arm: route.arm,
             label: route.label,
@@ -336,8 +347,20 @@ impl Tracker {
             .copied()
             .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)");
+        let quoted: Vec<(&str, &[u8])> = self
+            .credentials
+            .iter()
+            .flat_map(|credentials| credentials.iter())
+            .map(|(name, value)| (name.as_str(), value.as_slice()))
+            .collect();
+        let message = self
+            .runtime
+            .shared()
+            .config
+            .redaction
+            .redact_text_of_request(message, &HeaderList(quoted));
         tracing::error!(
-            panic = message,
+            panic = %message,
             "the candidate panicked on a live request; answered 500"
         );
         ShadowStats::bump(&self.runtime.shared().stats.canary_panics);
@@ -348,6 +371,20 @@ impl Tracker {
             whole: false,
         });
     }
+}
+
+/// Sensitive headers, as `(name, value)`.
+type Credentials = Box<[(String, Vec<u8>)]>;
+
+/// The values of the sensitive headers in `headers`; `None` without any.
+fn credentials(headers: &dyn HeaderView, redaction: &Redaction) -> Option<Credentials> {
+    let mut found = Vec::new();
+    headers.each(&mut |name, value| {
+        if redaction.is_sensitive_header(name, false) {
+            found.push((name.to_owned(), value.to_vec()));
+        }
+    });
+    (!found.is_empty()).then(|| found.into_boxed_slice())
 }
 
 impl Drop for Tracker {

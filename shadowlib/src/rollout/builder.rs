@@ -379,6 +379,7 @@ impl RolloutBuilder {
         shadow_config.arm_override = self
             .arm_override
             .map(|header| header.for_builds(&self.stable, &self.candidate));
+        shadow_config.redaction = self.redaction.clone();
         if !self.redaction.json_fields().is_empty() {
             shadow_config.comparator = Arc::new(RedactedComparator {
                 inner: shadow_config.comparator,

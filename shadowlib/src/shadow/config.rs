@@ -7,6 +7,7 @@ use super::{ShadowBudget, ShadowResources};
 #[cfg(doc)]
 use crate::compare::ExactComparison;
 use crate::compare::{Comparator, CompareResponses};
+use crate::mirror::redact::Redaction;
 use crate::mirror::{ArmOverride, HeaderNameError, StickyKey, header_name};
 use crate::model::Share;
 
@@ -47,6 +48,8 @@ pub struct ShadowConfig {
     pub(crate) compared_headers: Arc<[String]>,
     pub(crate) comparator: Arc<dyn CompareResponses>,
     pub(crate) resources: ShadowResources,
+    /// The rollout's: what the adapters scrub from what they log of a request.
+    pub(crate) redaction: Redaction,
 }
 
 impl Default for ShadowConfig {
@@ -61,6 +64,7 @@ impl Default for ShadowConfig {
             compared_headers: Arc::from(["content-type".to_owned()]),
             comparator: Arc::new(Comparator::default()),
             resources: ShadowResources::default(),
+            redaction: Redaction::new(),
         }
     }
 }
