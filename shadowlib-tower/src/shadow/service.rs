@@ -117,7 +117,9 @@ where
                 })
             }))
         });
-        let (mut parts, body) = request.into_parts();
+        // The request is read where it is and its body wrapped in place: taking it apart
+        // and putting it together again would move its head twice per request.
+        let body = request.body();
         let hint = body.size_hint();
         let size = if body.is_end_stream() {
             BodySize::Empty
@@ -125,37 +127,36 @@ where
             BodySize::from_hint(hint.exact(), hint.lower())
         };
         let (tracker, tee) = {
-            let headers = HeaderPairs(&parts.headers);
+            let headers = HeaderPairs(request.headers());
+            let uri = request.uri();
             // Middleware outside this one may have left what both builds need here (the
             // caller's identity, say): a copy carries them, cloned only when mirrored.
             let extensions = || {
-                (!parts.extensions.is_empty())
-                    .then(|| Box::new(parts.extensions.clone()) as Box<dyn Any + Send>)
+                (!request.extensions().is_empty())
+                    .then(|| Box::new(request.extensions().clone()) as Box<dyn Any + Send>)
             };
-            let head = RequestHead::new(parts.method.as_str(), parts.uri.path(), &headers)
-                .with_query(parts.uri.query())
+            let head = RequestHead::new(request.method().as_str(), uri.path(), &headers)
+                .with_query(uri.query())
                 .with_origin(
-                    parts.uri.scheme_str(),
-                    parts.uri.authority().map(|authority| authority.as_str()),
+                    uri.scheme_str(),
+                    uri.authority().map(|authority| authority.as_str()),
                 )
-                .with_version(HttpVersion::from_table(&VERSIONS, &parts.version))
+                .with_version(HttpVersion::from_table(&VERSIONS, &request.version()))
                 .with_attachment(&extensions);
             Tracker::start(&self.runtime, target, &head, size)
         };
-        let body = match tee {
+        let mut request = request.map(|body| match tee {
             None => ShadowBody::live(body),
             Some(tee) => ShadowBody::teed(body, tee),
-        };
+        });
         let mut tracker = tracker;
         match tracker.arm() {
             Arm::Stable => {
-                let request = Request::from_parts(parts, body);
                 tracker.calling();
                 ResponseFuture::stable(self.stable.call(request), tracker)
             }
             Arm::Candidate => {
-                routing::prepare_for_candidate(&mut parts.extensions);
-                let request = Request::from_parts(parts, body);
+                routing::prepare_for_candidate(request.extensions_mut());
                 // Ready now (an axum `Router` always is): called in place, as stable is,
                 // so that both builds' requests cost the same on the way in — a clone per
                 // request would be an atomic write on memory the shadow's thread shares,

@@ -141,12 +141,15 @@ impl Fixture {
         headers: &HeaderList<'_>,
         body: BodySize,
     ) -> (Tracker, Option<BodyTee>) {
-        Tracker::start(
+        let (mut tracker, tee) = Tracker::start(
             &self.runtime,
             self.target,
             &RequestHead::new("GET", path, headers),
             body,
-        )
+        );
+        // As the adapters do, right before they call the build.
+        tracker.calling();
+        (tracker, tee)
     }
 
     /// A mirrored read of `path` with `body`, its copy handed to the shadow, and its live
@@ -519,6 +522,28 @@ async fn a_finished_response_is_recorded_with_its_bytes() {
             );
         })
         .await;
+}
+
+#[tokio::test]
+async fn a_request_whose_build_call_was_never_marked_is_counted_without_a_latency() {
+    let f = fixture(ShadowConfig::new().with_mirror_share(Share::ZERO));
+    f.record_live();
+    let headers = HeaderList::default();
+    let (mut tracker, _) = Tracker::start(
+        &f.runtime,
+        f.target,
+        &RequestHead::new("GET", "/r", &headers),
+        BodySize::Empty,
+    );
+    tracker.respond(200, &headers);
+    tracker.finish();
+    let stable = f.live(Arm::Stable);
+    assert_eq!(f.rollout.recorder().live_requests(), 1, "counted");
+    assert_eq!(
+        stable.requests(),
+        0,
+        "no latency was measured, so none is recorded"
+    );
 }
 
 #[tokio::test]

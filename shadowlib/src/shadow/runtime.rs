@@ -312,9 +312,7 @@ impl ShadowRuntime {
             shared.pairs.record_shed();
             return no_copy;
         }
-        let slot = shared
-            .slots
-            .take(config.body_limit, tokio::time::Instant::now());
+        let slot = shared.slots.take(config.body_limit);
         {
             let mut copy = slot.request();
             shared.mirror.copy(head, &mut copy);

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
-use tokio::time::Instant;
 
 use super::StatePosition;
 use crate::compare::{BodyCapture, ResponseSummary};
@@ -41,18 +40,22 @@ pub(crate) struct LiveSide {
     pub(crate) progress: LiveProgress,
     /// Where live's state stood when its response head was ready, for a stateful service.
     pub(crate) state_position: Option<StatePosition>,
-    /// When the live path routed the read: where its live latency, and the shadow's
-    /// wait for CPU on its behalf, count from.
-    pub(crate) arrived: Instant,
     /// The live request's latency to its response head, once known: the part of live's
     /// load the recorder does not see (it only counts mirrored reads).
     pub(crate) latency: Option<Duration>,
 }
 
 impl LiveSide {
-    /// Starts capturing a response with `status` and the `compared` headers of `headers`.
-    pub(crate) fn fill_head(&mut self, status: u16, compared: &[String], headers: &dyn HeaderView) {
-        self.latency = Some(self.arrived.elapsed());
+    /// Starts capturing a response with `status`, sent `latency` after the build was
+    /// called, and the `compared` headers of `headers`.
+    pub(crate) fn fill_head(
+        &mut self,
+        status: u16,
+        latency: Option<Duration>,
+        compared: &[String],
+        headers: &dyn HeaderView,
+    ) {
+        self.latency = latency;
         self.status = status;
         self.headers.clear();
         for name in compared {
@@ -110,7 +113,6 @@ impl CopySlot {
                 truncated: false,
                 progress: LiveProgress::Awaited,
                 state_position: None,
-                arrived: Instant::now(),
                 latency: None,
             }),
         }
@@ -156,16 +158,15 @@ impl SlotPool {
         }
     }
 
-    /// A slot for a new read that `arrived` then: its live response awaited, its request
-    /// to be filled with a body of at most `body_limit` bytes.
-    pub(crate) fn take(&self, body_limit: usize, arrived: Instant) -> Arc<CopySlot> {
+    /// A slot for a new read: its live response awaited, its request to be filled with a
+    /// body of at most `body_limit` bytes.
+    pub(crate) fn take(&self, body_limit: usize) -> Arc<CopySlot> {
         let slot = self.free.pop().unwrap_or_else(|| Arc::new(CopySlot::new()));
         // Nobody else holds it, so neither lock is ever waited for.
         {
             let mut live = slot.live();
             live.progress = LiveProgress::Awaited;
             live.state_position = None;
-            live.arrived = arrived;
             live.latency = None;
         }
         slot.request().start_body(body_limit);
@@ -191,14 +192,14 @@ mod tests {
     #[test]
     fn a_slot_returns_to_the_pool_only_from_its_last_holder() {
         let pool = SlotPool::new(4);
-        let slot = pool.take(16, Instant::now());
+        let slot = pool.take(16);
         let other = Arc::clone(&slot);
         slot.live().progress = LiveProgress::Seen;
         pool.give_back(slot);
         assert_eq!(pool.free.len(), 0, "the other holder still has it");
         pool.give_back(other);
         assert_eq!(pool.free.len(), 1);
-        let again = pool.take(16, Instant::now());
+        let again = pool.take(16);
         assert_eq!(again.live().progress, LiveProgress::Awaited);
     }
 }

@@ -190,6 +190,7 @@ async fn the_worker_reports_its_cpu_and_live_latency_of_mirrored_reads() {
             let headers = HeaderList::default();
             let head = RequestHead::new("GET", "/r", &headers);
             let (mut tracker, _) = Tracker::start(&runtime, target, &head, BodySize::Empty);
+            tracker.calling();
             tokio::time::sleep(Duration::from_millis(3)).await;
             tracker.respond(200, &headers);
             tracker.finish();
