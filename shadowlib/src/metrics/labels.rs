@@ -15,9 +15,11 @@
 //! reserves one of the `cap` admissions, so at most `cap` of the slots ever fill, and the
 //! probe always reaches an empty slot while there is room.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use foldhash::fast::RandomState;
 
 /// Labels admitted so far, each with its index, in `0..slots()`.
 #[derive(Debug)]
@@ -36,7 +38,7 @@ impl LabelSet {
             cap,
             admitted: AtomicUsize::new(0),
             slots: (0..len).map(|_| OnceLock::new()).collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 
