@@ -5,7 +5,7 @@
 //! `GET /search` (heavier) and `POST /cart` (a write, never mirrored), in a mix of about
 //! 85% reads. The rollout uses the library's defaults — the `SequentialPredictor`, the
 //! field-level response comparison, a stable twin in the shadow — with a policy that looks
-//! four times a second so the demo ends in well under a minute.
+//! four times a second so the demo ends in about a minute (less with `--release`).
 //!
 //! * Scenario `regression`: v2 is three times slower on `GET /items/{id}` and gets the
 //!   price wrong on one search in fifty. It is rolled back while still a shadow, before any
@@ -119,7 +119,7 @@ fn print_event(event: &RolloutEvent) {
     }
 }
 
-/// Sends requests from `clients` concurrent connections, each pausing 2 ms between its
+/// Sends requests from `clients` concurrent connections, each pausing 5 ms between its
 /// requests, until the rollout ends or the deadline passes: about 85% reads.
 async fn load(
     addr: std::net::SocketAddr,
@@ -158,7 +158,7 @@ async fn load(
                     // Each user pauses between requests: a service with headroom, as a
                     // real one runs. The shadow runs only on CPU live leaves idle, so a load
                     // generator that saturates every core would leave it none.
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             })
         })
@@ -178,13 +178,13 @@ async fn run_scenario(name: &str, candidate: Behaviour) -> Result<(), Box<dyn st
     let policy = RolloutPolicy::from_toml(
         r#"
         interval = "250ms"
-        steps = [10, 50, 100]
+        steps = [25, 50, 100]
         min_samples = 500
         min_samples_per_step = 2000
         no_data_deadline = "20s"
         decision_deadline = "90s"
         # What the built-in load generator mirrors on two cores, for the plan below.
-        expected_reads_per_second = 2000
+        expected_reads_per_second = 1000
         "#,
     )?;
     let items = PathPattern::new("/items/{id}")?;
@@ -211,8 +211,14 @@ async fn run_scenario(name: &str, candidate: Behaviour) -> Result<(), Box<dyn st
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let started = Instant::now();
-    let sent = load(addr, &rollout, 16, started + Duration::from_secs(50)).await;
+    let sent = load(addr, &rollout, 16, started + Duration::from_secs(100)).await;
     if !rollout.phase().is_terminal() {
+        // No verdict in time: say what the rollout was waiting for.
+        let status = rollout.status();
+        if let Some(decision) = &status.last_decision {
+            println!("the last look, in {}: {decision}", status.phase);
+        }
+        println!("the shadow: {}", status.shadow);
         // Refused only if the rollout ended in the meantime.
         let _ = rollout
             .handle()
