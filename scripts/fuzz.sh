@@ -34,13 +34,27 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cd fuzz
+mkdir -p logs
+failed=()
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   echo "== fuzz $target for ${seconds}s"
   start=$(date +%s)
   # -rss_limit_mb keeps a runaway input from taking the machine; -max_len bounds inputs.
-  cargo +nightly fuzz run "$target" "corpus/$target" -- \
+  # A crash ends this target's run, not the others': every target gets its time, and the
+  # crashes are listed at the end.
+  if cargo +nightly fuzz run "$target" "corpus/$target" -- \
     -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -print_final_stats=1 \
-    2>&1 | tail -n 12
+    >"logs/$target.log" 2>&1; then
+    grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' "logs/$target.log" || true
+  else
+    failed+=("$target")
+    grep -E 'panicked at|^(thread|SUMMARY|==[0-9]+== ERROR)' "logs/$target.log" | head -n 5 || true
+  fi
   echo "fuzz: $target ran $(( $(date +%s) - start ))s (build included)"
 done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz: crashes in ${failed[*]}: see fuzz/logs/ and fuzz/artifacts/"
+  exit 1
+fi
+echo "fuzz: no crash in ${#targets[@]} targets"

@@ -57,7 +57,12 @@ pub fn read_rules(data: &[u8]) {
     let text = text(data);
     let mut lines: Vec<&str> = text.lines().collect();
     let request = lines.pop().unwrap_or_default();
-    let (method, path) = request.split_once(' ').unwrap_or(("GET", request));
+    // Read as a rule is (two words, any whitespace between), so that a denied rule and a
+    // request with the same words are the same route.
+    let (method, path) = match request.split_whitespace().collect::<Vec<_>>()[..] {
+        [method, path] => (method, path),
+        _ => ("GET", request),
+    };
     let mut mirror = HttpMirror::new();
     let mut denied = Vec::new();
     for (i, line) in lines.iter().enumerate() {
@@ -69,7 +74,7 @@ pub fn read_rules(data: &[u8]) {
         } else {
             let ruled = mirror.clone().deny(line);
             if ruled.is_ok() {
-                denied.push(*line);
+                denied.push(line.split_whitespace().collect::<Vec<_>>());
             }
             ruled
         };
@@ -80,7 +85,7 @@ pub fn read_rules(data: &[u8]) {
     let headers = HeaderList::default();
     let head = RequestHead::new(method, path, &headers);
     let class = mirror.classify(&head);
-    if denied.contains(&request) {
+    if denied.contains(&vec![method, path]) {
         assert!(!class.is_read(), "denied `{request}` classified a read");
     }
 }

@@ -219,6 +219,8 @@ fn inputs_kept_as_regressions() {
             entry::read_rules,
             b"GET /{\nGET /{}/{}\nGET /**/**\nGET /a/**/b".to_vec(),
         ),
+        // Found by cargo-fuzz: a rule and a request with the same words split by a tab.
+        (entry::read_rules, b"GET /a\n&\t/\n&\t/".to_vec()),
         (
             entry::http_copy,
             b"GET /\nx-shadowlib-arm: candidate.99999999999999999999.00\nconnection: , ,,".to_vec(),
