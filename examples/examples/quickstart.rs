@@ -14,7 +14,8 @@
 //!   twin shows to be noise). It is promoted through every step of the schedule.
 //!
 //! Run with `cargo run -p examples --example quickstart` (add `--release` for a faster
-//! load).
+//! load). `-- --aa RUNS` runs only the healthy scenario, RUNS times, and counts how many
+//! identical candidates were promoted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,7 +170,19 @@ async fn load(
     sent.load(Ordering::Relaxed)
 }
 
-async fn run_scenario(name: &str, candidate: Behaviour) -> Result<(), Box<dyn std::error::Error>> {
+/// How a scenario ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Promoted,
+    RolledBack,
+    /// No verdict before the demo's load ended: the demo aborted it.
+    Undecided,
+}
+
+async fn run_scenario(
+    name: &str,
+    candidate: Behaviour,
+) -> Result<(Ending, Duration), Box<dyn std::error::Error>> {
     let (v1, v2) = (
         Version::new("shop", "1.41.0"),
         Version::new("shop", "1.42.0"),
@@ -212,7 +225,8 @@ async fn run_scenario(name: &str, candidate: Behaviour) -> Result<(), Box<dyn st
 
     let started = Instant::now();
     let sent = load(addr, &rollout, 16, started + Duration::from_secs(100)).await;
-    if !rollout.phase().is_terminal() {
+    let undecided = !rollout.phase().is_terminal();
+    if undecided {
         // No verdict in time: say what the rollout was waiting for.
         let status = rollout.status();
         if let Some(decision) = &status.last_decision {
@@ -229,24 +243,68 @@ async fn run_scenario(name: &str, candidate: Behaviour) -> Result<(), Box<dyn st
     server.abort();
 
     let counts = rollout.shadow_counts();
-    let outcome = match rollout.phase() {
-        Phase::RolledBack => "rolled_back",
-        Phase::Promoted => "promoted",
-        _ => "unfinished",
+    let ending = match rollout.phase() {
+        _ if undecided => Ending::Undecided,
+        Phase::Promoted => Ending::Promoted,
+        _ => Ending::RolledBack,
     };
+    let outcome = match ending {
+        Ending::Promoted => "promoted",
+        Ending::RolledBack => "rolled_back",
+        Ending::Undecided => "undecided (aborted when the load ended)",
+    };
+    let took = started.elapsed();
     println!(
         "scenario {name}: {outcome} after {:.1}s and {sent} requests; the shadow ran {} reads \
          on both builds ({} dropped when it was full), {} differed only on the candidate",
-        started.elapsed().as_secs_f64(),
+        took.as_secs_f64(),
         counts.paired,
         counts.dropped_queue_full,
         counts.mismatched,
+    );
+    Ok((ending, took))
+}
+
+/// `--aa RUNS`: the healthy scenario (an identical candidate) RUNS times, each on a fresh
+/// rollout and server, and how many were promoted.
+async fn aa(runs: u32) -> Result<(), Box<dyn std::error::Error>> {
+    let mut endings = Vec::new();
+    for run in 1..=runs {
+        let (ending, took) = run_scenario(&format!("A/A {run} of {runs}"), V1).await?;
+        endings.push((ending, took));
+    }
+    let count = |wanted| endings.iter().filter(|(e, _)| *e == wanted).count();
+    let mut promoted: Vec<f64> = endings
+        .iter()
+        .filter(|(e, _)| *e == Ending::Promoted)
+        .map(|(_, took)| took.as_secs_f64())
+        .collect();
+    promoted.sort_by(f64::total_cmp);
+    let median = promoted
+        .get(promoted.len() / 2)
+        .copied()
+        .unwrap_or(f64::NAN);
+    let slowest = promoted.last().copied().unwrap_or(f64::NAN);
+    println!(
+        "\nA/A, {runs} runs: {} promoted (median {median:.1}s, slowest {slowest:.1}s), {} rolled back, {} undecided",
+        count(Ending::Promoted),
+        count(Ending::RolledBack),
+        count(Ending::Undecided),
     );
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, runs] = args.as_slice()
+        && flag == "--aa"
+    {
+        let runs = runs
+            .parse()
+            .map_err(|_| format!("--aa takes a number of runs, not {runs:?}"))?;
+        return aa(runs).await;
+    }
     let slower_and_wrong = Behaviour {
         item_work: V1.item_work * 3,
         wrong_price_every: 50,
