@@ -107,25 +107,36 @@ impl ShadowCost {
         (self.copies_started > 0).then(|| self.cpu_ns as f64 / self.copies_started as f64)
     }
 
-    /// Of the copies handed to the shadow since `earlier` (the same shadow's cost at an
-    /// earlier look), the share it shed: dropped at the queue's limit or starved of CPU
-    /// past the deadline. `None` when none were handed to it.
+    /// What the shadow cost between `earlier` (the same shadow's cost at an earlier look)
+    /// and now.
     ///
     /// ```
     /// use shadowlib::shadow::ShadowCost;
     ///
     /// let earlier = ShadowCost { copies_started: 100, ..ShadowCost::default() };
     /// let now = ShadowCost { copies_started: 115, shed_queue_full: 85, starved: 5, ..earlier };
-    /// assert_eq!(now.shed_share_since(&earlier), Some(0.9));
-    /// assert_eq!(now.shed_share_since(&now), None);
+    /// let interval = now.since(&earlier);
+    /// assert_eq!((interval.copies_started, interval.shed_queue_full), (15, 85));
+    /// assert_eq!(interval.shed_share(), Some(0.9));
+    /// assert_eq!(now.since(&now).shed_share(), None);
     /// ```
-    pub fn shed_share_since(&self, earlier: &ShadowCost) -> Option<f64> {
-        let started = self.copies_started.saturating_sub(earlier.copies_started);
-        let dropped = self.shed_queue_full.saturating_sub(earlier.shed_queue_full);
-        // A starved copy was started: it is among `started` and shed from the evidence.
-        let starved = self.starved.saturating_sub(earlier.starved).min(started);
-        let handed = started + dropped;
-        (handed > 0).then(|| (dropped + starved) as f64 / handed as f64)
+    pub fn since(&self, earlier: &ShadowCost) -> ShadowCost {
+        ShadowCost {
+            cpu_ns: self.cpu_ns.saturating_sub(earlier.cpu_ns),
+            copies_started: self.copies_started.saturating_sub(earlier.copies_started),
+            shed_queue_full: self.shed_queue_full.saturating_sub(earlier.shed_queue_full),
+            starved: self.starved.saturating_sub(earlier.starved),
+        }
+    }
+
+    /// Of the copies handed to the shadow, the share it shed: dropped at the queue's limit
+    /// or starved of CPU past the deadline. `None` when none were handed to it.
+    pub fn shed_share(&self) -> Option<f64> {
+        // A starved copy was started: it is among `copies_started` and shed from the
+        // evidence.
+        let starved = self.starved.min(self.copies_started);
+        let handed = self.copies_started + self.shed_queue_full;
+        (handed > 0).then(|| (self.shed_queue_full + starved) as f64 / handed as f64)
     }
 
     /// Adds another replica's costs.
@@ -322,16 +333,18 @@ pub struct ShadowActivity {
 }
 
 impl ShadowActivity {
-    /// The shadow's figures in `evidence`, judged starved against `previous` (the same
-    /// shadow's cost at the look before).
-    pub(crate) fn at_look(evidence: &ShadowEvidence, previous: &ShadowCost) -> Self {
+    /// The share of what the shadow was handed that it may shed before it is starved.
+    pub(crate) const STARVED_ABOVE: f64 = 0.5;
+
+    /// The shadow's figures in `evidence`, judged starved on `interval` (its cost since
+    /// the look before).
+    pub(crate) fn at_look(evidence: &ShadowEvidence, interval: &ShadowCost) -> Self {
         Self {
             share: evidence.share,
             cost: evidence.cost,
-            starved: evidence
-                .cost
-                .shed_share_since(previous)
-                .is_some_and(|shed| shed > 0.5),
+            starved: interval
+                .shed_share()
+                .is_some_and(|shed| shed > Self::STARVED_ABOVE),
         }
     }
 }

@@ -56,7 +56,6 @@ enum Hold {
     Undecided(Vec<Reason>),
 }
 
-/// A hold's decision: its first reason leads, the rest follow.
 impl Hold {
     /// Adds a reason after the one that leads.
     fn cite(&mut self, reason: Reason) {
@@ -68,22 +67,22 @@ impl Hold {
 /// Why the shadow's evidence grows slowly, when it shed most of what it was handed since
 /// the last look: said with every hold, so that a rollout waiting on a starved shadow says
 /// so instead of only "not enough samples".
-fn starvation(now: &ShadowCost, before: &ShadowCost) -> Option<Reason> {
-    let shed = now.shed_share_since(before).filter(|&shed| shed > 0.5)?;
-    let started = now.copies_started.saturating_sub(before.copies_started);
-    let dropped = now.shed_queue_full.saturating_sub(before.shed_queue_full);
-    let starved = now.starved.saturating_sub(before.starved);
-    Some(
-        Reason::new(format!(
-            "the shadow is starved of CPU: since the last look it dropped {dropped} copies at \
-             its queue's limit and ran {started}, {starved} of them starved past the CPU-wait \
-             deadline; it runs only on CPU live leaves idle, and live is using it, so its \
-             evidence grows when the load eases or in an off-peak window"
-        ))
-        .metric("shadow_shed_share", shed, 0.5),
+fn starvation(interval: &ShadowCost) -> Reason {
+    Reason::new(format!(
+        "the shadow is starved of CPU: since the last look it dropped {} copies at its \
+         queue's limit and ran {}, {} of them starved past the CPU-wait deadline; it runs \
+         only on CPU live leaves idle, and live is using it, so its evidence grows when the \
+         load eases or in an off-peak window",
+        interval.shed_queue_full, interval.copies_started, interval.starved
+    ))
+    .metric(
+        "shadow_shed_share",
+        interval.shed_share().unwrap_or_default(),
+        ShadowActivity::STARVED_ABOVE,
     )
 }
 
+/// A hold's decision: its first reason leads, the rest follow.
 fn holding(mut reasons: Vec<Reason>) -> Decision {
     let rest = reasons.split_off(1.min(reasons.len()));
     let lead = reasons
@@ -190,9 +189,10 @@ impl Controller {
             }
         }
         let samples = evidence.samples();
-        let activity = ShadowActivity::at_look(&evidence.shadow, &self.shadow_cost_before);
-        let starved = starvation(&evidence.shadow.cost, &self.shadow_cost_before)
-            .filter(|_| evidence.stage() == Stage::Shadow);
+        let interval = evidence.shadow.cost.since(&self.shadow_cost_before);
+        let activity = ShadowActivity::at_look(&evidence.shadow, &interval);
+        let starved =
+            (activity.starved && evidence.stage() == Stage::Shadow).then(|| starvation(&interval));
         self.shadow_cost_before = evidence.shadow.cost;
         self.shared.status.send_modify(|s| {
             let reason = |activity: &ShadowActivity| activity.share.map(|share| share.reason);
